@@ -1,0 +1,3 @@
+from sendlearn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""The capture processor: the part of the plugin that sits on the audio thread.
+
+``process`` returns the very array it was given (audio passes through untouched), and on
+the way copies what the block holds into a ``Block`` that it hands off without waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from sendlearn.capture import (
+    STOPPED,
+    Block,
+    CaptureError,
+    HandOff,
+    MidiEvent,
+    ParamChange,
+    Playhead,
+    check_name,
+)
+
+MidiInput = MidiEvent | tuple[int, bytes]
+ParamInput = ParamChange | tuple[int, str, float]
+
+
+class CaptureProcessor:
+    """Numbers blocks, stamps absolute samples and hands each block off.
+
+    ``realtime=True`` (a live audio thread): a full hand-off drops the block and counts it
+    (``dropped``); the seq it had is never reused, so the receiver records the hole as a gap.
+    ``realtime=False`` (an offline render): a full hand-off makes ``process`` wait for room.
+    MIDI events and parameter changes that are malformed or outside the block are not
+    allowed to stop the audio: they are counted in ``rejected_events`` and the last problem
+    is kept in ``last_rejection``.
+    """
+
+    def __init__(
+        self,
+        session: str,
+        stream: str,
+        sample_rate: int,
+        channels: int,
+        *,
+        handoff: HandOff | None = None,
+        capacity: int = 1024,
+        realtime: bool = True,
+        first_seq: int = 0,
+        start_sample: int = 0,
+    ) -> None:
+        self.session = check_name(session, "session")
+        self.stream = check_name(stream, "stream")
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.handoff = handoff if handoff is not None else HandOff(capacity)
+        self.realtime = realtime
+        self._seq = first_seq
+        self._sample = start_sample
+        self._rejected = 0
+        self.last_rejection: str | None = None
+
+    def process(
+        self,
+        audio: np.ndarray,
+        midi: Iterable[MidiInput] = (),
+        playhead: Playhead = STOPPED,
+        params: Iterable[ParamInput] = (),
+    ) -> np.ndarray:
+        """Capture one block; return ``audio`` itself, unchanged."""
+        if audio.ndim != 2 or audio.shape[0] != self.channels:
+            raise ValueError(f"audio must be (channels={self.channels}, frames), got {audio.shape}")
+        frames = audio.shape[1]
+        block = Block(
+            self.session, self.stream, self._seq, self._sample, frames, self.sample_rate,
+            self.channels, playhead, self._events(midi, frames), self._params(params, frames),
+            np.array(audio, dtype=np.float32, order="C"),  # always a copy: hosts reuse buffers
+        )
+        if self.realtime:
+            self.handoff.offer(block)
+        else:
+            self.handoff.put(block)
+        self._seq += 1
+        self._sample += frames
+        return audio
+
+    def close(self) -> None:
+        """No more blocks: lets the consumer finish once it has drained the hand-off."""
+        self.handoff.close()
+
+    def _events(self, midi: Iterable[MidiInput], frames: int) -> tuple[MidiEvent, ...]:
+        events = []
+        for item in midi:
+            try:
+                event = item if isinstance(item, MidiEvent) else MidiEvent(int(item[0]), item[1])
+                if event.offset >= frames:
+                    raise CaptureError("midi.offset", f"{event.offset} is outside {frames} frames")
+            except (CaptureError, TypeError, IndexError, ValueError) as exc:
+                self._reject(exc)
+                continue
+            events.append(event)
+        events.sort(key=_offset)  # stable: events on one sample keep the host's order
+        return tuple(events)
+
+    def _params(self, params: Iterable[ParamInput], frames: int) -> tuple[ParamChange, ...]:
+        changes = []
+        for item in params:
+            try:
+                change = item if isinstance(item, ParamChange) else ParamChange(
+                    int(item[0]), item[1], float(item[2])
+                )
+                if change.offset >= frames:
+                    raise CaptureError("params.offset", f"{change.offset} is outside {frames} frames")
+            except (CaptureError, TypeError, IndexError, ValueError) as exc:
+                self._reject(exc)
+                continue
+            changes.append(change)
+        changes.sort(key=_offset)
+        return tuple(changes)
+
+    def _reject(self, exc: Exception) -> None:
+        self._rejected += 1
+        self.last_rejection = str(exc)
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    @property
+    def position(self) -> int:
+        """Absolute sample of the next block's first frame."""
+        return self._sample
+
+    @property
+    def dropped(self) -> int:
+        """Blocks the hand-off refused (live only)."""
+        return self.handoff.dropped
+
+    @property
+    def rejected_events(self) -> int:
+        return self._rejected
+
+
+def _offset(item: MidiEvent | ParamChange) -> int:
+    return item.offset

@@ -1,0 +1,15 @@
+"""The wire: a sans-I/O protocol shared by both ends, and the sender that drives it."""
+
+from .codec import Quality
+from .errors import EXPLANATIONS, ErrorCode, ProtocolError
+from .messages import (
+    PROTOCOL_VERSION, Ack, BlockEntry, BlockFrame, Bye, Error, Hello, Welcome, decode_frame, encode_frame,
+)
+from .protocol import BlocksReceived, Protocol
+from .state import Role, State
+
+__all__ = [
+    "EXPLANATIONS", "PROTOCOL_VERSION", "Ack", "BlockEntry", "BlockFrame", "BlocksReceived", "Bye",
+    "Error", "ErrorCode", "Hello", "Protocol", "ProtocolError", "Quality", "Role", "State", "Welcome",
+    "decode_frame", "encode_frame",
+]

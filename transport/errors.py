@@ -1,0 +1,51 @@
+"""Protocol error codes and the one exception every decode failure becomes.
+
+    ProtocolError(code, reason)   the only exception ``decode_frame`` and ``Protocol`` raise
+
+Codes live in the websocket private range (4000-4999), so an ERROR message's code is also
+the close code of the connection it ends.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    MALFORMED = 4000
+    UNSUPPORTED_VERSION = 4001
+    BAD_ID = 4002
+    UNAUTHORIZED = 4003
+    FRAME_TOO_LARGE = 4004
+    BAD_DIGEST = 4005
+    INVALID_BLOCK = 4006
+    UNEXPECTED_MESSAGE = 4007
+    STREAM_BUSY = 4008
+    STREAM_MISMATCH = 4009
+    RECEIVER_ERROR = 4010
+    GOING_AWAY = 4011
+
+
+EXPLANATIONS: dict[ErrorCode, str] = {
+    ErrorCode.MALFORMED: "the frame is not a valid message (flags, zstd, msgpack, a field's type or range)",
+    ErrorCode.UNSUPPORTED_VERSION: "HELLO names a protocol version this end does not speak",
+    ErrorCode.BAD_ID: "a session or stream id is not 1-64 of A-Z a-z 0-9 . _ - (or only dots)",
+    ErrorCode.UNAUTHORIZED: "the token is missing or not accepted",
+    ErrorCode.FRAME_TOO_LARGE: "the frame, or its decompressed body, is over the size limit",
+    ErrorCode.BAD_DIGEST: "a block's content does not hash to the digest it carries",
+    ErrorCode.INVALID_BLOCK: "a block breaks the block model (frames, offsets, MIDI bytes, playhead)",
+    ErrorCode.UNEXPECTED_MESSAGE: "a message that is not allowed in the connection's current state",
+    ErrorCode.STREAM_BUSY: "another connection is already streaming this (session, stream)",
+    ErrorCode.STREAM_MISMATCH: "HELLO disagrees with what is on disk for this stream (rate, channels)",
+    ErrorCode.RECEIVER_ERROR: "the receiver failed internally; no details are given to the peer",
+    ErrorCode.GOING_AWAY: "the receiver is shutting down; reconnect later",
+}
+
+
+class ProtocolError(Exception):
+    """A frame or message that breaks the protocol, with the code to close on."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(f"{code.name} ({int(code)}): {reason}")
+        self.code = code
+        self.reason = reason

@@ -1,0 +1,370 @@
+"""Wire messages and their frame encoding (docs/protocol.md). Pure: bytes in, values out.
+
+A frame is one websocket binary message: one flags byte, then a msgpack map, zstandard-
+compressed when flag bit 0 is set. Every message is a frozen dataclass that validates on
+construction, so a decoded message is a valid one. ``decode_frame`` raises ProtocolError
+and nothing else, whatever bytes it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zstandard
+
+from sendlearn.capture import (
+    MAX_FRAMES,
+    CaptureError,
+    InvalidName,
+    MidiEvent,
+    ParamChange,
+    Playhead,
+    check_name,
+)
+
+from .codec import CODINGS, Quality
+from .errors import ErrorCode, ProtocolError
+
+PROTOCOL_VERSION = 1
+FLAG_ZSTD = 0x01
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+MAX_TEXT = 256
+MAX_TOKEN = 4096
+MAX_BATCH = 4096
+NOTHING = -1  # "no seq yet" in durable_through, last_seq
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Sender → receiver, first: who is streaming what, and from where it can resume."""
+
+    session: str
+    stream: str
+    track: str
+    sample_rate: int
+    channels: int
+    block_size: int
+    host: str
+    token: str | None = None
+    resume_from: int = 0
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        _int("hello.version", self.version, 0, 0xFFFF)
+        _name("hello.session", self.session)
+        _name("hello.stream", self.stream)
+        _text("hello.track", self.track, MAX_TEXT)
+        _int("hello.sample_rate", self.sample_rate, 1000, 768000)
+        _int("hello.channels", self.channels, 1, 64)
+        _int("hello.block_size", self.block_size, 1, MAX_FRAMES)
+        _text("hello.host", self.host, MAX_TEXT)
+        if self.token is not None:
+            _text("hello.token", self.token, MAX_TOKEN)
+        _int("hello.resume_from", self.resume_from, 0, 2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Receiver → sender: accepted; every seq up to ``durable_through`` is already on disk."""
+
+    durable_through: int = NOTHING
+    max_frame_size: int = DEFAULT_MAX_FRAME
+
+    def __post_init__(self) -> None:
+        _int("welcome.durable_through", self.durable_through, NOTHING, 2**63 - 1)
+        _int("welcome.max_frame_size", self.max_frame_size, 1024, 2**31)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEntry:
+    """One block's header inside a BLOCK message; its audio is a slice of the shared payload."""
+
+    seq: int
+    start_sample: int
+    frames: int
+    playhead: Playhead
+    midi: tuple[MidiEvent, ...]
+    params: tuple[ParamChange, ...]
+    digest: int
+
+    def __post_init__(self) -> None:
+        _int("block.seq", self.seq, 0, 2**63 - 1)
+        _int("block.start_sample", self.start_sample, 0, 2**62)
+        _int("block.frames", self.frames, 1, MAX_FRAMES)
+        _int("block.digest", self.digest, 0, 2**64 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFrame:
+    """Sender → receiver: consecutive-in-the-payload blocks at one quality level.
+
+    ``audio`` is all the entries' audio, coded together (``coding``) in entry order.
+    ``dropped`` lists ``(first, last)`` seq ranges the sender's audio thread dropped.
+    ``backfill`` marks full-quality audio replacing audio sent degraded earlier.
+    """
+
+    quality: Quality
+    coding: str
+    audio: bytes
+    entries: tuple[BlockEntry, ...]
+    backfill: bool = False
+    dropped: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.coding not in CODINGS:
+            raise ProtocolError(ErrorCode.MALFORMED, f"block.coding {self.coding!r} is not one of {CODINGS}")
+        if not 0 < len(self.entries) <= MAX_BATCH:
+            raise ProtocolError(ErrorCode.MALFORMED, f"block.blocks must hold 1-{MAX_BATCH} blocks")
+        for first, last in self.dropped:
+            if not 0 <= first <= last:
+                raise ProtocolError(ErrorCode.MALFORMED, f"block.dropped range {first}..{last} is not ordered")
+
+    @property
+    def frames(self) -> int:
+        return sum(entry.frames for entry in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Receiver → sender: every seq up to ``through`` is durable on disk (or a recorded gap)."""
+
+    through: int
+
+    def __post_init__(self) -> None:
+        _int("ack.through", self.through, NOTHING, 2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Sender → receiver: the stream ends; ``last_seq`` is the last seq it produced."""
+
+    last_seq: int = NOTHING
+
+    def __post_init__(self) -> None:
+        _int("bye.last_seq", self.last_seq, NOTHING, 2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Either end: the connection ends because of ``code``."""
+
+    code: ErrorCode
+    reason: str
+
+    def __post_init__(self) -> None:
+        _text("error.reason", self.reason, 1024)
+
+
+Message = Hello | Welcome | BlockFrame | Ack | Bye | Error
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+def encode_frame(message: Message, compression_level: int = 3) -> bytes:
+    """One message to one frame; zstd is used only when it makes the frame smaller."""
+    body = msgpack.packb(_to_wire(message), use_bin_type=True)
+    if compression_level > 0 and len(body) > 64:
+        packed = zstandard.ZstdCompressor(level=compression_level, write_content_size=True).compress(body)
+        if len(packed) < len(body):
+            return bytes((FLAG_ZSTD,)) + packed
+    return b"\x00" + body
+
+
+def _to_wire(message: Message) -> dict[str, Any]:
+    if isinstance(message, Hello):
+        return {"type": "hello", "version": message.version, "session": message.session,
+                "stream": message.stream, "track": message.track, "sample_rate": message.sample_rate,
+                "channels": message.channels, "block_size": message.block_size,
+                "host": message.host, "token": message.token, "resume_from": message.resume_from}
+    if isinstance(message, Welcome):
+        return {"type": "welcome", "durable_through": message.durable_through,
+                "max_frame_size": message.max_frame_size}
+    if isinstance(message, BlockFrame):
+        return {"type": "block", "quality": int(message.quality), "coding": message.coding,
+                "audio": message.audio, "backfill": message.backfill,
+                "dropped": [list(r) for r in message.dropped],
+                "blocks": [_entry_to_wire(e) for e in message.entries]}
+    if isinstance(message, Ack):
+        return {"type": "ack", "through": message.through}
+    if isinstance(message, Bye):
+        return {"type": "bye", "last_seq": message.last_seq}
+    if isinstance(message, Error):
+        return {"type": "error", "code": int(message.code), "reason": message.reason}
+    raise TypeError(f"not a protocol message: {type(message).__name__}")
+
+
+def _entry_to_wire(entry: BlockEntry) -> dict[str, Any]:
+    return {"seq": entry.seq, "start": entry.start_sample, "frames": entry.frames,
+            "playhead": list(entry.playhead.as_tuple()),
+            "midi": [[e.offset, e.data] for e in entry.midi],
+            "params": [[p.offset, p.param, float(p.value)] for p in entry.params],
+            "digest": entry.digest}
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Message:
+    """One frame to one message. Raises ProtocolError, and only ProtocolError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(ErrorCode.MALFORMED, "frames are binary")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes is over {max_size}")
+    if not data:
+        raise ProtocolError(ErrorCode.MALFORMED, "empty frame")
+    flags, body = data[0], data[1:]
+    if flags & ~FLAG_ZSTD:
+        raise ProtocolError(ErrorCode.MALFORMED, f"unknown frame flags 0x{flags:02X}")
+    if flags & FLAG_ZSTD:
+        body = _decompress(body, max_size)
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack signals bad input with many exception types
+        raise ProtocolError(ErrorCode.MALFORMED, f"body is not msgpack ({type(exc).__name__})") from None
+    try:
+        return _from_wire(obj)
+    except ProtocolError:
+        raise
+    except InvalidName as exc:
+        raise ProtocolError(ErrorCode.BAD_ID, str(exc)) from None
+    except CaptureError as exc:
+        raise ProtocolError(ErrorCode.INVALID_BLOCK, str(exc)) from None
+
+
+def _decompress(body: bytes, max_size: int) -> bytes:
+    try:
+        size = zstandard.frame_content_size(body)
+    except zstandard.ZstdError:
+        raise ProtocolError(ErrorCode.MALFORMED, "body is not a zstd frame") from None
+    if size < 0:
+        raise ProtocolError(ErrorCode.MALFORMED, "zstd frame does not declare its content size")
+    if size > max_size:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"body decompresses to {size} bytes, over {max_size}")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_size)
+    except zstandard.ZstdError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"zstd body does not decompress ({exc})") from None
+    if len(out) != size:
+        raise ProtocolError(ErrorCode.MALFORMED, "zstd body is not the size it declares")
+    return out
+
+
+def _no_ext(code: int, data: bytes) -> None:
+    raise ProtocolError(ErrorCode.MALFORMED, f"msgpack extension type {code} is not used here")
+
+
+def _from_wire(obj: object) -> Message:
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "body must be a msgpack map")
+    kind = obj.get("type")
+    if kind == "hello":
+        token = obj.get("token")
+        if token is not None:
+            _text("hello.token", token, MAX_TOKEN)
+        return Hello(
+            session=_get(obj, "session", str), stream=_get(obj, "stream", str),
+            track=_get(obj, "track", str), sample_rate=_get(obj, "sample_rate", int),
+            channels=_get(obj, "channels", int), block_size=_get(obj, "block_size", int),
+            host=_get(obj, "host", str), token=token,
+            resume_from=_get(obj, "resume_from", int), version=_get(obj, "version", int),
+        )
+    if kind == "welcome":
+        return Welcome(_get(obj, "durable_through", int), _get(obj, "max_frame_size", int))
+    if kind == "block":
+        quality = _get(obj, "quality", int)
+        try:
+            quality = Quality(quality)
+        except ValueError:
+            raise ProtocolError(ErrorCode.MALFORMED, f"block.quality {quality} is not a level") from None
+        dropped = tuple(_pair("block.dropped", r) for r in _get(obj, "dropped", list))
+        entries = tuple(_entry_from_wire(e, i) for i, e in enumerate(_get(obj, "blocks", list)))
+        return BlockFrame(quality, _get(obj, "coding", str), _get(obj, "audio", bytes),
+                          entries, _get(obj, "backfill", bool), dropped)
+    if kind == "ack":
+        return Ack(_get(obj, "through", int))
+    if kind == "bye":
+        return Bye(_get(obj, "last_seq", int))
+    if kind == "error":
+        code = _get(obj, "code", int)
+        try:
+            code = ErrorCode(code)
+        except ValueError:
+            raise ProtocolError(ErrorCode.MALFORMED, f"error.code {code} is not a known code") from None
+        return Error(code, _get(obj, "reason", str))
+    raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {kind!r}")
+
+
+def _entry_from_wire(obj: object, index: int) -> BlockEntry:
+    where = f"block.blocks[{index}]"
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, f"{where} must be a map")
+    ph = _get(obj, "playhead", list, where)
+    if len(ph) != 10 or not all(_is_number(v) for v in ph[:3] + [ph[6]]):
+        raise ProtocolError(ErrorCode.MALFORMED, f"{where}.playhead must be 10 values")
+    playhead = Playhead(*ph)
+    midi = []
+    for item in _get(obj, "midi", list, where):
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int
+                and isinstance(item[1], bytes)):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{where}.midi items are [offset, bytes]")
+        midi.append(MidiEvent(item[0], item[1]))
+    params = []
+    for item in _get(obj, "params", list, where):
+        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
+                and isinstance(item[1], str) and _is_number(item[2])):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{where}.params items are [offset, name, value]")
+        params.append(ParamChange(item[0], item[1], float(item[2])))
+    return BlockEntry(
+        _get(obj, "seq", int, where), _get(obj, "start", int, where), _get(obj, "frames", int, where),
+        playhead, tuple(midi), tuple(params), _get(obj, "digest", int, where),
+    )
+
+
+# --- checks -----------------------------------------------------------------------------
+
+def _get(obj: dict, key: str, kind: type, where: str | None = None) -> Any:
+    name = f"{where or obj.get('type')}.{key}"
+    if key not in obj:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} is missing")
+    value = obj[key]
+    if kind is int:
+        ok = type(value) is int
+    elif kind is bool:
+        ok = type(value) is bool
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _pair(name: str, value: object) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} items are [first, last]")
+    return value[0], value[1]
+
+
+def _int(name: str, value: object, low: int, high: int) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be an int in {low}..{high}, got {value!r}")
+
+
+def _text(name: str, value: object, limit: int) -> None:
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be a string of at most {limit} characters")
+
+
+def _name(field: str, value: object) -> None:
+    try:
+        check_name(value, field)
+    except InvalidName as exc:
+        raise ProtocolError(ErrorCode.BAD_ID, str(exc)) from None
