@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import make_block
 
+from helpers import make_block
 from sendlearn.capture import Block
 
 

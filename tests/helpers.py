@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 from sendlearn.capture import Block, MidiEvent, ParamChange, Playhead
 
 
@@ -12,12 +11,12 @@ def make_audio(channels: int, frames: int, seed: int = 0) -> np.ndarray:
 
 def make_block(seq: int = 0, frames: int = 512, channels: int = 2, start: int | None = None, **kw) -> Block:
     defaults = dict(
-        playhead=Playhead(seconds=seq * frames / 48000, bpm=120.0, playing=True),
-        midi=(MidiEvent(0, b"\x90\x3c\x64"), MidiEvent(frames - 1, b"\x80\x3c\x00")),
-        params=(ParamChange(3, "cutoff", 0.25),),
-        audio=make_audio(channels, frames, seq),
+        playhead=lambda: Playhead(seconds=seq * frames / 48000, bpm=120.0, playing=True),
+        midi=lambda: (MidiEvent(0, b"\x90\x3c\x64"), MidiEvent(frames - 1, b"\x80\x3c\x00")),
+        params=lambda: (ParamChange(3, "cutoff", 0.25),),
+        audio=lambda: make_audio(channels, frames, seq),
     )
-    defaults.update(kw)
+    defaults = {k: kw[k] if k in kw else make() for k, make in defaults.items()}
     return Block("sess", "keys", seq, seq * frames if start is None else start, frames, 48000, channels, **defaults)
 
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_audio, make_block
 
+from helpers import make_audio, make_block
 from sendlearn.capture import (
-    Block, DigestMismatch, InvalidBlock, InvalidMidi, InvalidName, MidiEvent, ParamChange, Playhead, check_name,
+    Block,
+    DigestMismatch,
+    InvalidBlock,
+    InvalidMidi,
+    InvalidName,
+    MidiEvent,
+    ParamChange,
+    Playhead,
+    check_name,
 )
 
 

@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import make_audio
 
+from helpers import make_audio
 from sendlearn.capture import HandOff, MidiEvent, Playhead
 from sendlearn.plugin import CaptureProcessor
 

@@ -3,7 +3,16 @@
 from .codec import Quality
 from .errors import EXPLANATIONS, ErrorCode, ProtocolError
 from .messages import (
-    PROTOCOL_VERSION, Ack, BlockEntry, BlockFrame, Bye, Error, Hello, Welcome, decode_frame, encode_frame,
+    PROTOCOL_VERSION,
+    Ack,
+    BlockEntry,
+    BlockFrame,
+    Bye,
+    Error,
+    Hello,
+    Welcome,
+    decode_frame,
+    encode_frame,
 )
 from .protocol import BlocksReceived, Protocol
 from .state import Role, State

@@ -196,6 +196,21 @@ def _to_wire(message: Message) -> dict[str, Any]:
     raise TypeError(f"not a protocol message: {type(message).__name__}")
 
 
+def wire_form(message: Message) -> dict[str, Any]:
+    """The message as the map it travels as, with bytes shown as ``{"hex": ...}``: JSON-ready."""
+    return _jsonable(_to_wire(message))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def _entry_to_wire(entry: BlockEntry) -> dict[str, Any]:
     return {"seq": entry.seq, "start": entry.start_sample, "frames": entry.frames,
             "playhead": list(entry.playhead.as_tuple()),

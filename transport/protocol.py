@@ -103,6 +103,10 @@ class Protocol:
         hello = self._require_hello()
         entries = []
         for block in blocks:
+            if (block.session, block.stream, block.sample_rate, block.channels) != (
+                hello.session, hello.stream, hello.sample_rate, hello.channels
+            ):
+                raise ValueError(f"block {block.seq} is not of the stream this connection said HELLO for")
             if block.audio is None:
                 raise ValueError(f"block {block.seq} has no audio to send")
             if quality is Quality.FLOAT32:

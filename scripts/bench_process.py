@@ -1,0 +1,108 @@
+"""process() cost on a 512-frame stereo block, and protocol encode/decode per quality level.
+
+    .venv/bin/python scripts/bench_process.py [--blocks N]
+
+Prints a table, then one JSON object as the last line. Targets (DESIGN §8): median ≤ 20 µs,
+p99 ≤ 100 µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from sendlearn.capture import Playhead
+from sendlearn.plugin import CaptureProcessor
+from sendlearn.transport import Hello, Protocol, Quality, Role, Welcome
+
+SR, FRAMES, CHANNELS = 48000, 512, 2
+
+
+def music(seconds: float) -> np.ndarray:
+    """A dense, music-like test signal: a few decaying partials re-struck every beat, plus noise."""
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    env = np.exp(-6 * (t % 0.5))
+    rng = np.random.default_rng(0)
+    channels = []
+    for phase in (0.0, 1.3):  # left and right differ, as in a real mix
+        x = sum(np.sin(2 * np.pi * f * t + phase * k) / (k + 1)
+                for k, f in enumerate([110, 220, 330, 440, 587, 880]))
+        channels.append(0.3 * env * x + 0.01 * rng.standard_normal(n))
+    return np.stack(channels).astype(np.float32)
+
+
+def bench_process(blocks: int) -> dict[str, float]:
+    processor = CaptureProcessor("bench", "keys", SR, CHANNELS, capacity=blocks + 1)
+    audio = music(1.0)[:, :FRAMES].copy()
+    midi = [(0, b"\x90\x3c\x64"), (100, b"\xb0\x01\x20"), (300, b"\x80\x3c\x00")]
+    playhead = Playhead(seconds=1.0, ppq=2.0, bpm=120.0, playing=True)
+    times = np.empty(blocks)
+    for i in range(blocks):
+        t0 = time.perf_counter_ns()
+        processor.process(audio, midi, playhead)
+        times[i] = time.perf_counter_ns() - t0
+        if len(processor.handoff) > 1000:
+            while processor.handoff.take() is not None:
+                pass
+    times = times[blocks // 10:] / 1000.0  # warm-up excluded
+    block_us = FRAMES / SR * 1e6
+    return {"process_median_us": float(np.median(times)), "process_p99_us": float(np.percentile(times, 99)),
+            "process_median_pct_of_block": float(np.median(times) / block_us * 100)}
+
+
+def bench_protocol(seconds: float = 10.0) -> dict[str, dict[str, float]]:
+    signal = music(seconds)
+    processor = CaptureProcessor("bench", "keys", SR, CHANNELS, capacity=100000)
+    for start in range(0, signal.shape[1] - FRAMES + 1, FRAMES):
+        processor.process(signal[:, start:start + FRAMES], [(0, b"\x90\x3c\x64")], Playhead(playing=True))
+    blocks = []
+    while (b := processor.handoff.take()) is not None:
+        blocks.append(b)
+    raw = FRAMES * CHANNELS * 4
+    results = {}
+    for quality in Quality:
+        sender, receiver = Protocol(Role.SENDER), Protocol(Role.RECEIVER)
+        sender.send(Hello("bench", "keys", "keys", SR, CHANNELS, FRAMES, "bench"))
+        for frame in sender.data_to_send():
+            receiver.receive_data(frame)
+        receiver.send(Welcome())
+        for frame in receiver.data_to_send():
+            sender.receive_data(frame)
+        t0 = time.perf_counter()
+        size = sum(sender.send_blocks([b], quality) for b in blocks)
+        encode_s = time.perf_counter() - t0
+        frames = sender.data_to_send()
+        t0 = time.perf_counter()
+        for frame in frames:
+            receiver.receive_data(frame)
+        decode_s = time.perf_counter() - t0
+        assert receiver.close_code is None, receiver.close_reason
+        results[quality.name] = {"encode_blocks_per_s": len(blocks) / encode_s,
+                                 "decode_blocks_per_s": len(blocks) / decode_s,
+                                 "bytes_per_block": size / len(blocks),
+                                 "ratio_vs_raw_f32": size / len(blocks) / raw}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--blocks", type=int, default=50000)
+    args = parser.parse_args()
+    process = bench_process(args.blocks)
+    protocol = bench_protocol()
+    print(f"process(): median {process['process_median_us']:.1f} µs, p99 {process['process_p99_us']:.1f} µs "
+          f"({process['process_median_pct_of_block']:.2f}% of a {FRAMES}-frame block at {SR} Hz)")
+    print(f"{'quality':8} {'enc blk/s':>10} {'dec blk/s':>10} {'bytes/blk':>10} {'vs f32':>7}")
+    for name, r in protocol.items():
+        print(f"{name:8} {r['encode_blocks_per_s']:10.0f} {r['decode_blocks_per_s']:10.0f} "
+              f"{r['bytes_per_block']:10.0f} {r['ratio_vs_raw_f32']:7.3f}")
+    print(json.dumps({"block_frames": FRAMES, "channels": CHANNELS, "sample_rate": SR, **process,
+                      "protocol": protocol}))
+
+
+if __name__ == "__main__":
+    main()
