@@ -18,6 +18,7 @@ from sendlearn.capture import (
     MidiEvent,
     ParamChange,
     Playhead,
+    StreamInfo,
     check_name,
 )
 
@@ -59,6 +60,7 @@ class CaptureProcessor:
         self._sample = start_sample
         self._rejected = 0
         self.last_rejection: str | None = None
+        self.info: StreamInfo | None = None
 
     def process(
         self,
@@ -83,6 +85,13 @@ class CaptureProcessor:
         self._seq += 1
         self._sample += frames
         return audio
+
+    @classmethod
+    def for_stream(cls, info: StreamInfo, **options: object) -> CaptureProcessor:
+        """A processor for ``info``'s session, stream, rate and channels."""
+        processor = cls(info.session, info.stream, info.sample_rate, info.channels, **options)
+        processor.info = info
+        return processor
 
     def close(self) -> None:
         """No more blocks: lets the consumer finish once it has drained the hand-off."""
