@@ -22,7 +22,7 @@ MAX_PARAM_NAME = 128
 
 _HEADER = struct.Struct("<qqIIH")
 _PLAYHEAD = struct.Struct("<dddBBqd???")
-_EVENT = struct.Struct("<II")
+_EVENT = struct.Struct("<IIq")
 _PARAM = struct.Struct("<IHd")
 
 
@@ -56,7 +56,8 @@ def block_digest(
     h.update(session.encode() + b"\0" + stream.encode() + b"\0")
     h.update(_PLAYHEAD.pack(*playhead.as_tuple()))
     for event in midi:
-        h.update(_EVENT.pack(event.offset, len(event.data)))
+        error = -1 if event.timing_error is None else event.timing_error
+        h.update(_EVENT.pack(event.offset, len(event.data), error))
         h.update(event.data)
     for change in params:
         name = change.param.encode()

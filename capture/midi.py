@@ -88,14 +88,22 @@ def midi_channel(data: bytes) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class MidiEvent:
-    """One MIDI message at ``offset`` frames from the start of its block."""
+    """One MIDI message at ``offset`` frames from the start of its block.
+
+    ``timing_error`` is None when the offset is exact (offline hosts, JACK MIDI ports); when
+    the offset is an estimate (a virtual port timed against the audio clock) it is the bound
+    on the estimate's error, in samples.
+    """
 
     offset: int
     data: bytes
+    timing_error: int | None = None
 
     def __post_init__(self) -> None:
         if type(self.offset) is not int or self.offset < 0:
             raise InvalidMidi("offset", f"must be an int >= 0, got {self.offset!r}")
+        if self.timing_error is not None and (type(self.timing_error) is not int or self.timing_error < 0):
+            raise InvalidMidi("timing_error", f"must be None or an int >= 0, got {self.timing_error!r}")
         if type(self.data) is not bytes:
             object.__setattr__(self, "data", check_midi_bytes(self.data))
         else:

@@ -308,3 +308,14 @@ def test_well_formed_msgpack_of_the_wrong_shape_is_refused_cleanly(junk: object,
     obj = dict(junk) if isinstance(junk, dict) else {"x": junk}
     obj["type"] = kind
     only_protocol_errors(body(obj))
+
+
+def test_estimated_event_times_keep_their_error_bound() -> None:
+    from sendlearn.capture import MidiEvent
+
+    pair = Pair()
+    pair.open()
+    block = make_block(2, midi=(MidiEvent(5, b"\x90\x40\x40", 128), MidiEvent(9, b"\x80\x40\x00")))
+    pair.sender.send_blocks([block], Quality.PCM16)
+    (event,) = pair.to_receiver()
+    assert [e.timing_error for e in event.blocks[0].midi] == [128, None]

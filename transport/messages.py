@@ -214,7 +214,8 @@ def _jsonable(value: Any) -> Any:
 def _entry_to_wire(entry: BlockEntry) -> dict[str, Any]:
     return {"seq": entry.seq, "start": entry.start_sample, "frames": entry.frames,
             "playhead": list(entry.playhead.as_tuple()),
-            "midi": [[e.offset, e.data] for e in entry.midi],
+            "midi": [[e.offset, e.data] if e.timing_error is None else [e.offset, e.data, e.timing_error]
+                     for e in entry.midi],
             "params": [[p.offset, p.param, float(p.value)] for p in entry.params],
             "digest": entry.digest}
 
@@ -324,10 +325,10 @@ def _entry_from_wire(obj: object, index: int) -> BlockEntry:
     playhead = Playhead(*ph)
     midi = []
     for item in _get(obj, "midi", list, where):
-        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int
-                and isinstance(item[1], bytes)):
-            raise ProtocolError(ErrorCode.MALFORMED, f"{where}.midi items are [offset, bytes]")
-        midi.append(MidiEvent(item[0], item[1]))
+        if not (isinstance(item, list) and len(item) in (2, 3) and type(item[0]) is int
+                and isinstance(item[1], bytes) and (len(item) == 2 or type(item[2]) is int)):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{where}.midi items are [offset, bytes(, error)]")
+        midi.append(MidiEvent(item[0], item[1], item[2] if len(item) == 3 else None))
     params = []
     for item in _get(obj, "params", list, where):
         if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
