@@ -26,6 +26,7 @@ class HandOff:
         self._dropped = 0
         self._offered = 0
         self._closed = False
+        self._failure: str | None = None
 
     def offer(self, block: Block) -> bool:
         """Queue ``block`` if there is room; otherwise count it as dropped. Never waits."""
@@ -39,7 +40,9 @@ class HandOff:
     def put(self, block: Block, timeout: float | None = None) -> None:
         """Queue ``block``, waiting for room. For offline hosts only."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self._queue) >= self.capacity:
+        while self._failure is not None or len(self._queue) >= self.capacity:
+            if self._failure is not None:
+                raise RuntimeError(f"the consumer failed: {self._failure}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"hand-off stayed full for {timeout} s")
             time.sleep(_POLL_SECONDS)
@@ -60,6 +63,14 @@ class HandOff:
     def close(self) -> None:
         """The producer has finished: no block will follow."""
         self._closed = True
+
+    def fail(self, reason: str) -> None:
+        """The consumer has given up: a producer waiting in ``put`` raises instead of hanging."""
+        self._failure = reason
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
 
     @property
     def closed(self) -> bool:

@@ -1,25 +1,143 @@
-"""The ``sendlearn`` command. Subcommands import their layer only when they run, so the
-receiver's commands work without the GPL hosts installed."""
+"""The ``sendlearn`` command.
+
+Exit codes: 0 done, 1 failed, 2 bad usage or bad input (the message names the file and the
+problem). Long commands show progress on a terminal and stay quiet otherwise; ``--json``
+prints one machine-readable summary. Subcommands import their layer only when they run, so
+the receiver's commands work without the GPL hosts installed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from sendlearn import __version__
 
+DEFAULT_DATA_DIR = Path("sendlearn-data")
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sendlearn", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"sendlearn {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
-    return parser
+
+class UsageError(Exception):
+    """Bad input from the user: exit 2 with this message."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args.run(args))
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        print(f"sendlearn {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sendlearn", description="Capture what musicians do in a DAW "
+                                     "into training datasets.")
+    parser.add_argument("--version", action="version", version=f"sendlearn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the receiver service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed)")
+    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    serve.add_argument("--tokens", type=Path, help="file of accepted tokens, one per line")
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.set_defaults(run=run_serve)
+
+    status = commands.add_parser("status", help="what a data directory holds")
+    status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(run=run_status)
+    return parser
+
+
+# --- serve ------------------------------------------------------------------------------
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+    import ssl
+
+    from sendlearn.server.receiver import Receiver
+
+    tokens = None
+    if args.tokens is not None:
+        try:
+            tokens = {line.strip() for line in args.tokens.read_text().splitlines() if line.strip()}
+        except OSError as exc:
+            raise UsageError(f"--tokens {args.tokens}: {exc.strerror}") from None
+        if not tokens:
+            raise UsageError(f"--tokens {args.tokens}: the file holds no token")
+    context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    receiver = Receiver(args.data_dir, tokens=tokens)
+
+    async def serve() -> None:
+        try:
+            server = await receiver.serve(args.host, args.port, context)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        port = server.sockets[0].getsockname()[1]
+        scheme = "wss" if context else "ws"
+        print(f"sendlearn receiver listening on {scheme}://{args.host}:{port}, writing to {args.data_dir}",
+              flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        receiver.stopping = True
+        server.close()
+        await server.wait_closed()
+        print(f"receiver stopped; {receiver.streams_finalised} streams finalised", flush=True)
+
+    asyncio.run(serve())
+    return 0
+
+
+# --- status -----------------------------------------------------------------------------
+
+def run_status(args: argparse.Namespace) -> int:
+    from sendlearn.server.status import stream_summaries
+
+    if not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    streams = stream_summaries(args.data_dir)
+    if args.json:
+        print(json.dumps({"data_dir": str(args.data_dir), "streams": streams}))
+        return 0
+    print_table(f"{args.data_dir}: {len(streams)} streams",
+                ["session", "stream", "state", "seconds", "blocks", "events", "gaps"],
+                [[s["session"], s["stream"], s["state"], f"{s['seconds']:.2f}", s["blocks"], s["events"],
+                  "-" if s["gaps"] is None else f"{s['gaps']} ({s['gap_blocks']} blocks)"] for s in streams])
+    return 0
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("seconds", "blocks", "events") else "left")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    Console().print(table)

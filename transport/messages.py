@@ -165,12 +165,17 @@ Message = Hello | Welcome | BlockFrame | Ack | Bye | Error
 
 def encode_frame(message: Message, compression_level: int = 3) -> bytes:
     """One message to one frame; zstd is used only when it makes the frame smaller."""
+    return encode_frame_sized(message, compression_level)[0]
+
+
+def encode_frame_sized(message: Message, compression_level: int = 3) -> tuple[bytes, int]:
+    """The frame, and the size of its uncompressed body (what a receiver's limit applies to)."""
     body = msgpack.packb(_to_wire(message), use_bin_type=True)
     if compression_level > 0 and len(body) > 64:
         packed = zstandard.ZstdCompressor(level=compression_level, write_content_size=True).compress(body)
         if len(packed) < len(body):
-            return bytes((FLAG_ZSTD,)) + packed
-    return b"\x00" + body
+            return bytes((FLAG_ZSTD,)) + packed, len(body)
+    return b"\x00" + body, len(body)
 
 
 def _to_wire(message: Message) -> dict[str, Any]:
@@ -186,7 +191,7 @@ def _to_wire(message: Message) -> dict[str, Any]:
         return {"type": "block", "quality": int(message.quality), "coding": message.coding,
                 "audio": message.audio, "backfill": message.backfill,
                 "dropped": [list(r) for r in message.dropped],
-                "blocks": [_entry_to_wire(e) for e in message.entries]}
+                "blocks": [entry_to_wire(e) for e in message.entries]}
     if isinstance(message, Ack):
         return {"type": "ack", "through": message.through}
     if isinstance(message, Bye):
@@ -194,6 +199,13 @@ def _to_wire(message: Message) -> dict[str, Any]:
     if isinstance(message, Error):
         return {"type": "error", "code": int(message.code), "reason": message.reason}
     raise TypeError(f"not a protocol message: {type(message).__name__}")
+
+
+def _compact(value: object) -> object:
+    """Integral floats travel as msgpack ints (1-3 bytes, not 9); decoders take either."""
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def wire_form(message: Message) -> dict[str, Any]:
@@ -211,9 +223,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _entry_to_wire(entry: BlockEntry) -> dict[str, Any]:
+def entry_to_wire(entry: BlockEntry) -> dict[str, Any]:
     return {"seq": entry.seq, "start": entry.start_sample, "frames": entry.frames,
-            "playhead": list(entry.playhead.as_tuple()),
+            "playhead": [_compact(v) for v in entry.playhead.as_tuple()],
             "midi": [[e.offset, e.data] if e.timing_error is None else [e.offset, e.data, e.timing_error]
                      for e in entry.midi],
             "params": [[p.offset, p.param, float(p.value)] for p in entry.params],
@@ -298,7 +310,7 @@ def _from_wire(obj: object) -> Message:
         except ValueError:
             raise ProtocolError(ErrorCode.MALFORMED, f"block.quality {quality} is not a level") from None
         dropped = tuple(_pair("block.dropped", r) for r in _get(obj, "dropped", list))
-        entries = tuple(_entry_from_wire(e, i) for i, e in enumerate(_get(obj, "blocks", list)))
+        entries = tuple(entry_from_wire(e, i) for i, e in enumerate(_get(obj, "blocks", list)))
         return BlockFrame(quality, _get(obj, "coding", str), _get(obj, "audio", bytes),
                           entries, _get(obj, "backfill", bool), dropped)
     if kind == "ack":
@@ -315,7 +327,8 @@ def _from_wire(obj: object) -> Message:
     raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {kind!r}")
 
 
-def _entry_from_wire(obj: object, index: int) -> BlockEntry:
+def entry_from_wire(obj: object, index: int = 0) -> BlockEntry:
+    """A block map (as in BLOCK's ``blocks``) to a BlockEntry; raises ProtocolError."""
     where = f"block.blocks[{index}]"
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.MALFORMED, f"{where} must be a map")

@@ -36,6 +36,7 @@ from .messages import (
     Welcome,
     decode_frame,
     encode_frame,
+    encode_frame_sized,
 )
 from .state import Role, State, next_state
 
@@ -75,11 +76,13 @@ class Protocol:
         self.close_reason: str = ""
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
+        self.last_audio_payload = 0  # bytes of coded audio in the last BLOCK frame sent
 
     # --- sending --------------------------------------------------------------------------
 
-    def send(self, message: Message) -> None:
-        """Queue ``message``; raises ProtocolError if this end may not send it now."""
+    def send(self, message: Message, frame: bytes | None = None) -> None:
+        """Queue ``message`` (already encoded as ``frame``, if given); raises ProtocolError
+        if this end may not send it now."""
         kind = _KIND[type(message)]
         after = next_state(self.state, kind, self.role)
         if after is None:
@@ -88,7 +91,7 @@ class Protocol:
             )
         if isinstance(message, Hello):
             self.hello = message
-        self._outgoing.append(encode_frame(message, self.compression_level))
+        self._outgoing.append(frame if frame is not None else encode_frame(message, self.compression_level))
         self.state = after
 
     def send_blocks(
@@ -98,8 +101,13 @@ class Protocol:
         *,
         backfill: bool = False,
         dropped: Sequence[tuple[int, int]] = (),
+        max_size: int | None = None,
     ) -> int:
-        """Code ``blocks`` at ``quality`` into one BLOCK frame; returns its size in bytes."""
+        """Code ``blocks`` at ``quality`` into one BLOCK frame; returns its size in bytes.
+
+        With ``max_size``, a frame that would be larger is not queued: ProtocolError
+        FRAME_TOO_LARGE is raised, and the caller sends fewer blocks per frame.
+        """
         hello = self._require_hello()
         entries = []
         for block in blocks:
@@ -121,8 +129,13 @@ class Protocol:
                                       block.midi, block.params, digest))
         audio = blocks[0].audio if len(blocks) == 1 else np.concatenate([b.audio for b in blocks], axis=1)
         coding, payload = encode_audio(audio, quality, hello.sample_rate)
-        self.send(BlockFrame(quality, coding, payload, tuple(entries), backfill, tuple(dropped)))
-        return len(self._outgoing[-1])
+        message = BlockFrame(quality, coding, payload, tuple(entries), backfill, tuple(dropped))
+        frame, body_size = encode_frame_sized(message, self.compression_level)
+        if max_size is not None and max(body_size, len(frame)) > max_size:
+            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{len(blocks)} blocks code to {body_size} bytes")
+        self.send(message, frame)
+        self.last_audio_payload = len(payload)
+        return len(frame)
 
     def fail(self, code: ErrorCode, reason: str) -> None:
         """End the connection on an error: queue ERROR, go CLOSED, set the close code."""
