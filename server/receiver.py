@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sendlearn.capture import StreamInfo
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Role, Welcome
-from sendlearn.transport.messages import DEFAULT_MAX_FRAME
+from sendlearn.transport.messages import DEFAULT_MAX_FRAME, seq_ranges
 
 from .writer import StreamMismatch, StreamWriter
 
@@ -79,6 +79,7 @@ class _Connection:
         self.writer: StreamWriter | None = None
         self.key: tuple[str, str] | None = None
         self.acked = -2
+        self.backfilled: list[int] = []  # stored, not yet acknowledged as backfilled
         self.dirty = False
         self.last_commit = time.monotonic()
 
@@ -101,7 +102,7 @@ class _Connection:
                 if isinstance(event, Hello):
                     await self.accept(event)
                 elif isinstance(event, BlocksReceived):
-                    await asyncio.to_thread(self.writer.add, event)
+                    self.backfilled += await asyncio.to_thread(self.writer.add, event)
                     self.dirty = True
                 elif isinstance(event, Bye):
                     await self.finish(event)
@@ -140,7 +141,7 @@ class _Connection:
         assert self.writer is not None
         self.writer.bye(bye.last_seq)
         through = await asyncio.to_thread(self.writer.commit)
-        self.protocol.send(Ack(through))
+        self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
         await self.flush()
         await asyncio.to_thread(self.writer.finalise, "bye")
         self.receiver.streams_finalised += 1
@@ -152,9 +153,10 @@ class _Connection:
         through = await asyncio.to_thread(self.writer.commit)
         self.dirty = False
         self.last_commit = time.monotonic()
-        if through != self.acked:
-            self.protocol.send(Ack(through))
+        if through != self.acked or self.backfilled:
+            self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
             self.acked = through
+            self.backfilled = []
             await self.flush()
 
     def refuse(self, code: ErrorCode, reason: str) -> None:
@@ -178,7 +180,8 @@ class _Connection:
     async def release(self) -> None:
         if self.writer is not None and not self.writer.finalised:
             try:
-                ended = ("receiver stopped" if self.receiver.stopping
+                ended = ("bye" if self.writer.last_seq is not None
+                         else "receiver stopped" if self.receiver.stopping
                          else "connection lost" if self.protocol.close_code is None else "error")
                 await asyncio.to_thread(self.writer.finalise, ended)
                 self.receiver.streams_finalised += 1

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .journal import read_records
+from sendlearn.transport.journal import read_records
+
 from .layout import WORK
 
 

@@ -24,9 +24,9 @@ import soundfile
 from sendlearn import __version__
 from sendlearn.capture import Block, StreamInfo
 from sendlearn.transport import BlockEntry, BlocksReceived, Quality
+from sendlearn.transport.journal import Journal, read_records
 from sendlearn.transport.messages import entry_from_wire, entry_to_wire
 
-from .journal import Journal, read_records
 from .layout import WORK, stream_dir, write_aside, write_json
 from .tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
 
@@ -58,8 +58,9 @@ class StreamWriter:
 
     # --- accepting ------------------------------------------------------------------------
 
-    def add(self, received: BlocksReceived) -> None:
-        """Store a BLOCK message's blocks. Duplicates by seq are ignored; backfill replaces audio."""
+    def add(self, received: BlocksReceived) -> list[int]:
+        """Store a BLOCK message's blocks. Duplicates by seq are ignored; backfill replaces audio.
+        Returns the seqs of a backfill message, to be acknowledged as backfilled once durable."""
         for first, last in received.dropped:
             self.journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
@@ -74,6 +75,7 @@ class StreamWriter:
                           block.start_sample * frame_bytes)
             self.journal.append(_block_record(block, received.quality, seen and received.backfill))
             self._mark(block.seq, block.end_sample, len(block.midi), backfill=seen)
+        return [block.seq for block in received.blocks] if received.backfill else []
 
     def bye(self, last_seq: int) -> None:
         self.journal.append({"k": "bye", "last_seq": last_seq})
@@ -205,8 +207,8 @@ class StreamWriter:
             entry: BlockEntry = entry_from_wire(record["entry"])
             quality = Quality(record["quality"])
             if entry.seq in latest:
-                if not record["backfill"]:
-                    continue
+                if not record["backfill"] or latest[entry.seq].quality == quality:
+                    continue  # a duplicate, or the same audio again (a resumed sender's backfill)
                 backfills.append({"seq": entry.seq, "from": latest[entry.seq].quality.name,
                                   "to": quality.name, "at": record["at"]})
                 latest[entry.seq] = StoredBlock(entry, quality, True)

@@ -28,7 +28,7 @@ from sendlearn.transport import (
     decode_frame,
     encode_frame,
 )
-from sendlearn.transport.codec import decode_audio, encode_audio, quantize
+from sendlearn.transport.codec import decode_audio, degrade, encode_audio, quantize
 
 HELLO = Hello("sess", "keys", "Keys (Rhodes)", 48000, 2, 512, "test-host", "secret", 0)
 
@@ -108,6 +108,12 @@ def test_every_quality_round_trips(quality: Quality, channels: int) -> None:
         expected = audio
     elif quality is Quality.NONE:
         expected = None
+    elif quality is Quality.REDUCED:
+        expected = degrade(audio, quality)
+        mono = audio.mean(axis=0)
+        assert all(np.array_equal(got.audio[c], got.audio[0]) for c in range(channels))
+        # a smooth signal survives halving the rate: compare on a slow sine
+        assert expected.shape == audio.shape and np.abs(expected[0, ::2][1:-1] - mono[::2][1:-1]).max() < 2.0
     else:
         bits = 24 if quality is Quality.PCM24 else 16
         expected = (quantize(audio, bits) / float(1 << (bits - 1))).astype(np.float32)
@@ -308,6 +314,17 @@ def test_well_formed_msgpack_of_the_wrong_shape_is_refused_cleanly(junk: object,
     obj = dict(junk) if isinstance(junk, dict) else {"x": junk}
     obj["type"] = kind
     only_protocol_errors(body(obj))
+
+
+def test_reduced_level_keeps_a_slow_signal_close() -> None:
+    t = np.arange(1001) / 48000
+    tone = np.stack([np.sin(2 * np.pi * 100 * t), np.sin(2 * np.pi * 100 * t)]).astype(np.float32) * 0.5
+    coding, payload = encode_audio(tone, Quality.REDUCED, 48000)
+    decoded = decode_audio(coding, payload, 2, 1001, Quality.REDUCED)
+    assert decoded.shape == (2, 1001)
+    assert np.abs(decoded - tone).max() < 0.002
+    assert np.array_equal(decoded, degrade(tone, Quality.REDUCED))
+    assert len(payload) < tone.size  # under a quarter of the 16-bit stereo size
 
 
 def test_estimated_event_times_keep_their_error_bound() -> None:

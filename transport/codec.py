@@ -5,6 +5,8 @@ Levels change how audio is coded, never MIDI, playhead or automation:
     FLOAT32  raw float32, bit-for-bit
     PCM24    24-bit integers (lossless at 24 bits): FLAC or packed little-endian, the smaller
     PCM16    16-bit integers (lossless at 16 bits): FLAC or little-endian, the smaller
+    REDUCED  mono (channel mean) at half the rate (even samples), 16-bit; decoded by linear
+             interpolation back to the full rate and copied to every channel
     NONE     no audio: MIDI, playhead and automation only
 
 Quantisation to ``bits``: ``q = clip(rint(x * 2**(bits-1)), -2**(bits-1), 2**(bits-1) - 1)``,
@@ -26,7 +28,8 @@ class Quality(IntEnum):
     FLOAT32 = 0
     PCM24 = 1
     PCM16 = 2
-    NONE = 4  # 3 is kept for the reduced-rate/mono rung
+    REDUCED = 3
+    NONE = 4
 
 
 CODINGS = ("f32", "s24", "s16", "flac", "none")
@@ -52,8 +55,25 @@ def degrade(audio: np.ndarray, quality: Quality) -> np.ndarray | None:
         return audio
     if quality == Quality.NONE:
         return None
+    if quality == Quality.REDUCED:
+        return _expand(_reduce(audio), audio.shape[0], audio.shape[1])
     bits = _BITS[quality]
     return dequantize(quantize(audio, bits), bits)
+
+
+def _reduce(audio: np.ndarray) -> np.ndarray:
+    """Mono, half rate, 16-bit: ``(1, ceil(frames / 2))`` integers."""
+    mono = audio.astype(np.float64).mean(axis=0)
+    return quantize(mono[0::2][None, :], 16)  # even samples: no half-sample delay to undo
+
+
+def _expand(q: np.ndarray, channels: int, frames: int) -> np.ndarray:
+    half = dequantize(q, 16)[0].astype(np.float64)
+    full = np.empty(half.size * 2)
+    full[0::2] = half
+    full[1:-1:2] = (half[:-1] + half[1:]) / 2.0
+    full[-1] = half[-1]  # the last odd sample has no right neighbour: hold
+    return np.ascontiguousarray(np.broadcast_to(full[:frames].astype(np.float32), (channels, frames)))
 
 
 def encode_audio(audio: np.ndarray, quality: Quality, sample_rate: int) -> tuple[str, bytes]:
@@ -62,8 +82,11 @@ def encode_audio(audio: np.ndarray, quality: Quality, sample_rate: int) -> tuple
         return "f32", np.ascontiguousarray(audio, dtype="<f4").tobytes()
     if quality == Quality.NONE:
         return "none", b""
-    bits = _BITS[quality]
-    q = quantize(audio, bits)
+    if quality == Quality.REDUCED:
+        q, bits, sample_rate = _reduce(audio), 16, max(sample_rate // 2, 1)
+    else:
+        bits = _BITS[quality]
+        q = quantize(audio, bits)
     raw = _pack(q, bits)
     flac = _flac_encode(q, bits, sample_rate)
     return ("flac", flac) if len(flac) < len(raw) else (f"s{bits}", raw)
@@ -73,8 +96,8 @@ def decode_audio(
     coding: str, payload: bytes, channels: int, frames: int, quality: Quality
 ) -> np.ndarray | None:
     """Payload back to float32 ``(channels, frames)``; raises ProtocolError on any mismatch."""
-    expected = {Quality.FLOAT32: ("f32",), Quality.PCM24: ("s24", "flac"),
-                Quality.PCM16: ("s16", "flac"), Quality.NONE: ("none",)}[quality]
+    expected = {Quality.FLOAT32: ("f32",), Quality.PCM24: ("s24", "flac"), Quality.PCM16: ("s16", "flac"),
+                Quality.REDUCED: ("s16", "flac"), Quality.NONE: ("none",)}[quality]
     if coding not in expected:
         raise ProtocolError(ErrorCode.MALFORMED, f"coding {coding!r} does not go with quality {quality.name}")
     if coding == "none":
@@ -84,6 +107,10 @@ def decode_audio(
     if coding == "f32":
         _expect_size(payload, channels * frames * 4)
         return np.frombuffer(payload, dtype="<f4").reshape(channels, frames).astype(np.float32)
+    if quality == Quality.REDUCED:
+        half = (frames + 1) // 2
+        q = _flac_decode(payload, 16, 1, half) if coding == "flac" else _unpack(payload, 16, 1, half)
+        return _expand(q, channels, frames)
     bits = _BITS[quality]
     if coding == "flac":
         q = _flac_decode(payload, bits, channels, frames)

@@ -129,12 +129,17 @@ class BlockFrame:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Receiver → sender: every seq up to ``through`` is durable on disk (or a recorded gap)."""
+    """Receiver → sender: every seq up to ``through`` is durable on disk (or a recorded gap);
+    ``backfilled`` names seq ranges whose full-quality audio has durably replaced degraded audio."""
 
     through: int
+    backfilled: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         _int("ack.through", self.through, NOTHING, 2**63 - 1)
+        for first, last in self.backfilled:
+            if not 0 <= first <= last:
+                raise ProtocolError(ErrorCode.MALFORMED, f"ack.backfilled range {first}..{last} is not ordered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +164,17 @@ class Error:
 
 
 Message = Hello | Welcome | BlockFrame | Ack | Bye | Error
+
+
+def seq_ranges(seqs: list[int] | set[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted ``(first, last)`` runs of consecutive seqs: how the wire names sets of blocks."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return tuple(ranges)
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -193,7 +209,10 @@ def _to_wire(message: Message) -> dict[str, Any]:
                 "dropped": [list(r) for r in message.dropped],
                 "blocks": [entry_to_wire(e) for e in message.entries]}
     if isinstance(message, Ack):
-        return {"type": "ack", "through": message.through}
+        wire: dict[str, Any] = {"type": "ack", "through": message.through}
+        if message.backfilled:
+            wire["backfilled"] = [list(r) for r in message.backfilled]
+        return wire
     if isinstance(message, Bye):
         return {"type": "bye", "last_seq": message.last_seq}
     if isinstance(message, Error):
@@ -314,7 +333,9 @@ def _from_wire(obj: object) -> Message:
         return BlockFrame(quality, _get(obj, "coding", str), _get(obj, "audio", bytes),
                           entries, _get(obj, "backfill", bool), dropped)
     if kind == "ack":
-        return Ack(_get(obj, "through", int))
+        backfilled = tuple(_pair("ack.backfilled", r) for r in _get(obj, "backfilled", list)) \
+            if "backfilled" in obj else ()
+        return Ack(_get(obj, "through", int), backfilled)
     if kind == "bye":
         return Bye(_get(obj, "last_seq", int))
     if kind == "error":

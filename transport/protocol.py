@@ -109,7 +109,6 @@ class Protocol:
         FRAME_TOO_LARGE is raised, and the caller sends fewer blocks per frame.
         """
         hello = self._require_hello()
-        entries = []
         for block in blocks:
             if (block.session, block.stream, block.sample_rate, block.channels) != (
                 hello.session, hello.stream, hello.sample_rate, hello.channels
@@ -117,17 +116,23 @@ class Protocol:
                 raise ValueError(f"block {block.seq} is not of the stream this connection said HELLO for")
             if block.audio is None:
                 raise ValueError(f"block {block.seq} has no audio to send")
+        audio = blocks[0].audio if len(blocks) == 1 else np.concatenate([b.audio for b in blocks], axis=1)
+        # digests cover the audio as the receiver will decode it, so degrade the batch as one
+        decoded = degrade(audio, quality)
+        entries = []
+        offset = 0
+        for block in blocks:
             if quality is Quality.FLOAT32:
                 digest = block.digest
             else:
+                part = None if decoded is None else np.ascontiguousarray(decoded[:, offset:offset + block.frames])
                 digest = block_digest(
                     block.session, block.stream, block.seq, block.start_sample, block.frames,
-                    block.sample_rate, block.channels, block.playhead, block.midi, block.params,
-                    degrade(block.audio, quality),
+                    block.sample_rate, block.channels, block.playhead, block.midi, block.params, part,
                 )
+            offset += block.frames
             entries.append(BlockEntry(block.seq, block.start_sample, block.frames, block.playhead,
                                       block.midi, block.params, digest))
-        audio = blocks[0].audio if len(blocks) == 1 else np.concatenate([b.audio for b in blocks], axis=1)
         coding, payload = encode_audio(audio, quality, hello.sample_rate)
         message = BlockFrame(quality, coding, payload, tuple(entries), backfill, tuple(dropped))
         frame, body_size = encode_frame_sized(message, self.compression_level)

@@ -1,30 +1,42 @@
-"""The sender: drains a processor's hand-off on its own thread and event loop, and streams
-the blocks to a receiver over a websocket, through the shared ``Protocol``.
+"""The sender: drains a processor's hand-off on its own thread and event loop, keeps every
+block in a spool until the receiver has it durably, and streams over a websocket through the
+shared ``Protocol`` — reconnecting, resuming, stepping audio quality down when the link cannot
+keep up, and backfilling full-quality audio once it can.
 
 The producer (an audio thread, or an offline render) never waits on the network: it only
-touches the hand-off. ``close()`` marks the end of the stream, then waits until every
-block is acknowledged as durable and BYE has been answered.
+touches the hand-off. ``close()`` marks the end of the stream, then waits until every block
+is durable at the receiver (backfilled where it can be) and BYE has been answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 import threading
 import time
+from collections import deque
+from pathlib import Path
 
+import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from sendlearn.capture import Block, HandOff, StreamInfo
 
 from .codec import Quality
 from .errors import ErrorCode, ProtocolError
+from .ladder import QualityLadder
 from .messages import DEFAULT_MAX_FRAME, NOTHING, Ack, Bye, Error, Hello, Welcome
 from .protocol import Protocol
+from .spool import Spool
 from .state import Role
 
 IDLE_POLL = 0.002  # seconds between looks at an empty hand-off
+SYNC_INTERVAL = 1.0  # seconds between spool fsyncs
+# the receiver said no for a reason a retry cannot change
+FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.BAD_ID, ErrorCode.STREAM_MISMATCH, ErrorCode.UNSUPPORTED_VERSION,
+               ErrorCode.MALFORMED, ErrorCode.BAD_DIGEST, ErrorCode.INVALID_BLOCK, ErrorCode.UNEXPECTED_MESSAGE}
 
 
 class SenderError(RuntimeError):
@@ -35,7 +47,14 @@ class SenderError(RuntimeError):
         self.code = code
 
 
+class _LinkLost(Exception):
+    """The connection ended; worth reconnecting."""
+
+
 class Sender:
+    """Streams one stream. ``adaptive`` turns the quality ladder on (live producers); offline
+    producers keep full quality and get back-pressure instead when the spool is full."""
+
     def __init__(
         self,
         url: str,
@@ -44,10 +63,15 @@ class Sender:
         *,
         token: str | None = None,
         quality: Quality = Quality.FLOAT32,
+        adaptive: bool = False,
+        spool: Spool | Path | str | None = None,
         max_batch_frames: int = 32768,
         compression_level: int = 3,
         open_timeout: float = 10.0,
-        bye_timeout: float = 60.0,
+        reconnect: bool = True,
+        give_up_after: float = 300.0,
+        backfill_timeout: float = 60.0,
+        ladder: QualityLadder | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
@@ -55,23 +79,38 @@ class Sender:
         self.handoff = handoff
         self.token = token
         self.quality = quality
+        self.adaptive = adaptive
+        self.spool = spool if isinstance(spool, Spool) else Spool(spool, info)
         self.max_batch_frames = max(max_batch_frames, info.block_size)
         self.compression_level = compression_level
         self.open_timeout = open_timeout
-        self.bye_timeout = bye_timeout
+        self.reconnect = reconnect
+        self.give_up_after = give_up_after
+        self.backfill_timeout = backfill_timeout
+        self.ladder = ladder or QualityLadder(ceiling=quality)
         self.ssl_context = ssl_context
         self.error: SenderError | None = None
         self.max_frame_size = DEFAULT_MAX_FRAME  # until WELCOME says the receiver's
-        self.blocks_sent = 0
-        self.bytes_sent = 0
-        self.audio_bytes_sent = 0
+        # counters
+        self.blocks_sent = self.bytes_sent = self.audio_bytes_sent = 0
+        self.blocks_backfilled = self.connections = self.audio_lost_spool_full = 0
         self.durable_through = NOTHING
         self.rtt_seconds: float | None = None
-        self._next_seq = 0
-        self._last_seq = NOTHING
-        self._sent_at: dict[int, float] = {}  # last seq of a frame -> when it was sent
-        self._started = 0.0
-        self._finished = 0.0
+        # stream state, shared by the intake and the connections (one event loop: no locks)
+        self.first_seq = self.spool.next_seq  # where a producer resuming on this spool starts
+        self._unsent: deque[int] = deque(self.spool.seqs())  # oldest first
+        self._unacked: dict[int, Quality] = {}
+        self._needs_backfill: set[int] = set()
+        self._backfill_unacked: set[int] = set()
+        self._audioless: dict[int, Block] = {}  # live blocks the full spool kept without audio
+        self._dropped_before: dict[int, tuple[int, int]] = {}
+        self._frames: dict[int, int] = {seq: info.block_size for seq in self._unsent}
+        self._backlog_frames = sum(self._frames.values())
+        self._expected_seq = self.spool.next_seq
+        self._last_seq = self.spool.next_seq - 1
+        self._intake_done = False
+        self._sent_at: dict[int, float] = {}
+        self._started = self._finished = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sendlearn-sender-{info.stream}", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -103,6 +142,15 @@ class Sender:
         return self.durable_through + 1
 
     @property
+    def backlog_seconds(self) -> float:
+        """Audio taken from the producer and not yet acknowledged, in seconds."""
+        return self._backlog_frames / self.info.sample_rate
+
+    @property
+    def level(self) -> Quality:
+        return self.ladder.level if self.adaptive else self.quality
+
+    @property
     def send_rate(self) -> float:
         """Bytes per second sent since start."""
         end = self._finished or time.monotonic()
@@ -116,72 +164,213 @@ class Sender:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._stream())
+            asyncio.run(self._main())
         except SenderError as exc:
             self.error = exc
-        except (OSError, ConnectionClosed, TimeoutError) as exc:
-            self.error = SenderError(f"connection to {self.url} failed: {exc}")
         except Exception as exc:  # report, never hang the producer
             self.error = SenderError(f"sender failed: {type(exc).__name__}: {exc}")
         finally:
             self._finished = time.monotonic()
             if self.error is not None:
                 self.handoff.fail(str(self.error))
+            self.spool.close()
 
-    async def _stream(self) -> None:
-        async with connect(self.url, compression=None, open_timeout=self.open_timeout,
-                           max_size=DEFAULT_MAX_FRAME + 1, ssl=self.ssl_context, ping_interval=20,
-                           ping_timeout=60) as ws:
-            protocol = Protocol(Role.SENDER, compression_level=self.compression_level)
+    async def _main(self) -> None:
+        intake = asyncio.create_task(self._intake())
+        try:
+            await self._connect_until_done(intake)
+        finally:
+            intake.cancel()
+
+    async def _connect_until_done(self, intake: asyncio.Task) -> None:
+        attempt = 0
+        last_progress = time.monotonic()
+        while True:
+            acked_before = self.durable_through
+            try:
+                await self._connection(intake)
+                return
+            except _LinkLost as exc:
+                reason = str(exc)
+            except (OSError, ConnectionClosed, TimeoutError, InvalidHandshake) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except InvalidURI as exc:
+                raise SenderError(f"bad receiver URL {self.url}: {exc}") from None
+            if intake.done():
+                intake.result()
+            if self.durable_through > acked_before:
+                attempt, last_progress = 0, time.monotonic()
+            if not self.reconnect:
+                raise SenderError(f"connection to {self.url} failed: {reason}")
+            if time.monotonic() - last_progress > self.give_up_after:
+                raise SenderError(f"no progress for {self.give_up_after:.0f} s; last failure: {reason}")
+            attempt += 1
+            # exponential backoff with full jitter, so many senders do not reconnect in step
+            await asyncio.sleep(random.uniform(0.05, min(5.0, 0.1 * 2 ** min(attempt, 10))))
+
+    # --- intake: hand-off -> spool, independent of the link --------------------------------
+
+    async def _intake(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            took = 0
+            while took < 256:
+                if not self.adaptive and self.spool.bytes_used >= self.spool.max_bytes * 0.95:
+                    break  # offline producer: leave blocks in the hand-off; it waits (back-pressure)
+                block = self.handoff.take()
+                if block is None:
+                    break
+                self._admit(block)
+                took += 1
+            if time.monotonic() - last_sync > SYNC_INTERVAL:
+                await asyncio.to_thread(self.spool.sync)
+                last_sync = time.monotonic()
+            if took == 0:
+                if self.handoff.finished:
+                    self._last_seq = max(self._last_seq, self.first_seq + self.handoff.offered - 1)
+                    self._intake_done = True
+                    await asyncio.to_thread(self.spool.sync)
+                    return
+                await asyncio.sleep(IDLE_POLL)
+            else:
+                await asyncio.sleep(0)
+
+    def _admit(self, block: Block) -> None:
+        if block.seq > self._expected_seq:
+            self._dropped_before[block.seq] = (self._expected_seq, block.seq - 1)
+        self._expected_seq = max(self._expected_seq, block.seq + 1)
+        self._last_seq = max(self._last_seq, block.seq)
+        if not self.spool.add(block):
+            # live and the spool is full: keep what is small and never degraded, lose the audio
+            self.audio_lost_spool_full += 1
+            self._audioless[block.seq] = Block(block.session, block.stream, block.seq, block.start_sample,
+                                               block.frames, block.sample_rate, block.channels, block.playhead,
+                                               block.midi, block.params, None)
+        self._unsent.append(block.seq)
+        self._frames[block.seq] = block.frames
+        self._backlog_frames += block.frames
+
+    # --- one connection -------------------------------------------------------------------
+
+    async def _connection(self, intake: asyncio.Task) -> None:
+        try:
+            ws = await connect(self.url, compression=None, open_timeout=self.open_timeout,
+                               max_size=DEFAULT_MAX_FRAME + 1, ssl=self.ssl_context, ping_interval=5,
+                               ping_timeout=10, close_timeout=2)
+        except InvalidURI:
+            raise
+        self.connections += 1
+        protocol = Protocol(Role.SENDER, compression_level=self.compression_level)
+        try:
             await self._handshake(ws, protocol)
             acks = asyncio.create_task(self._read_acks(ws, protocol))
             try:
-                await self._send_blocks(ws, protocol, acks)
-                protocol.send(Bye(self._last_seq))
-                await self._flush(ws, protocol)
-                await asyncio.wait_for(self._until_durable(acks, self._last_seq), self.bye_timeout)
+                await self._stream(ws, protocol, acks, intake)
             finally:
                 acks.cancel()
+        finally:
+            self._requeue_unacked()
+            await ws.close()
 
     async def _handshake(self, ws: ClientConnection, protocol: Protocol) -> None:
         info = self.info
+        resume_from = min(self.spool.seqs(), default=self._expected_seq)
         protocol.send(Hello(info.session, info.stream, info.track, info.sample_rate, info.channels,
-                            info.block_size, info.host, self.token, self._next_seq))
+                            info.block_size, info.host, self.token, resume_from))
         await self._flush(ws, protocol)
         protocol.receive_data(await asyncio.wait_for(ws.recv(), self.open_timeout))
         for event in protocol.events_received():
             if isinstance(event, Welcome):
-                self.durable_through = event.durable_through
                 self.max_frame_size = event.max_frame_size
-                self._next_seq = max(self._next_seq, event.durable_through + 1)
+                self._on_ack(event.durable_through, (), resumed=True)
                 return
             if isinstance(event, Error):
-                raise SenderError(f"receiver refused the stream: {event.code.name}: {event.reason}", event.code)
-        raise SenderError(f"receiver answered HELLO with nothing usable ({protocol.close_reason})",
-                          protocol.close_code)
+                self._raise_for(event.code, f"receiver refused the stream: {event.code.name}: {event.reason}")
+        raise _LinkLost(f"receiver answered HELLO with nothing usable ({protocol.close_reason})")
 
-    async def _send_blocks(self, ws: ClientConnection, protocol: Protocol, acks: asyncio.Task) -> None:
+    async def _stream(self, ws: ClientConnection, protocol: Protocol, acks: asyncio.Task,
+                      intake: asyncio.Task) -> None:
+        finished_at: float | None = None
         while True:
             if acks.done():
-                acks.result()  # the receiver ended the stream: raise its reason
-                raise SenderError("receiver closed the connection mid-stream")
-            batch = self._take_batch()
-            if not batch:
-                if self.handoff.finished:
-                    return
-                await asyncio.sleep(IDLE_POLL)
+                acks.result()
+                raise _LinkLost("receiver closed the connection")
+            if intake.done() and intake.exception() is not None:
+                intake.result()
+            level = self.ladder.update(self.backlog_seconds, time.monotonic()) if self.adaptive else self.quality
+            if self._unsent:
+                await self._send_unsent(ws, protocol, level)
                 continue
-            dropped = self._dropped_before(batch)
-            for part in self._encode(protocol, batch, dropped):
-                self._sent_at[part[-1].seq] = time.monotonic()
-                await self._flush(ws, protocol)
-                self.blocks_sent += len(part)
-
-    def _encode(self, protocol: Protocol, batch: list[Block], dropped: list[tuple[int, int]]) -> list[list[Block]]:
-        """Queue ``batch`` as one frame, or split in halves until each fits the receiver's limit."""
+            if self._needs_backfill and level == self.quality and self.backlog_seconds < self.ladder.low:
+                if await self._send_backfill(ws, protocol):
+                    continue
+            if self._intake_done and not self._unacked and not self._unsent:
+                if not self._needs_backfill and not self._backfill_unacked:
+                    break
+                finished_at = finished_at or time.monotonic()
+                if time.monotonic() - finished_at > self.backfill_timeout:
+                    break  # the link never recovered enough: the degraded audio stays, marked
+            await asyncio.sleep(IDLE_POLL)
+        protocol.send(Bye(self._last_seq))
+        await self._flush(ws, protocol)
+        # the receiver answers BYE with a last ACK, finalises the stream's files, then closes
         try:
-            self.bytes_sent += protocol.send_blocks(batch, self.quality, dropped=dropped,
-                                                    max_size=self.max_frame_size)
+            await asyncio.wait_for(asyncio.shield(acks), 120)
+        except TimeoutError:
+            raise _LinkLost("receiver did not close after BYE within 120 s") from None
+        if self.durable_through < self._last_seq:
+            raise _LinkLost(f"closed after BYE with seqs up to {self._last_seq} not all acknowledged")
+
+    async def _send_unsent(self, ws: ClientConnection, protocol: Protocol, level: Quality) -> None:
+        batch: list[Block] = []
+        frames = 0
+        audioless = False
+        while self._unsent and frames < self.max_batch_frames:
+            seq = self._unsent[0]
+            is_audioless = seq in self._audioless
+            if batch and is_audioless != audioless:
+                break  # a batch is coded at one level
+            block = self._audioless[seq] if is_audioless else self.spool.block(seq)
+            audioless = is_audioless
+            batch.append(block)
+            frames += block.frames
+            self._unsent.popleft()
+        quality = Quality.NONE if audioless else level
+        for part in self._encode(protocol, batch, quality, backfill=False):
+            self._sent_at[part[-1].seq] = time.monotonic()
+            for block in part:
+                self._unacked[block.seq] = quality
+            await self._flush(ws, protocol)
+            self.blocks_sent += len(part)
+
+    async def _send_backfill(self, ws: ClientConnection, protocol: Protocol) -> bool:
+        seqs = sorted(s for s in self._needs_backfill if s not in self._backfill_unacked)
+        if not seqs:
+            return False
+        batch, frames = [], 0
+        for seq in seqs:
+            if frames >= self.max_batch_frames:
+                break
+            block = self.spool.block(seq)
+            batch.append(block)
+            frames += block.frames
+        for part in self._encode(protocol, batch, self.quality, backfill=True):
+            self._backfill_unacked.update(b.seq for b in part)
+            await self._flush(ws, protocol)
+        return True
+
+    def _encode(self, protocol: Protocol, batch: list[Block], quality: Quality, *, backfill: bool
+                ) -> list[list[Block]]:
+        """Queue ``batch`` as one frame, or split in halves until each fits the receiver's limit."""
+        dropped = [self._dropped_before[b.seq] for b in batch if b.seq in self._dropped_before]
+        try:
+            if quality is Quality.NONE:
+                self.bytes_sent += protocol.send_blocks(
+                    [_with_silence(b) for b in batch], quality, backfill=backfill, dropped=dropped,
+                    max_size=self.max_frame_size)
+            else:
+                self.bytes_sent += protocol.send_blocks(batch, quality, backfill=backfill, dropped=dropped,
+                                                        max_size=self.max_frame_size)
             self.audio_bytes_sent += protocol.last_audio_payload
             return [batch]
         except ProtocolError:
@@ -189,32 +378,10 @@ class Sender:
                 raise SenderError(f"block {batch[0].seq} alone is over the receiver's frame limit "
                                   f"({self.max_frame_size} bytes)", ErrorCode.FRAME_TOO_LARGE) from None
         half = len(batch) // 2
-        return self._encode(protocol, batch[:half], dropped) + self._encode(protocol, batch[half:], [])
+        return (self._encode(protocol, batch[:half], quality, backfill=backfill)
+                + self._encode(protocol, batch[half:], quality, backfill=backfill))
 
-    def _take_batch(self) -> list[Block]:
-        batch: list[Block] = []
-        frames = 0
-        while frames < self.max_batch_frames:
-            block = self.handoff.take()
-            if block is None:
-                break
-            if block.seq <= self.durable_through:
-                continue  # the receiver already has it (resume)
-            batch.append(block)
-            frames += block.frames
-        return batch
-
-    def _dropped_before(self, batch: list[Block]) -> list[tuple[int, int]]:
-        """Seq ranges the audio thread dropped (holes in the numbering), named once each."""
-        ranges = []
-        for block in batch:
-            if block.seq > self._next_seq:
-                ranges.append((self._next_seq, block.seq - 1))
-            self._next_seq = block.seq + 1
-            self._last_seq = block.seq
-        offered_last = self.handoff.offered - 1  # processors number every block they were given
-        self._last_seq = max(self._last_seq, offered_last)
-        return ranges
+    # --- acknowledgements -----------------------------------------------------------------
 
     async def _read_acks(self, ws: ClientConnection, protocol: Protocol) -> None:
         async for data in ws:
@@ -223,26 +390,67 @@ class Sender:
             protocol.receive_data(data)
             for event in protocol.events_received():
                 if isinstance(event, Ack):
-                    self._acked(event.through)
+                    self._on_ack(event.through, event.backfilled)
                 elif isinstance(event, Error):
-                    raise SenderError(f"receiver ended the stream: {event.code.name}: {event.reason}", event.code)
+                    self._raise_for(event.code, f"receiver ended the stream: {event.code.name}: {event.reason}")
             if protocol.close_code is not None:
                 raise SenderError(f"protocol error: {protocol.close_reason}", protocol.close_code)
 
-    def _acked(self, through: int) -> None:
-        self.durable_through = max(self.durable_through, through)
+    def _on_ack(self, through: int, backfilled: tuple[tuple[int, int], ...], resumed: bool = False) -> None:
+        if through > self.durable_through:
+            self.durable_through = through
+        release = []
+        for seq in [s for s in self._unacked if s <= through]:
+            quality = self._unacked.pop(seq)
+            self._backlog_frames -= self._frames.pop(seq, 0)
+            if quality == self.quality or seq in self._audioless:
+                release.append(seq)
+                self._audioless.pop(seq, None)
+            else:
+                self._needs_backfill.add(seq)
+        if resumed:
+            # a resumed stream: the receiver has everything through ``through``; what we still hold
+            # of it may have gone degraded before we restarted, so replace it at full quality
+            while self._unsent and self._unsent[0] <= through:
+                seq = self._unsent.popleft()
+                self._backlog_frames -= self._frames.pop(seq, 0)
+                if seq in self.spool:
+                    self._needs_backfill.add(seq)
+        for first, last in backfilled:
+            for seq in range(first, last + 1):
+                if seq in self._needs_backfill:
+                    self._needs_backfill.discard(seq)
+                    self._backfill_unacked.discard(seq)
+                    self.blocks_backfilled += 1
+                    release.append(seq)
+        self.spool.release(release)
         now = time.monotonic()
         for seq in [s for s in self._sent_at if s <= through]:
             self.rtt_seconds = now - self._sent_at.pop(seq)
 
-    async def _until_durable(self, acks: asyncio.Task, last_seq: int) -> None:
-        while self.durable_through < last_seq:
-            if acks.done():
-                acks.result()  # raises the receiver's error, if that is why it stopped
-                raise SenderError(f"connection closed with seqs up to {last_seq} not all acknowledged")
-            await asyncio.sleep(IDLE_POLL)
+    def _requeue_unacked(self) -> None:
+        """A lost connection: everything not yet acknowledged goes again, in order."""
+        if self._unacked:
+            self._unsent = deque(sorted(set(self._unsent) | set(self._unacked)))
+            self._unacked.clear()
+        self._backfill_unacked.clear()
+        self._sent_at.clear()
+
+    def _raise_for(self, code: ErrorCode, message: str) -> None:
+        if code in FATAL_CODES:
+            raise SenderError(message, code)
+        raise _LinkLost(message)  # busy, going away, receiver error: try again
 
     @staticmethod
     async def _flush(ws: ClientConnection, protocol: Protocol) -> None:
         for frame in protocol.data_to_send():
             await ws.send(frame)
+
+
+def _with_silence(block: Block) -> Block:
+    """Protocol.send_blocks wants audio to code; at NONE none of it is sent."""
+    if block.audio is not None:
+        return block
+    return Block(block.session, block.stream, block.seq, block.start_sample, block.frames, block.sample_rate,
+                 block.channels, block.playhead, block.midi, block.params,
+                 np.zeros((block.channels, block.frames), np.float32))

@@ -34,9 +34,16 @@ class Journal:
                 f.truncate(good_end)  # drop a torn tail from a crash
         return cls(path), records
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> int:
+        """Append ``record``; returns the byte offset it starts at (for ``read_record_at``)."""
         body = msgpack.packb(record, use_bin_type=True)
+        offset = self._file.tell()
         self._file.write(_HEADER.pack(len(body), zlib.crc32(body)) + body)
+        return offset
+
+    @property
+    def size(self) -> int:
+        return self._file.tell()
 
     def sync(self) -> None:
         """Make every appended record durable."""
@@ -49,11 +56,35 @@ class Journal:
             self._file.close()
 
 
+def read_record_at(path: Path, offset: int) -> dict[str, Any]:
+    """The record that starts at ``offset``; ValueError if it is not a whole, intact one."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        header = f.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise ValueError(f"{path}: no record at {offset}")
+        length, crc = _HEADER.unpack(header)
+        body = f.read(length)
+    if len(body) != length or zlib.crc32(body) != crc:
+        raise ValueError(f"{path}: record at {offset} is damaged")
+    return msgpack.unpackb(body, raw=False)
+
+
 def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
     """All whole records of ``path`` and the byte offset where the whole ones end."""
     if not path.exists():
         return [], 0
     return _read(path.read_bytes())
+
+
+def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(offset, record)`` for each whole record of ``path``."""
+    if not path.exists():
+        return
+    start = 0
+    for record, end in _iter(path.read_bytes()):
+        yield start, record
+        start = end
 
 
 def _read(data: bytes) -> tuple[list[dict[str, Any]], int]:
