@@ -35,6 +35,7 @@ def examples() -> list[tuple[str, bytes]]:
         ("WELCOME", encode_frame(Welcome(-1, 16 * 1024 * 1024), 0)),
         ("BLOCK (one 4-frame mono block at PCM16, raw s16 coding)", block_frame),
         ("ACK", encode_frame(Ack(0), 0)),
+        ("ACK naming backfilled blocks", encode_frame(Ack(191, ((128, 191),)), 0)),
         ("BYE", encode_frame(Bye(0), 0)),
         ("ERROR", encode_frame(Error(ErrorCode.BAD_ID, "hello.stream: '../x' is not 1-64 characters"), 0)),
         ("HELLO, zstd-compressed at level 19 (flags 0x01)", encode_frame(HELLO, 19)),
