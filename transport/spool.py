@@ -33,9 +33,11 @@ class SpoolMismatch(ValueError):
 
 
 class Spool:
-    def __init__(self, directory: Path | str | None, info: StreamInfo, *, max_bytes: int = 2 * 1024**3) -> None:
+    def __init__(self, directory: Path | str | None, info: StreamInfo, *, max_bytes: int | None = None) -> None:
         self.info = info
         self.directory = Path(directory) if directory is not None else None
+        if max_bytes is None:  # memory is scarcer than disk
+            max_bytes = 2 * 1024**3 if directory is not None else 256 * 1024**2
         self.max_bytes = max_bytes
         self.next_seq = 0
         self.next_sample = 0
