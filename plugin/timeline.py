@@ -1,0 +1,183 @@
+"""The host's clock for a MIDI file: tempo map, meter map, every event on its sample.
+
+All arithmetic is exact (``fractions.Fraction``): a tick's time is the sum of whole tempo
+segments, never an accumulated float, so event ``k`` of a ten-minute file lands on the same
+sample as it would at second zero. The sample of time ``t`` is ``floor(t * sample_rate)``,
+which is where DawDreamer's seconds mode puts an event placed at ``(k + 0.5) / sr``.
+
+Bars: a time signature that arrives mid-bar starts a new bar (the partial bar before it
+still counts as one), as DAWs show it. ``beat`` is 1-based in units of the signature's
+denominator: in 6/8, beat 4.0 is the fourth eighth note.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import mido
+
+from sendlearn.capture import Playhead, check_midi_bytes
+
+DEFAULT_TEMPO = 500_000  # µs per quarter note: 120 bpm, the SMF default
+MICROS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TempoSegment:
+    """From ``tick`` on, a quarter note lasts ``tempo`` µs; ``seconds`` is the tick's time."""
+
+    tick: int
+    tempo: int
+    seconds: Fraction
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSegment:
+    """From ``tick`` on, the meter is ``num``/``den`` and ``tick`` is the downbeat of ``bar``."""
+
+    tick: int
+    num: int
+    den: int
+    bar: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimedEvent:
+    """One channel or sysex message of the file on its absolute tick and sample.
+
+    ``track`` and ``index`` (position in that track) keep the file's order for events that
+    share a tick."""
+
+    tick: int
+    sample: int
+    data: bytes
+    track: int
+    index: int
+
+    @property
+    def channel(self) -> int | None:
+        return self.data[0] & 0x0F if self.data[0] < 0xF0 else None
+
+
+class Timeline:
+    """Tempo and meter maps of a MIDI file at ``sample_rate``, and its events in samples."""
+
+    def __init__(self, midi: mido.MidiFile | str | Path, sample_rate: int) -> None:
+        if not isinstance(midi, mido.MidiFile):
+            midi = mido.MidiFile(str(midi))
+        if midi.type == 2:
+            raise ValueError("MIDI file type 2 (independent sequences) has no single timeline")
+        if type(sample_rate) is not int or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
+        self.sample_rate = sample_rate
+        self.ticks_per_beat: int = midi.ticks_per_beat
+        tempo_marks: list[tuple[int, int]] = []
+        meter_marks: list[tuple[int, int, int]] = []
+        raw: list[tuple[int, int, int, bytes]] = []
+        end_tick = 0
+        for track_index, track in enumerate(midi.tracks):
+            tick = 0
+            for index, msg in enumerate(track):
+                tick += msg.time
+                if msg.type == "set_tempo":
+                    tempo_marks.append((tick, msg.tempo))
+                elif msg.type == "time_signature":
+                    meter_marks.append((tick, msg.numerator, msg.denominator))
+                elif not msg.is_meta:
+                    raw.append((tick, track_index, index, check_midi_bytes(bytes(msg.bin()))))
+            end_tick = max(end_tick, tick)  # the last message is end_of_track (or the last event)
+        self.tempos = self._tempo_map(tempo_marks)
+        self.meters = self._meter_map(meter_marks)
+        raw.sort(key=lambda item: (item[0], item[1], item[2]))  # stable file order on one tick
+        self.events: list[TimedEvent] = [
+            TimedEvent(tick, self.sample_at_tick(tick), data, track, index) for tick, track, index, data in raw
+        ]
+        self.end_tick = end_tick
+        # +1: an event on the last tick must lie inside the stream, on its last sample.
+        self.length = self.sample_at_tick(end_tick) + 1
+
+    # -- maps ---------------------------------------------------------------------------
+
+    def _tempo_map(self, marks: list[tuple[int, int]]) -> list[TempoSegment]:
+        marks.sort(key=lambda m: m[0])  # stable: the last tempo written on a tick wins
+        segments = [TempoSegment(0, DEFAULT_TEMPO, Fraction(0))]
+        for tick, tempo in marks:
+            last = segments[-1]
+            if tick == last.tick:
+                segments[-1] = TempoSegment(tick, tempo, last.seconds)
+            else:
+                seconds = last.seconds + Fraction((tick - last.tick) * last.tempo, MICROS * self.ticks_per_beat)
+                segments.append(TempoSegment(tick, tempo, seconds))
+        return segments
+
+    def _meter_map(self, marks: list[tuple[int, int, int]]) -> list[MeterSegment]:
+        marks.sort(key=lambda m: m[0])
+        segments = [MeterSegment(0, 4, 4, 1)]
+        for tick, num, den in marks:
+            last = segments[-1]
+            if tick == last.tick:
+                segments[-1] = MeterSegment(tick, num, den, last.bar)
+            else:
+                bars = math.ceil(Fraction(tick - last.tick, self._ticks_per_bar(last)))
+                segments.append(MeterSegment(tick, num, den, last.bar + bars))
+        return segments
+
+    def _ticks_per_bar(self, meter: MeterSegment) -> Fraction:
+        return Fraction(self.ticks_per_beat * 4 * meter.num, meter.den)
+
+    # -- conversions --------------------------------------------------------------------
+
+    def seconds_at_tick(self, tick: int | Fraction) -> Fraction:
+        """Exact time of ``tick`` from the start."""
+        seg = self.tempos[bisect.bisect_right([s.tick for s in self.tempos], tick) - 1]
+        return seg.seconds + Fraction(tick - seg.tick) * seg.tempo / (MICROS * self.ticks_per_beat)
+
+    def sample_at_tick(self, tick: int | Fraction) -> int:
+        """The sample an event on ``tick`` belongs to: ``floor(seconds * sample_rate)``."""
+        return math.floor(self.seconds_at_tick(tick) * self.sample_rate)
+
+    def tick_at_seconds(self, seconds: Fraction | int) -> Fraction:
+        """Exact (fractional) tick at time ``seconds``; the last tempo holds past the end."""
+        seconds = Fraction(seconds)
+        seg = self.tempos[bisect.bisect_right([s.seconds for s in self.tempos], seconds) - 1]
+        return seg.tick + (seconds - seg.seconds) * MICROS * self.ticks_per_beat / seg.tempo
+
+    def seconds_at_beats(self, quarters: Fraction | float) -> Fraction:
+        """Time of a position given in quarter notes from the start (automation in beats)."""
+        return self.seconds_at_tick(Fraction(quarters) * self.ticks_per_beat)
+
+    def tempo_at_tick(self, tick: int | Fraction) -> int:
+        return self.tempos[bisect.bisect_right([s.tick for s in self.tempos], tick) - 1].tempo
+
+    def meter_at_tick(self, tick: int | Fraction) -> MeterSegment:
+        return self.meters[bisect.bisect_right([m.tick for m in self.meters], tick) - 1]
+
+    def bar_beat_at_tick(self, tick: int | Fraction) -> tuple[int, Fraction]:
+        """1-based bar and 1-based beat (in denominator units) at ``tick``."""
+        meter = self.meter_at_tick(tick)
+        into = Fraction(tick) - meter.tick
+        per_bar = self._ticks_per_bar(meter)
+        bars = math.floor(into / per_bar)
+        beat_ticks = Fraction(self.ticks_per_beat * 4, meter.den)
+        return meter.bar + bars, 1 + (into - bars * per_bar) / beat_ticks
+
+    def playhead_at(self, sample: int) -> Playhead:
+        """The playhead at the first frame of a block that starts on ``sample``."""
+        seconds = Fraction(sample, self.sample_rate)
+        tick = self.tick_at_seconds(seconds)
+        meter = self.meter_at_tick(tick)
+        bar, beat = self.bar_beat_at_tick(tick)
+        return Playhead(
+            seconds=float(seconds), ppq=float(tick / self.ticks_per_beat),
+            bpm=MICROS * 60 / self.tempo_at_tick(tick), ts_num=meter.num, ts_den=meter.den,
+            bar=bar, beat=float(beat), playing=True,
+        )
+
+    @property
+    def seconds(self) -> float:
+        """Length of the stream in seconds."""
+        return self.length / self.sample_rate
