@@ -128,7 +128,7 @@ class _Connection:
         receiver._active[key] = self.ws
         self.key = key
         try:
-            self.writer = await asyncio.to_thread(StreamWriter, receiver.data_dir, info)
+            self.writer = await asyncio.to_thread(StreamWriter, receiver.data_dir, info, dict(hello.meta))
         except StreamMismatch as exc:
             self.refuse(ErrorCode.STREAM_MISMATCH, str(exc))
             return
@@ -139,7 +139,7 @@ class _Connection:
 
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None
-        self.writer.bye(bye.last_seq)
+        self.writer.bye(bye.last_seq, dict(bye.stats))
         through = await asyncio.to_thread(self.writer.commit)
         self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
         await self.flush()

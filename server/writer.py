@@ -38,18 +38,21 @@ class StreamMismatch(ValueError):
 
 
 class StreamWriter:
-    def __init__(self, data_dir: Path, info: StreamInfo) -> None:
+    def __init__(self, data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None) -> None:
         self.info = info
+        self.meta = meta or {}
         self.dir = stream_dir(data_dir, info.session, info.stream)
         self.work = self.dir / WORK
         self.work.mkdir(parents=True, exist_ok=True)
         self._check_info()
+        self.meta = json.loads((self.work / "info.json").read_text()).get("meta", {})
         self.journal, records = Journal.open(self.work / "journal")
         self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
         self.through = -1  # every seq <= through is stored or a declared drop
         self._above: set[int] = set()  # stored seqs beyond the watermark
         self._dropped: list[tuple[int, int]] = []
         self.last_seq: int | None = None  # from BYE
+        self.sender_stats: dict[str, Any] = {}
         self.end_sample = 0
         self.blocks = self.duplicates = self.backfills = self.events = 0
         for record in records:
@@ -77,10 +80,9 @@ class StreamWriter:
             self._mark(block.seq, block.end_sample, len(block.midi), backfill=seen)
         return [block.seq for block in received.blocks] if received.backfill else []
 
-    def bye(self, last_seq: int) -> None:
-        self.journal.append({"k": "bye", "last_seq": last_seq})
-        self.last_seq = last_seq
-        self._declare_bye(last_seq)
+    def bye(self, last_seq: int, stats: dict[str, Any] | None = None) -> None:
+        self.journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
+        self._declare_bye(last_seq, stats or {})
 
     def commit(self) -> int:
         """fsync what was added; returns the seq through which everything is durable."""
@@ -107,8 +109,9 @@ class StreamWriter:
         self._dropped.append((first, last))
         self._advance()
 
-    def _declare_bye(self, last_seq: int) -> None:
+    def _declare_bye(self, last_seq: int, stats: dict[str, Any]) -> None:
         self.last_seq = last_seq
+        self.sender_stats = stats
 
     def _is_dropped(self, seq: int) -> bool:
         return any(first <= seq <= last for first, last in self._dropped)
@@ -132,13 +135,15 @@ class StreamWriter:
         elif kind == "dropped":
             self._declare_dropped(record["first"], record["last"])
         elif kind == "bye":
-            self._declare_bye(record["last_seq"])
+            self._declare_bye(record["last_seq"], record.get("stats", {}))
 
     def _check_info(self) -> None:
         path = self.work / "info.json"
-        mine = _info_json(self.info)
+        mine = {**_info_json(self.info), "meta": self.meta}
         if path.exists():
             theirs = json.loads(path.read_text())
+            if not self.meta:
+                mine["meta"] = theirs.get("meta", {})  # a resumed sender need not say it again
             for key in ("sample_rate", "channels"):
                 if theirs.get(key) != mine[key]:
                     raise StreamMismatch(
@@ -178,6 +183,8 @@ class StreamWriter:
             "gaps": gaps,
             "duplicates_ignored": self.duplicates,
             "quality": {"history": _quality_runs(stored), "backfills": backfill_log},
+            "meta": self.meta,
+            "sender": self.sender_stats,
             "checksums": {name: _sha256(self.dir / name)
                           for name in (audio_name, "events.parquet", "blocks.parquet", "params.parquet", "notes.mid")},
             "finalised_at": time.time(),

@@ -365,3 +365,18 @@ def test_serve_and_status_commands(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "sendlearn", "status", "--data-dir", str(tmp_path / "nope")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such directory" in bad.stderr
+
+
+def test_hello_meta_and_bye_stats_land_in_stream_json(tmp_path: Path) -> None:
+    info = StreamInfo("sess", "gm", SR, 1, 64, "GM", "fluidsynth")
+    with ReceiverThread(tmp_path) as receiver:
+        processor = CaptureProcessor.for_stream(info, realtime=False)
+        sender = Sender(receiver.url, info, processor.handoff, meta={"onset_lag_frames": 88},
+                        stats=lambda: {"xruns": 3}).start()
+        for _ in range(5):
+            processor.process(make_audio(1, 64))
+        sender.close(timeout=30)
+    stream = json.loads((tmp_path / "sessions/sess/gm/stream.json").read_text())
+    assert stream["meta"] == {"onset_lag_frames": 88}
+    assert stream["sender"]["xruns"] == 3 and stream["sender"]["blocks_dropped_by_audio_thread"] == 0
+    assert stream["host"] == "fluidsynth"

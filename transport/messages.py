@@ -35,6 +35,8 @@ MAX_TEXT = 256
 MAX_TOKEN = 4096
 MAX_BATCH = 4096
 NOTHING = -1  # "no seq yet" in durable_through, last_seq
+MAX_FACTS = 64
+Fact = int | float | str | bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +53,11 @@ class Hello:
     token: str | None = None
     resume_from: int = 0
     version: int = PROTOCOL_VERSION
+    meta: tuple[tuple[str, Fact], ...] = ()  # facts about the stream, e.g. an instrument's measured lag
 
     def __post_init__(self) -> None:
         _int("hello.version", self.version, 0, 0xFFFF)
+        _facts("hello.meta", self.meta)
         _name("hello.session", self.session)
         _name("hello.stream", self.stream)
         _text("hello.track", self.track, MAX_TEXT)
@@ -147,9 +151,11 @@ class Bye:
     """Sender → receiver: the stream ends; ``last_seq`` is the last seq it produced."""
 
     last_seq: int = NOTHING
+    stats: tuple[tuple[str, Fact], ...] = ()  # the sender's closing figures, e.g. xruns, drops
 
     def __post_init__(self) -> None:
         _int("bye.last_seq", self.last_seq, NOTHING, 2**63 - 1)
+        _facts("bye.stats", self.stats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +202,13 @@ def encode_frame_sized(message: Message, compression_level: int = 3) -> tuple[by
 
 def _to_wire(message: Message) -> dict[str, Any]:
     if isinstance(message, Hello):
-        return {"type": "hello", "version": message.version, "session": message.session,
+        wire = {"type": "hello", "version": message.version, "session": message.session,
                 "stream": message.stream, "track": message.track, "sample_rate": message.sample_rate,
                 "channels": message.channels, "block_size": message.block_size,
                 "host": message.host, "token": message.token, "resume_from": message.resume_from}
+        if message.meta:
+            wire["meta"] = dict(message.meta)
+        return wire
     if isinstance(message, Welcome):
         return {"type": "welcome", "durable_through": message.durable_through,
                 "max_frame_size": message.max_frame_size}
@@ -214,7 +223,10 @@ def _to_wire(message: Message) -> dict[str, Any]:
             wire["backfilled"] = [list(r) for r in message.backfilled]
         return wire
     if isinstance(message, Bye):
-        return {"type": "bye", "last_seq": message.last_seq}
+        wire = {"type": "bye", "last_seq": message.last_seq}
+        if message.stats:
+            wire["stats"] = dict(message.stats)
+        return wire
     if isinstance(message, Error):
         return {"type": "error", "code": int(message.code), "reason": message.reason}
     raise TypeError(f"not a protocol message: {type(message).__name__}")
@@ -319,6 +331,7 @@ def _from_wire(obj: object) -> Message:
             channels=_get(obj, "channels", int), block_size=_get(obj, "block_size", int),
             host=_get(obj, "host", str), token=token,
             resume_from=_get(obj, "resume_from", int), version=_get(obj, "version", int),
+            meta=_get_facts(obj, "meta"),
         )
     if kind == "welcome":
         return Welcome(_get(obj, "durable_through", int), _get(obj, "max_frame_size", int))
@@ -337,7 +350,7 @@ def _from_wire(obj: object) -> Message:
             if "backfilled" in obj else ()
         return Ack(_get(obj, "through", int), backfilled)
     if kind == "bye":
-        return Bye(_get(obj, "last_seq", int))
+        return Bye(_get(obj, "last_seq", int), _get_facts(obj, "stats"))
     if kind == "error":
         code = _get(obj, "code", int)
         try:
@@ -391,6 +404,25 @@ def _get(obj: dict, key: str, kind: type, where: str | None = None) -> Any:
     if not ok:
         raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be {kind.__name__}, not {type(value).__name__}")
     return value
+
+
+def _get_facts(obj: dict, key: str) -> tuple[tuple[str, Fact], ...]:
+    """An optional map of facts, as sorted pairs (checked by ``_facts``)."""
+    if key not in obj:
+        return ()
+    return tuple(sorted(_get(obj, key, dict).items(), key=lambda kv: str(kv[0])))
+
+
+def _facts(name: str, facts: object) -> None:
+    if not isinstance(facts, tuple) or len(facts) > MAX_FACTS:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must hold at most {MAX_FACTS} facts")
+    for pair in facts:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and 0 < len(pair[0]) <= 64):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
+        value = pair[1]
+        if not (value is None or type(value) in (int, bool) or (type(value) is float and math.isfinite(value))
+                or (isinstance(value, str) and len(value) <= MAX_TEXT)):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{name}.{pair[0]} must be a number, a short string or nil")
 
 
 def _is_number(value: object) -> bool:

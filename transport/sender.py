@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from sendlearn.capture import Block, HandOff, StreamInfo
 from .codec import Quality
 from .errors import ErrorCode, ProtocolError
 from .ladder import QualityLadder
-from .messages import DEFAULT_MAX_FRAME, NOTHING, Ack, Bye, Error, Hello, Welcome
+from .messages import DEFAULT_MAX_FRAME, NOTHING, Ack, Bye, Error, Fact, Hello, Welcome
 from .protocol import Protocol
 from .spool import Spool
 from .state import Role
@@ -72,6 +73,8 @@ class Sender:
         give_up_after: float = 300.0,
         backfill_timeout: float = 60.0,
         ladder: QualityLadder | None = None,
+        meta: dict[str, Fact] | None = None,
+        stats: Callable[[], dict[str, Fact]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
@@ -89,6 +92,8 @@ class Sender:
         self.backfill_timeout = backfill_timeout
         self.ladder = ladder or QualityLadder(ceiling=quality)
         self.ssl_context = ssl_context
+        self.meta = tuple(sorted((meta or {}).items()))
+        self.stats = stats  # called for BYE: the producer's closing figures (xruns, …)
         self.error: SenderError | None = None
         self.max_frame_size = DEFAULT_MAX_FRAME  # until WELCOME says the receiver's
         # counters
@@ -276,7 +281,7 @@ class Sender:
         info = self.info
         resume_from = min(self.spool.seqs(), default=self._expected_seq)
         protocol.send(Hello(info.session, info.stream, info.track, info.sample_rate, info.channels,
-                            info.block_size, info.host, self.token, resume_from))
+                            info.block_size, info.host, self.token, resume_from, meta=self.meta))
         await self._flush(ws, protocol)
         protocol.receive_data(await asyncio.wait_for(ws.recv(), self.open_timeout))
         for event in protocol.events_received():
@@ -311,7 +316,7 @@ class Sender:
                 if time.monotonic() - finished_at > self.backfill_timeout:
                     break  # the link never recovered enough: the degraded audio stays, marked
             await asyncio.sleep(IDLE_POLL)
-        protocol.send(Bye(self._last_seq))
+        protocol.send(Bye(self._last_seq, self._closing_figures()))
         await self._flush(ws, protocol)
         # the receiver answers BYE with a last ACK, finalises the stream's files, then closes
         try:
@@ -380,6 +385,17 @@ class Sender:
         half = len(batch) // 2
         return (self._encode(protocol, batch[:half], quality, backfill=backfill)
                 + self._encode(protocol, batch[half:], quality, backfill=backfill))
+
+    def _closing_figures(self) -> tuple[tuple[str, Fact], ...]:
+        figures: dict[str, Fact] = {
+            "blocks_dropped_by_audio_thread": self.handoff.dropped,
+            "audio_lost_spool_full": self.audio_lost_spool_full,
+            "connections": self.connections,
+            "blocks_backfilled": self.blocks_backfilled,
+        }
+        if self.stats is not None:
+            figures.update(self.stats())
+        return tuple(sorted(figures.items()))
 
     # --- acknowledgements -----------------------------------------------------------------
 
