@@ -102,7 +102,8 @@ class _Connection:
                 if isinstance(event, Hello):
                     await self.accept(event)
                 elif isinstance(event, BlocksReceived):
-                    self.backfilled += await asyncio.to_thread(self.writer.add, event)
+                    # page-cache writes are quick: inline; only the fsync of a commit goes to a thread
+                    self.backfilled += self.writer.add(event)
                     self.dirty = True
                 elif isinstance(event, Bye):
                     await self.finish(event)
