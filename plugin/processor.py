@@ -6,7 +6,7 @@ the way copies what the block holds into a ``Block`` that it hands off without w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -98,34 +98,27 @@ class CaptureProcessor:
         self.handoff.close()
 
     def _events(self, midi: Iterable[MidiInput], frames: int) -> tuple[MidiEvent, ...]:
-        events = []
-        for item in midi:
-            try:
-                event = item if isinstance(item, MidiEvent) else MidiEvent(int(item[0]), item[1])
-                if event.offset >= frames:
-                    raise CaptureError("midi.offset", f"{event.offset} is outside {frames} frames")
-            except (CaptureError, TypeError, IndexError, ValueError) as exc:
-                self._reject(exc)
-                continue
-            events.append(event)
-        events.sort(key=_offset)  # stable: events on one sample keep the host's order
-        return tuple(events)
+        return self._collect(midi, frames, "midi", lambda item: MidiEvent(int(item[0]), item[1]), MidiEvent)
 
     def _params(self, params: Iterable[ParamInput], frames: int) -> tuple[ParamChange, ...]:
-        changes = []
-        for item in params:
+        return self._collect(params, frames, "params",
+                             lambda item: ParamChange(int(item[0]), item[1], float(item[2])), ParamChange)
+
+    def _collect(self, items: Iterable, frames: int, field: str, make: Callable, kind: type) -> tuple:
+        """Valid items inside the block, sorted by offset (stably: one sample keeps the host's
+        order); the others counted and skipped."""
+        kept = []
+        for item in items:
             try:
-                change = item if isinstance(item, ParamChange) else ParamChange(
-                    int(item[0]), item[1], float(item[2])
-                )
-                if change.offset >= frames:
-                    raise CaptureError("params.offset", f"{change.offset} is outside {frames} frames")
+                value = item if isinstance(item, kind) else make(item)
+                if value.offset >= frames:
+                    raise CaptureError(f"{field}.offset", f"{value.offset} is outside {frames} frames")
             except (CaptureError, TypeError, IndexError, ValueError) as exc:
                 self._reject(exc)
                 continue
-            changes.append(change)
-        changes.sort(key=_offset)
-        return tuple(changes)
+            kept.append(value)
+        kept.sort(key=_offset)
+        return tuple(kept)
 
     def _reject(self, exc: Exception) -> None:
         self._rejected += 1
