@@ -53,11 +53,49 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path)
     serve.set_defaults(run=run_serve)
 
+    render = commands.add_parser(
+        "render", help="render MIDI or session files through real instruments into a dataset",
+        description="Render .mid files (one track, --instrument) or .toml session files offline, capture "
+        "every block and stream it to a receiver: an in-process one writing to --data-dir, or --server.")
+    render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file")
+    where = render.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
+                       help=f"write here through an in-process receiver (default ./{DEFAULT_DATA_DIR})")
+    where.add_argument("--server", metavar="URL", help="send to a running receiver (ws:// or wss://)")
+    render.add_argument("--token", help="token the receiver at --server expects")
+    render.add_argument("--sample-rate", type=int, metavar="SR", help="override (default: the session's, or 48000)")
+    render.add_argument("--block-size", type=int, metavar="N", help="override (default: the session's, or 512)")
+    render.add_argument("--instrument", metavar="SPEC", help="instrument for .mid inputs (see --list-instruments)")
+    render.add_argument("--list-instruments", action="store_true", help="list instrument specs and exit")
+    render.add_argument("--json", action="store_true", help="print one JSON object")
+    render.set_defaults(run=_lazy("render", "run_render"))
+
+    demo = commands.add_parser("demo", help="render the bundled demo session into a dataset")
+    demo.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(run=_lazy("demo", "run_demo"))
+
+    from sendlearn import live  # its module imports no host library; run_live imports jack when it runs
+
+    live.add_parser(commands, DEFAULT_DATA_DIR)
+
     status = commands.add_parser("status", help="what a data directory holds")
     status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(run=run_status)
     return parser
+
+
+def _lazy(module: str, name: str) -> Any:
+    """A command body from ``sendlearn.<module>``, imported when it runs: render and demo need
+    the GPL hosts, which a receiver-only install does not have."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f"sendlearn.{module}"), name)(args)
+
+    return run
 
 
 # --- serve ------------------------------------------------------------------------------

@@ -159,6 +159,7 @@ class BridgeStats:
     callback_p50_us: float
     callback_p99_us: float
     period_us: float
+    frame_origins: tuple[tuple[int, int], ...] = ()  # (stream sample, JACK frame of it) at start and jumps
 
 
 def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
@@ -172,6 +173,7 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
         xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, callback_errors=bridge.callback_errors,
         callback_p50_us=float(p50), callback_p99_us=float(p99),
         period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,
+        frame_origins=tuple(bridge.frame_origins),
     )
 
 

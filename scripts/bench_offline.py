@@ -1,0 +1,173 @@
+"""Offline render through the whole chain against the bare render of the same session.
+
+    .venv/bin/python scripts/bench_offline.py [--runs 5] [--session plugin/demo/session.toml]
+
+bare:  what rendering the session's audio costs anyway: per track, the tempo map, the
+       instrument render (DawDreamer, ``plugin.render.render_stream``), effects and gain,
+       and the render check. Nothing is captured, sent or written.
+chain: ``sendlearn render``'s own path (``sendlearn.render.capture_session``): the same
+       render, then CaptureProcessor -> Sender -> loopback websocket -> in-process receiver ->
+       dataset files (fsynced, renamed into place), including starting and stopping the receiver.
+
+The modes run interleaved (the order flips every run, after one warm-up of each) so drift in
+machine load hits both. Memory: one run per mode in a fresh subprocess, peak RSS (VmHWM)
+minus RSS once every library is imported; tracemalloc would miss DawDreamer's and
+libsndfile's C++ allocations, which are most of it. Target (DESIGN §8): chain <= 1.5x bare.
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sendlearn.plugin.offline import automation_points, check_render, stream_parts
+from sendlearn.plugin.render import apply_effects, apply_gain, automation_curve, render_stream
+from sendlearn.plugin.session import Session, load_session
+from sendlearn.plugin.timeline import Timeline
+
+DEMO = Path(__file__).resolve().parent.parent / "plugin" / "demo" / "session.toml"
+TARGET = 1.5
+
+
+def bare(session: Session) -> float:
+    """Render every stream's audio as render_session does, and stop there; returns seconds of audio."""
+    audio_seconds = 0.0
+    for track in session.tracks:
+        timeline = Timeline(track.midi, session.sample_rate)
+        for part in stream_parts(track, timeline):
+            frames = timeline.length
+            params = automation_points(track.automation, timeline, frames)
+            curves = {name: automation_curve(points, frames) for name, points in params.items()}
+            audio = render_stream(track.instrument, part.events, frames, session.sample_rate, timeline=timeline,
+                                  block_size=session.block_size, automation=curves)
+            audio = apply_gain(apply_effects(audio, session.sample_rate,
+                                             [(e.name, dict(e.options)) for e in track.effects]), track.gain_db)
+            problem = check_render(audio, frames)
+            if problem is not None:
+                raise RuntimeError(f"{track.name}: {problem}")
+            audio_seconds += frames / session.sample_rate
+    return audio_seconds
+
+
+def chain(session: Session, data_dir: Path) -> float:
+    """The CLI's path into ``data_dir``; returns seconds of audio written."""
+    from sendlearn.render import LOCAL_COMMIT_INTERVAL, capture_session
+    from sendlearn.server.receiver import ReceiverThread
+
+    with ReceiverThread(data_dir, commit_interval=LOCAL_COMMIT_INTERVAL) as receiver:  # as receiver_url does
+        outcomes = capture_session(session, receiver.url, compression_level=0)  # as render_all does in-process
+    failed = [f"{o.stream}: {o.reason}" for o in outcomes if not o.ok]
+    if failed:
+        raise RuntimeError("; ".join(failed))
+    return sum(o.seconds for o in outcomes)
+
+
+def timed(mode: str, session: Session, scratch: Path, run: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    audio = bare(session) if mode == "bare" else chain(session, scratch / f"run{run}")
+    return time.perf_counter() - started, audio
+
+
+# --- memory, one mode per fresh process ----------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def child(mode: str, session_path: Path) -> None:
+    """Import everything either mode loads, note RSS, run once, report the peak above it."""
+    import dawdreamer  # noqa: F401  (the render imports these lazily: load them before the baseline)
+    import pedalboard  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import soundfile  # noqa: F401
+
+    import sendlearn.render  # noqa: F401
+    import sendlearn.server.receiver  # noqa: F401
+
+    session = load_session(session_path)
+    baseline = _status_kib("VmRSS")
+    with tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
+        _, audio = timed(mode, session, Path(tmp), 0)
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"mode": mode, "baseline_kib": baseline, "peak_kib": peak, "audio_seconds": audio}))
+
+
+def memory(mode: str, session_path: Path) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", mode, "--session", str(session_path)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--session", type=Path, default=DEMO)
+    parser.add_argument("--child", choices=["bare", "chain"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.session)
+        return
+
+    session = load_session(args.session)
+    times: dict[str, list[float]] = {"bare": [], "chain": []}
+    with tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
+        scratch = Path(tmp)
+        timed("bare", session, scratch, -1)  # warm-up: imports, first Faust compile, page cache
+        _, audio_seconds = timed("chain", session, scratch, -2)
+        for run in range(args.runs):
+            order = ("bare", "chain") if run % 2 == 0 else ("chain", "bare")
+            line = []
+            for mode in order:
+                seconds, _ = timed(mode, session, scratch, run)
+                times[mode].append(seconds)
+                line.append(f"{mode} {seconds:.3f} s")
+            print(f"run {run + 1}: " + ", ".join(line) + f"  ratio {times['chain'][-1] / times['bare'][-1]:.2f}")
+
+    ratios = [c / b for b, c in zip(times["bare"], times["chain"], strict=True)]
+    median_bare, median_chain = statistics.median(times["bare"]), statistics.median(times["chain"])
+    print(f"{len(session.tracks)} tracks, {audio_seconds:.1f} s of stream audio; median bare {median_bare:.3f} s, "
+          f"chain {median_chain:.3f} s; median ratio chain/bare {statistics.median(ratios):.2f}x (target <= {TARGET}x)")
+
+    mem = {mode: memory(mode, args.session) for mode in ("bare", "chain")}
+    minutes = audio_seconds / 60
+    peak_mib = {mode: (m["peak_kib"] - m["baseline_kib"]) / 1024 for mode, m in mem.items()}
+    for mode in ("bare", "chain"):
+        print(f"memory {mode}: peak {peak_mib[mode]:.1f} MiB above the imported baseline "
+              f"({mem[mode]['baseline_kib'] / 1024:.0f} MiB), {peak_mib[mode] / minutes:.1f} MiB per minute of audio")
+    print(json.dumps({
+        "bench": "offline",
+        "session": str(args.session),
+        "tracks": len(session.tracks),
+        "audio_seconds": round(audio_seconds, 3),
+        "runs": args.runs,
+        "bare_seconds": [round(t, 4) for t in times["bare"]],
+        "chain_seconds": [round(t, 4) for t in times["chain"]],
+        "median_bare_seconds": round(median_bare, 4),
+        "median_chain_seconds": round(median_chain, 4),
+        "median_ratio": round(statistics.median(ratios), 3),
+        "ratio_of_medians": round(median_chain / median_bare, 3),
+        "target_ratio": TARGET,
+        "within_target": statistics.median(ratios) <= TARGET,
+        "peak_mib": {mode: round(v, 1) for mode, v in peak_mib.items()},
+        "peak_mib_per_audio_minute": {mode: round(v / minutes, 1) for mode, v in peak_mib.items()},
+        "memory_method": "VmHWM minus VmRSS after imports, one run per mode in a fresh subprocess; "
+                         "audio minutes = sum of the streams' lengths",
+    }))
+
+
+if __name__ == "__main__":
+    main()
