@@ -13,7 +13,7 @@ import mido
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sendlearn.capture import midi_channel, midi_kind
+from sendlearn.capture import Playhead, midi_channel, midi_kind
 from sendlearn.transport import BlockEntry, Quality
 
 TICKS_PER_BEAT = 960
@@ -106,40 +106,77 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
     """A type-1 MIDI file of the stream: track 0 the tempo/meter map, track 1 the events.
 
-    Ticks come from the playhead (``ppq`` at each block start, advanced at the block's bpm)
-    while the transport plays; a stream that never plays is timed by seconds at 120 bpm.
+    Ticks come from the playhead while the transport plays: each block's ``ppq`` at its first
+    sample, advanced at its ``bpm``. A tempo change that falls inside a block is found from the
+    two blocks' playheads (where the old and new tempo meet the next block's ``ppq``) and the
+    block's later events are timed at the new tempo; a meter change is put on its bar line. A
+    stream that never plays is timed by seconds at 120 bpm.
     """
     playing = bool(blocks) and all(b.entry.playhead.playing for b in blocks)
-    conductor, notes = mido.MidiTrack(), mido.MidiTrack()
-    conductor.append(mido.MetaMessage("track_name", name="tempo map", time=0))
     changes: list[tuple[int, mido.MetaMessage]] = []
     events: list[tuple[int, int, mido.Message]] = []
-    last_tempo = last_meter = None
     order = 0
-    for stored in blocks:
+    last_meter = None
+    for index, stored in enumerate(blocks):
         e, p = stored.entry, stored.entry.playhead
-        bpm = p.bpm if playing else 120.0
-        ppq = p.ppq if playing else e.start_sample / sample_rate * 2.0
-        tick0 = round(ppq * TICKS_PER_BEAT)
-        if playing and p.bpm != last_tempo:
-            changes.append((tick0, mido.MetaMessage("set_tempo", tempo=round(60_000_000 / p.bpm))))
-            last_tempo = p.bpm
-        if playing and (p.ts_num, p.ts_den) != last_meter:
-            changes.append((tick0, mido.MetaMessage("time_signature", numerator=p.ts_num, denominator=p.ts_den)))
-            last_meter = (p.ts_num, p.ts_den)
+        if not playing:
+            ppq0, bpm, split, bpm_after = e.start_sample / sample_rate * 2.0, 120.0, e.frames, 120.0
+        else:
+            ppq0, bpm = p.ppq, p.bpm
+            after = blocks[index + 1].entry.playhead if index + 1 < len(blocks) else None
+            split, bpm_after = _tempo_change(e.frames, sample_rate, p, after)
+            if index == 0:
+                changes.append((round(ppq0 * TICKS_PER_BEAT), _tempo(bpm)))
+            if bpm_after != bpm:
+                changes.append((round(_ppq(ppq0, bpm, split, sample_rate) * TICKS_PER_BEAT), _tempo(bpm_after)))
+            if (p.ts_num, p.ts_den) != last_meter:
+                bar_start = p.ppq - (p.beat - 1.0) * 4.0 / p.ts_den
+                changes.append((max(0, round(bar_start * TICKS_PER_BEAT)), mido.MetaMessage(
+                    "time_signature", numerator=p.ts_num, denominator=p.ts_den)))
+                last_meter = (p.ts_num, p.ts_den)
         for event in e.midi:
-            if event.data[0] in (0xF7,) or event.data[0] > 0xF0:
+            if event.data[0] > 0xF0:
                 continue  # system common/real-time messages have no place in a standard MIDI file
-            tick = round((ppq + event.offset / sample_rate * bpm / 60.0) * TICKS_PER_BEAT)
-            events.append((tick, order, mido.Message.from_bytes(event.data)))
+            if event.offset < split:
+                ppq = _ppq(ppq0, bpm, event.offset, sample_rate)
+            else:
+                ppq = _ppq(_ppq(ppq0, bpm, split, sample_rate), bpm_after, event.offset - split, sample_rate)
+            events.append((round(ppq * TICKS_PER_BEAT), order, mido.Message.from_bytes(event.data)))
             order += 1
     if not playing:
-        changes.append((0, mido.MetaMessage("set_tempo", tempo=500_000)))
-    _append_delta(conductor, [(t, m) for t, m in sorted(changes, key=lambda c: c[0])])
+        changes.append((0, _tempo(120.0)))
+    conductor, notes = mido.MidiTrack(), mido.MidiTrack()
+    conductor.append(mido.MetaMessage("track_name", name="tempo map", time=0))
+    _append_delta(conductor, sorted(changes, key=lambda c: c[0]))
     _append_delta(notes, [(t, m) for t, _, m in sorted(events, key=lambda x: (x[0], x[1]))])
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks += [conductor, notes]
     return midi
+
+
+def _ppq(ppq: float, bpm: float, frames: float, sample_rate: int) -> float:
+    return ppq + frames / sample_rate * bpm / 60.0
+
+
+def _tempo(bpm: float) -> mido.MetaMessage:
+    return mido.MetaMessage("set_tempo", tempo=round(60_000_000 / bpm))
+
+
+def _tempo_change(frames: int, sample_rate: int, now: Playhead, after: Playhead | None) -> tuple[float, float]:
+    """Where inside a block of ``frames`` the tempo becomes the next block's, and that tempo.
+
+    The block starts at ``now.ppq`` at ``now.bpm`` and the next one at ``after.ppq``: the change
+    is at the ``x`` where ``now.ppq + x·bpm/60/sr + (frames − x)·bpm_after/60/sr = after.ppq``.
+    A jump in ``ppq`` (a locate, a loop) does not fit inside the block: then the change is at
+    the next block's start.
+    """
+    if after is None or after.bpm == now.bpm:
+        return float(frames), now.bpm
+    span = after.ppq - now.ppq - frames / sample_rate * after.bpm / 60.0
+    x = span * 60.0 * sample_rate / (now.bpm - after.bpm)
+    if -0.5 <= x <= frames + 0.5:
+        return min(max(x, 0.0), float(frames)), after.bpm
+    return float(frames), after.bpm
 
 
 def _append_delta(track: mido.MidiTrack, timed: list[tuple[int, mido.Message | mido.MetaMessage]]) -> None:

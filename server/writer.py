@@ -31,6 +31,7 @@ from .layout import WORK, stream_dir, write_aside, write_json
 from .tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
 
 AUDIO_CHUNK_FRAMES = 1 << 16
+SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command; soundfile has no wrapper for it
 
 
 class StreamMismatch(ValueError):
@@ -259,6 +260,8 @@ class StreamWriter:
 
         def write(tmp: Path) -> None:
             with soundfile.SoundFile(tmp, "w", self.info.sample_rate, channels, subtype, format=fmt) as out:
+                if fmt == "WAV":  # no PEAK chunk: it holds a timestamp, and equal data must give equal files
+                    soundfile._snd.sf_command(out._file, SFC_SET_ADD_PEAK_CHUNK, soundfile._ffi.NULL, 0)
                 for start in range(0, frames, AUDIO_CHUNK_FRAMES):
                     n = min(AUDIO_CHUNK_FRAMES, frames - start)
                     raw = os.pread(self._audio_fd, n * channels * 4, start * channels * 4)

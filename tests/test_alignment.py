@@ -198,16 +198,12 @@ def test_same_input_renders_identical_datasets(render) -> None:
     for name in ("events", "blocks", "params"):
         assert first[name].equals(second[name]), name
     checksums = [json.loads((s["folder"] / "stream.json").read_text())["checksums"] for s in (first, second)]
-    for checksum in checksums:
-        checksum.pop("audio.wav")  # its samples are compared above; its header: the xfail below
-    assert checksums[0] == checksums[1]  # the tables and notes.mid, byte for byte
+    assert checksums[0] == checksums[1]  # every file, audio.wav's header included, byte for byte
 
 
-@pytest.mark.xfail(strict=True, reason="libsndfile writes a PEAK chunk with a timestamp into float WAVs "
-                   "(server/writer.py _write_audio): same samples, different file bytes")
 def test_same_input_writes_byte_identical_audio_files(render) -> None:
     first = render(48000, 512)
-    time.sleep(1.05)  # the PEAK timestamp counts whole seconds: renders in one second would match
+    time.sleep(1.05)  # a PEAK chunk would hold a whole-second timestamp: make sure a second passes
     second = render(48000, 512, "a second later")
     files = [(s["folder"] / "audio.wav").read_bytes() for s in (first, second)]
     assert files[0] == files[1]
@@ -231,8 +227,6 @@ def test_notes_mid_gives_back_the_source_notes(render, midi_file: Path, rate: in
     assert [(m.numerator, m.denominator) for m in meta if m.type == "time_signature"] == [(n, d) for _, n, d in METERS]
 
 
-@pytest.mark.xfail(strict=True, reason="notes.mid times a block's events at the bpm of the block's first sample "
-                   "and puts tempo/meter changes on the next block's start (server/tables.py notes_midi)")
 def test_notes_mid_ticks_for_a_note_just_after_a_tempo_change_inside_a_block(tmp_path: Path) -> None:
     midi = mido.MidiFile(type=1, ticks_per_beat=480)
     midi.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0),

@@ -309,7 +309,9 @@ class Sender:
             if self._needs_backfill and level == self.quality and self.backlog_seconds < self.ladder.low:
                 if await self._send_backfill(ws, protocol):
                     continue
-            if self._intake_done and not self._unacked and not self._unsent:
+            # at full quality nothing can still need backfill: say BYE now, its ACK covers the rest;
+            # a live stream waits for its ACKs, since a block sent degraded may yet need backfill
+            if self._intake_done and not self._unsent and (not self._unacked or not self.adaptive):
                 if not self._needs_backfill and not self._backfill_unacked:
                     break
                 finished_at = finished_at or time.monotonic()
