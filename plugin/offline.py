@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -61,17 +62,27 @@ class _Part:
 
 
 def render_session(session: Session, open_stream: OpenStream, *, progress: Progress | None = None) -> list[TrackResult]:
-    """Render every track of ``session`` and capture it through ``open_stream(info)``'s processor."""
-    results: list[TrackResult] = []
-    for track in session.tracks:
-        try:
-            timeline = Timeline(track.midi, session.sample_rate)
-        except (OSError, EOFError, ValueError, KeyError) as exc:  # mido's ways of saying "not a MIDI file"
-            results.append(_failed(track, track.name, 0, session.sample_rate, 0, f"cannot read {track.midi}: {exc}"))
-            continue
-        for part in stream_parts(track, timeline):
-            results.append(_render_part(session, track, timeline, part, open_stream, progress))
-    return results
+    """Render every track of ``session`` and capture it through ``open_stream(info)``'s processor.
+
+    One stream is captured (on a second thread) while the next one renders: DawDreamer lets go
+    of the GIL while it renders, so the two overlap on two cores. Results keep session order.
+    """
+    pending: list[TrackResult | Future[TrackResult]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-capture") as capture:
+        for track in session.tracks:
+            try:
+                timeline = Timeline(track.midi, session.sample_rate)
+            except (OSError, EOFError, ValueError, KeyError) as exc:  # mido's ways of saying "not a MIDI file"
+                pending.append(_failed(track, track.name, 0, session.sample_rate, 0,
+                                       f"cannot read {track.midi}: {exc}"))
+                continue
+            for part in stream_parts(track, timeline):
+                rendered = _render_part(session, track, timeline, part)
+                if isinstance(rendered, TrackResult):
+                    pending.append(rendered)
+                else:
+                    pending.append(capture.submit(_capture_part, rendered, open_stream, progress))
+        return [p.result() if isinstance(p, Future) else p for p in pending]
 
 
 def stream_parts(track: Track, timeline: Timeline) -> list[_Part]:
@@ -86,10 +97,20 @@ def stream_parts(track: Track, timeline: Timeline) -> list[_Part]:
     ]
 
 
-def _render_part(
-    session: Session, track: Track, timeline: Timeline, part: _Part,
-    open_stream: OpenStream, progress: Progress | None,
-) -> TrackResult:
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    """A stream's audio, rendered and checked, waiting to be captured."""
+
+    session: Session
+    track: Track
+    timeline: Timeline
+    part: _Part
+    audio: np.ndarray
+    params: dict[str, list[tuple[int, float]]]
+    lag: int | None
+
+
+def _render_part(session: Session, track: Track, timeline: Timeline, part: _Part) -> _Rendered | TrackResult:
     frames, rate, size = timeline.length, session.sample_rate, session.block_size
     instrument: Instrument = track.instrument
     try:
@@ -106,7 +127,15 @@ def _render_part(
     if problem is not None:
         return _failed(track, part.stream, frames, rate, len(part.events), problem)
     lag = None if instrument.exact else onset_lag(audio, part.events)
+    return _Rendered(session, track, timeline, part, audio, params, lag)
 
+
+def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progress | None) -> TrackResult:
+    session, track, timeline, part, audio, params, lag = (
+        rendered.session, rendered.track, rendered.timeline, rendered.part, rendered.audio, rendered.params,
+        rendered.lag)
+    frames, rate, size = timeline.length, session.sample_rate, session.block_size
+    instrument = track.instrument
     info = StreamInfo(session.name, part.stream, rate, audio.shape[0], size, track=track.name, host=instrument.host)
     processor = open_stream(info)
     changes = sorted(

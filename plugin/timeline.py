@@ -166,7 +166,41 @@ class Timeline:
         return meter.bar + bars, 1 + (into - bars * per_bar) / beat_ticks
 
     def playhead_at(self, sample: int) -> Playhead:
-        """The playhead at the first frame of a block that starts on ``sample``."""
+        """The playhead at the first frame of a block that starts on ``sample``.
+
+        Called once per block, so it takes a float path: the tempo segment is chosen exactly
+        (integer first samples), the position within it in float64 (error ~1e-12 beats). Only
+        where a float could round across a boundary (a meter change, a bar line) does it
+        redo the work in exact fractions.
+        """
+        if not hasattr(self, "_segment_starts"):
+            self._prepare_fast_path()
+        k = bisect.bisect_right(self._segment_starts, sample) - 1
+        start_tick, start_sample, ticks_per_sample, bpm = self._segment_floats[k]
+        tick = start_tick + (sample - start_sample) * ticks_per_sample
+        m = bisect.bisect_right(self._meter_ticks, tick) - 1
+        meter = self.meters[m]
+        per_bar = self.ticks_per_beat * 4.0 * meter.num / meter.den
+        into = (tick - meter.tick) / per_bar
+        if abs(tick - round(tick)) < 1e-6 or abs(into - round(into)) < 1e-9:
+            return self._exact_playhead(sample)
+        bars = math.floor(into)
+        return Playhead(
+            seconds=sample / self.sample_rate, ppq=tick / self.ticks_per_beat, bpm=bpm, ts_num=meter.num,
+            ts_den=meter.den, bar=meter.bar + bars, beat=1.0 + (into - bars) * meter.num, playing=True,
+        )
+
+    def _prepare_fast_path(self) -> None:
+        rate = self.sample_rate
+        self._segment_starts = [math.ceil(seg.seconds * rate) for seg in self.tempos]
+        self._segment_floats = [
+            (float(seg.tick), float(seg.seconds * rate), MICROS * self.ticks_per_beat / (seg.tempo * rate),
+             MICROS * 60 / seg.tempo)
+            for seg in self.tempos
+        ]
+        self._meter_ticks = [m.tick for m in self.meters]
+
+    def _exact_playhead(self, sample: int) -> Playhead:
         seconds = Fraction(sample, self.sample_rate)
         tick = self.tick_at_seconds(seconds)
         meter = self.meter_at_tick(tick)

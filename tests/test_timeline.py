@@ -109,3 +109,25 @@ def test_long_file_does_not_drift() -> None:
     last = timeline.events[-1]
     assert last.sample == (Fraction(last.tick, 96) * Fraction(476_191, 10**6) * 44100).__floor__()
     assert [e.sample for e in timeline.events] == sorted(e.sample for e in timeline.events)
+
+
+def test_the_per_block_float_path_agrees_with_the_exact_one() -> None:
+    """playhead_at answers in float64 and falls back to fractions near bar lines and meter
+    changes; both must give the same bar and meter, and positions within 1e-9."""
+    import mido as _mido
+
+    midi = _mido.MidiFile(ticks_per_beat=96)
+    track = _mido.MidiTrack()
+    midi.tracks.append(track)
+    for tempo, num, den in [(500_000, 4, 4), (433_333, 7, 8), (612_345, 3, 4), (250_000, 5, 16), (999_999, 4, 4)]:
+        track.append(_mido.MetaMessage("set_tempo", tempo=tempo, time=0))
+        track.append(_mido.MetaMessage("time_signature", numerator=num, denominator=den, time=0))
+        track.append(_mido.Message("note_on", note=60, time=371))
+    for rate in (44100, 48000):
+        timeline = Timeline(midi, rate)
+        for block in (64, 500, 512, 1000):
+            for sample in range(0, timeline.length, block):
+                fast, exact = timeline.playhead_at(sample), timeline._exact_playhead(sample)
+                assert (fast.bar, fast.ts_num, fast.ts_den, fast.bpm) == (exact.bar, exact.ts_num, exact.ts_den,
+                                                                          exact.bpm), sample
+                assert abs(fast.ppq - exact.ppq) < 1e-9 and abs(fast.beat - exact.beat) < 1e-9
