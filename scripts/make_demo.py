@@ -32,7 +32,7 @@ block_size = 512
 [[track]]
 name = "keys"
 midi = "keys.mid"
-instrument = { faust = "poly_saw", voices = 8 }
+instrument = { faust = "poly_saw", voices = 12 }
 gain_db = -3.0
 effects = [ { pedalboard = "Reverb", room_size = 0.4, wet_level = 0.2 } ]
 automation = [ { param = "cutoff", unit = "beats", points = [[0.0, 0.15], [16.0, 0.9], [34.0, 0.3], [50.0, 0.7]] } ]
