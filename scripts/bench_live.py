@@ -8,8 +8,9 @@ it from separate processes the way a DAW would: ``jack_metro`` (audio), ``jack_m
 bridge's virtual port at random times, with the transport rolling. Then, in one session:
 
 1. baseline: a bare pass-through JACK client (JACK-Client, inputs copied to outputs);
-2. bridge: ``JackBridge`` with the same inputs, its hand-off drained by a thread standing in
-   for the sender.
+2. bridge: ``JackBridge`` with the same inputs, streaming through an adaptive ``Sender`` over a
+   loopback websocket to a real receiver (``sendlearn serve`` in its own process); the
+   virtual-port figures are read back from the dataset it wrote.
 
 Reports xruns for each, callback time p50/p99 as % of the period, and the virtual port's
 |estimate - truth| p50/p99 with its stored bound (truth: the sender's frame on the cycle
@@ -22,16 +23,20 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jack
 import numpy as np
+import pyarrow.parquet as pq
 
-from sendlearn.capture import Block
+from sendlearn.capture import StreamInfo
+from sendlearn.plugin import CaptureProcessor
 from sendlearn.plugin.jack_host import JackBridge
-from sendlearn.plugin.live import DummyServer, drain
+from sendlearn.plugin.live import DummyServer
+from sendlearn.transport.sender import Sender
 
 RATE, PERIOD, CHANNELS = 48000, 128, 2
 SLOTS = 1 << 16
@@ -213,18 +218,18 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
     assert sender.stdout is not None and sender.stdin is not None
     if sender.stdout.readline().strip() != "ready":
         raise RuntimeError("the rtmidi sender did not start")
-    blocks = 0
-    events: dict[bytes, tuple[int, int]] = {}  # message -> (stream sample, bound)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench_live_"))
+    receiver = start_receiver(data_dir)
+    children.append(receiver.process)
+    senders: list[Sender] = []
 
-    def on_block(block: Block) -> None:
-        nonlocal blocks
-        blocks += 1
-        for sample, event in block.absolute_events():
-            if event.timing_error is not None:
-                events[event.data] = (sample, event.timing_error)
+    def open_stream(info: StreamInfo) -> CaptureProcessor:
+        processor = CaptureProcessor.for_stream(info, realtime=True)
+        senders.append(Sender(receiver.url, info, processor.handoff, adaptive=True).start())
+        return processor
 
-    with JackBridge(name="bridge", audio_ports=CHANNELS, servername=server.name, virtual_port="keys") as bridge:
-        drainer = drain(bridge.processor.handoff, on_block)
+    with JackBridge(open_stream, name="bridge", audio_ports=CHANNELS, servername=server.name,
+                    virtual_port="keys", session="bench", stream="live") as bridge:
         connect_sources(control, bridge.inputs, bridge.midi_input)
         control.connect("bench-sender:out", bridge.virtual.port_name)
         time.sleep(0.5)
@@ -236,7 +241,11 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
         bridge_loads = run_phase(seconds, bridge_times, control.cpu_load)
         bridge_xruns, jumps = bridge.xruns - xruns_before, bridge.frame_jumps - jumps_before
         sent = json.loads(sender.stdout.readline())
-    drainer.join(10)
+    (stream_sender,) = senders
+    stream_sender.close(timeout=300)
+    receiver.process.terminate()
+    receiver.process.wait(60)
+    events, blocks, sent_bytes = read_dataset(data_dir)
     control.transport_stop()
     control.close()
     try:
@@ -273,6 +282,8 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
         "callback_cycles": int(ct.size),
         "dsp_load_bare_mean": float(np.mean(bare_loads)), "dsp_load_bridge_mean": float(np.mean(bridge_loads)),
         "blocks": blocks, "dropped": bridge.processor.dropped, "frame_jumps": jumps,
+        "streamed_bytes": sent_bytes, "stream_quality_final": stream_sender.level.name,
+        "stream_connections": stream_sender.connections, "dataset": str(data_dir),
         "callback_errors": bridge.callback_errors, "midi_events": bridge.midi_events,
         "virtual_sent": len(sent), "virtual_missing": missing, "virtual_late": bridge.virtual.late,
         "virtual_error_p50": pct(errors_a, 50), "virtual_error_p99": pct(errors_a, 99),
@@ -281,6 +292,33 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
         "virtual_send_bracket_p99": pct(np.array(widths or [0]), 99), "virtual_over_bound": over,
         "virtual_within_bound": over == 0 and missing == 0,
     }
+
+
+class _Receiver:
+    def __init__(self, process: subprocess.Popen, url: str) -> None:
+        self.process, self.url = process, url
+
+
+def start_receiver(data_dir: Path) -> _Receiver:
+    """``sendlearn serve`` in its own process (its CPU is not ours), on a free loopback port."""
+    process = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir",
+                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    if "listening on " not in line:
+        raise RuntimeError(f"the receiver did not start: {line!r}")
+    return _Receiver(process, line.split("listening on ")[1].split(",")[0])
+
+
+def read_dataset(data_dir: Path) -> tuple[dict[bytes, tuple[int, int]], int, int]:
+    """Virtual-port events (message -> (sample, bound)), block count and audio bytes, from disk."""
+    folder = data_dir / "sessions" / "bench" / "live"
+    table = pq.read_table(folder / "events.parquet").to_pydict()
+    events = {data: (sample, bound) for sample, data, bound in
+              zip(table["sample"], table["data"], table["timing_error_samples"], strict=True) if bound is not None}
+    info = json.loads((folder / "stream.json").read_text())
+    if not info["complete"] or info["gaps"]:
+        raise RuntimeError(f"the streamed dataset is not whole: {info['gaps']}")
+    return events, info["blocks"], (folder / info["audio"]["file"]).stat().st_size
 
 
 def print_table(r: dict) -> None:
