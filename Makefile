@@ -18,7 +18,12 @@ test: install
 	$(BIN)/pytest
 
 bench: install
-	for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s || exit 1; done
+	$(BIN)/python scripts/bench_process.py
+	$(BIN)/python scripts/bench_wire.py --seconds 30
+	$(BIN)/python scripts/bench_offline.py --runs 3
+	$(BIN)/python scripts/bench_faults.py --windows 2
+	$(BIN)/python scripts/bench_receiver.py --streams 16 64 --seconds 10
+	$(BIN)/python scripts/bench_live.py --seconds 20
 
 # Debian packages the instruments and the live bridge need (skipped when all are present).
 system: $(STAMPS)/system

@@ -20,6 +20,7 @@ class StreamInfo:
     block_size: int
     track: str = ""
     host: str = ""
+    meta: tuple[tuple[str, int | float | str | bool | None], ...] = ()  # facts, e.g. a measured lag
 
     def __post_init__(self) -> None:
         check_name(self.session, "session")
@@ -33,3 +34,5 @@ class StreamInfo:
             raise InvalidBlock("track", "must be a string of at most 256 characters")
         if not isinstance(self.host, str) or len(self.host) > 256:
             raise InvalidBlock("host", "must be a string of at most 256 characters")
+        if not isinstance(self.meta, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in self.meta):
+            raise InvalidBlock("meta", "must be a tuple of (name, value) pairs")

@@ -28,6 +28,8 @@ block ``process`` builds. The (channels, frames) capture buffers are preallocate
 from __future__ import annotations
 
 import bisect
+import gc
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -44,6 +46,7 @@ OpenStream = Callable[[StreamInfo], CaptureProcessor]
 
 FRAME_MASK = 0xFFFFFFFF  # jack_nframes_t is uint32
 TICKS_PER_BEAT = 1920.0  # what we publish when we are the timebase master
+SWITCH_INTERVAL = 0.0005  # seconds: see _make_room_for_the_audio_thread
 TIMING_SLOTS = 1 << 16  # callback durations kept for benchmarks (a ring, newest overwrite oldest)
 
 
@@ -212,6 +215,7 @@ class JackBridge:
         self.timebase_master = timebase_master and client.set_timebase_callback(
             self.transport.publish, conditional=True)
         self.virtual = VirtualPort(virtual_port, client) if virtual_port is not None else None
+        _make_room_for_the_audio_thread()
         client.activate()
 
     def _alloc(self, blocksize: int) -> None:
@@ -351,6 +355,19 @@ class JackBridge:
         if cycles <= TIMING_SLOTS:
             return self._times[:cycles].copy()
         return np.roll(self._times, -(cycles & (TIMING_SLOTS - 1)))
+
+
+def _make_room_for_the_audio_thread() -> None:
+    """Our process callback is Python: it needs the GIL within a period (2.7 ms at 128/48k).
+
+    A thread waiting for the GIL gets it after the holder has run for the switch interval,
+    5 ms by default: longer than the period, so a busy sender thread could cost an xrun.
+    0.5 ms bounds that wait. And objects alive now (the libraries, the session) are frozen out
+    of the collector's reach, so a full collection has less to walk while the callback waits.
+    """
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+    gc.collect()
+    gc.freeze()
 
 
 def _default_stream(info: StreamInfo) -> CaptureProcessor:

@@ -136,7 +136,9 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
         rendered.lag)
     frames, rate, size = timeline.length, session.sample_rate, session.block_size
     instrument = track.instrument
-    info = StreamInfo(session.name, part.stream, rate, audio.shape[0], size, track=track.name, host=instrument.host)
+    meta = () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
+    info = StreamInfo(session.name, part.stream, rate, audio.shape[0], size, track=track.name, host=instrument.host,
+                      meta=meta)
     processor = open_stream(info)
     changes = sorted(
         ((sample, name, value) for name, points in params.items() for sample, value in points),

@@ -1,5 +1,6 @@
 """The audio thread never waits on the link: process() cost with the link stalled against a
-healthy link, measured in alternating windows of one run; and the time from a cut link coming
+healthy link, measured in alternating windows of one run (the receiver is a `sendlearn serve`
+process, as it would be on another machine); and the time from a cut link coming
 back to the stream being at full quality again (backfill done).
 
     .venv/bin/python scripts/bench_faults.py [--windows N] [--window-seconds S]
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from receiver_process import ReceiverProcess  # noqa: E402  (scripts/, beside this file)
+
 from netproxy import Proxy  # noqa: E402  (the tests' loopback proxy: one implementation)
 from sendlearn.capture import Playhead, StreamInfo  # noqa: E402
 from sendlearn.plugin import CaptureProcessor  # noqa: E402
-from sendlearn.server.receiver import ReceiverThread  # noqa: E402
 from sendlearn.transport import Quality  # noqa: E402
 from sendlearn.transport.sender import Sender  # noqa: E402
 
@@ -48,8 +50,8 @@ def main() -> None:
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, (INFO.channels, INFO.block_size)).astype(np.float32)
     healthy: list[float] = []
     stalled: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, ReceiverThread(tmp) as receiver, \
-            Proxy(int(receiver.url.rsplit(":", 1)[1])) as proxy:
+    with tempfile.TemporaryDirectory() as tmp, ReceiverProcess(Path(tmp)) as receiver, \
+            Proxy(receiver.port) as proxy:
         processor = CaptureProcessor.for_stream(INFO, realtime=True, capacity=8192)
         sender = Sender(proxy.url, INFO, processor.handoff, adaptive=True, backfill_timeout=120).start()
         play(processor, 1.0, [], audio)  # warm up

@@ -31,6 +31,7 @@ from pathlib import Path
 import jack
 import numpy as np
 import pyarrow.parquet as pq
+from receiver_process import ReceiverProcess  # scripts/, beside this file
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
@@ -219,7 +220,7 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
     if sender.stdout.readline().strip() != "ready":
         raise RuntimeError("the rtmidi sender did not start")
     data_dir = Path(tempfile.mkdtemp(prefix="bench_live_"))
-    receiver = start_receiver(data_dir)
+    receiver = ReceiverProcess(data_dir)
     children.append(receiver.process)
     senders: list[Sender] = []
 
@@ -243,8 +244,7 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
         sent = json.loads(sender.stdout.readline())
     (stream_sender,) = senders
     stream_sender.close(timeout=300)
-    receiver.process.terminate()
-    receiver.process.wait(60)
+    receiver.stop()
     events, blocks, sent_bytes = read_dataset(data_dir)
     control.transport_stop()
     control.close()
@@ -292,21 +292,6 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
         "virtual_send_bracket_p99": pct(np.array(widths or [0]), 99), "virtual_over_bound": over,
         "virtual_within_bound": over == 0 and missing == 0,
     }
-
-
-class _Receiver:
-    def __init__(self, process: subprocess.Popen, url: str) -> None:
-        self.process, self.url = process, url
-
-
-def start_receiver(data_dir: Path) -> _Receiver:
-    """``sendlearn serve`` in its own process (its CPU is not ours), on a free loopback port."""
-    process = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = process.stdout.readline()
-    if "listening on " not in line:
-        raise RuntimeError(f"the receiver did not start: {line!r}")
-    return _Receiver(process, line.split("listening on ")[1].split(",")[0])
 
 
 def read_dataset(data_dir: Path) -> tuple[dict[bytes, tuple[int, int]], int, int]:

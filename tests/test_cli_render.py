@@ -208,3 +208,13 @@ def test_demo_tells_a_newcomer_what_it_wrote(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sendlearn", "demo", "--data-dir", str(tmp_path), "--json"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True  # stdout is the JSON, nothing else
+
+
+def test_general_midi_streams_record_fluidsynth_lag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """FluidSynth's onsets lag; the render says so in each stream's stream.json, never as exact."""
+    source = write_midi(tmp_path / "gm.mid", [(0, 60, 100), (480, 64, 100), (960, 67, 100)])
+    assert main(["render", str(source), "--instrument", "gm", "--data-dir", str(tmp_path / "data"), "--json"]) == 0
+    (stream,) = json.loads(capsys.readouterr().out)["streams"]
+    info = json.loads((Path(stream["path"]) / "stream.json").read_text())
+    assert info["host"] == "fluidsynth"
+    assert info["meta"]["onset_lag_frames"] == stream["lag"] and 0 < stream["lag"] < 300

@@ -92,7 +92,7 @@ class Sender:
         self.backfill_timeout = backfill_timeout
         self.ladder = ladder or QualityLadder(ceiling=quality)
         self.ssl_context = ssl_context
-        self.meta = tuple(sorted((meta or {}).items()))
+        self.meta = tuple(sorted({**dict(info.meta), **(meta or {})}.items()))
         self.stats = stats  # called for BYE: the producer's closing figures (xruns, …)
         self.error: SenderError | None = None
         self.max_frame_size = DEFAULT_MAX_FRAME  # until WELCOME says the receiver's
