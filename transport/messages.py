@@ -336,11 +336,7 @@ def _from_wire(obj: object) -> Message:
     if kind == "welcome":
         return Welcome(_get(obj, "durable_through", int), _get(obj, "max_frame_size", int))
     if kind == "block":
-        quality = _get(obj, "quality", int)
-        try:
-            quality = Quality(quality)
-        except ValueError:
-            raise ProtocolError(ErrorCode.MALFORMED, f"block.quality {quality} is not a level") from None
+        quality = _enum(Quality, _get(obj, "quality", int), "block.quality")
         dropped = tuple(_pair("block.dropped", r) for r in _get(obj, "dropped", list))
         entries = tuple(entry_from_wire(e, i) for i, e in enumerate(_get(obj, "blocks", list)))
         return BlockFrame(quality, _get(obj, "coding", str), _get(obj, "audio", bytes),
@@ -352,12 +348,7 @@ def _from_wire(obj: object) -> Message:
     if kind == "bye":
         return Bye(_get(obj, "last_seq", int), _get_facts(obj, "stats"))
     if kind == "error":
-        code = _get(obj, "code", int)
-        try:
-            code = ErrorCode(code)
-        except ValueError:
-            raise ProtocolError(ErrorCode.MALFORMED, f"error.code {code} is not a known code") from None
-        return Error(code, _get(obj, "reason", str))
+        return Error(_enum(ErrorCode, _get(obj, "code", int), "error.code"), _get(obj, "reason", str))
     raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {kind!r}")
 
 
@@ -404,6 +395,13 @@ def _get(obj: dict, key: str, kind: type, where: str | None = None) -> Any:
     if not ok:
         raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be {kind.__name__}, not {type(value).__name__}")
     return value
+
+
+def _enum(kind: type, value: int, name: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name} {value} is not one of {[int(v) for v in kind]}") from None
 
 
 def _get_facts(obj: dict, key: str) -> tuple[tuple[str, Fact], ...]:
