@@ -118,7 +118,8 @@ def _check_midi_files(path: Path, session: Session) -> None:
             Timeline(track.midi, session.sample_rate)
         except (OSError, EOFError, ValueError, KeyError) as exc:
             where = "" if session.path is None else f"track[{index}].midi: "
-            raise UsageError(f"{path}: {where}{track.midi} is not a readable MIDI file ({exc})") from None
+            why = str(exc) or type(exc).__name__  # mido raises EOFError() with no message for a short file
+            raise UsageError(f"{path}: {where}{track.midi} is not a readable MIDI file ({why})") from None
 
 
 def _check_unique(loaded: list[tuple[Path, Session]]) -> None:
