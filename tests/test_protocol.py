@@ -3,6 +3,8 @@ and bad input of every kind turning into one ProtocolError with its code."""
 
 from __future__ import annotations
 
+import os
+
 import msgpack
 import numpy as np
 import pytest
@@ -264,7 +266,8 @@ def valid_frames() -> list[bytes]:
 
 
 VALID = valid_frames()
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),  # FUZZ_EXAMPLES=5000 for a long run
+                deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def receiver_after_handshake() -> Protocol:
