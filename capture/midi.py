@@ -102,8 +102,9 @@ class MidiEvent:
     def __post_init__(self) -> None:
         if type(self.offset) is not int or self.offset < 0:
             raise InvalidMidi("offset", f"must be an int >= 0, got {self.offset!r}")
-        if self.timing_error is not None and (type(self.timing_error) is not int or self.timing_error < 0):
-            raise InvalidMidi("timing_error", f"must be None or an int >= 0, got {self.timing_error!r}")
+        if self.timing_error is not None and (type(self.timing_error) is not int
+                                              or not 0 <= self.timing_error < 2**31):
+            raise InvalidMidi("timing_error", f"must be None or an int in 0..2**31-1, got {self.timing_error!r}")
         if type(self.data) is not bytes:
             object.__setattr__(self, "data", check_midi_bytes(self.data))
         else:

@@ -39,8 +39,8 @@ class Playhead:
             raise InvalidBlock("playhead.ts_num", f"must be an int in 1..255, got {self.ts_num!r}")
         if type(self.ts_den) is not int or self.ts_den not in (1, 2, 4, 8, 16, 32, 64, 128):
             raise InvalidBlock("playhead.ts_den", f"must be a power of two 1..128, got {self.ts_den!r}")
-        if type(self.bar) is not int:
-            raise InvalidBlock("playhead.bar", f"must be an int, got {self.bar!r}")
+        if type(self.bar) is not int or not -(2**31) <= self.bar < 2**31:
+            raise InvalidBlock("playhead.bar", f"must be an int32, got {self.bar!r}")
         for name in ("playing", "recording", "looping"):
             if type(getattr(self, name)) is not bool:
                 raise InvalidBlock(f"playhead.{name}", "must be a bool")

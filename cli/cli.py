@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--instrument", metavar="SPEC", help="instrument for .mid inputs (see --list-instruments)")
     render.add_argument("--list-instruments", action="store_true", help="list instrument specs and exit")
     render.add_argument("--json", action="store_true", help="print one JSON object")
+    render.add_argument("--replace", action="store_true",
+                        help="delete the inputs' sessions from --data-dir first (a complete stream is never "
+                             "overwritten otherwise: rendering it again fails with STREAM_MISMATCH)")
     render.set_defaults(run=_lazy("render", "run_render"))
 
     demo = commands.add_parser("demo", help="render the bundled demo session into a dataset")

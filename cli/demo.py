@@ -16,7 +16,7 @@ from typing import Any
 from sendlearn.cli import print_table
 from sendlearn.plugin.session import Session
 from sendlearn.plugin.timeline import Timeline
-from sendlearn.render import Outcome, load_inputs, render_all, report, show_progress
+from sendlearn.render import Outcome, load_inputs, remove_sessions, render_all, report, show_progress
 
 
 def demo_session_path() -> Path:
@@ -28,6 +28,7 @@ def run_demo(args: argparse.Namespace) -> int:
     path = demo_session_path()
     loaded = load_inputs([path], instrument=None, sample_rate=None, block_size=None)
     data_dir = args.data_dir.resolve()
+    remove_sessions(data_dir, [loaded[0][1].name])  # the demo is ours: each run writes it afresh
     outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args))
     for outcome in outcomes:
         outcome.extra.update(_written(outcome))

@@ -16,7 +16,8 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
                        help="write here with an in-process receiver (default %(default)s)")
     where.add_argument("--server", help="stream to this receiver (ws:// or wss:// URL)")
     live.add_argument("--token", help="token for --server")
-    live.add_argument("--spool", type=Path, help="keep unacknowledged blocks here (survives a restart)")
+    live.add_argument("--spool", type=Path, help="keep unacknowledged blocks here; a restart on it goes on "
+                      "with the same take (one folder per session-stream inside)")
     live.add_argument("--session", default="live", help="session id (default %(default)s)")
     live.add_argument("--stream", default="jack", help="stream id (default %(default)s)")
     live.add_argument("--jack-name", default="sendlearn", help="our JACK client name")
@@ -53,6 +54,7 @@ def run_live(args: argparse.Namespace) -> int:
     from sendlearn.plugin.live import BridgeStats, run_bridge
     from sendlearn.server.receiver import ReceiverThread
     from sendlearn.transport.sender import Sender, SenderError
+    from sendlearn.transport.spool import Spool
 
     for name, value in (("--session", args.session), ("--stream", args.stream)):
         try:
@@ -65,8 +67,11 @@ def run_live(args: argparse.Namespace) -> int:
     closing: dict[str, Any] = {}  # the bridge's final figures, for BYE (and so stream.json)
 
     def open_stream(info):  # noqa: ANN001, ANN202 - the bridge's OpenStream
-        processor = CaptureProcessor.for_stream(info, realtime=True)
-        sender = Sender(url, info, processor.handoff, token=args.token, adaptive=True, spool=args.spool,
+        # a spool left by an earlier run of this stream: go on from its next seq and sample
+        spool = Spool(None if args.spool is None else args.spool / f"{info.session}-{info.stream}", info)
+        processor = CaptureProcessor.for_stream(info, realtime=True, first_seq=spool.next_seq,
+                                                start_sample=spool.next_sample)
+        sender = Sender(url, info, processor.handoff, token=args.token, adaptive=True, spool=spool,
                         stats=lambda: dict(closing))
         senders.append(sender.start())
         return processor

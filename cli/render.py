@@ -290,9 +290,26 @@ def run_render(args: argparse.Namespace) -> int:
         except ServerDown as exc:
             return _fail_early(args, str(exc))
     data_dir = None if args.server is not None else args.data_dir.resolve()
+    if args.replace:
+        if data_dir is None:
+            raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
+        remove_sessions(data_dir, [session.name for _, session in loaded])
     outcomes, elapsed = render_all(loaded, args.server, data_dir, args.token, show_progress(args))
     report(args, outcomes, data_dir, elapsed)
     return 0 if all(o.ok for o in outcomes) else 1
+
+
+def remove_sessions(data_dir: Path, names: list[str]) -> None:
+    """Delete these sessions' folders, so a render writes them afresh (a receiver never
+    overwrites a complete stream with another take of it)."""
+    import shutil
+
+    from sendlearn.server.layout import stream_dir
+
+    for name in set(names):
+        folder = stream_dir(data_dir, name, "x").parent
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def render_all(loaded: list[tuple[Path, Session]], server: str | None, data_dir: Path | None,

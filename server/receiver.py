@@ -21,12 +21,13 @@ from sendlearn.capture import StreamInfo
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Role, Welcome
 from sendlearn.transport.messages import DEFAULT_MAX_FRAME, seq_ranges
 
-from .writer import StreamMismatch, StreamWriter
+from .writer import CompletedStream, Refused, StreamMismatch, StreamWriter, open_stream_writer
 
 log = logging.getLogger("sendlearn.receiver")
 
 COMMIT_INTERVAL = 0.25  # seconds between fsyncs while blocks arrive (docs/dataset.md, "Durability")
 HELLO_TIMEOUT = 10.0
+TAKEOVER_WAIT = 2.0  # seconds a HELLO waits for the same stream's previous connection to finish
 
 
 class Receiver:
@@ -52,7 +53,8 @@ class Receiver:
                     ) -> Server:
         """Start listening; the returned server's ``sockets`` tell the bound port."""
         return await serve(self.handle, host, port, compression=None, max_size=self.max_frame_size + 1,
-                           ssl=ssl_context, ping_interval=20, ping_timeout=60, max_queue=64)
+                           ssl=ssl_context, ping_interval=10, ping_timeout=20,
+                           max_queue=4)  # a few frames queued per connection: memory stays per-stream small
 
     async def handle(self, ws: ServerConnection) -> None:
         protocol = Protocol(Role.RECEIVER, max_frame_size=self.max_frame_size)
@@ -76,7 +78,7 @@ class _Connection:
         self.receiver = receiver
         self.ws = ws
         self.protocol = protocol
-        self.writer: StreamWriter | None = None
+        self.writer: StreamWriter | CompletedStream | None = None
         self.key: tuple[str, str] | None = None
         self.acked = -2
         self.backfilled: list[int] = []  # stored, not yet acknowledged as backfilled
@@ -98,18 +100,21 @@ class _Connection:
                 self.protocol.fail(ErrorCode.MALFORMED, "text frames are not part of the protocol")
                 break
             self.protocol.receive_data(data)
-            for event in self.protocol.events_received():
-                if isinstance(event, Hello):
-                    await self.accept(event)
-                elif isinstance(event, BlocksReceived):
-                    # page-cache writes are quick: inline; only the fsync of a commit goes to a thread
-                    self.backfilled += self.writer.add(event)
-                    self.dirty = True
-                elif isinstance(event, Bye):
-                    await self.finish(event)
-                    return
-                elif isinstance(event, Error):
-                    log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
+            try:
+                for event in self.protocol.events_received():
+                    if isinstance(event, Hello):
+                        await self.accept(event)
+                    elif isinstance(event, BlocksReceived):
+                        # page-cache writes are quick: inline; only the fsync of a commit goes to a thread
+                        self.backfilled += self.writer.add(event)
+                        self.dirty = True
+                    elif isinstance(event, Bye):
+                        await self.finish(event)
+                        return
+                    elif isinstance(event, Error):
+                        log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
+            except Refused as exc:
+                self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
                 await self.commit_and_ack()
             await self.flush()
@@ -121,6 +126,9 @@ class _Connection:
             self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
             return
         key = (hello.session, hello.stream)
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while key in receiver._active and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # a reconnect can beat the old connection's clean-up by a little
         if key in receiver._active:
             self.refuse(ErrorCode.STREAM_BUSY, f"stream {hello.session}/{hello.stream} is already connected")
             return
@@ -129,18 +137,20 @@ class _Connection:
         receiver._active[key] = self.ws
         self.key = key
         try:
-            self.writer = await asyncio.to_thread(StreamWriter, receiver.data_dir, info, dict(hello.meta))
+            self.writer = await asyncio.to_thread(open_stream_writer, receiver.data_dir, info, dict(hello.meta),
+                                                  hello.take)
         except StreamMismatch as exc:
             self.refuse(ErrorCode.STREAM_MISMATCH, str(exc))
             return
-        self.acked = self.writer.through
-        self.protocol.send(Welcome(self.writer.through, receiver.max_frame_size))
+        durable = self.writer.commit()
+        self.acked = durable
+        self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
-                 hello.host, self.writer.through)
+                 hello.host, durable)
 
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None
-        self.writer.bye(bye.last_seq, dict(bye.stats))
+        self.writer.bye(bye.last_seq, dict(bye.stats), bye.dropped)
         through = await asyncio.to_thread(self.writer.commit)
         self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
         await self.flush()

@@ -10,6 +10,7 @@ A writer re-opened on the same folder (a receiver restart) recovers its state fr
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -27,31 +28,43 @@ from sendlearn.transport import BlockEntry, BlocksReceived, Quality
 from sendlearn.transport.journal import Journal, read_records
 from sendlearn.transport.messages import entry_from_wire, entry_to_wire
 
-from .layout import WORK, stream_dir, write_aside, write_json
+from .layout import WORK, fsync_dir, stream_dir, write_aside, write_json
 from .tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
 
 AUDIO_CHUNK_FRAMES = 1 << 16
 SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command; soundfile has no wrapper for it
 
 
+MAX_SPAN = 1 << 24  # seqs a declared drop or a BYE may reach past what has arrived
+
+
 class StreamMismatch(ValueError):
     """A HELLO that disagrees with what is on disk for its stream."""
 
 
+class Refused(ValueError):
+    """Blocks or a BYE the stream cannot take (the connection ends with INVALID_BLOCK)."""
+
+
 class StreamWriter:
-    def __init__(self, data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None,
+                 take: str | None = None) -> None:
         self.info = info
         self.meta = meta or {}
+        self.take = take
         self.dir = stream_dir(data_dir, info.session, info.stream)
         self.work = self.dir / WORK
         self.work.mkdir(parents=True, exist_ok=True)
         self._check_info()
-        self.meta = json.loads((self.work / "info.json").read_text()).get("meta", {})
+        recorded = json.loads((self.work / "info.json").read_text())
+        self.meta, self.take = recorded.get("meta", {}), recorded.get("take")
         self.journal, records = Journal.open(self.work / "journal")
         self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
         self.through = -1  # every seq <= through is stored or a declared drop
         self._above: set[int] = set()  # stored seqs beyond the watermark
-        self._dropped: list[tuple[int, int]] = []
+        self._dropped: list[tuple[int, int]] = []  # declared drops: sorted, disjoint
+        self._degraded: dict[int, Quality] = {}  # stored seqs whose audio is below full quality
+        self.max_seq = -1
         self.last_seq: int | None = None  # from BYE
         self.sender_stats: dict[str, Any] = {}
         self.end_sample = 0
@@ -59,96 +72,136 @@ class StreamWriter:
         for record in records:
             self._replay(record)
         self.finalised = False
+        # what WELCOME will call durable must be durable: a crash may have left it only in the page cache
+        self.commit()
+        fsync_dir(self.work)
 
     # --- accepting ------------------------------------------------------------------------
 
     def add(self, received: BlocksReceived) -> list[int]:
-        """Store a BLOCK message's blocks. Duplicates by seq are ignored; backfill replaces audio.
+        """Store a BLOCK message's blocks. A seq already stored is ignored unless this audio is
+        of a better quality than what is stored, which then replaces it in place (backfill).
         Returns the seqs of a backfill message, to be acknowledged as backfilled once durable."""
+        first_seq = min(b.seq for b in received.blocks)
         for first, last in received.dropped:
+            if last >= first_seq or last - first > MAX_SPAN:
+                raise Refused(f"dropped range {first}..{last} is not a bounded range before seq {first_seq}")
             self.journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
+        duplicates = 0
         for block in received.blocks:
+            if self.last_seq is not None and block.seq > self.last_seq:
+                raise Refused(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
             seen = self._stored(block.seq)
-            if seen and not (received.backfill and block.audio is not None):
-                self.duplicates += 1
+            stored_quality = self._degraded.get(block.seq, Quality.FLOAT32) if seen else None
+            if seen and (block.audio is None or received.quality >= stored_quality):
+                duplicates += 1  # nothing better than what is on disk
                 continue
             if block.audio is not None:
                 frame_bytes = self.info.channels * 4
                 os.pwrite(self._audio_fd, np.ascontiguousarray(block.audio.T).tobytes(),
                           block.start_sample * frame_bytes)
-            self.journal.append(_block_record(block, received.quality, seen and received.backfill))
-            self._mark(block.seq, block.end_sample, len(block.midi), backfill=seen)
+            self.journal.append(_block_record(block, received.quality, seen))
+            self._mark(block.seq, block.end_sample, len(block.midi), received.quality, replaced=seen)
+        if duplicates:
+            self.journal.append({"k": "duplicates", "n": duplicates})
+            self.duplicates += duplicates
         return [block.seq for block in received.blocks] if received.backfill else []
 
-    def bye(self, last_seq: int, stats: dict[str, Any] | None = None) -> None:
+    def bye(self, last_seq: int, stats: dict[str, Any] | None = None,
+            dropped: tuple[tuple[int, int], ...] = ()) -> None:
+        """The sender produced seqs up to ``last_seq``: what has not arrived is a gap from now on."""
+        if last_seq < self.max_seq or last_seq - max(self.through, self.max_seq) > MAX_SPAN:
+            raise Refused(f"BYE's last seq {last_seq} does not fit the stream (seq {self.max_seq} arrived)")
+        for first, last in dropped:
+            if not self.through < first <= last <= last_seq:
+                raise Refused(f"BYE's dropped range {first}..{last} is outside the stream's open seqs")
+            self.journal.append({"k": "dropped", "first": first, "last": last})
+            self._declare_dropped(first, last)
         self.journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
         self._declare_bye(last_seq, stats or {})
 
     def commit(self) -> int:
-        """fsync what was added; returns the seq through which everything is durable."""
+        """fsync what was added; returns the seq through which everything is durable (after
+        BYE: every seq up to its last, the missing ones recorded as gaps)."""
         os.fsync(self._audio_fd)
         self.journal.sync()
-        return self.through
+        return self.through if self.last_seq is None else self.last_seq
 
     # --- state ----------------------------------------------------------------------------
 
     def _stored(self, seq: int) -> bool:
         return seq <= self.through or seq in self._above
 
-    def _mark(self, seq: int, end_sample: int, events: int, backfill: bool) -> None:
-        if backfill:
+    def _mark(self, seq: int, end_sample: int, events: int, quality: Quality, replaced: bool) -> None:
+        if quality == Quality.FLOAT32:
+            self._degraded.pop(seq, None)
+        else:
+            self._degraded[seq] = quality
+        if replaced:
             self.backfills += 1
             return
         self.blocks += 1
         self.events += events
         self.end_sample = max(self.end_sample, end_sample)
+        self.max_seq = max(self.max_seq, seq)
         self._above.add(seq)
         self._advance()
 
     def _declare_dropped(self, first: int, last: int) -> None:
-        self._dropped.append((first, last))
+        ranges = sorted([*self._dropped, (first, last)])
+        merged: list[tuple[int, int]] = []
+        for a, b in ranges:
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self._dropped = merged
         self._advance()
 
     def _declare_bye(self, last_seq: int, stats: dict[str, Any]) -> None:
         self.last_seq = last_seq
         self.sender_stats = stats
 
-    def _is_dropped(self, seq: int) -> bool:
-        return any(first <= seq <= last for first, last in self._dropped)
+    def _drop_range_at(self, seq: int) -> tuple[int, int] | None:
+        index = bisect.bisect_right(self._dropped, (seq, float("inf"))) - 1
+        if index >= 0 and self._dropped[index][0] <= seq <= self._dropped[index][1]:
+            return self._dropped[index]
+        return None
 
     def _advance(self) -> None:
         while True:
             nxt = self.through + 1
             if nxt in self._above:
                 self._above.discard(nxt)
-            elif not self._is_dropped(nxt):
+                self.through = nxt
+            elif (declared := self._drop_range_at(nxt)) is not None:
+                self.through = declared[1]  # a whole declared range at once, however long
+            else:
                 return
-            self.through = nxt
-        # dropped ranges wholly behind the watermark are no longer needed to move it
 
     def _replay(self, record: dict[str, Any]) -> None:
         kind = record.get("k")
         if kind == "block":
             entry = entry_from_wire(record["entry"])
-            self._mark(entry.seq, entry.start_sample + entry.frames, len(entry.midi),
-                       backfill=record["backfill"] or self._stored(entry.seq))
+            self._mark(entry.seq, entry.start_sample + entry.frames, len(entry.midi), Quality(record["quality"]),
+                       replaced=self._stored(entry.seq))
         elif kind == "dropped":
             self._declare_dropped(record["first"], record["last"])
         elif kind == "bye":
             self._declare_bye(record["last_seq"], record.get("stats", {}))
+        elif kind == "duplicates":
+            self.duplicates += record["n"]
 
     def _check_info(self) -> None:
         path = self.work / "info.json"
-        mine = {**_info_json(self.info), "meta": self.meta}
+        mine = {**_info_json(self.info), "meta": self.meta, "take": self.take}
         if path.exists():
             theirs = json.loads(path.read_text())
             if not self.meta:
                 mine["meta"] = theirs.get("meta", {})  # a resumed sender need not say it again
-            for key in ("sample_rate", "channels"):
-                if theirs.get(key) != mine[key]:
-                    raise StreamMismatch(
-                        f"{key} is {mine[key]} but the stream on disk has {theirs.get(key)}")
+            check_same_stream(theirs, mine)
+            mine["take"] = theirs.get("take") or self.take
         write_json(path, mine)
 
     # --- finishing ------------------------------------------------------------------------
@@ -181,6 +234,7 @@ class StreamWriter:
             "last_seq": self.last_seq if self.last_seq is not None else (stored[-1].entry.seq if stored else None),
             "complete": complete,
             "ended": ended,
+            "take": self.take,
             "gaps": gaps,
             "duplicates_ignored": self.duplicates,
             "quality": {"history": _quality_runs(stored), "backfills": backfill_log},
@@ -215,8 +269,8 @@ class StreamWriter:
             entry: BlockEntry = entry_from_wire(record["entry"])
             quality = Quality(record["quality"])
             if entry.seq in latest:
-                if not record["backfill"] or latest[entry.seq].quality == quality:
-                    continue  # a duplicate, or the same audio again (a resumed sender's backfill)
+                if quality >= latest[entry.seq].quality:
+                    continue  # add() stores a seq again only when its audio is better
                 backfills.append({"seq": entry.seq, "from": latest[entry.seq].quality.name,
                                   "to": quality.name, "at": record["at"]})
                 latest[entry.seq] = StoredBlock(entry, quality, True)
@@ -225,27 +279,30 @@ class StreamWriter:
         return [latest[seq] for seq in sorted(latest)], _runs_of(backfills)
 
     def _gaps(self, stored: list[StoredBlock]) -> list[dict[str, Any]]:
-        by_seq = {s.entry.seq: s.entry for s in stored}
-        last = self.last_seq if self.last_seq is not None else (max(by_seq) if by_seq else -1)
+        """Runs of seqs up to the last that are not stored, from the stored ones (no walk over
+        every seq: a BYE may name a seq far past the last that arrived)."""
+        entries = [s.entry for s in stored]
+        last = self.last_seq if self.last_seq is not None else (entries[-1].seq if entries else -1)
         gaps = []
-        seq = 0
-        while seq <= last:
-            if seq in by_seq:
-                seq += 1
-                continue
-            first = seq
-            while seq <= last and seq not in by_seq:
-                seq += 1
-            before = by_seq.get(first - 1)
-            after = by_seq.get(seq)
-            dropped = all(self._is_dropped(s) for s in range(first, seq))
-            gaps.append({
-                "first_seq": first, "last_seq": seq - 1,
-                "start_sample": before.start_sample + before.frames if before else 0,
-                "end_sample": after.start_sample if after else None,
-                "reason": "dropped by the sender's audio thread" if dropped else "never arrived",
-            })
+        before = None
+        for after in [*entries, None]:
+            first = before.seq + 1 if before else 0
+            end = after.seq - 1 if after else last
+            if first <= end:
+                gaps.append({
+                    "first_seq": first, "last_seq": end,
+                    "start_sample": before.start_sample + before.frames if before else 0,
+                    "end_sample": after.start_sample if after else None,
+                    "reason": self._gap_reason(first, end),
+                })
+            before = after
         return gaps
+
+    def _gap_reason(self, first: int, last: int) -> str:
+        declared = self._drop_range_at(first)
+        if declared is not None and declared[1] >= last:
+            return "dropped by the sender's audio thread"
+        return "never arrived"
 
     def _write_audio(self, stored: list[StoredBlock]) -> tuple[str, str]:
         qualities = {s.quality for s in stored}
@@ -272,6 +329,65 @@ class StreamWriter:
             if other != name:
                 (self.dir / other).unlink(missing_ok=True)
         return name, subtype
+
+
+def check_same_stream(on_disk: dict[str, Any], hello: dict[str, Any]) -> None:
+    """A HELLO may resume a stream only with its rate, channels and take (when both name one)."""
+    for key in ("sample_rate", "channels"):
+        if on_disk.get(key) != hello[key]:
+            raise StreamMismatch(f"{key} is {hello[key]} but the stream on disk has {on_disk.get(key)}")
+    if on_disk.get("take") and hello.get("take") and on_disk["take"] != hello["take"]:
+        raise StreamMismatch(
+            f"another take ({on_disk['take']}) of {hello['session']}/{hello['stream']} is on disk; "
+            "give this take its own session or stream id")
+
+
+class CompletedStream:
+    """A stream whose sender said BYE and whose files are written: it takes no more blocks and
+    is never written again. A sender that reconnects (it missed the last ACK) is told it is all
+    durable; one that sends a new take under the same ids is refused."""
+
+    finalised = True
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        self.last_seq = summary["last_seq"] if summary["last_seq"] is not None else -1
+        self.through = self.last_seq
+
+    def add(self, received: BlocksReceived) -> list[int]:
+        for block in received.blocks:
+            if block.seq > self.last_seq:
+                raise Refused(f"the stream is complete through seq {self.last_seq}; seq {block.seq} is new")
+        return [block.seq for block in received.blocks] if received.backfill else []
+
+    def bye(self, last_seq: int, stats: dict[str, Any] | None = None, dropped: tuple = ()) -> None:
+        if last_seq != self.last_seq:
+            raise Refused(f"the stream is complete through seq {self.last_seq}, not {last_seq}")
+
+    def commit(self) -> int:
+        return self.last_seq
+
+    def finalise(self, ended: str) -> dict[str, Any]:
+        return self.summary
+
+    def close(self) -> None:
+        pass
+
+
+def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None,
+                       take: str | None = None) -> StreamWriter | CompletedStream:
+    """The writer for a HELLO: the open stream's (resumed from disk), or a completed one's."""
+    folder = stream_dir(data_dir, info.session, info.stream)
+    summary_path = folder / "stream.json"
+    if summary_path.exists() and not (folder / WORK).exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("complete"):
+            check_same_stream(summary, {**_info_json(info), "take": take})
+            if not take or not summary.get("take"):
+                raise StreamMismatch(f"{info.session}/{info.stream} is complete on disk; "
+                                     "give a new take its own session or stream id")
+            return CompletedStream(summary)
+    return StreamWriter(data_dir, info, meta, take)
 
 
 def _block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:

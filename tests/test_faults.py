@@ -171,3 +171,20 @@ def test_a_full_spool_keeps_midi_and_marks_lost_audio(tmp_path: Path) -> None:
     assert sender.audio_lost_spool_full > 0
     assert qualities.count("NONE") == sender.audio_lost_spool_full
     assert got["info"]["quality"]["history"][-1]["quality"] == "NONE"
+
+
+def test_an_offline_sender_with_a_small_spool_waits_and_loses_nothing(tmp_path: Path) -> None:
+    from sendlearn.transport.spool import Spool
+
+    info = StreamInfo("faults", "offline", 48000, 2, 16384)
+    source = np.random.default_rng(3).uniform(-1, 1, (2, 40 * 16384)).astype(np.float32)
+    with ReceiverThread(tmp_path) as receiver:
+        processor = CaptureProcessor.for_stream(info, realtime=False, capacity=4)
+        sender = Sender(receiver.url, info, processor.handoff, spool=Spool(None, info, max_bytes=1 << 20)).start()
+        for n in range(40):  # 128 KiB blocks into a 1 MiB spool: it fills many times over
+            processor.process(source[:, n * 16384:(n + 1) * 16384], [(0, b"\x90\x3c\x40")], Playhead(playing=True))
+        sender.close(timeout=60)
+    got = read_stream(tmp_path, "faults", "offline")
+    assert sender.audio_lost_spool_full == 0
+    assert set(got["blocks"].column("quality").to_pylist()) == {"FLOAT32"}
+    assert got["audio"].tobytes() == source.tobytes()

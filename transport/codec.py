@@ -147,7 +147,14 @@ def _flac_encode(q: np.ndarray, bits: int, sample_rate: int) -> bytes:
 
 def _flac_decode(payload: bytes, bits: int, channels: int, frames: int) -> np.ndarray:
     try:
-        data, _ = soundfile.read(io.BytesIO(payload), dtype="int32", always_2d=True)
+        # the header first: a small payload may declare a huge signal; refuse it before decoding
+        info = soundfile.info(io.BytesIO(payload))
+        if (info.frames, info.channels) != (frames, channels):
+            raise ProtocolError(ErrorCode.MALFORMED, f"FLAC payload declares {info.frames} frames x "
+                                f"{info.channels} channels, expected {frames} x {channels}")
+        data, _ = soundfile.read(io.BytesIO(payload), dtype="int32", always_2d=True, frames=frames)
+    except ProtocolError:
+        raise
     except Exception as exc:  # libsndfile reports bad input in several exception types
         raise ProtocolError(ErrorCode.MALFORMED, f"FLAC payload does not decode ({type(exc).__name__})") from None
     if data.shape != (frames, channels):

@@ -54,10 +54,13 @@ class Hello:
     resume_from: int = 0
     version: int = PROTOCOL_VERSION
     meta: tuple[tuple[str, Fact], ...] = ()  # facts about the stream, e.g. an instrument's measured lag
+    take: str | None = None  # one recording under these ids: a sender resuming it says the same take
 
     def __post_init__(self) -> None:
         _int("hello.version", self.version, 0, 0xFFFF)
         _facts("hello.meta", self.meta)
+        if self.take is not None:
+            _name("hello.take", self.take)
         _name("hello.session", self.session)
         _name("hello.stream", self.stream)
         _text("hello.track", self.track, MAX_TEXT)
@@ -125,6 +128,8 @@ class BlockFrame:
         for first, last in self.dropped:
             if not 0 <= first <= last:
                 raise ProtocolError(ErrorCode.MALFORMED, f"block.dropped range {first}..{last} is not ordered")
+        if self.frames > MAX_FRAMES:
+            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"block holds {self.frames} frames, over {MAX_FRAMES}")
 
     @property
     def frames(self) -> int:
@@ -152,10 +157,14 @@ class Bye:
 
     last_seq: int = NOTHING
     stats: tuple[tuple[str, Fact], ...] = ()  # the sender's closing figures, e.g. xruns, drops
+    dropped: tuple[tuple[int, int], ...] = ()  # seqs the audio thread dropped after the last block sent
 
     def __post_init__(self) -> None:
         _int("bye.last_seq", self.last_seq, NOTHING, 2**63 - 1)
         _facts("bye.stats", self.stats)
+        for first, last in self.dropped:
+            if not 0 <= first <= last <= self.last_seq:
+                raise ProtocolError(ErrorCode.MALFORMED, f"bye.dropped range {first}..{last} is not within last_seq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +217,8 @@ def _to_wire(message: Message) -> dict[str, Any]:
                 "host": message.host, "token": message.token, "resume_from": message.resume_from}
         if message.meta:
             wire["meta"] = dict(message.meta)
+        if message.take is not None:
+            wire["take"] = message.take
         return wire
     if isinstance(message, Welcome):
         return {"type": "welcome", "durable_through": message.durable_through,
@@ -226,6 +237,8 @@ def _to_wire(message: Message) -> dict[str, Any]:
         wire = {"type": "bye", "last_seq": message.last_seq}
         if message.stats:
             wire["stats"] = dict(message.stats)
+        if message.dropped:
+            wire["dropped"] = [list(r) for r in message.dropped]
         return wire
     if isinstance(message, Error):
         return {"type": "error", "code": int(message.code), "reason": message.reason}
@@ -331,7 +344,7 @@ def _from_wire(obj: object) -> Message:
             channels=_get(obj, "channels", int), block_size=_get(obj, "block_size", int),
             host=_get(obj, "host", str), token=token,
             resume_from=_get(obj, "resume_from", int), version=_get(obj, "version", int),
-            meta=_get_facts(obj, "meta"),
+            meta=_get_facts(obj, "meta"), take=_get(obj, "take", str) if "take" in obj else None,
         )
     if kind == "welcome":
         return Welcome(_get(obj, "durable_through", int), _get(obj, "max_frame_size", int))
@@ -346,7 +359,8 @@ def _from_wire(obj: object) -> Message:
             if "backfilled" in obj else ()
         return Ack(_get(obj, "through", int), backfilled)
     if kind == "bye":
-        return Bye(_get(obj, "last_seq", int), _get_facts(obj, "stats"))
+        dropped = tuple(_pair("bye.dropped", r) for r in _get(obj, "dropped", list)) if "dropped" in obj else ()
+        return Bye(_get(obj, "last_seq", int), _get_facts(obj, "stats"), dropped)
     if kind == "error":
         return Error(_enum(ErrorCode, _get(obj, "code", int), "error.code"), _get(obj, "reason", str))
     raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {kind!r}")

@@ -215,6 +215,8 @@ class Protocol:
                 raise ProtocolError(ErrorCode.BAD_DIGEST, str(exc)) from None
             except CaptureError as exc:
                 raise ProtocolError(ErrorCode.INVALID_BLOCK, str(exc)) from None
+            except (ValueError, OverflowError, TypeError) as exc:  # a value our checks missed: still only this
+                raise ProtocolError(ErrorCode.INVALID_BLOCK, f"block {entry.seq}: {exc}") from None
         return BlocksReceived(frame.quality, tuple(blocks), frame.backfill, frame.dropped)
 
     def _require_hello(self) -> Hello:

@@ -114,6 +114,7 @@ class Sender:
         self._expected_seq = self.spool.next_seq
         self._last_seq = self.spool.next_seq - 1
         self._intake_done = False
+        self._held: Block | None = None  # a block the full spool could not take yet (offline)
         self._sent_at: dict[int, float] = {}
         self._started = self._finished = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sendlearn-sender-{info.stream}", daemon=True)
@@ -220,18 +221,20 @@ class Sender:
         while True:
             took = 0
             while took < 256:
-                if not self.adaptive and self.spool.bytes_used >= self.spool.max_bytes * 0.95:
-                    break  # offline producer: leave blocks in the hand-off; it waits (back-pressure)
-                block = self.handoff.take()
+                block = self._held or self.handoff.take()
+                self._held = None
                 if block is None:
                     break
-                self._admit(block)
+                if not self.adaptive and not self.spool.add(block):
+                    self._held = block  # offline: wait for room; the hand-off fills and the render waits
+                    break
+                self._admit(block, spooled=not self.adaptive)
                 took += 1
             if time.monotonic() - last_sync > SYNC_INTERVAL:
                 await asyncio.to_thread(self.spool.sync)
                 last_sync = time.monotonic()
             if took == 0:
-                if self.handoff.finished:
+                if self.handoff.finished and self._held is None:
                     self._last_seq = max(self._last_seq, self.first_seq + self.handoff.offered - 1)
                     self._intake_done = True
                     await asyncio.to_thread(self.spool.sync)
@@ -240,12 +243,15 @@ class Sender:
             else:
                 await asyncio.sleep(0)
 
-    def _admit(self, block: Block) -> None:
+    def _admit(self, block: Block, spooled: bool = False) -> None:
+        if block.seq < self.first_seq:
+            raise SenderError(f"the producer numbered a block {block.seq}, below the spool's next seq "
+                              f"{self.first_seq}: create the processor with first_seq=spool.next_seq")
         if block.seq > self._expected_seq:
             self._dropped_before[block.seq] = (self._expected_seq, block.seq - 1)
         self._expected_seq = max(self._expected_seq, block.seq + 1)
         self._last_seq = max(self._last_seq, block.seq)
-        if not self.spool.add(block):
+        if not spooled and not self.spool.add(block):
             # live and the spool is full: keep what is small and never degraded, lose the audio
             self.audio_lost_spool_full += 1
             self._audioless[block.seq] = Block(block.session, block.stream, block.seq, block.start_sample,
@@ -281,7 +287,8 @@ class Sender:
         info = self.info
         resume_from = min(self.spool.seqs(), default=self._expected_seq)
         protocol.send(Hello(info.session, info.stream, info.track, info.sample_rate, info.channels,
-                            info.block_size, info.host, self.token, resume_from, meta=self.meta))
+                            info.block_size, info.host, self.token, resume_from, meta=self.meta,
+                            take=self.spool.take))
         await self._flush(ws, protocol)
         protocol.receive_data(await asyncio.wait_for(ws.recv(), self.open_timeout))
         for event in protocol.events_received():
@@ -318,7 +325,9 @@ class Sender:
                 if time.monotonic() - finished_at > self.backfill_timeout:
                     break  # the link never recovered enough: the degraded audio stays, marked
             await asyncio.sleep(IDLE_POLL)
-        protocol.send(Bye(self._last_seq, self._closing_figures()))
+        # seqs after the last block taken were dropped by the audio thread: say so, not "lost"
+        tail = ((self._expected_seq, self._last_seq),) if self._last_seq >= self._expected_seq else ()
+        protocol.send(Bye(self._last_seq, self._closing_figures(), tail))
         await self._flush(ws, protocol)
         # the receiver answers BYE with a last ACK, finalises the stream's files, then closes
         try:
@@ -343,12 +352,13 @@ class Sender:
             frames += block.frames
             self._unsent.popleft()
         quality = Quality.NONE if audioless else level
-        for part in self._encode(protocol, batch, quality, backfill=False):
+        parts = self._encode(protocol, batch, quality, backfill=False)
+        for part in parts:  # all marked before any flush: an ACK may arrive in between
             self._sent_at[part[-1].seq] = time.monotonic()
             for block in part:
                 self._unacked[block.seq] = quality
-            await self._flush(ws, protocol)
-            self.blocks_sent += len(part)
+        await self._flush(ws, protocol)
+        self.blocks_sent += len(batch)
 
     async def _send_backfill(self, ws: ClientConnection, protocol: Protocol) -> bool:
         seqs = sorted(s for s in self._needs_backfill if s not in self._backfill_unacked)

@@ -14,6 +14,7 @@ MIDI, playhead and automation are never dropped; the lost audio is counted and r
 from __future__ import annotations
 
 import json
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Spool:
         if max_bytes is None:  # memory is scarcer than disk
             max_bytes = 2 * 1024**3 if directory is not None else 256 * 1024**2
         self.max_bytes = max_bytes
+        self.take = uuid.uuid4().hex[:16]  # this recording; a folder keeps its own across restarts
         self.next_seq = 0
         self.next_sample = 0
         self._where: dict[int, tuple[int, int, int]] = {}  # seq -> (segment, offset, bytes)
@@ -140,8 +142,9 @@ class Spool:
             theirs = json.loads(meta_path.read_text())
             if {k: theirs.get(k) for k in mine} != mine:
                 raise SpoolMismatch(f"{folder} holds the spool of {theirs}, not of {mine}")
+            self.take = theirs.get("take") or self.take
         else:
-            meta_path.write_text(json.dumps(mine))
+            meta_path.write_text(json.dumps({**mine, "take": self.take}))
         released: set[int] = set()
         for record in read_records(folder / "released")[0]:
             released.update(range(record["first"], record["last"] + 1))
@@ -169,7 +172,8 @@ class Spool:
         for first, last in seq_ranges(still):
             self._released_log.append({"first": first, "last": last})
         if self._writer_segment >= 0:
-            self._writer = Journal(self._segment_path(self._writer_segment))
+            # Journal.open drops a torn last record, so blocks appended after it stay readable
+            self._writer, _ = Journal.open(self._segment_path(self._writer_segment))
 
     def _segment_for(self, size: int) -> int:
         if self._writer is None or self._writer.size + size > SEGMENT_BYTES:
