@@ -95,7 +95,9 @@ def run_live(args: argparse.Namespace) -> int:
     closing.update(xruns=final.xruns, frame_jumps=final.frame_jumps, callback_errors=final.callback_errors,
                    callback_p99_us=round(final.callback_p99_us, 1), midi_events=final.midi_events,
                    virtual_events=final.virtual_events,
-                   jack_frame_origin=final.frame_origins[0][1] if final.frame_origins else None)
+                   jack_frame_origin=final.frame_origins[0][1] if final.frame_origins else None,
+                   # where the JACK clock jumped against our samples (xruns): "sample:frame,..."
+                   jack_frame_origins=",".join(f"{sample}:{frame}" for sample, frame in final.frame_origins))
     failed = []
     for sender in senders:
         try:
