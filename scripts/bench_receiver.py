@@ -93,11 +93,15 @@ def run_step(streams: int, seconds: float) -> dict[str, object]:
         audio = np.random.default_rng(0).uniform(-1, 1, (CH, FRAMES)).astype(np.float32)
         worst = [0.0]
         peak = [base_rss]
+        samples: list[tuple[float, float]] = []  # (seconds into the run, RSS MiB): flat or growing?
 
         async def main() -> list[int]:
             async def sample_rss() -> None:
+                start = time.monotonic()
                 while True:
-                    peak[0] = max(peak[0], rss_mib(server.pid))
+                    rss = rss_mib(server.pid)
+                    peak[0] = max(peak[0], rss)
+                    samples.append((time.monotonic() - start, rss))
                     await asyncio.sleep(0.25)
             sampler = asyncio.create_task(sample_rss())
             t0 = time.monotonic()
@@ -117,7 +121,11 @@ def run_step(streams: int, seconds: float) -> dict[str, object]:
             if (d := json.loads((Path(tmp) / "sessions" / "bench" / f"s{i:03d}" / "stream.json").read_text()))
             ["complete"] and d["blocks"] == blocks and not d["gaps"])
     ok = complete == streams and all(a == blocks for a in acked) and worst[0] < 2.0
+    # growth over the second half of the run (the first half includes start-up and warm-up)
+    half = [(t, r) for t, r in samples if t >= seconds / 2 and t <= seconds]
+    growth = ((half[-1][1] - half[0][1]) / max(half[-1][0] - half[0][0], 1e-9) * 60) if len(half) > 1 else 0.0
     return {"streams": streams, "ok": ok, "complete": complete, "worst_ack_backlog_s": worst[0],
+            "receiver_rss_growth_mib_per_minute_second_half": growth,
             "receiver_cpu_fraction": cpu / main.elapsed, "receiver_peak_rss_mib": peak[0],  # type: ignore
             "receiver_rss_per_stream_mib": (peak[0] - base_rss) / streams}
 
@@ -133,7 +141,8 @@ def main() -> None:
         results.append(r)
         print(f"{n:3d} streams: {'ok' if r['ok'] else 'FAILED'}; complete {r['complete']}/{n}; worst ACK backlog "
               f"{r['worst_ack_backlog_s']:.2f} s; receiver CPU {r['receiver_cpu_fraction']:.2f} cores; "
-              f"RSS {r['receiver_peak_rss_mib']:.0f} MiB ({r['receiver_rss_per_stream_mib']:.2f} MiB/stream)",
+              f"RSS {r['receiver_peak_rss_mib']:.0f} MiB ({r['receiver_rss_per_stream_mib']:.2f} MiB/stream, "
+              f"{r['receiver_rss_growth_mib_per_minute_second_half']:+.1f} MiB/min in the second half)",
               flush=True)
     best = max((r["streams"] for r in results if r["ok"]), default=0)
     print(json.dumps({"max_realtime_streams_ok": best, "seconds": args.seconds, "steps": results}))

@@ -12,6 +12,7 @@ import logging
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -47,6 +48,8 @@ class Receiver:
         self._active: dict[tuple[str, str], ServerConnection] = {}
         self.refused: dict[ErrorCode, int] = {}
         self.streams_finalised = 0
+        # fsync waits on the disk, not the CPU: enough threads that many streams' commits overlap
+        self.fsync_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sendlearn-fsync")
         self.stopping = False
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
@@ -84,6 +87,7 @@ class _Connection:
         self.backfilled: list[int] = []  # stored, not yet acknowledged as backfilled
         self.dirty = False
         self.last_commit = time.monotonic()
+        self.committing: asyncio.Task | None = None
 
     async def run(self) -> None:
         while self.protocol.close_code is None:
@@ -94,7 +98,7 @@ class _Connection:
                 if self.writer is None:
                     self.protocol.fail(ErrorCode.UNEXPECTED_MESSAGE, f"no HELLO within {HELLO_TIMEOUT:.0f} s")
                     break
-                await self.commit_and_ack()
+                self.commit_soon()
                 continue
             if isinstance(data, str):
                 self.protocol.fail(ErrorCode.MALFORMED, "text frames are not part of the protocol")
@@ -116,7 +120,7 @@ class _Connection:
             except Refused as exc:
                 self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
-                await self.commit_and_ack()
+                self.commit_soon()
             await self.flush()
         await self.flush_and_close()
 
@@ -142,7 +146,7 @@ class _Connection:
         except StreamMismatch as exc:
             self.refuse(ErrorCode.STREAM_MISMATCH, str(exc))
             return
-        durable = self.writer.commit()
+        durable = self.writer.acknowledgeable  # the writer fsynced what it recovered when it opened
         self.acked = durable
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
@@ -150,6 +154,7 @@ class _Connection:
 
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None
+        await self.committed()
         self.writer.bye(bye.last_seq, dict(bye.stats), bye.dropped)
         through = await asyncio.to_thread(self.writer.commit)
         self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
@@ -158,17 +163,31 @@ class _Connection:
         self.receiver.streams_finalised += 1
         await self.ws.close(1000, "stream complete")
 
-    async def commit_and_ack(self) -> None:
-        if self.writer is None or not self.dirty:
+    def commit_soon(self) -> None:
+        """fsync in the background and then ACK what was stored before it began. The connection
+        goes on reading meanwhile: a slow disk must not keep it from answering pings."""
+        if self.writer is None or not self.dirty or (self.committing is not None and not self.committing.done()):
             return
-        through = await asyncio.to_thread(self.writer.commit)
+        through, backfilled = self.writer.acknowledgeable, self.backfilled
+        self.backfilled = []
         self.dirty = False
         self.last_commit = time.monotonic()
-        if through != self.acked or self.backfilled:
-            self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
-            self.acked = through
-            self.backfilled = []
-            await self.flush()
+        self.committing = asyncio.create_task(self._commit(through, backfilled))
+
+    async def _commit(self, through: int, backfilled: list[int]) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, self.writer.commit)
+            if through != self.acked or backfilled:
+                self.protocol.send(Ack(through, seq_ranges(backfilled)))
+                self.acked = through
+                await self.flush()
+        except ConnectionClosed:
+            pass
+
+    async def committed(self) -> None:
+        """Wait for a background commit, so nothing else touches the writer's files meanwhile."""
+        if self.committing is not None:
+            await asyncio.gather(self.committing, return_exceptions=True)
 
     def refuse(self, code: ErrorCode, reason: str) -> None:
         self.protocol.fail(code, reason)  # counted in flush_and_close
@@ -189,6 +208,7 @@ class _Connection:
             pass
 
     async def release(self) -> None:
+        await self.committed()
         if self.writer is not None and not self.writer.finalised:
             try:
                 ended = ("bye" if self.writer.last_seq is not None

@@ -123,9 +123,16 @@ class StreamWriter:
 
     def commit(self) -> int:
         """fsync what was added; returns the seq through which everything is durable (after
-        BYE: every seq up to its last, the missing ones recorded as gaps)."""
+        BYE: every seq up to its last, the missing ones recorded as gaps). Safe to run on
+        another thread while ``add`` appends: what was added before it began is covered."""
+        acknowledgeable = self.acknowledgeable
         os.fsync(self._audio_fd)
         self.journal.sync()
+        return acknowledgeable
+
+    @property
+    def acknowledgeable(self) -> int:
+        """The seq through which everything added so far is stored or a recorded gap."""
         return self.through if self.last_seq is None else self.last_seq
 
     # --- state ----------------------------------------------------------------------------
@@ -365,6 +372,10 @@ class CompletedStream:
             raise Refused(f"the stream is complete through seq {self.last_seq}, not {last_seq}")
 
     def commit(self) -> int:
+        return self.last_seq
+
+    @property
+    def acknowledgeable(self) -> int:
         return self.last_seq
 
     def finalise(self, ended: str) -> dict[str, Any]:
