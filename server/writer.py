@@ -65,6 +65,7 @@ class StreamWriter:
         self._dropped: list[tuple[int, int]] = []  # declared drops: sorted, disjoint
         self._degraded: dict[int, Quality] = {}  # stored seqs whose audio is below full quality
         self.max_seq = -1
+        self._max_block = max(8 * info.block_size, 65536)  # frames a block may hold, for the bound in add()
         self.last_seq: int | None = None  # from BYE
         self.sender_stats: dict[str, Any] = {}
         self.end_sample = 0
@@ -92,6 +93,11 @@ class StreamWriter:
         for block in received.blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
                 raise Refused(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
+            if block.end_sample > (block.seq + 1) * self._max_block:
+                # blocks sit where their seq says, give or take their sizes: a block claiming a
+                # sample far past that would make the audio file that large
+                raise Refused(f"block {block.seq} starts at sample {block.start_sample}, beyond "
+                              f"{block.seq + 1} blocks of at most {self._max_block} frames")
             seen = self._stored(block.seq)
             stored_quality = self._degraded.get(block.seq, Quality.FLOAT32) if seen else None
             if seen and (block.audio is None or received.quality >= stored_quality):

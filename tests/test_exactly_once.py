@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 from test_receiver import RawClient, _refusal
+from websockets.exceptions import ConnectionClosed
 
 from helpers import make_block, read_stream
 from sendlearn.capture import Playhead
@@ -193,3 +194,17 @@ def test_a_producer_numbering_below_its_spool_is_stopped(tmp_path: Path) -> None
         processor.process(np.zeros((1, 64), np.float32), (), Playhead())
         with pytest.raises(SenderError, match="first_seq=spool.next_seq"):
             sender.close(timeout=20)
+
+
+def test_a_block_claiming_a_far_sample_is_refused(tmp_path: Path) -> None:
+    with ReceiverThread(tmp_path) as receiver:
+        client = RawClient(receiver.url, hello())
+        client.send([make_block(3, frames=64, start=2**40)])  # would make a 8 TiB audio file
+        code, reason = None, ""
+        try:
+            while True:
+                client.ws.recv(5)
+        except ConnectionClosed as closed:
+            code, reason = closed.rcvd.code, closed.rcvd.reason
+        assert code == ErrorCode.INVALID_BLOCK and "beyond" in reason
+    assert (tmp_path / "sessions/sess/keys/audio.wav").stat().st_size < 1 << 20
