@@ -153,7 +153,7 @@ def capture_session(session: Session, url: str, *, token: str | None = None, pro
 
     def open_stream(info: Any) -> CaptureProcessor:
         processor = CaptureProcessor.for_stream(info, realtime=False)  # offline: wait, never drop
-        senders[info.stream] = Sender(url, info, processor.handoff, token=token,
+        senders[info.stream] = Sender(url, info, processor.handoff, token=token, take=render_take(session, info),
                                       compression_level=compression_level).start()
         return processor
 
@@ -179,6 +179,21 @@ def capture_session(session: Session, url: str, *, token: str | None = None, pro
                 outcome.reason = f"receiver acknowledged {sender.blocks_acked} of {result.blocks} blocks"
         outcomes.append(outcome)
     return outcomes
+
+
+def render_take(session: Session, info: Any) -> str:
+    """The take id of an offline render: a digest of what determines its blocks (the session's
+    settings, the track, its MIDI file's bytes). Renders are deterministic, so the same inputs
+    make the same take: a render that was cut off resumes where the receiver stopped, and one
+    already complete is acknowledged at once instead of written again."""
+    import hashlib
+
+    track = next((t for t in session.tracks if info.track == t.name), None)
+    digest = hashlib.sha256(repr((session.name, session.sample_rate, session.block_size, info.stream, track))
+                            .encode())
+    if track is not None:
+        digest.update(Path(track.midi).read_bytes())
+    return "render-" + digest.hexdigest()[:16]
 
 
 def _outcome(input_name: str, session: Session, result: TrackResult) -> Outcome:

@@ -218,3 +218,18 @@ def test_general_midi_streams_record_fluidsynth_lag(tmp_path: Path, capsys: pyte
     info = json.loads((Path(stream["path"]) / "stream.json").read_text())
     assert info["host"] == "fluidsynth"
     assert info["meta"]["onset_lag_frames"] == stream["lag"] and 0 < stream["lag"] < 300
+
+
+def test_rendering_the_same_input_again_is_acknowledged_not_rewritten(tmp_path: Path) -> None:
+    source = write_midi(tmp_path / "again.mid", [(0, 60, 100), (480, 62, 100)])
+    data = tmp_path / "data"
+    assert main(["render", str(source), "--data-dir", str(data), "--json"]) == 0
+    summary = data / "sessions" / "again" / "again" / "stream.json"
+    before = summary.read_text()
+    assert main(["render", str(source), "--data-dir", str(data), "--json"]) == 0  # same take: already durable
+    assert summary.read_text() == before  # not written again
+    other = write_midi(tmp_path / "again.mid", [(0, 64, 100)])  # same name, new notes: another take
+    assert main(["render", str(other), "--data-dir", str(data), "--json"]) == 1
+    assert summary.read_text() == before
+    assert main(["render", str(other), "--data-dir", str(data), "--replace", "--json"]) == 0
+    assert json.loads(summary.read_text())["events"] == 2

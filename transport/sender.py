@@ -75,6 +75,7 @@ class Sender:
         ladder: QualityLadder | None = None,
         meta: dict[str, Fact] | None = None,
         stats: Callable[[], dict[str, Fact]] | None = None,
+        take: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
@@ -84,6 +85,8 @@ class Sender:
         self.quality = quality
         self.adaptive = adaptive
         self.spool = spool if isinstance(spool, Spool) else Spool(spool, info)
+        if take is not None:  # a caller that can name its take (a deterministic render) does
+            self.spool.take = take
         self.max_batch_frames = max(max_batch_frames, info.block_size)
         self.compression_level = compression_level
         self.open_timeout = open_timeout
