@@ -60,7 +60,6 @@ class CaptureProcessor:
         self._sample = start_sample
         self._rejected = 0
         self.last_rejection: str | None = None
-        self.info: StreamInfo | None = None
 
     def process(
         self,
@@ -89,9 +88,7 @@ class CaptureProcessor:
     @classmethod
     def for_stream(cls, info: StreamInfo, **options: object) -> CaptureProcessor:
         """A processor for ``info``'s session, stream, rate and channels."""
-        processor = cls(info.session, info.stream, info.sample_rate, info.channels, **options)
-        processor.info = info
-        return processor
+        return cls(info.session, info.stream, info.sample_rate, info.channels, **options)
 
     def close(self) -> None:
         """No more blocks: lets the consumer finish once it has drained the hand-off."""

@@ -35,7 +35,7 @@ from receiver_process import ReceiverProcess  # scripts/, beside this file
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.jack_host import JackBridge
+from sendlearn.plugin.jack_host import JackBridge, wrap_delta
 from sendlearn.plugin.live import DummyServer
 from sendlearn.transport.sender import Sender
 
@@ -152,11 +152,6 @@ def run_phase(seconds: float, collector: TimeCollector, sample: Callable[[], flo
     return loads
 
 
-def wrap(delta: int) -> int:
-    """A difference of 32-bit JACK frame times, signed."""
-    return ((delta + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
 def pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -262,10 +257,10 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
             continue
         sample, bound = got
         estimate = bridge.jack_frame(sample)  # per stretch: an xrun moves frame time against samples
-        early, late = wrap(estimate - after), wrap(estimate - before)  # vs the bracket's two ends
+        early, late = wrap_delta(estimate, after), wrap_delta(estimate, before)  # vs the bracket's two ends
         errors.append(abs(late))  # reported against "before": conservative
         bounds.append(bound)
-        widths.append(wrap(after - before))
+        widths.append(wrap_delta(after, before))
         over += not (-bound <= late and early <= bound)  # no instant in the bracket within bound
     errors_a, bounds_a = np.array(errors or [0]), np.array(bounds or [0])
     period_us = PERIOD / RATE * 1e6

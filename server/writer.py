@@ -69,7 +69,7 @@ class StreamWriter:
         self.last_seq: int | None = None  # from BYE
         self.sender_stats: dict[str, Any] = {}
         self.end_sample = 0
-        self.blocks = self.duplicates = self.backfills = self.events = 0
+        self.duplicates = 0
         for record in records:
             self._replay(record)
         self.finalised = False
@@ -108,7 +108,7 @@ class StreamWriter:
                 os.pwrite(self._audio_fd, np.ascontiguousarray(block.audio.T).tobytes(),
                           block.start_sample * frame_bytes)
             self.journal.append(_block_record(block, received.quality, seen))
-            self._mark(block.seq, block.end_sample, len(block.midi), received.quality, replaced=seen)
+            self._mark(block.seq, block.end_sample, received.quality, replaced=seen)
         if duplicates:
             self.journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
@@ -146,16 +146,13 @@ class StreamWriter:
     def _stored(self, seq: int) -> bool:
         return seq <= self.through or seq in self._above
 
-    def _mark(self, seq: int, end_sample: int, events: int, quality: Quality, replaced: bool) -> None:
+    def _mark(self, seq: int, end_sample: int, quality: Quality, replaced: bool) -> None:
         if quality == Quality.FLOAT32:
             self._degraded.pop(seq, None)
         else:
             self._degraded[seq] = quality
         if replaced:
-            self.backfills += 1
             return
-        self.blocks += 1
-        self.events += events
         self.end_sample = max(self.end_sample, end_sample)
         self.max_seq = max(self.max_seq, seq)
         self._above.add(seq)
@@ -197,7 +194,7 @@ class StreamWriter:
         kind = record.get("k")
         if kind == "block":
             entry = entry_from_wire(record["entry"])
-            self._mark(entry.seq, entry.start_sample + entry.frames, len(entry.midi), Quality(record["quality"]),
+            self._mark(entry.seq, entry.start_sample + entry.frames, Quality(record["quality"]),
                        replaced=self._stored(entry.seq))
         elif kind == "dropped":
             self._declare_dropped(record["first"], record["last"])

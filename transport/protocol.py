@@ -114,11 +114,14 @@ class Protocol:
                 hello.session, hello.stream, hello.sample_rate, hello.channels
             ):
                 raise ValueError(f"block {block.seq} is not of the stream this connection said HELLO for")
-            if block.audio is None:
-                raise ValueError(f"block {block.seq} has no audio to send")
-        audio = blocks[0].audio if len(blocks) == 1 else np.concatenate([b.audio for b in blocks], axis=1)
-        # digests cover the audio as the receiver will decode it, so degrade the batch as one
-        decoded = degrade(audio, quality)
+            if block.audio is None and quality is not Quality.NONE:
+                raise ValueError(f"block {block.seq} has no audio to send at {quality.name}")
+        if quality is Quality.NONE:  # no audio travels: blocks without any may go too
+            audio, decoded = np.zeros((hello.channels, 0), np.float32), None
+        else:
+            audio = blocks[0].audio if len(blocks) == 1 else np.concatenate([b.audio for b in blocks], axis=1)
+            # digests cover the audio as the receiver will decode it, so degrade the batch as one
+            decoded = degrade(audio, quality)
         entries = []
         offset = 0
         for block in blocks:

@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -164,10 +163,6 @@ class Sender:
         """Bytes per second sent since start."""
         end = self._finished or time.monotonic()
         return self.bytes_sent / max(end - self._started, 1e-9)
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive() and self._started > 0
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -384,13 +379,8 @@ class Sender:
         """Queue ``batch`` as one frame, or split in halves until each fits the receiver's limit."""
         dropped = [self._dropped_before[b.seq] for b in batch if b.seq in self._dropped_before]
         try:
-            if quality is Quality.NONE:
-                self.bytes_sent += protocol.send_blocks(
-                    [_with_silence(b) for b in batch], quality, backfill=backfill, dropped=dropped,
-                    max_size=self.max_frame_size)
-            else:
-                self.bytes_sent += protocol.send_blocks(batch, quality, backfill=backfill, dropped=dropped,
-                                                        max_size=self.max_frame_size)
+            self.bytes_sent += protocol.send_blocks(batch, quality, backfill=backfill, dropped=dropped,
+                                                    max_size=self.max_frame_size)
             self.audio_bytes_sent += protocol.last_audio_payload
             return [batch]
         except ProtocolError:
@@ -477,11 +467,3 @@ class Sender:
         for frame in protocol.data_to_send():
             await ws.send(frame)
 
-
-def _with_silence(block: Block) -> Block:
-    """Protocol.send_blocks wants audio to code; at NONE none of it is sent."""
-    if block.audio is not None:
-        return block
-    return Block(block.session, block.stream, block.seq, block.start_sample, block.frames, block.sample_rate,
-                 block.channels, block.playhead, block.midi, block.params,
-                 np.zeros((block.channels, block.frames), np.float32))
