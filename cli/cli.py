@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tokens", type=Path, help="file of accepted tokens, one per line")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--linger", type=float, default=30.0, metavar="SECONDS",
+                       help="how long a stream cut without BYE waits for its sender before its files are written")
+    serve.add_argument("--finalise-workers", type=int, default=2, metavar="N",
+                       help="streams whose files are written at once")
     serve.set_defaults(run=run_serve)
 
     render = commands.add_parser(
@@ -129,7 +133,9 @@ def run_serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    receiver = Receiver(args.data_dir, tokens=tokens)
+    if args.linger < 0 or args.finalise_workers < 1:
+        raise UsageError("--linger must be >= 0 and --finalise-workers >= 1")
+    receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers)
 
     async def serve() -> None:
         try:
@@ -148,6 +154,7 @@ def run_serve(args: argparse.Namespace) -> int:
         receiver.stopping = True
         server.close()
         await server.wait_closed()
+        await receiver.shutdown()
         print(f"receiver stopped; {receiver.streams_finalised} streams finalised", flush=True)
 
     asyncio.run(serve())

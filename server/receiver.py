@@ -2,7 +2,12 @@
 
 The websocket library only moves frames; ``Protocol`` (shared with the sender) decides what
 they mean. File work runs in worker threads so one stream's fsync never stalls another's
-frames. Bad input ends only its own connection, with a close code and a reason.
+frames. Bad input ends only its own connection, with a close code and a reason; so does a
+disk that cannot write (``STORAGE``), and the stream is released for a later resume.
+
+A stream whose connection drops without BYE lingers (``linger`` seconds, its writer open) for
+its sender to come back; only then are its files written, on a pool of ``finalise_workers``
+threads, so reconnects on a flaky link cost nothing and finalising never blocks the loop.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ from sendlearn.capture import StreamInfo
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Role, Welcome
 from sendlearn.transport.messages import DEFAULT_MAX_FRAME, seq_ranges
 
-from .writer import CompletedStream, Refused, StreamMismatch, StreamWriter, open_stream_writer
+from .completed import CompletedStream, open_stream_writer
+from .writer import Overlap, Refused, StorageError, StreamMismatch, StreamWriter
 
 log = logging.getLogger("sendlearn.receiver")
 
 COMMIT_INTERVAL = 0.25  # seconds between fsyncs while blocks arrive (docs/dataset.md, "Durability")
 HELLO_TIMEOUT = 10.0
 TAKEOVER_WAIT = 2.0  # seconds a HELLO waits for the same stream's previous connection to finish
+LINGER = 30.0  # seconds a stream cut without BYE waits for its sender before it is finalised
+FINALISE_WORKERS = 2  # streams finalised at once (each reads its whole audio and journal)
+_FINALISING = object()  # stands in _active for a lingering stream being finalised
 
 
 class Receiver:
@@ -39,17 +48,23 @@ class Receiver:
         tokens: set[str] | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME,
         commit_interval: float = COMMIT_INTERVAL,
+        linger: float = LINGER,
+        finalise_workers: int = FINALISE_WORKERS,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.tokens = tokens
         self.max_frame_size = max_frame_size
         self.commit_interval = commit_interval
-        self._active: dict[tuple[str, str], ServerConnection] = {}
+        self.linger = linger
+        self._active: dict[tuple[str, str], object] = {}
+        self._lingering: dict[tuple[str, str], tuple[StreamWriter, asyncio.Task]] = {}
         self.refused: dict[ErrorCode, int] = {}
         self.streams_finalised = 0
         # fsync waits on the disk, not the CPU: enough threads that many streams' commits overlap
         self.fsync_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sendlearn-fsync")
+        self.finalise_pool = ThreadPoolExecutor(max_workers=finalise_workers, thread_name_prefix="sendlearn-finalise")
+        self.storage_failures = 0
         self.stopping = False
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
@@ -72,6 +87,58 @@ class Receiver:
             await connection.flush_and_close()
         finally:
             await connection.release()
+
+    async def finalise(self, writer: StreamWriter | CompletedStream, ended: str) -> None:
+        """Write a stream's files on the finalise pool; a failure keeps its work folder."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.finalise_pool, writer.finalise, ended)
+            self.streams_finalised += 1
+        except StorageError as exc:
+            self.storage_failures += 1
+            log.error("finalising %s/%s failed, its work folder is kept: %s", writer.info.session,
+                      writer.info.stream, exc.reason)
+            writer.abandon()
+            raise
+        except Exception:
+            log.exception("finalising %s/%s failed; its work folder is kept", writer.info.session,
+                          writer.info.stream)
+            writer.abandon()
+            raise
+
+    def linger_then_finalise(self, key: tuple[str, str], writer: StreamWriter) -> None:
+        """Keep ``writer`` open for its sender to come back; finalise it if it does not."""
+        async def later() -> None:
+            await asyncio.sleep(self.linger)
+            if self._lingering.get(key, (None,))[0] is not writer:
+                return
+            del self._lingering[key]
+            self._active[key] = _FINALISING  # a HELLO meanwhile waits, then hears STREAM_BUSY
+            try:
+                await self.finalise(writer, "connection lost")
+            except Exception:
+                pass  # logged by finalise
+            finally:
+                if self._active.get(key) is _FINALISING:
+                    del self._active[key]
+
+        self._lingering[key] = (writer, asyncio.create_task(later()))
+
+    def take_lingering(self, key: tuple[str, str]) -> StreamWriter | None:
+        if key not in self._lingering:
+            return None
+        writer, task = self._lingering.pop(key)
+        task.cancel()
+        return writer
+
+    async def shutdown(self) -> None:
+        """Finalise every lingering stream (the server has stopped taking connections)."""
+        self.stopping = True
+        for key in list(self._lingering):
+            writer = self.take_lingering(key)
+            try:
+                await self.finalise(writer, "receiver stopped")
+            except Exception:
+                pass  # logged by finalise
 
 
 class _Connection:
@@ -114,11 +181,15 @@ class _Connection:
                         self.dirty = True
                     elif isinstance(event, Bye):
                         await self.finish(event)
-                        return
+                        break
                     elif isinstance(event, Error):
                         log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
+            except Overlap as exc:
+                self.protocol.fail(ErrorCode.OVERLAP, str(exc))
             except Refused as exc:
                 self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
+            except StorageError as exc:
+                self.storage_failed(exc)
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
                 self.commit_soon()
             await self.flush()
@@ -140,13 +211,25 @@ class _Connection:
                           hello.track, hello.host)
         receiver._active[key] = self.ws
         self.key = key
+        lingering = receiver.take_lingering(key)
         try:
-            self.writer = await asyncio.to_thread(open_stream_writer, receiver.data_dir, info, dict(hello.meta),
-                                                  hello.take)
+            if lingering is not None:
+                lingering.check_resume(info, hello.take)
+                self.writer = lingering
+                # what the last connection added after its last commit must be durable before WELCOME
+                durable = await asyncio.get_running_loop().run_in_executor(receiver.fsync_pool, lingering.commit)
+            else:
+                self.writer = await asyncio.to_thread(open_stream_writer, receiver.data_dir, info,
+                                                      dict(hello.meta), hello.take)
+                durable = self.writer.acknowledgeable  # the writer fsynced what it recovered when it opened
         except StreamMismatch as exc:
+            if lingering is not None:
+                receiver.linger_then_finalise(key, lingering)  # still its own sender's to resume
             self.refuse(ErrorCode.STREAM_MISMATCH, str(exc))
             return
-        durable = self.writer.acknowledgeable  # the writer fsynced what it recovered when it opened
+        except StorageError as exc:
+            self.storage_failed(exc)  # release() abandons a lingering writer that failed here
+            return
         self.acked = durable
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
@@ -155,12 +238,20 @@ class _Connection:
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None
         await self.committed()
-        self.writer.bye(bye.last_seq, dict(bye.stats), bye.dropped)
-        through = await asyncio.to_thread(self.writer.commit)
-        self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
-        await self.flush()
-        await asyncio.to_thread(self.writer.finalise, "bye")
-        self.receiver.streams_finalised += 1
+        if self.protocol.close_code is not None:
+            return  # the last commit failed: nothing more is written or acknowledged
+        try:
+            self.writer.bye(bye.last_seq, dict(bye.stats), bye.dropped)
+            through = await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, self.writer.commit)
+            self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
+            self.backfilled = []
+            await self.flush()
+            await self.receiver.finalise(self.writer, "bye")
+        except StorageError as exc:
+            # BYE is durable if its ACK went out: a sender that comes back says BYE again, and
+            # the files are written then
+            self.storage_failed(exc)
+            return
         await self.ws.close(1000, "stream complete")
 
     def commit_soon(self) -> None:
@@ -177,6 +268,13 @@ class _Connection:
     async def _commit(self, through: int, backfilled: list[int]) -> None:
         try:
             await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, self.writer.commit)
+        except StorageError as exc:
+            self.storage_failed(exc)  # no ACK: what this commit covered may not be on disk
+            await self.flush_and_close()
+            return
+        if self.protocol.close_code is not None:
+            return
+        try:
             if through != self.acked or backfilled:
                 self.protocol.send(Ack(through, seq_ranges(backfilled)))
                 self.acked = through
@@ -185,9 +283,21 @@ class _Connection:
             pass
 
     async def committed(self) -> None:
-        """Wait for a background commit, so nothing else touches the writer's files meanwhile."""
+        """Wait for a background commit, so nothing else touches the writer's files meanwhile.
+        ``_commit`` handles its own failures; anything else it raised is a bug, logged here."""
         if self.committing is not None:
-            await asyncio.gather(self.committing, return_exceptions=True)
+            try:
+                await self.committing
+            except ConnectionClosed:
+                pass
+            except Exception:
+                log.exception("commit for %s failed", self.key)
+
+    def storage_failed(self, exc: StorageError) -> None:
+        """The disk refused: the writer is already abandoned; end the connection saying why."""
+        self.receiver.storage_failures += 1
+        if self.protocol.close_code is None:
+            self.protocol.fail(ErrorCode.STORAGE, f"receiver storage: {exc.reason}")
 
     def refuse(self, code: ErrorCode, reason: str) -> None:
         self.protocol.fail(code, reason)  # counted in flush_and_close
@@ -208,19 +318,25 @@ class _Connection:
             pass
 
     async def release(self) -> None:
-        await self.committed()
-        if self.writer is not None and not self.writer.finalised:
-            try:
-                ended = ("bye" if self.writer.last_seq is not None
-                         else "receiver stopped" if self.receiver.stopping
-                         else "connection lost" if self.protocol.close_code is None else "error")
-                await asyncio.to_thread(self.writer.finalise, ended)
-                self.receiver.streams_finalised += 1
-            except Exception:
-                log.exception("finalising %s failed; its work folder is kept", self.key)
-                self.writer.close()
-        if self.key is not None and self.receiver._active.get(self.key) is self.ws:
-            del self.receiver._active[self.key]
+        try:
+            await self.committed()
+            writer = self.writer
+            if isinstance(writer, StreamWriter) and writer.failed is not None:
+                writer.abandon()  # no commit runs now; a new writer resumes from what is synced
+            elif isinstance(writer, StreamWriter) and not writer.finalised:
+                if writer.last_seq is None and not self.receiver.stopping and self.receiver.linger > 0:
+                    self.receiver.linger_then_finalise(self.key, writer)  # its sender may come back
+                else:
+                    ended = ("bye" if writer.last_seq is not None else "receiver stopped"
+                             if self.receiver.stopping else "connection lost")
+                    try:
+                        await self.receiver.finalise(writer, ended)
+                    except Exception:
+                        pass  # logged by finalise; the work folder stays for a resume
+        finally:
+            # always: a stream left marked active would refuse its sender (STREAM_BUSY) for good
+            if self.key is not None and self.receiver._active.get(self.key) is self.ws:
+                del self.receiver._active[self.key]
 
 
 class ReceiverThread:
@@ -279,3 +395,4 @@ class ReceiverThread:
         self.receiver.stopping = True
         server.close()
         await server.wait_closed()
+        await self.receiver.shutdown()

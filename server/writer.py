@@ -1,41 +1,45 @@
-"""One writer per stream: blocks in, a dataset on disk out (docs/dataset.md).
+"""One writer per stream: blocks in, durable work files out (docs/dataset.md, "Durability").
 
 While a stream is open its state lives in ``<stream>/.work/``: ``audio.f32`` (interleaved
 float32, each block written at its own sample position, so out-of-order, duplicate and
 backfilled blocks all land in place) and ``journal`` (one checksummed record per accepted
 block). ``commit`` fsyncs both: that is what "durable" means, and only then is a seq ACKed.
-``finalise`` turns the work files into the public files, each written aside and renamed.
-A writer re-opened on the same folder (a receiver restart) recovers its state from them.
+``finalise`` (server/finalise.py) turns the work files into the public files. A writer
+re-opened on the same folder (a receiver restart) recovers its state from them; a journal
+record damaged on disk is skipped, logged, and reported in ``damage``.
+
+Any OSError from the disk (full, read-only, immutable, I/O error, a failed fsync) becomes
+``StorageError`` and marks the writer ``failed``: every later call raises it again, so nothing
+not synced is acknowledged. Its owner then calls ``abandon`` (on the thread that also adds,
+once no commit is running): nothing buffered is written, and the journal is cut back to what
+was last synced, so a new writer on the folder resumes from exactly what is durable.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
+import logging
 import os
-import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-import soundfile
 
-from sendlearn import __version__
 from sendlearn.capture import Block, StreamInfo
 from sendlearn.transport import BlockEntry, BlocksReceived, Quality
-from sendlearn.transport.journal import Journal, read_records
+from sendlearn.transport.journal import Damage, Journal
 from sendlearn.transport.messages import entry_from_wire, entry_to_wire
 
-from .layout import WORK, fsync_dir, stream_dir, write_aside, write_json
-from .tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
+from .layout import WORK, fsync_dir, stream_dir, write_json
 
-AUDIO_CHUNK_FRAMES = 1 << 16
-SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command; soundfile has no wrapper for it
-
+log = logging.getLogger("sendlearn.receiver")
 
 MAX_SPAN = 1 << 24  # seqs a declared drop or a BYE may reach past what has arrived
+T = TypeVar("T")
 
 
 class StreamMismatch(ValueError):
@@ -46,6 +50,37 @@ class Refused(ValueError):
     """Blocks or a BYE the stream cannot take (the connection ends with INVALID_BLOCK)."""
 
 
+class Overlap(Refused):
+    """A block whose samples overlap stored audio of another seq (the connection ends with OVERLAP)."""
+
+
+class StorageError(Exception):
+    """The disk refused a write or a sync; ``reason`` names the problem for the peer."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextmanager
+def storage(what: str) -> Iterator[None]:
+    """Turn an OSError while doing ``what`` into a StorageError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+
+
+def write_fully(fd: int, data: bytes, offset: int) -> None:
+    """pwrite all of ``data``: a full disk may take part of it and refuse the rest."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n == 0:  # no progress and no error: treat as a full disk
+            raise OSError(28, os.strerror(28))
+        view, offset = view[n:], offset + n
+
+
 class StreamWriter:
     def __init__(self, data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None,
                  take: str | None = None) -> None:
@@ -54,27 +89,41 @@ class StreamWriter:
         self.take = take
         self.dir = stream_dir(data_dir, info.session, info.stream)
         self.work = self.dir / WORK
-        self.work.mkdir(parents=True, exist_ok=True)
-        self._check_info()
-        recorded = json.loads((self.work / "info.json").read_text())
-        self.meta, self.take = recorded.get("meta", {}), recorded.get("take")
-        self.journal, records = Journal.open(self.work / "journal")
-        self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
+        self.finalised = False  # the files are released (finalised, closed or abandoned)
+        self.failed: str | None = None  # the storage error that stopped this writer
+        self.journal: Journal | None = None
+        self._audio_fd: int | None = None
         self.through = -1  # every seq <= through is stored or a declared drop
         self._above: set[int] = set()  # stored seqs beyond the watermark
         self._dropped: list[tuple[int, int]] = []  # declared drops: sorted, disjoint
         self._degraded: dict[int, Quality] = {}  # stored seqs whose audio is below full quality
+        self._samples: list[tuple[int, int]] = []  # sample ranges stored blocks hold: sorted, merged
+        self._spans: dict[int, tuple[int, int]] = {}  # seq -> (start, end) of stored blocks
         self.max_seq = -1
         self._max_block = max(8 * info.block_size, 65536)  # frames a block may hold, for the bound in add()
         self.last_seq: int | None = None  # from BYE
         self.sender_stats: dict[str, Any] = {}
         self.end_sample = 0
         self.duplicates = 0
+        self.damage: list[dict[str, Any]] = []  # journal stretches lost on disk, with the seqs they held
+        try:
+            self._guarded("opening the stream's work files", self._open)
+        except StorageError:
+            self.abandon()  # nobody else holds this writer yet
+            raise
+
+    def _open(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._check_info()
+        recorded = json.loads((self.work / "info.json").read_text())
+        self.meta, self.take = recorded.get("meta", {}), recorded.get("take")
+        self.journal, records, damage = Journal.open_checked(self.work / "journal")
+        self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
         for record in records:
             self._replay(record)
-        self.finalised = False
+        self._record_damage(records, damage)
         # what WELCOME will call durable must be durable: a crash may have left it only in the page cache
-        self.commit()
+        self._sync()
         fsync_dir(self.work)
 
     # --- accepting ------------------------------------------------------------------------
@@ -83,6 +132,9 @@ class StreamWriter:
         """Store a BLOCK message's blocks. A seq already stored is ignored unless this audio is
         of a better quality than what is stored, which then replaces it in place (backfill).
         Returns the seqs of a backfill message, to be acknowledged as backfilled once durable."""
+        return self._guarded("writing", lambda: self._add(received))
+
+    def _add(self, received: BlocksReceived) -> list[int]:
         first_seq = min(b.seq for b in received.blocks)
         for first, last in received.dropped:
             if last >= first_seq or last - first > MAX_SPAN:
@@ -103,16 +155,31 @@ class StreamWriter:
             if seen and (block.audio is None or received.quality >= stored_quality):
                 duplicates += 1  # nothing better than what is on disk
                 continue
+            self._check_place(block, seen)
             if block.audio is not None:
                 frame_bytes = self.info.channels * 4
-                os.pwrite(self._audio_fd, np.ascontiguousarray(block.audio.T).tobytes(),
-                          block.start_sample * frame_bytes)
+                write_fully(self._audio_fd, np.ascontiguousarray(block.audio.T).tobytes(),
+                            block.start_sample * frame_bytes)
             self.journal.append(_block_record(block, received.quality, seen))
-            self._mark(block.seq, block.end_sample, received.quality, replaced=seen)
+            self._mark(block.seq, block.start_sample, block.end_sample, received.quality, replaced=seen)
         if duplicates:
             self.journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in received.blocks] if received.backfill else []
+
+    def _check_place(self, block: Block, seen: bool) -> None:
+        """A block's samples are its own: a backfill replaces its seq's audio exactly, and a new
+        block may not overwrite stored audio of other seqs."""
+        span = (block.start_sample, block.end_sample)
+        if seen:
+            if self._spans.get(block.seq, span) != span:
+                raise Overlap(f"backfill of seq {block.seq} covers samples {span[0]}..{span[1]}, not the "
+                              f"stored {self._spans[block.seq][0]}..{self._spans[block.seq][1]}")
+            return
+        index = bisect.bisect_left(self._samples, (span[1], -1)) - 1
+        if index >= 0 and self._samples[index][1] > span[0]:
+            raise Overlap(f"block {block.seq} (samples {span[0]}..{span[1]}) overlaps stored blocks' "
+                          f"samples {self._samples[index][0]}..{self._samples[index][1]}")
 
     def bye(self, last_seq: int, stats: dict[str, Any] | None = None,
             dropped: tuple[tuple[int, int], ...] = ()) -> None:
@@ -122,31 +189,54 @@ class StreamWriter:
         for first, last in dropped:
             if not self.through < first <= last <= last_seq:
                 raise Refused(f"BYE's dropped range {first}..{last} is outside the stream's open seqs")
-            self.journal.append({"k": "dropped", "first": first, "last": last})
-            self._declare_dropped(first, last)
-        self.journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
-        self._declare_bye(last_seq, stats or {})
+
+        def record() -> None:
+            for first, last in dropped:
+                self.journal.append({"k": "dropped", "first": first, "last": last})
+                self._declare_dropped(first, last)
+            self.journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
+            self._declare_bye(last_seq, stats or {})
+
+        self._guarded("writing", record)
 
     def commit(self) -> int:
         """fsync what was added; returns the seq through which everything is durable (after
         BYE: every seq up to its last, the missing ones recorded as gaps). Safe to run on
-        another thread while ``add`` appends: what was added before it began is covered."""
+        another thread while ``add`` appends: what was added before it began is covered.
+        A failed fsync raises StorageError and abandons the writer: a later fsync could
+        succeed without the failed pages ever reaching the disk."""
         acknowledgeable = self.acknowledgeable
+        self._guarded("syncing", self._sync)
+        return acknowledgeable
+
+    def _sync(self) -> None:
         os.fsync(self._audio_fd)
         self.journal.sync()
-        return acknowledgeable
 
     @property
     def acknowledgeable(self) -> int:
         """The seq through which everything added so far is stored or a recorded gap."""
         return self.through if self.last_seq is None else self.last_seq
 
+    def _guarded(self, what: str, work: Callable[[], T]) -> T:
+        if self.failed is not None:
+            raise StorageError(self.failed)
+        if self.finalised:
+            raise StorageError(f"{what}: the stream's files are already released")
+        try:
+            with storage(what):
+                return work()
+        except StorageError as exc:
+            self.failed = exc.reason
+            log.error("storage failure on %s/%s: %s", self.info.session, self.info.stream, exc.reason)
+            raise
+
     # --- state ----------------------------------------------------------------------------
 
     def _stored(self, seq: int) -> bool:
         return seq <= self.through or seq in self._above
 
-    def _mark(self, seq: int, end_sample: int, quality: Quality, replaced: bool) -> None:
+    def _mark(self, seq: int, start: int, end_sample: int, quality: Quality, replaced: bool) -> None:
         if quality == Quality.FLOAT32:
             self._degraded.pop(seq, None)
         else:
@@ -156,7 +246,20 @@ class StreamWriter:
         self.end_sample = max(self.end_sample, end_sample)
         self.max_seq = max(self.max_seq, seq)
         self._above.add(seq)
+        self._spans[seq] = (start, end_sample)
+        self._claim(start, end_sample)
         self._advance()
+
+    def _claim(self, start: int, end: int) -> None:
+        index = bisect.bisect_left(self._samples, (start, -1))
+        if index > 0 and self._samples[index - 1][1] >= start:
+            index -= 1
+            start = min(start, self._samples[index][0])
+        last = index
+        while last < len(self._samples) and self._samples[last][0] <= end:
+            end = max(end, self._samples[last][1])
+            last += 1
+        self._samples[index:last] = [(start, end)]
 
     def _declare_dropped(self, first: int, last: int) -> None:
         ranges = sorted([*self._dropped, (first, last)])
@@ -173,7 +276,7 @@ class StreamWriter:
         self.last_seq = last_seq
         self.sender_stats = stats
 
-    def _drop_range_at(self, seq: int) -> tuple[int, int] | None:
+    def drop_range_at(self, seq: int) -> tuple[int, int] | None:
         index = bisect.bisect_right(self._dropped, (seq, float("inf"))) - 1
         if index >= 0 and self._dropped[index][0] <= seq <= self._dropped[index][1]:
             return self._dropped[index]
@@ -185,7 +288,7 @@ class StreamWriter:
             if nxt in self._above:
                 self._above.discard(nxt)
                 self.through = nxt
-            elif (declared := self._drop_range_at(nxt)) is not None:
+            elif (declared := self.drop_range_at(nxt)) is not None:
                 self.through = declared[1]  # a whole declared range at once, however long
             else:
                 return
@@ -194,8 +297,8 @@ class StreamWriter:
         kind = record.get("k")
         if kind == "block":
             entry = entry_from_wire(record["entry"])
-            self._mark(entry.seq, entry.start_sample + entry.frames, Quality(record["quality"]),
-                       replaced=self._stored(entry.seq))
+            self._mark(entry.seq, entry.start_sample, entry.start_sample + entry.frames,
+                       Quality(record["quality"]), replaced=self._stored(entry.seq))
         elif kind == "dropped":
             self._declare_dropped(record["first"], record["last"])
         elif kind == "bye":
@@ -203,9 +306,29 @@ class StreamWriter:
         elif kind == "duplicates":
             self.duplicates += record["n"]
 
+    def _record_damage(self, records: list[dict[str, Any]], damage: list[Damage]) -> None:
+        """Name the seqs each damaged stretch held: those missing between the block records
+        on either side of it (a record may be out of seq order, so this is the best bound)."""
+        seqs = [r["entry"]["seq"] if r.get("k") == "block" else None for r in records]
+        for stretch in damage:
+            before = [s for s in seqs[:stretch.before] if s is not None]
+            after = [s for s in seqs[stretch.before:] if s is not None]
+            low = before[-1] + 1 if before else 0
+            high = after[0] - 1 if after else max(self.max_seq, low)
+            lost = [s for s in range(low, high + 1) if not self._stored(s) and self.drop_range_at(s) is None]
+            self.damage.append({"journal_bytes": [stretch.start, stretch.end],
+                                "first_seq": lost[0] if lost else None, "last_seq": lost[-1] if lost else None,
+                                "blocks_lost": len(lost)})
+            log.error("%s/%s: journal damaged at bytes %d..%d; skipped it, blocks lost: %s",
+                      self.info.session, self.info.stream, stretch.start, stretch.end,
+                      f"{lost[0]}..{lost[-1]}" if lost else "none")
+
+    def damaged(self, seq: int) -> bool:
+        return any(d["first_seq"] is not None and d["first_seq"] <= seq <= d["last_seq"] for d in self.damage)
+
     def _check_info(self) -> None:
         path = self.work / "info.json"
-        mine = {**_info_json(self.info), "meta": self.meta, "take": self.take}
+        mine = {**info_json(self.info), "meta": self.meta, "take": self.take}
         if path.exists():
             theirs = json.loads(path.read_text())
             if not self.meta:
@@ -214,131 +337,36 @@ class StreamWriter:
             mine["take"] = theirs.get("take") or self.take
         write_json(path, mine)
 
+    def check_resume(self, info: StreamInfo, take: str | None) -> None:
+        """A HELLO taking over this open writer must be the same stream (and take)."""
+        check_same_stream({**info_json(self.info), "take": self.take},
+                          {**info_json(info), "take": take})
+
     # --- finishing ------------------------------------------------------------------------
 
     def finalise(self, ended: str) -> dict[str, Any]:
-        """Write the public files from what is stored; returns stream.json's content.
+        """Write the public files; see ``server.finalise.finalise``."""
+        from .finalise import finalise
 
-        ``ended`` says how the stream ended ("bye", "connection lost", "receiver stopped").
-        The work folder is removed once the stream is complete (BYE seen), and kept otherwise
-        so a reconnecting sender can resume it.
-        """
-        self.commit()
-        self.journal.close()
-        stored, backfill_log = self._load()
-        complete = self.last_seq is not None
-        gaps = self._gaps(stored)
-        audio_name, subtype = self._write_audio(stored)
-        write_aside(self.dir / "events.parquet", lambda p: write_parquet(events_table(stored), p))
-        write_aside(self.dir / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
-        write_aside(self.dir / "params.parquet", lambda p: write_parquet(params_table(stored), p))
-        write_aside(self.dir / "notes.mid", lambda p: notes_midi(stored, self.info.sample_rate).save(p))
-        summary = {
-            **_info_json(self.info),
-            "audio": {"file": audio_name, "subtype": subtype, "frames": self.end_sample,
-                      "seconds": self.end_sample / self.info.sample_rate},
-            "blocks": len(stored),
-            "events": sum(len(s.entry.midi) for s in stored),
-            "params": sum(len(s.entry.params) for s in stored),
-            "first_seq": stored[0].entry.seq if stored else None,
-            "last_seq": self.last_seq if self.last_seq is not None else (stored[-1].entry.seq if stored else None),
-            "complete": complete,
-            "ended": ended,
-            "take": self.take,
-            "gaps": gaps,
-            "duplicates_ignored": self.duplicates,
-            "quality": {"history": _quality_runs(stored), "backfills": backfill_log},
-            "meta": self.meta,
-            "sender": self.sender_stats,
-            "checksums": {name: _sha256(self.dir / name)
-                          for name in (audio_name, "events.parquet", "blocks.parquet", "params.parquet", "notes.mid")},
-            "finalised_at": time.time(),
-            "receiver": f"sendlearn {__version__}",
-        }
-        write_json(self.dir / "stream.json", summary)
-        os.close(self._audio_fd)
-        self.finalised = True
-        if complete:
-            shutil.rmtree(self.work, ignore_errors=True)
-        return summary
+        return finalise(self, ended)
 
     def close(self) -> None:
         """Release files without finalising (the work folder stays for a later resume)."""
         if not self.finalised:
-            self.journal.close()
-            os.close(self._audio_fd)
-            self.finalised = True
+            try:
+                self._sync()
+            finally:
+                self.abandon()
 
-    def _load(self) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
-        records, _ = read_records(self.work / "journal")
-        latest: dict[int, StoredBlock] = {}
-        backfills: list[dict[str, Any]] = []
-        for record in records:
-            if record.get("k") != "block":
-                continue
-            entry: BlockEntry = entry_from_wire(record["entry"])
-            quality = Quality(record["quality"])
-            if entry.seq in latest:
-                if quality >= latest[entry.seq].quality:
-                    continue  # add() stores a seq again only when its audio is better
-                backfills.append({"seq": entry.seq, "from": latest[entry.seq].quality.name,
-                                  "to": quality.name, "at": record["at"]})
-                latest[entry.seq] = StoredBlock(entry, quality, True)
-            else:
-                latest[entry.seq] = StoredBlock(entry, quality, False)
-        return [latest[seq] for seq in sorted(latest)], _runs_of(backfills)
-
-    def _gaps(self, stored: list[StoredBlock]) -> list[dict[str, Any]]:
-        """Runs of seqs up to the last that are not stored, from the stored ones (no walk over
-        every seq: a BYE may name a seq far past the last that arrived)."""
-        entries = [s.entry for s in stored]
-        last = self.last_seq if self.last_seq is not None else (entries[-1].seq if entries else -1)
-        gaps = []
-        before = None
-        for after in [*entries, None]:
-            first = before.seq + 1 if before else 0
-            end = after.seq - 1 if after else last
-            if first <= end:
-                gaps.append({
-                    "first_seq": first, "last_seq": end,
-                    "start_sample": before.start_sample + before.frames if before else 0,
-                    "end_sample": after.start_sample if after else None,
-                    "reason": self._gap_reason(first, end),
-                })
-            before = after
-        return gaps
-
-    def _gap_reason(self, first: int, last: int) -> str:
-        declared = self._drop_range_at(first)
-        if declared is not None and declared[1] >= last:
-            return "dropped by the sender's audio thread"
-        return "never arrived"
-
-    def _write_audio(self, stored: list[StoredBlock]) -> tuple[str, str]:
-        qualities = {s.quality for s in stored}
-        if Quality.FLOAT32 in qualities or not qualities - {Quality.NONE}:
-            name, fmt, subtype = "audio.wav", "WAV", "FLOAT"
-        elif Quality.PCM24 in qualities:
-            name, fmt, subtype = "audio.flac", "FLAC", "PCM_24"
-        else:
-            name, fmt, subtype = "audio.flac", "FLAC", "PCM_16"
-        channels, frames = self.info.channels, self.end_sample
-        os.ftruncate(self._audio_fd, frames * channels * 4)  # unwritten tails read as silence
-
-        def write(tmp: Path) -> None:
-            with soundfile.SoundFile(tmp, "w", self.info.sample_rate, channels, subtype, format=fmt) as out:
-                if fmt == "WAV":  # no PEAK chunk: it holds a timestamp, and equal data must give equal files
-                    soundfile._snd.sf_command(out._file, SFC_SET_ADD_PEAK_CHUNK, soundfile._ffi.NULL, 0)
-                for start in range(0, frames, AUDIO_CHUNK_FRAMES):
-                    n = min(AUDIO_CHUNK_FRAMES, frames - start)
-                    raw = os.pread(self._audio_fd, n * channels * 4, start * channels * 4)
-                    out.write(np.frombuffer(raw, dtype="<f4").reshape(n, channels))
-
-        write_aside(self.dir / name, write)
-        for other in ("audio.wav", "audio.flac"):
-            if other != name:
-                (self.dir / other).unlink(missing_ok=True)
-        return name, subtype
+    def abandon(self) -> None:
+        """Release the files without writing anything more (after a storage error, the journal
+        cut back to its last sync: records after it may never have reached the disk)."""
+        self.finalised = True
+        if self.journal is not None:
+            self.journal.abandon(rollback=self.failed is not None)
+        if self._audio_fd is not None:
+            fd, self._audio_fd = self._audio_fd, None
+            os.close(fd)
 
 
 def check_same_stream(on_disk: dict[str, Any], hello: dict[str, Any]) -> None:
@@ -352,58 +380,6 @@ def check_same_stream(on_disk: dict[str, Any], hello: dict[str, Any]) -> None:
             "give this take its own session or stream id")
 
 
-class CompletedStream:
-    """A stream whose sender said BYE and whose files are written: it takes no more blocks and
-    is never written again. A sender that reconnects (it missed the last ACK) is told it is all
-    durable; one that sends a new take under the same ids is refused."""
-
-    finalised = True
-
-    def __init__(self, summary: dict[str, Any]) -> None:
-        self.summary = summary
-        self.last_seq = summary["last_seq"] if summary["last_seq"] is not None else -1
-        self.through = self.last_seq
-
-    def add(self, received: BlocksReceived) -> list[int]:
-        for block in received.blocks:
-            if block.seq > self.last_seq:
-                raise Refused(f"the stream is complete through seq {self.last_seq}; seq {block.seq} is new")
-        return [block.seq for block in received.blocks] if received.backfill else []
-
-    def bye(self, last_seq: int, stats: dict[str, Any] | None = None, dropped: tuple = ()) -> None:
-        if last_seq != self.last_seq:
-            raise Refused(f"the stream is complete through seq {self.last_seq}, not {last_seq}")
-
-    def commit(self) -> int:
-        return self.last_seq
-
-    @property
-    def acknowledgeable(self) -> int:
-        return self.last_seq
-
-    def finalise(self, ended: str) -> dict[str, Any]:
-        return self.summary
-
-    def close(self) -> None:
-        pass
-
-
-def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None,
-                       take: str | None = None) -> StreamWriter | CompletedStream:
-    """The writer for a HELLO: the open stream's (resumed from disk), or a completed one's."""
-    folder = stream_dir(data_dir, info.session, info.stream)
-    summary_path = folder / "stream.json"
-    if summary_path.exists() and not (folder / WORK).exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("complete"):
-            check_same_stream(summary, {**_info_json(info), "take": take})
-            if not take or not summary.get("take"):
-                raise StreamMismatch(f"{info.session}/{info.stream} is complete on disk; "
-                                     "give a new take its own session or stream id")
-            return CompletedStream(summary)
-    return StreamWriter(data_dir, info, meta, take)
-
-
 def _block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:
     entry = BlockEntry(block.seq, block.start_sample, block.frames, block.playhead, block.midi,
                        block.params, block.digest)
@@ -411,36 +387,6 @@ def _block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, A
             "entry": entry_to_wire(entry)}
 
 
-def _info_json(info: StreamInfo) -> dict[str, Any]:
+def info_json(info: StreamInfo) -> dict[str, Any]:
     return {"session": info.session, "stream": info.stream, "track": info.track, "host": info.host,
             "sample_rate": info.sample_rate, "channels": info.channels, "block_size": info.block_size}
-
-
-def _quality_runs(stored: list[StoredBlock]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for s in stored:
-        if runs and runs[-1]["quality"] == s.quality.name and runs[-1]["last_seq"] == s.entry.seq - 1:
-            runs[-1]["last_seq"] = s.entry.seq
-        else:
-            runs.append({"first_seq": s.entry.seq, "last_seq": s.entry.seq, "quality": s.quality.name})
-    return runs
-
-
-def _runs_of(backfills: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for b in backfills:
-        last = runs[-1] if runs else None
-        if last and last["last_seq"] == b["seq"] - 1 and last["from"] == b["from"] and last["to"] == b["to"]:
-            last["last_seq"], last["until"] = b["seq"], b["at"]
-        else:
-            runs.append({"first_seq": b["seq"], "last_seq": b["seq"], "from": b["from"], "to": b["to"],
-                         "at": b["at"], "until": b["at"]})
-    return runs
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

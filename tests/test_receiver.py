@@ -229,7 +229,7 @@ def test_duplicates_ignored_out_of_order_placed_and_missing_recorded(tmp_path: P
 def test_a_stream_cut_without_bye_is_finalised_then_resumed(tmp_path: Path) -> None:
     blocks = [make_block(seq, frames=128) for seq in range(8)]
     hello = Hello("sess", "keys", "", SR, 2, 128, "raw")
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
+    with ReceiverThread(tmp_path, commit_interval=0.05, linger=0.2) as receiver:  # finalised after 0.2 s
         client = RawClient(receiver.url, hello)
         client.send(blocks[:5])
         client.read_until_ack(4)

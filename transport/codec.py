@@ -5,6 +5,7 @@ Levels change how audio is coded, never MIDI, playhead or automation:
     FLOAT32  raw float32, bit-for-bit
     PCM24    24-bit integers (lossless at 24 bits): FLAC or packed little-endian, the smaller
     PCM16    16-bit integers (lossless at 16 bits): FLAC or little-endian, the smaller
+             (FLAC holds at most 8 channels: more are always sent packed)
     REDUCED  mono (channel mean) at half the rate (even samples), 16-bit; decoded by linear
              interpolation back to the full rate and copied to every channel
     NONE     no audio: MIDI, playhead and automation only
@@ -35,6 +36,7 @@ class Quality(IntEnum):
 CODINGS = ("f32", "s24", "s16", "flac", "none")
 _BITS = {Quality.PCM24: 24, Quality.PCM16: 16}
 _FLAC_SUBTYPE = {16: "PCM_16", 24: "PCM_24"}
+FLAC_MAX_CHANNELS = 8
 
 
 def quantize(audio: np.ndarray, bits: int) -> np.ndarray:
@@ -88,6 +90,8 @@ def encode_audio(audio: np.ndarray, quality: Quality, sample_rate: int) -> tuple
         bits = _BITS[quality]
         q = quantize(audio, bits)
     raw = _pack(q, bits)
+    if q.shape[0] > FLAC_MAX_CHANNELS:
+        return f"s{bits}", raw
     flac = _flac_encode(q, bits, sample_rate)
     return ("flac", flac) if len(flac) < len(raw) else (f"s{bits}", raw)
 

@@ -24,6 +24,8 @@ class ErrorCode(IntEnum):
     STREAM_MISMATCH = 4009
     RECEIVER_ERROR = 4010
     GOING_AWAY = 4011
+    STORAGE = 4012
+    OVERLAP = 4013
 
 
 EXPLANATIONS: dict[ErrorCode, str] = {
@@ -39,6 +41,9 @@ EXPLANATIONS: dict[ErrorCode, str] = {
     ErrorCode.STREAM_MISMATCH: "HELLO disagrees with what is on disk for this stream (rate, channels)",
     ErrorCode.RECEIVER_ERROR: "the receiver failed internally; no details are given to the peer",
     ErrorCode.GOING_AWAY: "the receiver is shutting down; reconnect later",
+    ErrorCode.STORAGE: "the receiver cannot write or sync its disk (full, read-only, I/O error); nothing unsynced "
+                       "was acknowledged; reconnect later",
+    ErrorCode.OVERLAP: "a block's samples overlap stored audio of other seqs",
 }
 
 

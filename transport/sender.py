@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -36,7 +37,8 @@ IDLE_POLL = 0.002  # seconds between looks at an empty hand-off
 SYNC_INTERVAL = 1.0  # seconds between spool fsyncs
 # the receiver said no for a reason a retry cannot change
 FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.BAD_ID, ErrorCode.STREAM_MISMATCH, ErrorCode.UNSUPPORTED_VERSION,
-               ErrorCode.MALFORMED, ErrorCode.BAD_DIGEST, ErrorCode.INVALID_BLOCK, ErrorCode.UNEXPECTED_MESSAGE}
+               ErrorCode.MALFORMED, ErrorCode.BAD_DIGEST, ErrorCode.INVALID_BLOCK, ErrorCode.UNEXPECTED_MESSAGE,
+               ErrorCode.OVERLAP}
 
 
 class SenderError(RuntimeError):
@@ -48,7 +50,11 @@ class SenderError(RuntimeError):
 
 
 class _LinkLost(Exception):
-    """The connection ended; worth reconnecting."""
+    """The connection ended; worth reconnecting. ``code``: the receiver's reason, if it gave one."""
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Sender:
@@ -97,6 +103,7 @@ class Sender:
         self.meta = tuple(sorted({**dict(info.meta), **(meta or {})}.items()))
         self.stats = stats  # called for BYE: the producer's closing figures (xruns, …)
         self.error: SenderError | None = None
+        self._told: set[tuple[ErrorCode, str]] = set()  # receiver reasons already printed
         self.max_frame_size = DEFAULT_MAX_FRAME  # until WELCOME says the receiver's
         # counters
         self.blocks_sent = self.bytes_sent = self.audio_bytes_sent = 0
@@ -196,6 +203,8 @@ class Sender:
                 return
             except _LinkLost as exc:
                 reason = str(exc)
+                if exc.code == ErrorCode.STORAGE:
+                    last_progress = time.monotonic()  # the receiver is there and says why: wait for its disk
             except (OSError, ConnectionClosed, TimeoutError, InvalidHandshake) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except InvalidURI as exc:
@@ -295,7 +304,7 @@ class Sender:
                 self._on_ack(event.durable_through, (), resumed=True)
                 return
             if isinstance(event, Error):
-                self._raise_for(event.code, f"receiver refused the stream: {event.code.name}: {event.reason}")
+                self._raise_for(event.code, event.reason, "receiver refused the stream")
         raise _LinkLost(f"receiver answered HELLO with nothing usable ({protocol.close_reason})")
 
     async def _stream(self, ws: ClientConnection, protocol: Protocol, acks: asyncio.Task,
@@ -413,7 +422,7 @@ class Sender:
                 if isinstance(event, Ack):
                     self._on_ack(event.through, event.backfilled)
                 elif isinstance(event, Error):
-                    self._raise_for(event.code, f"receiver ended the stream: {event.code.name}: {event.reason}")
+                    self._raise_for(event.code, event.reason, "receiver ended the stream")
             if protocol.close_code is not None:
                 raise SenderError(f"protocol error: {protocol.close_reason}", protocol.close_code)
 
@@ -457,10 +466,16 @@ class Sender:
         self._backfill_unacked.clear()
         self._sent_at.clear()
 
-    def _raise_for(self, code: ErrorCode, message: str) -> None:
+    def _raise_for(self, code: ErrorCode, reason: str, what: str) -> None:
+        message = f"{what}: {code.name}: {reason}"
         if code in FATAL_CODES:
             raise SenderError(message, code)
-        raise _LinkLost(message)  # busy, going away, receiver error: try again
+        # storage, busy, going away, receiver error: try again, and tell the user why once
+        if (code, reason) not in self._told:
+            self._told.add((code, reason))
+            print(f"sendlearn: {self.info.session}/{self.info.stream}: the receiver at {self.url} said "
+                  f"{code.name}: {reason}; retrying until it can take the stream", file=sys.stderr, flush=True)
+        raise _LinkLost(message, code)
 
     @staticmethod
     async def _flush(ws: ClientConnection, protocol: Protocol) -> None:
