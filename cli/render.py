@@ -100,7 +100,7 @@ def _check_hosts(loaded: list[tuple[Path, Session]]) -> None:
     from importlib.util import find_spec
 
     for path, session in loaded:
-        if any(t.instrument.host == "dawdreamer" for t in session.tracks) and find_spec("dawdreamer") is None:
+        if any(t.host == "dawdreamer" for t in session.tracks) and find_spec("dawdreamer") is None:
             raise UsageError(f"{path}: rendering needs DawDreamer, which this install lacks "
                              "(pip install 'sendlearn[hosts]')")
 
@@ -114,6 +114,8 @@ def _default_instrument() -> str:
 def _check_midi_files(path: Path, session: Session) -> None:
     # A MIDI file mido cannot read is bad input (exit 2), not a failed render (exit 1).
     for index, track in enumerate(session.tracks):
+        if track.midi is None:
+            continue
         try:
             Timeline(track.midi, session.sample_rate)
         except (OSError, EOFError, ValueError, KeyError) as exc:
@@ -183,7 +185,7 @@ def capture_session(session: Session, url: str, *, token: str | None = None, pro
 
 def render_take(session: Session, info: Any) -> str:
     """The take id of an offline render: a digest of what determines its blocks (the session's
-    settings, the track, its MIDI file's bytes). Renders are deterministic, so the same inputs
+    settings, the track, its MIDI and audio files' bytes). Renders are deterministic, so the same inputs
     make the same take: a render that was cut off resumes where the receiver stopped, and one
     already complete is acknowledged at once instead of written again."""
     import hashlib
@@ -191,8 +193,9 @@ def render_take(session: Session, info: Any) -> str:
     track = next((t for t in session.tracks if info.track == t.name), None)
     digest = hashlib.sha256(repr((session.name, session.sample_rate, session.block_size, info.stream, track))
                             .encode())
-    if track is not None:
-        digest.update(Path(track.midi).read_bytes())
+    for path in (track.midi, track.audio) if track is not None else ():
+        if path is not None:
+            digest.update(Path(path).read_bytes())
     return "render-" + digest.hexdigest()[:16]
 
 

@@ -14,43 +14,34 @@ block of it is written as good data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
 from sendlearn.capture import StreamInfo
 
-from .instrument import Instrument
+from .chain import AlignedChain, ChainError, EffectChain, measure_latency
+from .feed import (
+    SILENCE,
+    BlockFeeder,
+    TrackResult,
+    automation_points,
+    check_render,
+    effect_changes,
+    feed_through_chain,
+    initial_values,
+)
 from .processor import CaptureProcessor
-from .render import RenderError, apply_effects, apply_gain, automation_curve, onset_lag, render_stream
-from .session import Automation, Session, Track, gm_stream_name
+from .render import RenderError, automation_curve, onset_lag, render_stream
+from .session import Session, Track, gm_stream_name
 from .timeline import TimedEvent, Timeline
-
-SILENCE = 1e-6  # peak below -120 dBFS: the instrument made no sound
 
 OpenStream = Callable[[StreamInfo], CaptureProcessor]
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class TrackResult:
-    """What became of one stream. ``lag`` is FluidSynth's measured onset lag in frames
-    (audio after events); None for sample-exact hosts."""
-
-    track: str
-    stream: str
-    host: str
-    seconds: float
-    frames: int
-    events: int
-    blocks: int
-    ok: bool
-    reason: str | None = None
-    lag: int | None = None
+__all__ = ["SILENCE", "OpenStream", "Progress", "TrackResult", "automation_points", "check_render", "feed_blocks",
+           "render_session", "stream_parts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +58,14 @@ def render_session(session: Session, open_stream: OpenStream, *, progress: Progr
     One stream is captured (on a second thread) while the next one renders: DawDreamer lets go
     of the GIL while it renders, so the two overlap on two cores. Results keep session order.
     """
-    pending: list[TrackResult | Future[TrackResult]] = []
+    from .recording import capture_recording
+
+    pending: list[TrackResult | Future[TrackResult] | Future[list[TrackResult]]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-capture") as capture:
         for track in session.tracks:
+            if track.recorded:
+                pending.append(capture.submit(capture_recording, session, track, open_stream, progress))
+                continue
             try:
                 timeline = Timeline(track.midi, session.sample_rate)
             except (OSError, EOFError, ValueError, KeyError) as exc:  # mido's ways of saying "not a MIDI file"
@@ -82,13 +78,17 @@ def render_session(session: Session, open_stream: OpenStream, *, progress: Progr
                     pending.append(rendered)
                 else:
                     pending.append(capture.submit(_capture_part, rendered, open_stream, progress))
-        return [p.result() if isinstance(p, Future) else p for p in pending]
+        results: list[TrackResult] = []
+        for p in pending:
+            done = p.result() if isinstance(p, Future) else p
+            results += done if isinstance(done, list) else [done]
+        return results
 
 
 def stream_parts(track: Track, timeline: Timeline) -> list[_Part]:
     """The streams a track makes. ``gm``: one per channel that plays notes, each with that
     channel's messages plus every system message (sysex is for the whole device)."""
-    if track.instrument.kind != "gm":
+    if track.instrument is None or track.instrument.kind != "gm":
         return [_Part(track.name, tuple(timeline.events))]
     channels = sorted({e.channel for e in timeline.events if e.channel is not None and e.data[0] & 0xF0 == 0x90})
     return [
@@ -112,15 +112,13 @@ class _Rendered:
 
 def _render_part(session: Session, track: Track, timeline: Timeline, part: _Part) -> _Rendered | TrackResult:
     frames, rate, size = timeline.length, session.sample_rate, session.block_size
-    instrument: Instrument = track.instrument
+    instrument = track.instrument
+    assert instrument is not None  # a recording is captured by recording.capture_recording
     try:
-        params = automation_points(track.automation, timeline, frames)
+        params = automation_points(track.instrument_lanes(), timeline, frames)
         curves = {name: automation_curve(points, frames) for name, points in params.items()}
         audio = render_stream(instrument, part.events, frames, rate, timeline=timeline,
                               block_size=size, automation=curves)
-        if audio.shape[1] == frames:
-            audio = apply_gain(apply_effects(audio, rate, [(e.name, dict(e.options)) for e in track.effects]),
-                               track.gain_db)
     except (RenderError, ValueError, TypeError) as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"render failed: {exc}")
     problem = check_render(audio, frames)
@@ -131,28 +129,42 @@ def _render_part(session: Session, track: Track, timeline: Timeline, part: _Part
 
 
 def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progress | None) -> TrackResult:
+    """The instrument's audio through the track's effect chain, block by block, into its stream."""
     session, track, timeline, part, audio, params, lag = (
         rendered.session, rendered.track, rendered.timeline, rendered.part, rendered.audio, rendered.params,
         rendered.lag)
     frames, rate, size = timeline.length, session.sample_rate, session.block_size
     instrument = track.instrument
-    meta = () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
-    info = StreamInfo(session.name, part.stream, rate, audio.shape[0], size, track=track.name, host=instrument.host,
+    assert instrument is not None
+    channels = audio.shape[0]
+    try:
+        moves = effect_changes(automation_points(track.effect_lanes(), timeline, frames), size)
+        initial = initial_values(moves)
+        latency = measure_latency(track.effects, rate, channels, size, initial)
+        chain = AlignedChain(EffectChain(track.effects, rate, initial), latency, channels, size)
+    except (ChainError, ValueError, TypeError) as exc:
+        return _failed(track, part.stream, frames, rate, len(part.events), f"effects failed: {exc}")
+    meta: tuple = () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
+    if track.effects:
+        meta += latency.meta()
+    info = StreamInfo(session.name, part.stream, rate, channels, size, track=track.name, host=instrument.host,
                       meta=meta)
     processor = open_stream(info)
     changes = sorted(
-        ((sample, name, value) for name, points in params.items() for sample, value in points),
+        [(sample, name, value) for name, points in params.items() for sample, value in points] + moves,
         key=lambda c: c[0],
     )
+    feeder = BlockFeeder(processor, part.events, changes, timeline,
+                         (lambda done: progress(part.stream, done, frames)) if progress else None)
     try:
-        blocks = feed_blocks(processor, audio, part.events, changes, timeline, size,
-                             lambda done: progress(part.stream, done, frames) if progress else None)
-    except RuntimeError as exc:  # the consumer gave up (HandOff.fail): this stream is not whole
+        feed_through_chain(audio, chain, moves, size, feeder, gain_db=track.gain_db)
+        feeder.check_all_fed()
+    except (RuntimeError, ValueError) as exc:  # the consumer gave up (HandOff.fail), or the chain did
         return _failed(track, part.stream, frames, rate, len(part.events), f"capture failed: {exc}")
     finally:
         processor.close()
     return TrackResult(track.name, part.stream, instrument.host, frames / rate, frames, len(part.events),
-                       blocks, True, None, lag)
+                       feeder.blocks, True, None, lag)
 
 
 def feed_blocks(
@@ -162,59 +174,12 @@ def feed_blocks(
 ) -> int:
     """Feed ``audio`` in ``block_size`` blocks (the last may be shorter) with the events and
     parameter changes that fall in each, at their offsets; return the number of blocks."""
-    frames = audio.shape[1]
-    e = c = blocks = 0
-    for start in range(0, frames, block_size):
-        end = min(start + block_size, frames)
-        midi = []
-        while e < len(events) and events[e].sample < end:
-            midi.append((events[e].sample - start, events[e].data))
-            e += 1
-        params = []
-        while c < len(changes) and changes[c][0] < end:
-            params.append((changes[c][0] - start, changes[c][1], changes[c][2]))
-            c += 1
-        processor.process(audio[:, start:end], midi, timeline.playhead_at(start), params)
-        blocks += 1
-        if done is not None:
-            done(end)
-    if e != len(events):  # the timeline's length covers its last event: this is a bug, not bad input
-        raise AssertionError(f"{len(events) - e} events fall after the stream's {frames} frames")
-    return blocks
-
-
-def automation_points(lanes: Sequence[Automation], timeline: Timeline, frames: int) -> dict[str, list[tuple[int, float]]]:
-    """Each lane's points as (sample, value), in the stream; a point past the end is dropped
-    and the value the line reaches at the last sample takes its place."""
-    out: dict[str, list[tuple[int, float]]] = {}
-    for lane in lanes:
-        points = []
-        for time, value in lane.points:
-            seconds = Fraction(time) if lane.unit == "seconds" else timeline.seconds_at_beats(Fraction(time))
-            points.append((math.floor(seconds * timeline.sample_rate), float(value)))
-        inside = [p for p in points if p[0] < frames]
-        if len(inside) < len(points):
-            last = float(automation_curve(points, frames)[-1])
-            if not inside or inside[-1][0] != frames - 1:
-                inside.append((frames - 1, last))
-        if inside[0][0] > 0:
-            inside.insert(0, (0, inside[0][1]))  # the value holds from the start
-        out[lane.param] = inside
-    return out
-
-
-def check_render(audio: np.ndarray, frames: int) -> str | None:
-    """Why ``audio`` is not good data, or None."""
-    if audio.ndim != 2 or audio.shape[0] < 1:
-        return f"render returned an array of shape {audio.shape}"
-    if audio.shape[1] != frames:
-        return f"render is {audio.shape[1]} frames long, the timeline says {frames}"
-    if not np.isfinite(audio).all():
-        return "render holds NaN or infinite samples"
-    if float(np.max(np.abs(audio), initial=0.0)) < SILENCE:
-        return "render is silent"
-    return None
+    feeder = BlockFeeder(processor, events, changes, timeline, done)
+    for start in range(0, audio.shape[1], block_size):
+        feeder.feed(audio[:, start:start + block_size])
+    feeder.check_all_fed()
+    return feeder.blocks
 
 
 def _failed(track: Track, stream: str, frames: int, rate: int, events: int, reason: str) -> TrackResult:
-    return TrackResult(track.name, stream, track.instrument.host, frames / rate, frames, events, 0, False, reason)
+    return TrackResult(track.name, stream, track.host, frames / rate, frames, events, 0, False, reason)

@@ -32,6 +32,10 @@ DEFAULT_SAMPLE_RATE = 48000
 DEFAULT_BLOCK_SIZE = 512
 UNITS = ("seconds", "beats")
 GAIN_DB_RANGE = (-120.0, 24.0)
+DEFAULT_BPM = 120.0
+DEFAULT_METER = (4, 4)
+BPM_RANGE = (1.0, 960.0)
+_EFFECT_ID = re.compile(r"^[A-Za-z0-9_#-]{1,32}$")
 # pedalboard classes that host third-party code or containers: not "built-in effects".
 _NOT_EFFECTS = {"Plugin", "Pedalboard", "Chain", "Mix", "ExternalPlugin", "VST3Plugin", "AudioUnitPlugin"}
 
@@ -59,20 +63,75 @@ class Automation:
 
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """A pedalboard built-in effect: class ``name`` and its constructor's keyword options."""
+    """A pedalboard built-in effect: class ``name``, its constructor's keyword options, and
+    ``id``, the name its automation lanes use (``id.param``; default: ``name`` in lower case,
+    ``name#2`` for a repeat). An empty ``id`` (made in code) means the default."""
 
     name: str
     options: tuple[tuple[str, Any], ...] = ()
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Track:
+    """A track: ``midi`` + ``instrument`` (one stream), or a recording ``audio`` (two streams,
+    ``NAME-dry`` and ``NAME-wet``) whose clock is an optional ``midi`` conductor or ``bpm``
+    and ``meter``. ``instrument`` is None for a recording."""
+
     name: str
-    midi: Path
-    instrument: Instrument
+    midi: Path | None
+    instrument: Instrument | None
     gain_db: float = 0.0
     effects: tuple[Effect, ...] = ()
     automation: tuple[Automation, ...] = ()
+    audio: Path | None = None
+    bpm: float = DEFAULT_BPM
+    meter: tuple[int, int] = DEFAULT_METER
+
+    @property
+    def recorded(self) -> bool:
+        return self.audio is not None
+
+    @property
+    def host(self) -> str:
+        """What makes the track's (wet) audio: goes into StreamInfo.host."""
+        return "pedalboard" if self.instrument is None else self.instrument.host
+
+    def effect_ids(self) -> list[str]:
+        return effect_ids(self.effects)
+
+    def effect_lanes(self) -> tuple[Automation, ...]:
+        """The lanes that move an effect's parameter (``id.param``); the rest go to the instrument."""
+        ids = set(self.effect_ids())
+        return tuple(a for a in self.automation if a.param.split(".", 1)[0] in ids and "." in a.param)
+
+    def instrument_lanes(self) -> tuple[Automation, ...]:
+        effect = set(self.effect_lanes())
+        return tuple(a for a in self.automation if a not in effect)
+
+
+def effect_ids(effects: tuple[Effect, ...] | list[Effect]) -> list[str]:
+    """Each effect's id: its own, or its class name in lower case (``name#2``, ``#3`` for repeats)."""
+    taken: list[str] = []
+    for effect in effects:
+        if effect.id:
+            taken.append(effect.id)
+            continue
+        base = effect.name.lower()
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}#{n}"
+        taken.append(candidate)
+    return taken
+
+
+def dry_stream_name(track: str) -> str:
+    return f"{track}-dry"
+
+
+def wet_stream_name(track: str) -> str:
+    return f"{track}-wet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +193,15 @@ def safe_name(text: str) -> str:
     return cleaned
 
 
+def track_streams(track: Track) -> list[str]:
+    """The ids of the streams a track writes (a gm track: the longest, ``NAME-ch16``)."""
+    if track.recorded:
+        return [dry_stream_name(track.name), wet_stream_name(track.name)]
+    if track.instrument is not None and track.instrument.kind == "gm":
+        return [gm_stream_name(track.name, 15)]
+    return [track.name]
+
+
 def gm_stream_name(track: str, channel: int) -> str:
     """Stream id of a General MIDI track's 0-based ``channel``: ``keys-ch10`` is the drums."""
     return f"{track}-ch{channel + 1}"
@@ -168,28 +236,113 @@ class _Reader:
             track = self.track(key, table)
             if track.name in seen:
                 raise self.fail(f"{key}.name", f"{track.name!r} is used by another track (each track is one stream)")
-            seen.add(track.name)
+            clash = seen & set(track_streams(track))
+            if clash:
+                raise self.fail(f"{key}.name", f"its stream {sorted(clash)[0]!r} is another track's name")
+            seen.update(track_streams(track) + [track.name])
+            if track.recorded and track.audio is not None:
+                self.recording_rate(f"{key}.audio", track.audio, rate)
             parsed.append(track)
         return Session(name, rate, size, tuple(parsed), self.file)
 
     def track(self, key: str, table: dict) -> Track:
+        if "audio" in table:
+            return self.recorded_track(key, table)
         self.only(table, key, {"name", "midi", "instrument", "gain_db", "effects", "automation"})
         name = self.name(f"{key}.name", self.need(table, key, "name"))
-        midi_value = self.typed(f"{key}.midi", self.need(table, key, "midi"), str, "a path string")
-        midi = (self.base / midi_value).resolve()
-        if not midi.is_file():
-            raise self.fail(f"{key}.midi", f"MIDI file {midi} not found")
+        midi = self.midi_path(key, self.need(table, key, "midi"))
         instrument = self.instrument(f"{key}.instrument", table.get("instrument", DEFAULT_INSTRUMENT))
+        gain, effects, automation = self.chain(key, table)
+        track = Track(name, midi, instrument, gain, tuple(effects), tuple(automation))
+        if track.instrument_lanes() and instrument.host != "dawdreamer":
+            raise self.fail(f"{key}.automation", f"{instrument.kind} instruments (FluidSynth) take no automation")
+        self.stream_names(track, f"{key}.name")
+        return track
+
+    def recorded_track(self, key: str, table: dict) -> Track:
+        """``audio = "take.wav"``: a recording through the chain; its clock is ``midi`` or ``bpm``/``meter``."""
+        self.only(table, key, {"name", "audio", "midi", "bpm", "meter", "gain_db", "effects", "automation"})
+        name = self.name(f"{key}.name", self.need(table, key, "name"))
+        audio = self.audio_path(f"{key}.audio", table["audio"])
+        midi = self.midi_path(key, table["midi"]) if "midi" in table else None
+        if midi is not None and ("bpm" in table or "meter" in table):
+            raise self.fail(f"{key}.{'bpm' if 'bpm' in table else 'meter'}",
+                            "a track with a midi conductor takes its tempo and meter from it; drop bpm/meter")
+        bpm = self.number(f"{key}.bpm", table.get("bpm", DEFAULT_BPM))
+        if not BPM_RANGE[0] <= bpm <= BPM_RANGE[1]:
+            raise self.fail(f"{key}.bpm", f"{bpm} is outside {BPM_RANGE[0]:g}..{BPM_RANGE[1]:g}")
+        meter = self.meter(f"{key}.meter", table.get("meter", "4/4"))
+        gain, effects, automation = self.chain(key, table)
+        track = Track(name, midi, None, gain, tuple(effects), tuple(automation), audio, bpm, meter)
+        stray = track.instrument_lanes()
+        if stray:
+            ids = ", ".join(track.effect_ids()) or "none"
+            index = track.automation.index(stray[0])
+            raise self.fail(f"{key}.automation[{index}].param",
+                            f"{stray[0].param!r} is not ID.PARAM of one of this track's effects (ids: {ids}); "
+                            "a recording has no instrument")
+        self.stream_names(track, f"{key}.name")
+        return track
+
+    def chain(self, key: str, table: dict) -> tuple[float, list[Effect], list[Automation]]:
+        """gain_db, effects (with their ids) and automation lanes, each effect lane checked
+        against its effect: the parameter exists and takes every value the lane gives it."""
         gain = self.number(f"{key}.gain_db", table.get("gain_db", 0.0))
         if not GAIN_DB_RANGE[0] <= gain <= GAIN_DB_RANGE[1]:
             raise self.fail(f"{key}.gain_db", f"{gain} is outside {GAIN_DB_RANGE[0]}..{GAIN_DB_RANGE[1]} dB")
         effects = self.list_of(f"{key}.effects", table.get("effects", []), self.effect)
+        ids = effect_ids(effects)
+        for index, effect in enumerate(effects):
+            if effect.id and ids.index(effect.id) != index:
+                raise self.fail(f"{key}.effects[{index}].id", f"{effect.id!r} is the id of another effect")
+        effects = [Effect(e.name, e.options, i) for e, i in zip(effects, ids, strict=True)]
         automation = self.list_of(f"{key}.automation", table.get("automation", []), self.automation)
-        if automation and instrument.host != "dawdreamer":
-            raise self.fail(f"{key}.automation", f"{instrument.kind} instruments (FluidSynth) take no automation")
-        track = Track(name, midi, instrument, gain, tuple(effects), tuple(automation))
-        self.stream_names(track, f"{key}.name")
-        return track
+        by_id = dict(zip(ids, effects, strict=True))
+        for index, lane in enumerate(automation):
+            head, dot, attr = lane.param.partition(".")
+            if dot and head in by_id:
+                self.effect_lane(f"{key}.automation[{index}]", by_id[head], attr, lane)
+        return gain, effects, automation
+
+    def effect_lane(self, key: str, effect: Effect, attr: str, lane: Automation) -> None:
+        import pedalboard
+
+        plugin = getattr(pedalboard, effect.name)(**dict(effect.options))
+        if attr.startswith("_") or not isinstance(getattr(type(plugin), attr, None), property):
+            raise self.fail(f"{key}.param", f"{effect.name} ({effect.id}) has no parameter {attr!r}")
+        for index, (_, value) in enumerate(lane.points):
+            try:
+                setattr(plugin, attr, value)
+            except AttributeError:
+                raise self.fail(f"{key}.param", f"{effect.name}.{attr} cannot be set (read-only)") from None
+            except (TypeError, ValueError) as exc:
+                raise self.fail(f"{key}.points[{index}]", f"{effect.name}.{attr} refuses {value}: {exc}") from None
+
+    def midi_path(self, key: str, value: object) -> Path:
+        midi = (self.base / self.typed(f"{key}.midi", value, str, "a path string")).resolve()
+        if not midi.is_file():
+            raise self.fail(f"{key}.midi", f"MIDI file {midi} not found")
+        return midi
+
+    def audio_path(self, key: str, value: object) -> Path:
+        path = (self.base / self.typed(key, value, str, "a path string")).resolve()
+        if not path.is_file():
+            raise self.fail(key, f"audio file {path} not found")
+        import soundfile
+
+        try:
+            soundfile.info(str(path))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise self.fail(key, f"{path} is not an audio file soundfile reads: {exc}") from None
+        return path
+
+    def meter(self, key: str, value: object) -> tuple[int, int]:
+        text = self.typed(key, value, str, 'a string like "4/4"')
+        num, slash, den = text.partition("/")
+        if not (slash and num.isdigit() and den.isdigit() and 1 <= int(num) <= 255
+                and int(den) in (1, 2, 4, 8, 16, 32, 64)):
+            raise self.fail(key, f"{text!r} is not NUM/DEN (NUM 1-255, DEN a power of two up to 64)")
+        return int(num), int(den)
 
     def instrument(self, key: str, value: object) -> Instrument:
         if isinstance(value, str):
@@ -224,7 +377,12 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.fail(key, "must be a table like { pedalboard = \"Reverb\", room_size = 0.4 }")
         name = self.typed(f"{key}.pedalboard", self.need(value, key, "pedalboard"), str, "a class name")
-        options = {k: v for k, v in value.items() if k != "pedalboard"}
+        options = {k: v for k, v in value.items() if k not in ("pedalboard", "id")}
+        effect_id = ""
+        if "id" in value:
+            effect_id = self.typed(f"{key}.id", value["id"], str, "a string")
+            if not _EFFECT_ID.match(effect_id):
+                raise self.fail(f"{key}.id", f"{effect_id!r} is not 1-32 of A-Z a-z 0-9 _ # -")
         try:
             import pedalboard
         except ImportError:
@@ -236,7 +394,7 @@ class _Reader:
             cls(**options)  # the constructor is the only complete check of the options
         except (TypeError, ValueError) as exc:
             raise self.fail(key, f"{name} does not take these options: {exc}") from None
-        return Effect(name, tuple(sorted(options.items())))
+        return Effect(name, tuple(sorted(options.items())), effect_id)
 
     def automation(self, key: str, value: object) -> Automation:
         if not isinstance(value, dict):
@@ -267,9 +425,16 @@ class _Reader:
     # -- small checks -------------------------------------------------------------------
 
     def stream_names(self, track: Track, key: str = "name") -> None:
-        # a gm track becomes one stream per channel: its longest id must be valid too
-        longest = gm_stream_name(track.name, 15) if track.instrument.kind == "gm" else track.name
-        self.name(key, longest)
+        # a gm track becomes one stream per channel, a recording two: their longest ids must be valid too
+        for name in track_streams(track):
+            self.name(key, name)
+
+    def recording_rate(self, key: str, path: Path, rate: int) -> None:
+        import soundfile
+
+        found = soundfile.info(str(path)).samplerate
+        if found != rate:
+            raise self.fail(key, f"{path.name} is at {found} Hz, the session at {rate} Hz (recordings are not resampled)")
 
     def name(self, key: str, value: object) -> str:
         try:

@@ -215,3 +215,15 @@ class Timeline:
     def seconds(self) -> float:
         """Length of the stream in seconds."""
         return self.length / self.sample_rate
+
+
+def steady_timeline(bpm: float, meter: tuple[int, int], sample_rate: int) -> Timeline:
+    """The clock of a recording that has no MIDI conductor: one tempo (``bpm`` quarter notes
+    a minute, rounded to a whole microsecond per quarter as a MIDI file keeps it) and one
+    meter from the start."""
+    tempo = max(1, min(round(60 * MICROS / bpm), (1 << 24) - 1))
+    conductor = mido.MidiTrack([
+        mido.MetaMessage("set_tempo", tempo=tempo, time=0),
+        mido.MetaMessage("time_signature", numerator=meter[0], denominator=meter[1], time=0),
+    ])
+    return Timeline(mido.MidiFile(type=0, ticks_per_beat=960, tracks=[conductor]), sample_rate)
