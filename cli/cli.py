@@ -164,11 +164,14 @@ def run_serve(args: argparse.Namespace) -> int:
 # --- status -----------------------------------------------------------------------------
 
 def run_status(args: argparse.Namespace) -> int:
-    from sendlearn.server.status import stream_summaries
+    from sendlearn.dataset import Dataset
+    from sendlearn.server.status import open_stream_summaries
 
     if not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
-    streams = stream_summaries(args.data_dir)
+    finished = [stream.summary() for stream in Dataset(args.data_dir)]  # through the public reader
+    streams = sorted(finished + open_stream_summaries(args.data_dir, {(s["session"], s["stream"]) for s in finished}),
+                     key=lambda s: (s["session"], s["stream"]))
     if args.json:
         print(json.dumps({"data_dir": str(args.data_dir), "streams": streams}))
         return 0

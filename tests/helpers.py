@@ -20,24 +20,12 @@ def make_block(seq: int = 0, frames: int = 512, channels: int = 2, start: int | 
     return Block("sess", "keys", seq, seq * frames if start is None else start, frames, 48000, channels, **defaults)
 
 
-
-
 def read_stream(data_dir, session: str, stream: str) -> dict:
-    """A written stream read back with the libraries a user would use."""
-    import json
-    from pathlib import Path
+    """A written stream read back through the public reader, ``sendlearn.dataset``."""
+    from sendlearn.dataset import Dataset
 
-    import mido
-    import pyarrow.parquet as pq
-    import soundfile
-
-    folder = Path(data_dir) / "sessions" / session / stream
-    info = json.loads((folder / "stream.json").read_text())
-    audio, rate = soundfile.read(folder / info["audio"]["file"], dtype="float32", always_2d=True)
+    written = Dataset(data_dir).stream(session, stream)
     return {
-        "folder": folder, "info": info, "audio": audio.T.copy(), "rate": rate,
-        "events": pq.read_table(folder / "events.parquet"),
-        "blocks": pq.read_table(folder / "blocks.parquet"),
-        "params": pq.read_table(folder / "params.parquet"),
-        "midi": mido.MidiFile(folder / "notes.mid"),
+        "folder": written.path, "info": written.info, "audio": written.audio(), "rate": written.sample_rate,
+        "events": written.events(), "blocks": written.blocks(), "params": written.params(), "midi": written.midi(),
     }

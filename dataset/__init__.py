@@ -1,0 +1,20 @@
+"""``sendlearn.dataset``: the public reader of a data directory (docs/dataset.md).
+
+    from sendlearn.dataset import Dataset
+
+    data = Dataset("sendlearn-data")
+    keys = data.stream("demo", "keys")
+    keys.audio(48000, 96000)          # float32 (channels, 48000): seconds 1-2, read by seeking
+    keys.events(48000, 96000)         # events.parquet rows in that range (absolute samples)
+    keys.valid(48000, 96000)          # False in gaps and degraded or missing audio
+    for window in data.windows("demo"):
+        window.audio("keys"), window.events("keys"), window.features("keys")
+
+Status, sequences, quality, exports and the tests read a data directory through this package;
+nothing else parses its files. It imports no host and no wire library.
+"""
+
+from .reader import Dataset, Stream
+from .schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, NOTES_SCHEMA, PARAMS_SCHEMA, WINDOWS_SCHEMA
+
+__all__ = ["BLOCKS_SCHEMA", "EVENTS_SCHEMA", "NOTES_SCHEMA", "PARAMS_SCHEMA", "WINDOWS_SCHEMA", "Dataset", "Stream"]
