@@ -37,6 +37,11 @@ class HandOff:
         self._queue.append(block)
         return True
 
+    def count_dropped(self, blocks: int) -> None:
+        """Blocks the producer lost before it could offer them (counted like refused ones)."""
+        self._offered += blocks
+        self._dropped += blocks
+
     def put(self, block: Block, timeout: float | None = None) -> None:
         """Queue ``block``, waiting for room. For offline hosts only."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,8 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
     live.add_argument("--jack-server", help="JACK server name (default: the default server)")
     live.add_argument("--audio-ports", type=int, default=2, help="audio inputs, passed through to outputs")
     live.add_argument("--virtual-port", metavar="NAME", help="also open a python-rtmidi virtual MIDI input")
-    live.add_argument("--bpm", type=float, default=120.0, help="tempo when no JACK timebase master")
+    live.add_argument("--bpm", type=float, default=120.0,
+                      help="tempo in quarter notes per minute when no JACK timebase master")
     live.add_argument("--meter", default="4/4", help="time signature when no timebase master")
     live.add_argument("--timebase-master", action="store_true", help="publish --bpm/--meter as JACK BBT")
     live.add_argument("--connect", action="append", default=[], metavar="SRC=OURS",
@@ -41,16 +46,15 @@ def run_live(args: argparse.Namespace) -> int:
         num, den = (int(part) for part in args.meter.split("/"))
     except ValueError:
         raise UsageError(f"--meter {args.meter!r}: write it as NUM/DEN, e.g. 7/8") from None
-    connect = {}
+    connect = []
     for pair in args.connect:
         source, _, ours = pair.partition("=")
         if not source or not ours:
             raise UsageError(f"--connect {pair!r}: write it as SOURCE_PORT=OUR_PORT")
-        connect[source] = ours
-    import jack
-
+        connect.append((source, ours))
     from sendlearn.capture import check_name
     from sendlearn.plugin import CaptureProcessor
+    from sendlearn.plugin.bridge import BridgeError
     from sendlearn.plugin.live import BridgeStats, run_bridge
     from sendlearn.server.receiver import ReceiverThread
     from sendlearn.transport.sender import Sender, SenderError
@@ -65,6 +69,11 @@ def run_live(args: argparse.Namespace) -> int:
     url = args.server or receiver.url
     senders: list[Sender] = []
     closing: dict[str, Any] = {}  # the bridge's final figures, for BYE (and so stream.json)
+    closed = threading.Event()
+
+    def closing_figures() -> dict[str, Any]:
+        closed.wait(30)  # the sender may reach BYE a moment before run_bridge has returned
+        return dict(closing)
 
     def open_stream(info):  # noqa: ANN001, ANN202 - the bridge's OpenStream
         # a spool left by an earlier run of this stream: go on from its next seq and sample
@@ -72,32 +81,29 @@ def run_live(args: argparse.Namespace) -> int:
         processor = CaptureProcessor.for_stream(info, realtime=True, first_seq=spool.next_seq,
                                                 start_sample=spool.next_sample)
         sender = Sender(url, info, processor.handoff, token=args.token, adaptive=True, spool=spool,
-                        stats=lambda: dict(closing))
+                        stats=closing_figures)
         senders.append(sender.start())
         return processor
 
+    stop = threading.Event()
     panel = _Panel(senders) if sys.stdout.isatty() and not args.json else None
     try:
-        final: BridgeStats = run_bridge(
-            open_stream, seconds=args.seconds, on_tick=panel.update if panel else None, connect=connect,
-            name=args.jack_name, servername=args.jack_server, audio_ports=args.audio_ports,
-            virtual_port=args.virtual_port, session=args.session, stream=args.stream, bpm=args.bpm,
-            meter=(num, den), timebase_master=args.timebase_master)
-    except jack.JackError as exc:
+        with _stopped_by_signals(stop):
+            final: BridgeStats = run_bridge(
+                open_stream, seconds=args.seconds, stop=stop, on_tick=panel.update if panel else None,
+                connect=connect, name=args.jack_name, servername=args.jack_server, audio_ports=args.audio_ports,
+                virtual_port=args.virtual_port, session=args.session, stream=args.stream, bpm=args.bpm,
+                meter=(num, den), timebase_master=args.timebase_master)
+    except BridgeError as exc:
         if receiver is not None:
             receiver.stop()
-        print(f"sendlearn live: cannot run as a JACK client: {exc} (is jackd running? "
-              f"e.g. `jackd -d dummy`)", file=sys.stderr)
+        print(f"sendlearn live: {exc} (is jackd running? e.g. `jackd -d dummy`)", file=sys.stderr)
         return 1
     finally:
         if panel is not None:
             panel.stop()
-    closing.update(xruns=final.xruns, frame_jumps=final.frame_jumps, callback_errors=final.callback_errors,
-                   callback_p99_us=round(final.callback_p99_us, 1), midi_events=final.midi_events,
-                   virtual_events=final.virtual_events,
-                   jack_frame_origin=final.frame_origins[0][1] if final.frame_origins else None,
-                   # where the JACK clock jumped against our samples (xruns): "sample:frame,..."
-                   jack_frame_origins=",".join(f"{sample}:{frame}" for sample, frame in final.frame_origins))
+    closing.update(final.closing_figures())
+    closed.set()
     failed = []
     for sender in senders:
         try:
@@ -107,7 +113,9 @@ def run_live(args: argparse.Namespace) -> int:
     if receiver is not None:
         receiver.stop()
     summary = {"seconds": final.seconds, "blocks": final.blocks, "dropped": final.dropped,
-               "midi_events": final.midi_events, "virtual_events": final.virtual_events, "xruns": final.xruns,
+               "midi_events": final.midi_events, "midi_dropped": final.midi_dropped,
+               "midi_rejected": final.midi_rejected, "virtual_events": final.virtual_events,
+               "virtual_dropped": final.virtual_dropped, "xruns": final.xruns, "frame_jumps": final.frame_jumps,
                "callback_p99_us": final.callback_p99_us, "period_us": final.period_us,
                "sent": [{"stream": s.info.stream, "blocks_acked": s.blocks_acked, "bytes": s.bytes_sent,
                          "connections": s.connections, "backfilled": s.blocks_backfilled} for s in senders],
@@ -115,12 +123,30 @@ def run_live(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        lost = final.midi_dropped + final.midi_rejected + final.virtual_dropped
         print(f"captured {final.seconds:.1f} s: {final.blocks} blocks, {final.midi_events} JACK MIDI events, "
-              f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped "
-              f"-> {summary['destination']}")
+              f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped"
+              + (f", {lost} MIDI messages dropped or malformed" if lost else "") + f" -> {summary['destination']}")
         for problem in failed:
             print(f"failed: {problem}", file=sys.stderr)
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP end the capture the same way: the bridge stops, the stream
+    is sent whole and said BYE to. (Only the main thread can take signals; elsewhere, as in
+    tests that run the command on a thread, the caller stops it.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class _Panel:
@@ -141,7 +167,9 @@ class _Panel:
         table.add_column()
         rows = [("running", f"{stats.seconds:.1f} s"), ("blocks", f"{stats.blocks} ({stats.dropped} dropped)"),
                 ("MIDI events", f"{stats.midi_events} JACK, {stats.virtual_events} virtual"),
-                ("xruns", str(stats.xruns)),
+                ("MIDI lost", f"{stats.midi_dropped} dropped, {stats.midi_rejected} malformed, "
+                              f"{stats.virtual_dropped} virtual dropped, {stats.virtual_late} virtual late"),
+                ("xruns", f"{stats.xruns} ({stats.frame_jumps} clock jumps)"),
                 ("callback", f"p50 {stats.callback_p50_us:.0f} µs, p99 {stats.callback_p99_us:.0f} µs "
                              f"of {stats.period_us:.0f} µs")]
         for sender in self.senders:

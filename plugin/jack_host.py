@@ -1,277 +1,179 @@
-"""The live bridge: a JACK client that passes audio through and captures it, sample-exact.
+"""The JACK process of the live bridge: a client whose callback copies each period into
+shared memory and returns. Nothing else runs in this process.
 
-    with JackBridge(open_stream, name="sendlearn", audio_ports=2) as bridge:
-        bridge.client.connect("ardour:Master/audio_out 1", bridge.inputs[0])
-        ...
+    python -m sendlearn.plugin.jack_host CONFIG_JSON     # started by bridge.JackBridge
 
-Every period the process callback copies each input port to its output port bit-for-bit
-(the audio path), then records the period: audio, the JACK MIDI port's events at their
-exact in-period frames (error 0, ``timing_error`` None) and the transport as a ``Playhead``.
+Every period the callback copies each input port to its output port bit-for-bit (the audio
+path, before anything else), then writes the period into the next free slot of the ring
+(plugin/ring.py): the JACK frame time of its first frame, the raw transport fields, the JACK
+MIDI port's events at their exact in-period frames, and the audio. It builds no block,
+takes no lock and does no I/O; the capturing process (plugin/bridge.py) does the rest. A
+python-rtmidi virtual port, if asked for, stamps each message with the cycle it arrived in
+(plugin/virtual_port.py) and writes it into the ring's message ring.
 
-Capture runs one period behind the audio. The block recorded during cycle ``k`` reaches
-``CaptureProcessor.process`` in cycle ``k+1``: rtmidi's virtual port (virtual_port.py)
-delivers its messages from its own JACK client, which may run after ours in the same cycle,
-and the delay lets those messages join the block of the cycle they were delivered in rather
-than the next one. The output ports are not delayed; only the dataset sees the period later.
-
-Timeline: the JACK frame time (``last_frame_time``) of a block's first frame minus the
-block's stream sample is ``frame_origin``. It is constant while JACK runs without skipping
-cycles; when it changes (an xrun skipped time) ``frame_jumps`` counts it. Frame times are
-32-bit and wrap after 2**32 frames (~24.8 h at 48 kHz): differences are taken modulo 2**32.
-
-The callback does no I/O and takes no lock. What it still allocates is what Python and
-JACK-Client make it: the port arrays JACK-Client wraps each cycle (JACK may move port
-buffers between cycles, so they cannot be cached), one ``bytes`` per MIDI event, and the
-block ``process`` builds. The (channels, frames) capture buffers are preallocated.
+Talking to the parent: one JSON line on stdout when running (``ring``: the shared file,
+``sample_rate``, ``block_size``, port names) or ``{"error": ...}``; then it waits for a
+``stop`` line on stdin (or end of input, SIGTERM, SIGHUP or the parent's death), deactivates,
+marks the ring stopped and prints one JSON line of closing figures. SIGINT is ignored: a
+Ctrl-C reaches the whole process group, and the parent decides when the capture ends.
 """
 
 from __future__ import annotations
 
-import bisect
 import gc
+import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jack
 import numpy as np
 
-from sendlearn.capture import CaptureError, Playhead, StreamInfo
+from .ring import (
+    MAX_EVENTS,
+    MIDI_BYTES,
+    TIMING_SLOTS,
+    Control,
+    Layout,
+    RunState,
+    SharedRings,
+    slots_for,
+)
+from .tempo import TICKS_PER_BEAT, Meter, jack_beats_per_minute, manual_bbt
 
-from .processor import CaptureProcessor, MidiInput
-from .virtual_port import VirtualPort
-
-OpenStream = Callable[[StreamInfo], CaptureProcessor]
-
-FRAME_MASK = 0xFFFFFFFF  # jack_nframes_t is uint32
-TICKS_PER_BEAT = 1920.0  # what we publish when we are the timebase master
-SWITCH_INTERVAL = 0.0005  # seconds: see _make_room_for_the_audio_thread
-TIMING_SLOTS = 1 << 16  # callback durations kept for benchmarks (a ring, newest overwrite oldest)
-
-
-class Meter(NamedTuple):
-    """A time signature: ``num`` beats of 1/``den`` notes per bar."""
-
-    num: int
-    den: int
+MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
+SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
 
 
-class _Pending(NamedTuple):
-    """A period recorded in this cycle, captured in the next (see the module docstring)."""
+class JackWriter:
+    """The JACK client: ``audio_ports`` inputs passed through to as many outputs, one JACK
+    MIDI input, optionally a virtual MIDI input, all written into ``rings``."""
 
-    cycle: int  # JACK frame time of its first frame
-    audio: np.ndarray
-    midi: list[tuple[int, bytes]]  # checked by process(): a malformed event is rejected alone
-    playhead: Playhead
-
-
-def wrap_delta(a: int, b: int) -> int:
-    """``a - b`` for 32-bit JACK frame times, as a signed number."""
-    d = (a - b) & FRAME_MASK
-    return d - (1 << 32) if d >= 1 << 31 else d
-
-
-def manual_bbt(frame: int, rate: int, bpm: float, meter: Meter) -> tuple[int, int, float]:
-    """(bar, beat, tick) at ``frame`` for a constant tempo and meter from frame 0, JACK style:
-    bar and beat 1-based, beats of 1/den notes, ``bpm`` counting those beats."""
-    beats = frame / rate * bpm / 60.0
-    whole = int(beats)
-    bar, beat = divmod(whole, meter.num)
-    return bar + 1, beat + 1, (beats - whole) * TICKS_PER_BEAT
-
-
-class TransportReader:
-    """Turns JACK's transport into a ``Playhead`` for the period being processed.
-
-    With a timebase master publishing BBT (``valid & POSITION_BBT``), bar, beat, tempo and
-    meter are the master's. Without one, JACK gives only the frame, and tempo and meter come
-    from ``bpm``/``meter`` (a constant tempo from transport frame 0). ``ppq`` counts quarter
-    notes from bar 1 assuming the meter has not changed since (JACK gives no absolute beat
-    count). ``bpm`` is passed on as JACK defines it: beats of the meter's denominator.
-    Call ``read`` only from the process thread: JACK-Client reuses one position struct.
-    """
-
-    def __init__(self, client: jack.Client, bpm: float, meter: Meter) -> None:
-        self._client = client
-        self._rate = client.samplerate
-        self.bpm = float(bpm)
-        self.meter = meter
-        self._last: Playhead | None = None
-        self._key: tuple = ()
-        self.invalid = 0  # positions from a master that did not make a valid Playhead
-
-    def read(self) -> Playhead:
-        state, pos = self._client.transport_query_struct()
-        key = (state, pos.frame, pos.valid, pos.beats_per_minute, pos.beats_per_bar, pos.beat_type)
-        if key == self._key and self._last is not None:
-            return self._last  # stopped and unmoved: no new object on the audio thread
-        playing = state == jack.ROLLING
-        playhead = None
-        if pos.valid & jack.POSITION_BBT:
-            playhead = self._from_bbt(pos, playing)
-        if playhead is None:
-            playhead = self._manual(pos.frame, playing)
-        self._last, self._key = playhead, key
-        return playhead
-
-    def _from_bbt(self, pos: Any, playing: bool) -> Playhead | None:
-        try:
-            num, den = int(round(pos.beats_per_bar)), int(round(pos.beat_type))
-            beat = pos.beat + pos.tick / pos.ticks_per_beat
-            beats = (pos.bar - 1) * pos.beats_per_bar + (beat - 1.0)
-            return Playhead(
-                seconds=pos.frame / self._rate, ppq=beats * 4.0 / den, bpm=float(pos.beats_per_minute),
-                ts_num=num, ts_den=den, bar=int(pos.bar), beat=float(beat), playing=playing,
-            )
-        except (CaptureError, ZeroDivisionError, ValueError, OverflowError):
-            self.invalid += 1  # a master publishing nonsense must not stop the audio
-            return None
-
-    def _manual(self, frame: int, playing: bool) -> Playhead:
-        bar, beat, tick = manual_bbt(frame, self._rate, self.bpm, self.meter)
-        beats = (bar - 1) * self.meter.num + (beat - 1) + tick / TICKS_PER_BEAT
-        return Playhead(
-            seconds=frame / self._rate, ppq=beats * 4.0 / self.meter.den, bpm=self.bpm,
-            ts_num=self.meter.num, ts_den=self.meter.den, bar=bar, beat=beat + tick / TICKS_PER_BEAT,
-            playing=playing,
-        )
-
-    def publish(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
-        """Timebase callback: fill ``pos`` (the next cycle's) with our tempo and meter."""
-        bar, beat, tick = manual_bbt(pos.frame, self._rate, self.bpm, self.meter)
-        pos.bar, pos.beat, pos.tick = bar, beat, int(tick)
-        pos.bar_start_tick = (bar - 1) * self.meter.num * TICKS_PER_BEAT
-        pos.beats_per_bar, pos.beat_type = float(self.meter.num), float(self.meter.den)
-        pos.ticks_per_beat, pos.beats_per_minute = TICKS_PER_BEAT, self.bpm
-        pos.valid = pos.valid | jack.POSITION_BBT
-
-
-class JackBridge:
-    """A JACK client: ``audio_ports`` inputs passed through to as many outputs, one JACK MIDI
-    input, optionally a python-rtmidi virtual input (``virtual_port`` names it), all captured
-    into the ``CaptureProcessor`` that ``open_stream`` returns for the server's rate and period.
-
-    The client is active once constructed; connect ports with ``client.connect``. Use as a
-    context manager, or call ``close()``, which deactivates the client, captures the last
-    period and closes the processor (so whoever drains its hand-off sees it finish).
-    """
-
-    def __init__(
-        self,
-        open_stream: OpenStream | None = None,
-        *,
-        name: str = "sendlearn",
-        audio_ports: int = 2,
-        session: str = "live",
-        stream: str = "jack",
-        track: str = "",
-        bpm: float = 120.0,
-        meter: tuple[int, int] = (4, 4),
-        timebase_master: bool = False,
-        virtual_port: str | None = None,
-        servername: str | None = None,
-    ) -> None:
-        if audio_ports < 1:
-            raise ValueError(f"audio_ports must be >= 1, got {audio_ports}")
+    def __init__(self, *, name: str, audio_ports: int, servername: str | None = None,
+                 virtual_port: str | None = None, timebase_master: bool = False,
+                 bpm: float = 120.0, meter: tuple[int, int] = (4, 4), margin: int | None = None) -> None:
         self.client = jack.Client(name, no_start_server=True, servername=servername)
-        self._closed = False
-        try:
-            self._setup(open_stream, audio_ports, session, stream, track, bpm, Meter(*meter),
-                        timebase_master, virtual_port)
-        except BaseException:
-            self.client.close()
-            if hasattr(self, "processor"):
-                self.processor.close()
-            raise
-
-    def _setup(self, open_stream: OpenStream | None, audio_ports: int, session: str, stream: str,
-               track: str, bpm: float, meter: Meter, timebase_master: bool, virtual_port: str | None) -> None:
         client = self.client
-        self.info = StreamInfo(session, stream, client.samplerate, audio_ports, client.blocksize,
-                               track=track, host="jack")
-        self.processor = (open_stream or _default_stream)(self.info)
-        if not self.processor.realtime:
-            raise ValueError("the JACK audio thread needs a realtime processor: it must never wait")
+        self.rate, self.block_size = client.samplerate, client.blocksize
+        layout = Layout(audio_ports, max(MIN_SLOT_FRAMES, self.block_size), slots_for(self.block_size, self.rate))
+        self.rings = SharedRings.create(layout)
+        periods = self.rings.periods
+        self._fields = {name: periods[name] for name in periods.dtype.names}
+        self._control, self._times = self.rings.control, self.rings.times
         self._pairs = [(client.inports.register(f"in_{i + 1}"), client.outports.register(f"out_{i + 1}"))
                        for i in range(audio_ports)]
         self._midi_port = client.midi_inports.register("midi_in")
-        self.transport = TransportReader(client, bpm, meter)
-        self._alloc(client.blocksize)
-        self._pending: _Pending | None = None
-        self._xruns = 0
-        self._midi_events = 0
-        self._errors = 0
+        self._head = self._cycles = 0
+        self._drops, self._drop_frames = 0, 0  # dropped since the last period written
         self.last_error: str | None = None
-        self._origin: int | None = None
-        self._origins: list[tuple[int, int]] = []
-        self._jumps = 0
-        self._times = np.zeros(TIMING_SLOTS, dtype=np.int64)
-        self._cycles = 0
+        self.bpm, self.meter = float(bpm), Meter(*meter)
         client.set_process_callback(self._process)
         client.set_xrun_callback(self._xrun)
-        client.set_blocksize_callback(self._alloc)
         # conditional: never take the timebase from a DAW that already publishes one
-        self.timebase_master = timebase_master and client.set_timebase_callback(
-            self.transport.publish, conditional=True)
-        self.virtual = VirtualPort(virtual_port, client) if virtual_port is not None else None
-        _make_room_for_the_audio_thread()
-        client.activate()
+        self.timebase_master = timebase_master and client.set_timebase_callback(self._publish, conditional=True)
+        self.virtual = None
+        if virtual_port is not None:
+            from .virtual_port import VirtualPort  # rtmidi only where a virtual port is asked for
 
-    def _alloc(self, blocksize: int) -> None:
-        # Two buffers: one holds the pending period while the other records the current one.
-        # A pending period keeps a reference to its own buffer, so a size change is safe.
-        self._buffers = [np.zeros((len(self._pairs), blocksize), dtype=np.float32) for _ in range(2)]
-        self._flip = 0
+            self.virtual = VirtualPort(virtual_port, client, self.rings)
 
     # -- the audio thread --------------------------------------------------------------
 
     def _process(self, frames: int) -> None:
         started = time.perf_counter_ns()
-        buffer = self._buffers[self._flip]
+        control = self._control
+        slots = self.rings.layout.slots
+        slot = self._head % slots
+        room = self._head - int(control[Control.TAIL]) < slots and frames <= self.rings.layout.max_frames
+        audio = self._fields["audio"]
         for channel, (source, sink) in enumerate(self._pairs):
             samples = source.get_array()
             sink.get_array()[:] = samples  # the audio path: bit-for-bit, before anything else
-            buffer[channel, :frames] = samples
+            if room:
+                audio[slot, channel, :frames] = samples
         try:
-            self._capture(frames, buffer)
+            if room:
+                self._record(slot, frames, started)
+                self._head += 1
+                control[Control.HEAD] = self._head  # last: the reader may take the slot now
+            else:
+                self._drop(frames)
         except Exception as exc:  # capture must never stop the pass-through
-            self._errors += 1
+            control[Control.ERRORS] += 1
             self.last_error = repr(exc)
-        self._times[self._cycles & (TIMING_SLOTS - 1)] = time.perf_counter_ns() - started
+            self._drops += 1
+            self._drop_frames += frames
+        self._times[self._cycles % TIMING_SLOTS] = time.perf_counter_ns() - started
         self._cycles += 1
+        control[Control.CYCLES] = self._cycles
 
-    def _capture(self, frames: int, buffer: np.ndarray) -> None:
-        midi = [(offset, bytes(data)) for offset, data in self._midi_port.incoming_midi_events()]
-        self._midi_events += len(midi)
-        current = _Pending(self.client.last_frame_time, buffer[:, :frames], midi, self.transport.read())
-        self._flip ^= 1
-        pending, self._pending = self._pending, current
-        if pending is not None:
-            self._emit(pending)
+    def _record(self, slot: int, frames: int, started: int) -> None:
+        f = self._fields
+        f["cycle"][slot], f["entry_ns"][slot] = self.client.last_frame_time, started
+        f["frames"][slot] = frames
+        f["dropped_before"][slot], f["dropped_frames_before"][slot] = self._drops, self._drop_frames
+        state, pos = self.client.transport_query_struct()
+        f["state"][slot], f["valid"][slot], f["frame"][slot] = state, pos.valid, pos.frame
+        f["bar"][slot], f["beat"][slot], f["tick"][slot] = pos.bar, pos.beat, pos.tick
+        f["beats_per_bar"][slot], f["beat_type"][slot] = pos.beats_per_bar, pos.beat_type
+        f["ticks_per_beat"][slot], f["bpm"][slot] = pos.ticks_per_beat, pos.beats_per_minute
+        count = used = 0
+        offsets, lengths, data = f["event_offset"], f["event_length"], f["event_data"]
+        for offset, message in self._midi_port.incoming_midi_events():
+            size = len(message)
+            if count >= MAX_EVENTS or used + size > MIDI_BYTES:
+                self._control[Control.DROPPED_EVENTS] += 1
+                continue
+            offsets[slot, count], lengths[slot, count] = offset, size
+            data[slot, used:used + size] = np.frombuffer(message, np.uint8)
+            count += 1
+            used += size
+        f["events"][slot], f["event_bytes"][slot] = count, used
+        self._drops = self._drop_frames = 0
 
-    def _emit(self, pending: _Pending) -> None:
-        midi: list[MidiInput] = [*pending.midi]
-        if self.virtual is not None:
-            midi += self.virtual.take(pending.cycle, pending.audio.shape[1])
-        origin = (pending.cycle - self.processor.position) & FRAME_MASK
-        if origin != self._origin:
-            if self._origin is not None:
-                self._jumps += 1
-            self._origin = origin
-            self._origins.append((self.processor.position, origin))  # rare: start and xruns only
-        self.processor.process(pending.audio, midi, pending.playhead)
+    def _drop(self, frames: int) -> None:
+        """The reader is a whole ring behind: this period is lost, and counted."""
+        control = self._control
+        control[Control.DROPPED_PERIODS] += 1
+        control[Control.DROPPED_EVENTS] += sum(1 for _ in self._midi_port.incoming_midi_events())
+        self._drops += 1
+        self._drop_frames += frames
 
     def _xrun(self, delayed_usecs: float) -> None:
-        self._xruns += 1  # JACK's notification thread, not the audio thread
+        self._control[Control.XRUNS] += 1  # JACK's notification thread, not the audio thread
+
+    def _publish(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
+        """Timebase callback: fill ``pos`` with our tempo and meter, JACK's way (beats of 1/den)."""
+        bar, beat, tick = manual_bbt(pos.frame, self.rate, self.bpm, self.meter)
+        pos.bar, pos.beat, pos.tick = bar, beat, int(tick)
+        pos.bar_start_tick = (bar - 1) * self.meter.num * TICKS_PER_BEAT
+        pos.beats_per_bar, pos.beat_type = float(self.meter.num), float(self.meter.den)
+        pos.ticks_per_beat = TICKS_PER_BEAT
+        pos.beats_per_minute = jack_beats_per_minute(self.bpm, self.meter)
+        pos.valid = pos.valid | jack.POSITION_BBT
 
     # -- control -----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop the callback, capture the period still pending, close the processor."""
-        if self._closed:
-            return
-        self._closed = True
+    def start(self, connect: list[tuple[str, str]]) -> dict[str, Any]:
+        _settle()
+        self.client.activate()
+        self._control[Control.STATE] = RunState.RUNNING
+        own = self.client.name + ":"
+        for source, sink in connect:
+            self.client.connect(source, sink if ":" in sink else own + sink)
+        return {
+            "ring": str(self.rings.path), "slots": self.rings.layout.slots, "max_frames": self.rings.layout.max_frames,
+            "sample_rate": self.rate, "block_size": self.block_size, "client": self.client.name,
+            "inputs": [s.name for s, _ in self._pairs], "outputs": [o.name for _, o in self._pairs],
+            "midi_input": self._midi_port.name, "timebase_master": bool(self.timebase_master),
+            "virtual_port": self.virtual.port_name if self.virtual else None,
+            "margin": self.virtual.margin if self.virtual else None,
+        }
+
+    def stop(self) -> dict[str, Any]:
+        """Deactivate (the callback has stopped when this returns), then say so in the ring."""
         client = self.client
         client.deactivate()
         if self.timebase_master:
@@ -279,96 +181,67 @@ class JackBridge:
                 client.release_timebase()
             except jack.JackError:
                 pass  # another client took over: nothing of ours to release
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._emit(pending)  # the callback has stopped: safe from this thread
+        self._control[Control.STATE] = RunState.STOPPED
         if self.virtual is not None:
             self.virtual.close()
         client.close()
-        self.processor.close()
-
-    def __enter__(self) -> JackBridge:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- what it saw -------------------------------------------------------------------
-
-    @property
-    def inputs(self) -> list[str]:
-        """Full names of the audio input ports, in channel order."""
-        return [source.name for source, _ in self._pairs]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [sink.name for _, sink in self._pairs]
-
-    @property
-    def midi_input(self) -> str:
-        return self._midi_port.name
-
-    @property
-    def xruns(self) -> int:
-        """Xruns the JACK server reported while we were active (ours or anyone's)."""
-        return self._xruns
-
-    @property
-    def midi_events(self) -> int:
-        """Events read from the JACK MIDI port."""
-        return self._midi_events
-
-    @property
-    def callback_errors(self) -> int:
-        """Periods whose capture raised (audio still passed through); see ``last_error``."""
-        return self._errors
-
-    @property
-    def frame_origin(self) -> int | None:
-        """JACK frame time of stream sample 0 (mod 2**32), as of the last captured block."""
-        return self._origin
-
-    @property
-    def frame_origins(self) -> list[tuple[int, int]]:
-        """(first stream sample, frame_origin) for each stretch between frame-time jumps."""
-        return list(self._origins)
-
-    def jack_frame(self, sample: int) -> int:
-        """The JACK frame time (mod 2**32) at which stream sample ``sample`` was recorded."""
-        index = bisect.bisect_right(self._origins, (sample, FRAME_MASK + 1)) - 1
-        if index < 0:
-            raise ValueError(f"sample {sample} comes before the first captured block")
-        return (self._origins[index][1] + sample) & FRAME_MASK
-
-    @property
-    def frame_jumps(self) -> int:
-        """Times JACK's frame time skipped against our contiguous stream samples."""
-        return self._jumps
-
-    @property
-    def cycles(self) -> int:
-        return self._cycles
-
-    def callback_times_ns(self) -> np.ndarray:
-        """Durations of the latest process callbacks (up to 65536), oldest first."""
-        cycles = self._cycles
-        if cycles <= TIMING_SLOTS:
-            return self._times[:cycles].copy()
-        return np.roll(self._times, -(cycles & (TIMING_SLOTS - 1)))
+        return {"cycles": self._cycles, "last_error": self.last_error}
 
 
-def _make_room_for_the_audio_thread() -> None:
-    """Our process callback is Python: it needs the GIL within a period (2.7 ms at 128/48k).
-
-    A thread waiting for the GIL gets it after the holder has run for the switch interval,
-    5 ms by default: longer than the period, so a busy sender thread could cost an xrun.
-    0.5 ms bounds that wait. And objects alive now (the libraries, the session) are frozen out
-    of the collector's reach, so a full collection has less to walk while the callback waits.
-    """
+def _settle() -> None:
+    """This process runs one Python callback that needs the GIL within a period (2.7 ms at
+    128/48k). Other threads here (rtmidi's, the main one waiting for ``stop``) are brief,
+    and a 0.5 ms switch interval bounds how long any of them holds the GIL; objects alive
+    now are frozen out of the collector's reach, so a collection has little to walk."""
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     gc.collect()
     gc.freeze()
 
 
-def _default_stream(info: StreamInfo) -> CaptureProcessor:
-    return CaptureProcessor.for_stream(info, realtime=True)
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG),
+    so a JACK process or a jackd we started never outlives us. Best effort elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = json.loads((argv or sys.argv)[1])
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    die_with_parent()
+    connect = [tuple(pair) for pair in config.pop("connect", [])]
+    try:
+        writer = JackWriter(**config)
+    except (jack.JackError, OSError, ValueError) as exc:
+        print(json.dumps({"error": f"cannot run as a JACK client: {exc}"}), flush=True)
+        return 1
+    try:
+        ready = writer.start(connect)
+    except jack.JackError as exc:
+        writer.stop()
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    print(json.dumps(ready), flush=True)
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                break
+        stop.set()  # "stop", or the parent closed our stdin
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    while not stop.wait(0.2):
+        pass
+    print(json.dumps(writer.stop()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -22,20 +21,9 @@ import numpy as np
 
 from sendlearn.capture import Block, HandOff
 
-from .jack_host import JackBridge, OpenStream
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # A jackd we started must not outlive us, even when we are killed: ask Linux to send it
-    # SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG). Best effort elsewhere.
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+from .bridge import JackBridge, OpenStream
+from .jack_host import die_with_parent
+from .ring import Control
 
 
 class DummyServer:
@@ -66,7 +54,7 @@ class DummyServer:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         try:
             self._proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
@@ -145,33 +133,62 @@ def drain(handoff: HandOff, on_block: Callable[[Block], None] | None = None,
 
 @dataclass(frozen=True)
 class BridgeStats:
-    """A snapshot for a status line or panel."""
+    """A snapshot for a status line, the panel and the stream's closing figures."""
 
     seconds: float
     blocks: int
-    dropped: int
+    dropped: int  # blocks lost before the sender had them: the JACK ring or the hand-off was full
     queued: int
-    midi_events: int
-    virtual_events: int
+    midi_events: int  # JACK MIDI events captured
+    midi_dropped: int  # JACK MIDI events the ring could not hold (or in a dropped period)
+    midi_rejected: int  # malformed MIDI the processor refused (JACK port and virtual port)
+    virtual_events: int  # messages the virtual port received
+    virtual_dropped: int  # ... and could not keep (ring full, message too long)
+    virtual_late: int  # stamped a period or more into their cycle (their bound grew)
     xruns: int
     frame_jumps: int
-    callback_errors: int
+    callback_errors: int  # periods whose copy raised in the JACK process (audio still passed)
+    capture_errors: int  # periods this process could not turn into a block
     callback_p50_us: float
     callback_p99_us: float
+    callback_max_us: float
     period_us: float
     frame_origins: tuple[tuple[int, int], ...] = ()  # (stream sample, JACK frame of it) at start and jumps
+
+    def closing_figures(self, max_origins: int = 100_000) -> dict[str, Any]:
+        """The figures a live stream ends with (BYE ``stats``, so ``stream.json``): structured
+        values, the frame origins as ``[[sample, frame], ...]`` (at most ``max_origins``:
+        docs/protocol.md bounds a message's facts; more are counted, never joined into text)."""
+        origins = [list(pair) for pair in self.frame_origins[:max_origins]]
+        return {
+            "xruns": self.xruns, "frame_jumps": self.frame_jumps, "callback_errors": self.callback_errors,
+            "capture_errors": self.capture_errors, "callback_p99_us": round(self.callback_p99_us, 1),
+            "callback_max_us": round(self.callback_max_us, 1), "midi_events": self.midi_events,
+            "midi_dropped": self.midi_dropped, "midi_rejected": self.midi_rejected,
+            "virtual_events": self.virtual_events, "virtual_dropped": self.virtual_dropped,
+            "virtual_late": self.virtual_late, "blocks_dropped": self.dropped,
+            "jack_frame_origin": self.frame_origins[0][1] if self.frame_origins else None,
+            "jack_frame_origins": origins,
+            "jack_frame_origins_left_out": max(0, len(self.frame_origins) - max_origins),
+        }
 
 
 def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
     times = bridge.callback_times_ns()
-    p50, p99 = (np.percentile(times, [50, 99]) / 1000.0) if len(times) else (0.0, 0.0)
+    p50, p99, top = (np.percentile(times, [50, 99, 100]) / 1000.0) if len(times) else (0.0, 0.0, 0.0)
+    processor = bridge.processor
+    virtual = bridge.virtual
     return BridgeStats(
-        seconds=time.monotonic() - started, blocks=bridge.processor.next_seq,
-        dropped=bridge.processor.dropped, queued=len(bridge.processor.handoff),
-        midi_events=bridge.midi_events,
-        virtual_events=bridge.virtual.received if bridge.virtual else 0,
-        xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, callback_errors=bridge.callback_errors,
-        callback_p50_us=float(p50), callback_p99_us=float(p99),
+        seconds=time.monotonic() - started, blocks=processor.next_seq,
+        dropped=processor.dropped, queued=len(processor.handoff),
+        midi_events=bridge.midi_events, midi_dropped=bridge.count(Control.DROPPED_EVENTS),
+        midi_rejected=processor.rejected_events + (virtual.rejected if virtual else 0),
+        virtual_events=bridge.count(Control.MESSAGES_RECEIVED),
+        virtual_dropped=bridge.count(Control.MESSAGES_DROPPED),
+        virtual_late=virtual.late if virtual else 0,
+        xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, callback_errors=bridge.count(Control.ERRORS),
+        capture_errors=bridge.capture_errors,
+        callback_p50_us=float(p50), callback_p99_us=float(p99), callback_max_us=float(top),
         period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,
         frame_origins=tuple(bridge.frame_origins),
     )
@@ -184,17 +201,13 @@ def run_bridge(
     stop: threading.Event | None = None,
     on_tick: Callable[[BridgeStats], None] | None = None,
     tick: float = 0.5,
-    connect: dict[str, str] | None = None,
     **bridge_options: Any,
 ) -> BridgeStats:
     """Run a ``JackBridge`` until ``stop`` is set or ``seconds`` pass (Ctrl-C also ends it),
-    calling ``on_tick`` every ``tick`` seconds; return the final stats. ``connect`` maps
-    source ports to our port names (``"in_1"``, ``"midi_in"``) or full names."""
+    calling ``on_tick`` every ``tick`` seconds; return the final stats, taken after the
+    bridge has captured every period the JACK process wrote."""
     stop = stop or threading.Event()
     with JackBridge(open_stream, **bridge_options) as bridge:
-        own = bridge.client.name + ":"
-        for source, sink in (connect or {}).items():
-            bridge.client.connect(source, sink if ":" in sink else own + sink)
         started = time.monotonic()
         try:
             while not stop.wait(tick):
@@ -204,4 +217,4 @@ def run_bridge(
                     break
         except KeyboardInterrupt:
             pass
-    return bridge_stats(bridge, started)  # after close: includes the last, pending period
+    return bridge_stats(bridge, started)

@@ -85,6 +85,16 @@ class CaptureProcessor:
         self._sample += frames
         return audio
 
+    def skip(self, blocks: int, frames: int) -> None:
+        """``blocks`` periods of ``frames`` samples in all never reached us (a live host lost
+        them before capture): their seqs are used up and counted as dropped, so the receiver
+        records their samples as a gap, exactly like blocks the hand-off refused."""
+        if blocks < 1 or frames < 0:
+            raise ValueError(f"skip needs blocks >= 1 and frames >= 0, got {blocks}, {frames}")
+        self.handoff.count_dropped(blocks)
+        self._seq += blocks
+        self._sample += frames
+
     @classmethod
     def for_stream(cls, info: StreamInfo, **options: object) -> CaptureProcessor:
         """A processor for ``info``'s session, stream, rate and channels."""
@@ -132,7 +142,7 @@ class CaptureProcessor:
 
     @property
     def dropped(self) -> int:
-        """Blocks the hand-off refused (live only)."""
+        """Blocks the hand-off refused or the host lost before capture (live only)."""
         return self.handoff.dropped
 
     @property

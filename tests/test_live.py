@@ -1,18 +1,25 @@
-"""`sendlearn live` end to end: a real jackd, a player client, our bridge, a real receiver,
-and the dataset read back from disk."""
+"""`sendlearn live` end to end: a real jackd, a player client, our bridge (its JACK client in
+a process of its own), a real receiver, and the dataset read back from disk.
+
+The machine is not judged here: xruns happen (forced, below, by a client that sleeps in its
+callback), and what is demanded is that the data stays exact around them and the stream
+ends whole."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import jack
 import numpy as np
-import pytest
 import rtmidi
-from test_jack_bridge import BPM, METER, PERIOD, RATE, Player, master_bbt, noise, server  # noqa: F401
+from jackplay import PERIOD, RATE, TICKS, Hog, Player, frame_of, noise
 
 from helpers import read_stream
 from sendlearn.cli import main
@@ -36,8 +43,49 @@ def run_live(argv: list[str]) -> tuple[threading.Thread, dict]:
     return thread, result
 
 
-def test_live_capture_lands_in_the_dataset_exactly(server: DummyServer, tmp_path: Path) -> None:  # noqa: F811
-    player = Player(server, 2)
+def check_stream(data_dir: Path, session: str, stream: str, player: Player, blocks: int) -> dict:
+    """The dataset against what the player played: complete, ended by BYE, every block from
+    the first connected one bit-for-bit what the player wrote in that cycle (cycles the
+    Python player itself missed are silence: skipped), every event on its exact frame, and
+    the playhead the master's, its tempo in quarter notes."""
+    got = read_stream(data_dir, session, stream)
+    info = got["info"]
+    assert info["host"] == "jack" and info["complete"] and info["ended"] == "bye" and info["gaps"] == []
+    sender = info["sender"]
+    origins = [tuple(pair) for pair in sender["jack_frame_origins"]]
+    assert origins[0] == (0, sender["jack_frame_origin"]) and len(origins) == sender["frame_jumps"] + 1
+    assert sender["midi_dropped"] == sender["midi_rejected"] == sender["blocks_dropped"] == 0
+    audio = got["audio"]
+    assert audio.shape == (2, blocks * PERIOD)
+    first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any())
+    assert first < RATE
+    starts = [s for s in range(first, audio.shape[1], PERIOD) if frame_of(origins, s) in player.played]
+    assert len(starts) >= 0.5 * len(range(first, audio.shape[1], PERIOD))
+    for s in starts:
+        expected = np.stack([noise(frame_of(origins, s), PERIOD, c) for c in range(2)])
+        assert audio[:, s:s + PERIOD].tobytes() == expected.tobytes(), s
+    table = got["events"].to_pydict()
+    assert [(frame_of(origins, s), d) for s, d in zip(table["sample"], table["data"], strict=True)] == player.sent
+    assert set(table["timing_error_samples"]) <= {None}
+    blocks_table = got["blocks"].to_pydict()
+    rolling = [k for k, playing in enumerate(blocks_table["playing"]) if playing]
+    assert len(rolling) > 100
+    master = player.master
+    for k in rolling:
+        bar, beat, tick = master.bbt(round(blocks_table["seconds"][k] * RATE))
+        assert (blocks_table["bar"][k], blocks_table["bpm"][k], blocks_table["ts_num"][k],
+                blocks_table["ts_den"][k]) == (bar, master.quarter_bpm, *master.meter)
+        assert abs(blocks_table["beat"][k] - (beat + tick / TICKS)) < 1e-12
+    return info
+
+
+def connections(name: str) -> list[str]:
+    return ["--connect", "player:out_1=in_1", "--connect", "player:out_2=in_2",
+            "--connect", "player:midi_out=midi_in", "--jack-name", name]
+
+
+def test_live_capture_lands_in_the_dataset_exactly(jack_server: DummyServer, tmp_path: Path) -> None:
+    player = Player(jack_server, 2)
     with player.client:
         player.client.activate()
         player.client.transport_frame = 0
@@ -47,59 +95,69 @@ def test_live_capture_lands_in_the_dataset_exactly(server: DummyServer, tmp_path
         events.append((start + 31 * 997, b"\xf0\x7d\x10\x20\xf7"))
         player.play(events)
         thread, result = run_live([
-            "live", "--data-dir", str(tmp_path), "--jack-server", server.name, "--jack-name", "slive",
-            "--session", "gig", "--stream", "stage", "--seconds", "1.6", "--json",
-            "--connect", "player:out_1=in_1", "--connect", "player:out_2=in_2",
-            "--connect", "player:midi_out=midi_in"])
+            "live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, *connections("slive"),
+            "--session", "gig", "--stream", "stage", "--seconds", "1.6", "--json"])
         thread.join(60)
         player.client.transport_stop()
     assert result["code"] == 0, result
     summary = json.loads(result["out"])
     assert summary["dropped"] == 0 and summary["failures"] == []
-    got = read_stream(tmp_path, "gig", "stage")
-    info = got["info"]
-    assert info["host"] == "jack" and info["complete"] and info["gaps"] == []
-    # xruns are the machine's (scripts/bench_live.py measures ours against a bare client); what
-    # this test demands is that they are recorded, and that the data is exact around them
-    assert info["sender"]["xruns"] == summary["xruns"] and "jack_frame_origin" in info["sender"]
-    origin = info["sender"]["jack_frame_origin"]
-    audio = got["audio"]
-    assert audio.shape[0] == 2 and audio.shape[1] == summary["blocks"] * PERIOD
-    # from the first block our connections were in place, every block is what the player played
-    # in that cycle (a cycle the Python player itself missed under load is silence: skipped)
-    first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any())
-    assert first < RATE // 4
-    origins = [tuple(map(int, pair.split(":"))) for pair in info["sender"]["jack_frame_origins"].split(",")]
-    assert origins[0] == (0, origin)
-
-    def frame_of(sample: int) -> int:  # the JACK frame of a stream sample, across any clock jump
-        start, at = max((o for o in origins if o[0] <= sample), key=lambda o: o[0])
-        return at + sample
-
-    starts = [s for s in range(first, audio.shape[1], PERIOD) if frame_of(s) in player.played]
-    assert len(starts) >= 0.95 * len(range(first, audio.shape[1], PERIOD))
-    for s in starts:
-        expected = np.stack([noise(frame_of(s), PERIOD, c) for c in range(2)])
-        assert audio[:, s:s + PERIOD].tobytes() == expected.tobytes(), s
-    table = got["events"].to_pydict()
-    assert [(origin + s, d) for s, d in zip(table["sample"], table["data"], strict=True)] == events
-    assert set(table["timing_error_samples"]) == {None}
-    blocks = got["blocks"].to_pydict()
-    rolling = [k for k, playing in enumerate(blocks["playing"]) if playing]
-    assert len(rolling) > 100
-    for k in rolling:
-        bar, beat, tick = master_bbt(round(blocks["seconds"][k] * RATE))
-        assert (blocks["bar"][k], blocks["bpm"][k], blocks["ts_num"][k], blocks["ts_den"][k]) == (bar, BPM, *METER)
-        assert blocks["beat"][k] == pytest.approx(beat + tick / 960.0, abs=1e-12)
+    assert player.sent == events
+    info = check_stream(tmp_path, "gig", "stage", player, summary["blocks"])
+    assert info["sender"]["xruns"] == summary["xruns"]
 
 
-def test_virtual_port_events_land_with_their_bound(server: DummyServer, tmp_path: Path) -> None:  # noqa: F811
-    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="keyboard")  # opened before any Python callback runs
+def test_forced_xruns_and_sigterm_end_a_whole_stream(jack_server: DummyServer, tmp_path: Path) -> None:
+    """A client sleeping in its callback now and then forces hundreds of xruns (each a jump of
+    the JACK clock against our samples); SIGTERM then ends `sendlearn live` like Ctrl-C: BYE
+    with every clock jump in it, a complete stream, the data exact around every xrun."""
+    player, hog = Player(jack_server, 2), Hog(jack_server, every=6, stall=0.004)
+    with player.client, hog.client:
+        player.client.activate()
+        hog.client.activate()
+        player.client.transport_frame = 0
+        player.client.transport_start()
+        command = [sys.executable, "-m", "sendlearn", "live", "--data-dir", str(tmp_path),
+                   "--jack-server", jack_server.name, *connections("xlive"), "--session", "gig",
+                   "--stream", "xruns", "--json"]
+        live = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "JACK_DEFAULT_SERVER": jack_server.name})
+        try:
+            deadline = time.monotonic() + 30
+            while not player.client.get_all_connections("player:midi_out"):
+                assert live.poll() is None and time.monotonic() < deadline, live.communicate()
+                time.sleep(0.02)
+            start = player.client.last_frame_time + 4 * PERIOD
+            player.play([(start + k * 331 + k % 7, bytes((0x90 | k % 16, k % 128, 1 + k % 127)))
+                         for k in range(400)])
+            hog.on.set()
+            deadline = time.monotonic() + 120  # a hang guard only: 200 xruns take seconds
+            while hog.xruns < 220 and time.monotonic() < deadline:  # a few more: notices arrive late
+                time.sleep(0.05)
+            hog.on.clear()
+            assert hog.xruns >= 220
+            time.sleep(0.1)
+            live.send_signal(signal.SIGTERM)
+            out, err = live.communicate(timeout=120)
+        finally:
+            if live.poll() is None:
+                live.kill()
+        player.client.transport_stop()
+    assert live.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["failures"] == [] and summary["xruns"] >= 200
+    info = check_stream(tmp_path, "gig", "xruns", player, summary["blocks"])
+    assert info["sender"]["xruns"] == summary["xruns"] and info["sender"]["frame_jumps"] == summary["frame_jumps"]
+    assert len(player.sent) > 100
+
+
+def test_virtual_port_events_land_with_their_bound(jack_server: DummyServer, tmp_path: Path) -> None:
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="keyboard")
     out.open_virtual_port("out")
-    connector = jack.Client("connector", no_start_server=True, servername=server.name)
+    connector = jack.Client("connector", no_start_server=True, servername=jack_server.name)
     try:
         thread, result = run_live([
-            "live", "--data-dir", str(tmp_path), "--jack-server", server.name, "--jack-name", "vlive",
+            "live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, "--jack-name", "vlive",
             "--audio-ports", "1", "--virtual-port", "keys", "--stream", "virtual", "--seconds", "1.2", "--json"])
         deadline = time.monotonic() + 10
         while not connector.get_ports("vlive-keys|keys", is_midi=True, is_input=True):
@@ -117,8 +175,10 @@ def test_virtual_port_events_land_with_their_bound(server: DummyServer, tmp_path
         out.close_port()
         out.delete()
     assert result["code"] == 0, result
-    table = read_stream(tmp_path, "live", "virtual")["events"].to_pydict()
+    got = read_stream(tmp_path, "live", "virtual")
+    table = got["events"].to_pydict()
     assert [d[1] for d in table["data"]] == [30 + k for k in range(40)]
+    assert got["info"]["sender"]["virtual_events"] == 40 and got["info"]["sender"]["virtual_dropped"] == 0
     bounds = table["timing_error_samples"]
-    assert all(b is not None and PERIOD <= b <= 2 * PERIOD for b in bounds)  # estimated, never "exact"
+    assert all(b is not None and b >= PERIOD for b in bounds)  # estimated, never "exact"
     assert all(b > a for a, b in zip(table["sample"], table["sample"][1:], strict=False))

@@ -35,8 +35,10 @@ MAX_TEXT = 256
 MAX_TOKEN = 4096
 MAX_BATCH = 4096
 NOTHING = -1  # "no seq yet" in durable_through, last_seq
-MAX_FACTS = 64
-Fact = int | float | str | bool | None
+MAX_FACTS = 64  # named facts in one HELLO meta or BYE stats
+MAX_FACT_VALUES = 1 << 18  # values in all of them, counted through lists and maps
+MAX_FACT_DEPTH = 3  # a fact may be a list of lists of numbers (or maps), no deeper
+Fact = int | float | str | bool | None | list["Fact"] | dict[str, "Fact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,13 +430,31 @@ def _get_facts(obj: dict, key: str) -> tuple[tuple[str, Fact], ...]:
 def _facts(name: str, facts: object) -> None:
     if not isinstance(facts, tuple) or len(facts) > MAX_FACTS:
         raise ProtocolError(ErrorCode.MALFORMED, f"{name} must hold at most {MAX_FACTS} facts")
+    budget = [MAX_FACT_VALUES]
     for pair in facts:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and 0 < len(pair[0]) <= 64):
             raise ProtocolError(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
-        value = pair[1]
-        if not (value is None or type(value) in (int, bool) or (type(value) is float and math.isfinite(value))
-                or (isinstance(value, str) and len(value) <= MAX_TEXT)):
-            raise ProtocolError(ErrorCode.MALFORMED, f"{name}.{pair[0]} must be a number, a short string or nil")
+        _fact(f"{name}.{pair[0]}", pair[1], MAX_FACT_DEPTH, budget)
+
+
+def _fact(name: str, value: object, depth: int, budget: list[int]) -> None:
+    """A number, a short string, nil, or a list or map of them (``depth`` levels at most),
+    with at most ``MAX_FACT_VALUES`` values in a message."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{name}: the facts hold more than {MAX_FACT_VALUES} values")
+    if value is None or type(value) in (int, bool) or (type(value) is float and math.isfinite(value)) \
+            or (isinstance(value, str) and len(value) <= MAX_TEXT):
+        return
+    if isinstance(value, (list, tuple, dict)) and depth > 0:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, dict) and not (isinstance(key, str) and 0 < len(key) <= 64):
+                raise ProtocolError(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
+            _fact(f"{name}.{key}", item, depth - 1, budget)
+        return
+    raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be a number, a short string, nil, "
+                                             f"or a list or map of them ({MAX_FACT_DEPTH} levels at most)")
 
 
 def _is_number(value: object) -> bool:

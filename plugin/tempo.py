@@ -1,0 +1,128 @@
+"""The JACK transport as a ``Playhead``, with tempo always in quarter notes per minute.
+
+JACK's position carries bar, beat, tick, meter and ``beats_per_minute``. What that tempo
+counts depends on who publishes it: JACK's own definition (and our ``--timebase-master``)
+counts beats of the meter's denominator (137 in 7/8 is 68.5 quarter notes a minute), while
+Ardour 7 publishes quarter notes whatever the meter (100 with ``beat_type`` 8 in 6/8). So
+the field's unit is not trusted: it is read off the master's own motion, how many of its
+beats pass per second of transport frames, compared with the two readings of the field.
+The two differ by a factor ``den / 4`` (2 in 6/8 or 7/8), so one period of motion decides
+it even with ticks rounded. In 4/4 (and whenever there is no motion yet to measure) the two
+agree or cannot be told apart, and JACK's definition is taken.
+
+This module runs in the capturing process, on raw fields the JACK callback copied into the
+ring (plugin/ring.py); it imports no JACK library.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from sendlearn.capture import CaptureError, Playhead
+
+ROLLING = 1  # jack_transport_state_t JackTransportRolling
+POSITION_BBT = 0x10  # jack_position_bits_t JackPositionBBT
+TICKS_PER_BEAT = 1920.0  # what we publish when we are the timebase master
+
+
+class Meter(NamedTuple):
+    """A time signature: ``num`` beats of 1/``den`` notes per bar."""
+
+    num: int
+    den: int
+
+
+def parse_meter(text: str) -> Meter:
+    num, den = (int(part) for part in text.split("/"))
+    return Meter(num, den)
+
+
+def manual_bbt(frame: int, rate: int, bpm: float, meter: Meter) -> tuple[int, int, float]:
+    """(bar, beat, tick) at ``frame`` for a constant tempo ``bpm`` (quarter notes per minute)
+    and meter from frame 0, JACK style: bar and beat 1-based, beats of 1/den notes."""
+    beats = frame / rate * bpm * meter.den / 4.0 / 60.0
+    whole = int(beats)
+    bar, beat = divmod(whole, meter.num)
+    return bar + 1, beat + 1, (beats - whole) * TICKS_PER_BEAT
+
+
+def jack_beats_per_minute(bpm: float, meter: Meter) -> float:
+    """What JACK's ``beats_per_minute`` says for ``bpm`` quarter notes: beats of 1/den."""
+    return bpm * meter.den / 4.0
+
+
+class PlayheadReader:
+    """Turns the transport fields of one period (a record of ``SharedRings.periods``) into
+    a ``Playhead``. With a timebase master publishing BBT, bar, beat and meter are the
+    master's and the tempo is converted to quarter notes; without one, ``bpm`` (quarter
+    notes) and ``meter`` hold from transport frame 0. ``ppq`` counts quarter notes from bar 1
+    assuming the meter has not changed since (JACK gives no absolute beat count)."""
+
+    def __init__(self, rate: int, bpm: float, meter: Meter) -> None:
+        self.rate = rate
+        self.bpm = float(bpm)
+        self.meter = meter
+        self.quarter_note_master: bool | None = None  # None: not measured yet
+        self.invalid = 0  # positions from a master that did not make a valid Playhead
+
+    def read(self, record: np.void, following: np.void | None = None) -> Playhead:
+        playing = int(record["state"]) == ROLLING
+        if int(record["valid"]) & POSITION_BBT:
+            if following is not None:
+                self._measure(record, following)
+            playhead = self._from_bbt(record, playing)
+            if playhead is not None:
+                return playhead
+        return self._manual(int(record["frame"]), playing)
+
+    def _measure(self, first: np.void, second: np.void) -> None:
+        """Decide the master's tempo unit from two consecutive rolling periods."""
+        if not (int(first["state"]) == int(second["state"]) == ROLLING and int(second["valid"]) & POSITION_BBT):
+            return
+        frames = int(second["frame"]) - int(first["frame"])
+        den, bpm = float(first["beat_type"]), float(first["bpm"])
+        if not 0 < frames <= self.rate or den == 4.0 or float(second["beat_type"]) != den or bpm <= 0:
+            return  # a locate, a meter change, or nothing to tell apart
+        try:
+            moved = _beats(second) - _beats(first)
+        except ZeroDivisionError:
+            return
+        if moved <= 0:
+            return
+        per_minute = moved / frames * self.rate * 60.0  # the master's own beats (1/den) per minute
+        as_jack = abs(math.log(per_minute / bpm))
+        as_quarters = abs(math.log(per_minute / (bpm * den / 4.0)))
+        self.quarter_note_master = as_quarters < as_jack
+
+    def _from_bbt(self, record: np.void, playing: bool) -> Playhead | None:
+        try:
+            num, den = int(round(float(record["beats_per_bar"]))), int(round(float(record["beat_type"])))
+            bpm = float(record["bpm"])
+            if not self.quarter_note_master:
+                bpm = bpm * 4.0 / den  # JACK's definition: beats of 1/den
+            beat = int(record["beat"]) + int(record["tick"]) / float(record["ticks_per_beat"])
+            return Playhead(
+                seconds=int(record["frame"]) / self.rate, ppq=_beats(record) * 4.0 / den, bpm=bpm,
+                ts_num=num, ts_den=den, bar=int(record["bar"]), beat=float(beat), playing=playing,
+            )
+        except (CaptureError, ZeroDivisionError, ValueError, OverflowError):
+            self.invalid += 1  # a master publishing nonsense must not stop the capture
+            return None
+
+    def _manual(self, frame: int, playing: bool) -> Playhead:
+        bar, beat, tick = manual_bbt(frame, self.rate, self.bpm, self.meter)
+        beats = (bar - 1) * self.meter.num + (beat - 1) + tick / TICKS_PER_BEAT
+        return Playhead(
+            seconds=frame / self.rate, ppq=beats * 4.0 / self.meter.den, bpm=self.bpm,
+            ts_num=self.meter.num, ts_den=self.meter.den, bar=bar, beat=beat + tick / TICKS_PER_BEAT,
+            playing=playing,
+        )
+
+
+def _beats(record: np.void) -> float:
+    """The master's beats (of 1/den) from bar 1, beat 1 at ``record``'s frame."""
+    beat = int(record["beat"]) + int(record["tick"]) / float(record["ticks_per_beat"])
+    return (int(record["bar"]) - 1) * float(record["beats_per_bar"]) + beat - 1.0
