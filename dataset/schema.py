@@ -59,3 +59,35 @@ WINDOWS_SCHEMA = pa.schema([
 ])
 # Audio levels whose samples are the host's own (lossless); anything else is degraded or missing.
 FULL_QUALITY = frozenset({"FLOAT32", "PCM24", "PCM16"})
+# sequences/quality.parquet: one row per stream (window null) and per window and stream.
+QUALITY_SCHEMA = pa.schema([
+    pa.field("session", pa.string(), nullable=False),
+    pa.field("stream", pa.string(), nullable=False),
+    pa.field("window", pa.int64()),
+    pa.field("start_sample", pa.int64(), nullable=False),
+    pa.field("frames", pa.int64(), nullable=False),
+    pa.field("seconds", pa.float64(), nullable=False),
+    pa.field("peak", pa.float64(), nullable=False),
+    pa.field("rms", pa.float64(), nullable=False),
+    pa.field("silence_ratio", pa.float64(), nullable=False),
+    pa.field("clip_ratio", pa.float64(), nullable=False),
+    pa.field("degraded_fraction", pa.float64(), nullable=False),
+    pa.field("gaps", pa.int64()),
+    pa.field("events", pa.int64(), nullable=False),
+    pa.field("notes", pa.int64(), nullable=False),
+    pa.field("note_density", pa.float64(), nullable=False),
+    pa.field("polyphony_max", pa.int64(), nullable=False),
+    pa.field("polyphony_mean", pa.float64(), nullable=False),
+    pa.field("velocity_min", pa.int64()),
+    pa.field("velocity_max", pa.int64()),
+    pa.field("pitch_min", pa.int64()),
+    pa.field("pitch_max", pa.int64()),
+    pa.field("tempo_min", pa.float64()),
+    pa.field("tempo_max", pa.float64()),
+    pa.field("complexity", pa.float64(), nullable=False),
+    pa.field("alignment_notes", pa.int64(), nullable=False),
+    pa.field("alignment_median", pa.float64()),
+    pa.field("alignment_max_abs", pa.int64()),
+    pa.field("flags", pa.list_(pa.string()), nullable=False),
+    pa.field("window_flags", pa.list_(pa.string())),
+])

@@ -1,0 +1,122 @@
+"""``sendlearn sequences`` and ``sendlearn quality``: training windows, their features and flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
+    sequences = commands.add_parser(
+        "sequences", help="cut sessions into training windows with features and quality flags",
+        description="Cut each session into windows on its clock (window k starts at k*(window-overlap) seconds; "
+        "only whole windows), compute every stream's features per window and flag windows that are silent, "
+        "clipped, degraded or have too few events. Stored under DATA_DIR/sequences/ (docs/dataset.md).")
+    sequences.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
+    sequences.add_argument("--session", action="append", metavar="S", help="only this session (repeatable)")
+    sequences.add_argument("--window", type=float, default=30.0, metavar="SECONDS")
+    sequences.add_argument("--overlap", type=float, default=5.0, metavar="SECONDS")
+    sequences.add_argument("--min-events", type=int, default=10, metavar="N",
+                           help="windows with fewer MIDI events (all streams) are flagged few_events")
+    sequences.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                           help="processes computing windows (default: one per core)")
+    sequences.add_argument("--json", action="store_true", help="print one JSON object")
+    sequences.set_defaults(run=run_sequences)
+
+    quality = commands.add_parser(
+        "quality", help="measure every stream and window; write sequences/quality.parquet",
+        description="Silence, clipping, peak and RMS, note density, polyphony, velocity, pitch and tempo ranges, "
+        "complexity, degraded audio, gaps and MIDI-to-audio alignment, per stream and per window (the windows "
+        "`sendlearn sequences` cut, else 30 s with 5 s overlap).")
+    quality.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
+    quality.add_argument("--json", action="store_true", help="print one JSON object")
+    quality.set_defaults(run=run_quality)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from sendlearn.cli import UsageError
+    from sendlearn.dataset import Dataset
+
+    if not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    return Dataset(args.data_dir)
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    return sys.stdout.isatty() and sys.stderr.isatty() and not args.json
+
+
+def run_sequences(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sendlearn.cli import UsageError, print_table
+    from sendlearn.dataset.sequences import build_sequences
+    from sendlearn.dataset.windows import WindowSpec
+
+    dataset = _open(args)
+    sessions = args.session or dataset.sessions()
+    unknown = sorted(set(sessions) - set(dataset.sessions()))
+    if unknown:
+        raise UsageError(f"--session {unknown[0]}: no such session in {args.data_dir}")
+    try:
+        spec = WindowSpec(args.window, args.overlap, args.min_events)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not _interactive(args)) as bar:
+        for session in sessions:
+            task = bar.add_task(session, total=None)
+            results.append(build_sequences(args.data_dir, session, spec, args.workers,
+                                           lambda done, total, t=task: bar.update(t, completed=done, total=total)))
+    summary = [_session_summary(dataset, r) for r in results]
+    if args.json:
+        print(json.dumps({"data_dir": str(args.data_dir), "window": spec.window, "overlap": spec.overlap,
+                          "min_events": spec.min_events, "sessions": summary}))
+        return 0
+    print_table(f"{args.data_dir}: windows of {spec.window:g} s, {spec.overlap:g} s overlap",
+                ["session", "windows", "flagged", "flags", "computed", "path"],
+                [[s["session"], s["windows"], s["flagged"], ", ".join(f"{k} {v}" for k, v in s["flags"].items()) or "-",
+                  s["computed"], s["path"]] for s in summary])
+    return 0
+
+
+def _session_summary(dataset: Any, result: Any) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for window in dataset.windows(result.session):
+        for flag in window.flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    return {"session": result.session, "windows": result.windows, "flagged": result.flagged,
+            "flags": dict(sorted(counts.items())), "computed": result.computed,
+            "audio_seconds": result.audio_seconds, "path": str(result.path)}
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    from sendlearn.cli import print_table
+    from sendlearn.dataset.quality import write_quality
+
+    dataset = _open(args)
+    path, rows = write_quality(dataset)
+    streams = [r for r in rows if r["window"] is None]
+    windows = {(r["session"], r["window"]): r["window_flags"] for r in rows if r["window"] is not None}
+    flagged = {key: flags for key, flags in windows.items() if flags}
+    if args.json:
+        print(json.dumps({"data_dir": str(args.data_dir), "path": str(path), "streams": streams,
+                          "windows": len(windows), "flagged_windows": [
+                              {"session": s, "window": w, "flags": f} for (s, w), f in sorted(flagged.items())]}))
+        return 0
+    print_table(f"{args.data_dir}: {len(streams)} streams, {len(windows)} windows ({len(flagged)} flagged)",
+                ["stream", "s", "peak", "silent", "clip", "n/s", "poly", "cx", "lag", "flags"],
+                [[f"{r['session']}/{r['stream']}", f"{r['seconds']:.1f}", f"{r['peak']:.2f}",
+                  f"{r['silence_ratio']:.0%}", f"{r['clip_ratio']:.1%}", f"{r['note_density']:.1f}",
+                  r["polyphony_max"], f"{r['complexity']:.2f}",
+                  "-" if r["alignment_median"] is None else f"{r['alignment_median']:g}",
+                  ", ".join(r["flags"]) or "-"] for r in streams])
+    print(f"per stream and window: {path}")
+    return 0

@@ -1,0 +1,198 @@
+"""Windows and their features cached on disk (``sendlearn sequences``; docs/dataset.md, "Sequences").
+
+    sequences/<session>/sequences.json              settings, streams' checksums, feature settings
+    sequences/<session>/windows.parquet             one row per window (WINDOWS_SCHEMA), written last
+    sequences/<session>/features/<stream>/<index:06d>.npz   one array per feature
+
+A cache is used only while its streams' checksums are those of the dataset; other settings or
+changed streams rebuild it. A build cut off midway resumes: feature files already written for
+the same settings are kept. Windows are computed in parallel, one window per task.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .features import FEATURES, HOP, N_FFT, N_MFCC, warm_up, window_features
+from .quality import window_quality
+from .reader import Dataset
+from .schema import WINDOWS_SCHEMA
+from .windows import Window, WindowSpec, cut
+
+SEQUENCES = "sequences"
+VERSION = 1
+
+
+def session_root(data_dir: Path, session: str) -> Path:
+    return data_dir / SEQUENCES / session
+
+
+def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any]:
+    import librosa
+
+    rate = dataset.session_rate(session)
+    streams = {}
+    for name in dataset.streams(session):
+        info = dataset.stream(session, name).info
+        streams[name] = {f: info["checksums"].get(f) for f in (info["audio"]["file"], "events.parquet")}
+    return {"version": VERSION, "session": session, "window": spec.window, "overlap": spec.overlap,
+            "min_events": spec.min_events, "sample_rate": rate, "frames": spec.frames(rate), "hop": spec.hop(rate),
+            "streams": streams, "features": {"names": list(FEATURES), "hop_length": HOP, "n_fft": N_FFT,
+                                              "n_mfcc": N_MFCC, "librosa": librosa.__version__}}
+
+
+class SequenceCache:
+    """The stored windows of one session, when they are still those of its streams."""
+
+    def __init__(self, root: Path, settings: dict[str, Any]) -> None:
+        self.root, self.settings = root, settings
+        self.spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
+
+    @classmethod
+    def open(cls, dataset: Dataset, session: str) -> SequenceCache | None:
+        root = session_root(dataset.path, session)
+        try:
+            settings = json.loads((root / "sequences.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not (root / "windows.parquet").is_file():
+            return None
+        spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
+        if _settings(dataset, session, spec) != {k: v for k, v in settings.items() if k != "windows"}:
+            return None  # a stream was written again, or librosa changed: stale
+        return cls(root, settings)
+
+    @property
+    def spec_values(self) -> tuple[float, float, int]:
+        return self.spec.window, self.spec.overlap, self.spec.min_events
+
+    def windows(self, dataset: Dataset) -> Iterator[Window]:
+        table = pq.read_table(self.root / "windows.parquet", schema=WINDOWS_SCHEMA).to_pylist()
+        streams = tuple(sorted(self.settings["streams"]))
+        for row in table:
+            yield Window(dataset, self.settings["session"], row["index"], row["start_sample"], row["frames"],
+                         self.settings["sample_rate"], streams, self.spec, tuple(row["flags"]), self)
+
+    def load(self, index: int, stream: str) -> dict[str, np.ndarray] | None:
+        path = feature_path(self.root, stream, index)
+        if not path.is_file():
+            return None
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+
+
+def feature_path(root: Path, stream: str, index: int) -> Path:
+    return root / "features" / stream / f"{index:06d}.npz"
+
+
+@dataclass(frozen=True, slots=True)
+class SequencesResult:
+    session: str
+    windows: int
+    flagged: int
+    computed: int  # windows whose features were computed in this run (the rest were on disk)
+    audio_seconds: float  # audio whose features were computed: window seconds x streams
+    path: Path
+
+
+def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None) -> SequencesResult:
+    """Cut ``session`` into windows, compute every stream's features and flags, store them."""
+    dataset = Dataset(data_dir)
+    root = session_root(dataset.path, session)
+    settings = _settings(dataset, session, spec)
+    windows = list(cut(dataset, session, spec))
+    cached = SequenceCache.open(dataset, session)
+    if cached is not None and cached.spec == spec:
+        stored = list(cached.windows(dataset))
+        return SequencesResult(session, len(stored), sum(bool(w.flags) for w in stored), 0, 0.0, root)
+    try:
+        previous = json.loads((root / "sequences.json").read_text())
+    except (OSError, ValueError):
+        previous = None
+    if previous is None or {k: v for k, v in previous.items() if k != "windows"} != settings:
+        shutil.rmtree(root, ignore_errors=True)  # other settings or other streams: nothing in it is ours
+    (root / "windows.parquet").unlink(missing_ok=True)
+    _write_json(root / "sequences.json", {**settings, "windows": len(windows)})
+    jobs = [(str(dataset.path), session, w.index, w.start_sample, spec) for w in windows]
+    results = []
+    for done, result in enumerate(_run(jobs, workers), 1):
+        results.append(result)
+        if progress is not None:
+            progress(done, len(jobs))
+    results.sort(key=lambda r: r["index"])
+    table = pa.Table.from_pylist([{k: r[k] for k in WINDOWS_SCHEMA.names} for r in results], schema=WINDOWS_SCHEMA)
+    _write_aside(root / "windows.parquet", lambda tmp: pq.write_table(table, tmp))
+    computed = [r for r in results if r["computed"]]
+    return SequencesResult(session, len(results), sum(bool(r["flags"]) for r in results), len(computed),
+                           sum(r["audio_seconds"] for r in computed), root)
+
+
+def _run(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[dict[str, Any]]:
+    warm_up()  # before forking: the workers inherit the compiled kernels
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_window_job, jobs)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for future in as_completed([pool.submit(_window_job, job) for job in jobs]):
+            yield future.result()
+
+
+_DATASETS: dict[str, Dataset] = {}  # one reader per worker process, its tables read once
+
+
+def _window_job(job: tuple[str, str, int, int, WindowSpec]) -> dict[str, Any]:
+    data_dir, session, index, start, spec = job
+    dataset = _DATASETS.get(data_dir) or _DATASETS.setdefault(data_dir, Dataset(data_dir))
+    rate = dataset.session_rate(session)
+    window = Window(dataset, session, index, start, spec.frames(rate), rate, tuple(dataset.streams(session)), spec)
+    quality = window_quality(window)
+    root = session_root(dataset.path, session)
+    computed = 0
+    for stream in window.streams:
+        path = feature_path(root, stream, index)
+        if path.is_file():
+            continue
+        features = window_features(window, stream)
+        _write_aside(path, lambda tmp, f=features: _save_npz(tmp, f))
+        computed += 1
+    return {"index": index, "start_sample": start, "frames": window.frames, "events": quality["events"],
+            "flags": quality["flags"], "computed": computed > 0,
+            "audio_seconds": computed * window.frames / rate}
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_aside(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def _write_aside(target: Path, write: Callable[[Path], None]) -> None:
+    """Write to a temporary name beside ``target``, then rename: never half a file in its place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(name))
+        os.chmod(name, 0o644)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

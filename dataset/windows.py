@@ -1,0 +1,176 @@
+"""Training windows on a session's clock (``sendlearn sequences``; docs/dataset.md, "Sequences").
+
+Window ``k`` starts at sample ``k * hop`` with ``hop = round((window - overlap) * sr)`` and is
+``round(window * sr)`` frames long. Only whole windows are cut: ``start + frames`` never passes
+the session's length (its longest stream). Every window holds every stream of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sendlearn.capture import Playhead
+
+if TYPE_CHECKING:
+    from .reader import Dataset
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """How a session is cut: seconds of each window, seconds shared by neighbours, and the fewest
+    MIDI events (all streams) a window needs not to be flagged ``few_events``."""
+
+    window: float = 30.0
+    overlap: float = 5.0
+    min_events: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.window > 0 or not 0 <= self.overlap < self.window:
+            raise ValueError(f"need window > 0 and 0 <= overlap < window, got {self.window} and {self.overlap}")
+        if self.min_events < 0:
+            raise ValueError(f"min_events must be >= 0, got {self.min_events}")
+
+    def frames(self, sample_rate: int) -> int:
+        return round(self.window * sample_rate)
+
+    def hop(self, sample_rate: int) -> int:
+        return round((self.window - self.overlap) * sample_rate)
+
+    def starts(self, total_frames: int, sample_rate: int) -> list[int]:
+        """First sample of every whole window of a session ``total_frames`` long."""
+        frames, hop = self.frames(sample_rate), self.hop(sample_rate)
+        if hop <= 0 or frames <= 0:
+            raise ValueError(f"{self} is shorter than one sample at {sample_rate} Hz")
+        return list(range(0, total_frames - frames + 1, hop)) if total_frames >= frames else []
+
+
+class Window:
+    """One training window: every stream of the session over ``[start_sample, start_sample + frames)``.
+
+    Samples in its tables are relative to the window's start. ``flags`` are those ``sendlearn
+    sequences`` stored, or worked out on first use (``sendlearn.dataset.quality``).
+    """
+
+    def __init__(self, dataset: Dataset, session: str, index: int, start_sample: int, frames: int,
+                 sample_rate: int, streams: tuple[str, ...], spec: WindowSpec,
+                 flags: tuple[str, ...] | None = None, cache: Any = None) -> None:
+        self.dataset, self.session, self.index = dataset, session, index
+        self.start_sample, self.frames, self.sample_rate = start_sample, frames, sample_rate
+        self.streams, self.spec, self._cache = streams, spec, cache
+        if flags is not None:
+            self.__dict__["flags"] = flags
+
+    def __repr__(self) -> str:
+        return (f"Window({self.session!r}, {self.index}, start_sample={self.start_sample}, frames={self.frames}, "
+                f"flags={self.flags})")
+
+    @property
+    def stop_sample(self) -> int:
+        return self.start_sample + self.frames
+
+    @cached_property
+    def flags(self) -> tuple[str, ...]:
+        from .quality import window_quality
+
+        return tuple(window_quality(self)["flags"])
+
+    @property
+    def event_count(self) -> int:
+        """MIDI events of every stream inside the window."""
+        return sum(len(self._stream(s).events(self.start_sample, self.stop_sample)) for s in self.streams)
+
+    def audio(self, stream: str) -> np.ndarray:
+        """float32 ``(channels, frames)``: the stream's audio slice (zeros past its end)."""
+        return self._stream(stream).audio(self.start_sample, self.stop_sample)
+
+    def valid(self, stream: str) -> np.ndarray:
+        """Per sample: the stream's audio is its own (no gap, not degraded, not past its end)."""
+        return self._stream(stream).valid(self.start_sample, self.stop_sample)
+
+    def events(self, stream: str) -> pa.Table:
+        """events.parquet rows inside the window, ``sample`` relative to its start."""
+        return self._rebase(self._stream(stream).events(self.start_sample, self.stop_sample))
+
+    def blocks(self, stream: str) -> pa.Table:
+        """blocks.parquet rows starting inside the window, ``sample`` relative to its start."""
+        return self._rebase(self._stream(stream).blocks(self.start_sample, self.stop_sample))
+
+    def params(self, stream: str) -> pa.Table:
+        """Automation in the window, ``sample`` relative to its start. A lane that changed before the
+        window and not on its first sample gets a row at sample 0 with the value then in force."""
+        source = self._stream(stream)
+        inside = source.params(self.start_sample, self.stop_sample)
+        before = source.params(None, self.start_sample).to_pylist()
+        at_start = set(pc.filter(inside["param"], pc.equal(inside["sample"], self.start_sample)).to_pylist())
+        last: dict[str, dict[str, Any]] = {}
+        for row in before:
+            last[row["param"]] = row
+        carried = [dict(row, sample=self.start_sample) for name, row in sorted(last.items()) if name not in at_start]
+        table = pa.concat_tables([pa.Table.from_pylist(carried, schema=inside.schema), inside])
+        return self._rebase(table)
+
+    def notes(self, stream: str) -> pa.Table:
+        """Notes sounding in the window, ``start``/``end`` relative to its start (a note begun
+        before the window starts below 0; one lasting past it ends after ``frames``)."""
+        notes = self._stream(stream).notes(self.start_sample, self.stop_sample)
+        for name in ("start", "end"):
+            notes = notes.set_column(notes.schema.get_field_index(name), name,
+                                     pc.subtract(notes[name], pa.scalar(self.start_sample, pa.int64())))
+        return notes
+
+    def playhead(self, stream: str, at: int = 0) -> Playhead:
+        """The stream's playhead at window sample ``at`` (the window's first sample by default)."""
+        return self._stream(stream).playhead(self.start_sample + at)
+
+    def features(self, stream: str) -> dict[str, np.ndarray]:
+        """Name -> array, frames of 512 samples (``sendlearn.dataset.features``): read from the
+        ``sequences/`` cache when ``sendlearn sequences`` computed them, else computed now."""
+        if self._cache is not None:
+            cached = self._cache.load(self.index, stream)
+            if cached is not None:
+                return cached
+        from .features import window_features
+
+        return window_features(self, stream)
+
+    def _stream(self, stream: str) -> Any:
+        if stream not in self.streams:
+            raise KeyError(f"session {self.session} has no stream {stream!r} (it has {', '.join(self.streams)})")
+        return self.dataset.stream(self.session, stream)
+
+    def _rebase(self, table: pa.Table) -> pa.Table:
+        relative = pc.subtract(table["sample"], pa.scalar(self.start_sample, pa.int64()))
+        return table.set_column(table.schema.get_field_index("sample"), table.schema.field("sample"), relative)
+
+
+def session_windows(dataset: Dataset, session: str, window: float | None = None, overlap: float | None = None,
+                    min_events: int | None = None) -> Iterator[Window]:
+    """The windows ``sendlearn sequences`` stored for ``session`` when their settings match the
+    ones asked for (or none is asked), with their flags and features cache; else cut afresh."""
+    from .sequences import SequenceCache
+
+    cache = SequenceCache.open(dataset, session)
+    asked = (window, overlap, min_events)
+    if cache is not None and all(a is None or a == b for a, b in zip(asked, cache.spec_values, strict=True)):
+        yield from cache.windows(dataset)
+        return
+    default = WindowSpec()
+    spec = WindowSpec(default.window if window is None else window, default.overlap if overlap is None else overlap,
+                      default.min_events if min_events is None else min_events)
+    yield from cut(dataset, session, spec)
+
+
+def cut(dataset: Dataset, session: str, spec: WindowSpec) -> Iterator[Window]:
+    """Windows of ``session`` by ``spec``, flags worked out on first use, no features cache."""
+    rate = dataset.session_rate(session)
+    streams = tuple(dataset.streams(session))
+    frames = spec.frames(rate)
+    for index, start in enumerate(spec.starts(dataset.session_frames(session), rate)):
+        yield Window(dataset, session, index, start, frames, rate, streams, spec)
