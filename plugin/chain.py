@@ -11,24 +11,36 @@ delay lines) across blocks. Facts this module relies on, measured with pedalboar
   change lands on sample ``s`` when a call starts on ``s``: blocks are split there;
 - an effect with latency (``Resample``, ``MP3Compressor``, ``GSMFullRateCompressor``,
   ``PitchShift``) makes pedalboard return fewer samples than it was given, at first: it
-  drops as many output samples as the plugin *reports*. A report can be wrong (the GSM
-  codec's output leads its input by about a thousand samples once pedalboard has dropped
-  them), so the latency is measured, never taken from the report.
+  drops as many output samples as the plugin *reports*. A report can be wrong or missing,
+  so the latency is measured, never taken from the report. (The built-in ones measured here
+  are right to the sample, except that a lossy codec's correlation peak is broad: GSM in
+  1000-frame blocks measures -1.)
 
-Latency: a seeded white-noise burst (an impulse spread over ``BURST`` samples, so a codec
-carries it; on a linear effect it gives the impulse response's peak) goes through a fresh
-copy of the chain after a second of silence, in the stream's blocks.
-Where the burst's cross-correlation with what came out peaks (the earliest lag within 1 %
-of the peak, so an echo as loud as the direct sound is not taken for latency) is the
-``shift``: what came out is that many samples late (after what pedalboard already
-dropped) or early, if negative. The stream is compensated by the shift: a late chain has
-its first ``shift`` output samples dropped; an early one is fed ``-shift`` samples of
-silence first (pre-roll), so nothing of the stream is lost. At the end, silence is fed
-until every sample of the stream has come out. So wet sample ``k`` is the chain's output
-for input sample ``k``. When what comes back does not correlate with the burst (normalised
-correlation below ``MIN_CORRELATION``: pedalboard's streamed ``PitchShift`` returns
-silence, its ``GSMFullRateCompressor`` in 512-frame blocks returns noise), the latency is
-recorded as not measured (None) and no shift is applied.
+Latency is measured for each effect on a fresh copy of it (at the automation's starting
+values), fed in the stream's blocks after a second of silence, and summed over the chain
+(one effect's filter delay or echo never hides another's latency); it is never read from a
+plugin's report. First a unit impulse, which also shows how many samples the host withholds
+(``withheld``):
+
+- a chain that returns every sample it is given: its latency is where its impulse response
+  starts (first reaches -40 dB of its peak). Every built-in effect without latency starts on
+  the impulse's own sample (filters included: their response *peaks* later, but starts
+  there), so it measures 0; a plugin hiding a latency shows as silence before its response.
+  A 100 %-wet delay (or a reverb without dry signal and with pre-delay) cannot be told from
+  latency this way: it is measured as latency and compensated; keep some dry signal in it.
+- a chain the host withholds samples from (pedalboard dropped a reported latency): what is
+  left is the report's error, found with a seeded white-noise burst (an impulse spread out,
+  so a codec carries it and a linear-phase resampler's ringing does not mislead) as the lag
+  of the burst's cross-correlation peak, within ``withheld`` samples either way. When what
+  comes back does not correlate with the burst (normalised correlation below
+  ``MIN_CORRELATION``: pedalboard's streamed ``GSMFullRateCompressor`` in 512-frame blocks
+  returns noise, its ``PitchShift`` silence), the latency is recorded as not measured
+  (None) and no shift is applied.
+
+The stream is compensated by the ``shift`` found: a late chain has its first ``shift``
+output samples dropped; an early one is fed ``-shift`` samples of silence first (pre-roll),
+so nothing of the stream is lost. At the end, silence is fed until every sample of the
+stream has come out. So wet sample ``k`` is the chain's output for input sample ``k``.
 """
 
 from __future__ import annotations
@@ -41,9 +53,8 @@ import numpy as np
 from .session import Effect, effect_ids
 
 BURST = 12000  # samples of the latency-measuring burst
-PEAK_TOLERANCE = 0.99  # the earliest lag whose correlation is this close to the peak wins
+ONSET = 1e-2  # an impulse response starts where it first reaches -40 dB of its peak
 MIN_CORRELATION = 0.02  # below this normalised correlation the output is not the burst: no latency measured
-SEARCH_SECONDS = 1.0  # how late (after pedalboard's own dropping) a chain may be and still be measured
 
 Fact = int | float | str | bool | None
 Change = tuple[int, str, float]  # (sample or offset, "id.param", value)
@@ -68,7 +79,8 @@ class Latency:
     def meta(self) -> tuple[tuple[str, Fact], ...]:
         """Facts for stream.json (StreamInfo.meta)."""
         return (("latency_samples", self.samples), ("latency_withheld_by_host", self.withheld),
-                ("latency_compensation_samples", self.shift), ("latency_measured_with", "noise burst"))
+                ("latency_compensation_samples", self.shift),
+                ("latency_measured_with", "noise burst" if self.withheld else "impulse"))
 
 
 class EffectChain:
@@ -104,38 +116,68 @@ class EffectChain:
 
 def measure_latency(effects: Sequence[Effect], sample_rate: int, channels: int, block_size: int,
                     initial: Mapping[str, float] | None = None) -> Latency:
-    """The chain's latency, measured on a fresh copy with a noise burst (module docstring)."""
-    if not effects:
-        return Latency(0, 0, 0)
-    chain = EffectChain(effects, sample_rate, initial)
-    lead, search = sample_rate, int(SEARCH_SECONDS * sample_rate)
+    """The chain's latency: each effect's, measured alone on a fresh copy (module docstring),
+    summed (in series, delays add). Not measured (None) when one effect's cannot be."""
+    total, withheld, shift = 0, 0, 0
+    for effect, effect_id in zip(effects, effect_ids(list(effects)), strict=True):
+        own = {k: v for k, v in (initial or {}).items() if k.split(".", 1)[0] == effect_id}
+        one = _measure_one(Effect(effect.name, effect.options, effect_id), sample_rate, channels, block_size, own)
+        withheld += one.withheld
+        shift += one.shift
+        total = None if total is None or one.samples is None else total + one.samples
+    return Latency(total, withheld, shift)
+
+
+def _measure_one(effect: Effect, sample_rate: int, channels: int, block_size: int,
+                 initial: Mapping[str, float]) -> Latency:
+    effects = [effect]
+    lead = sample_rate  # silence first: room to see a chain whose output comes early
+    impulse = np.zeros(1, dtype=np.float32) + 1.0
+    heard, withheld = _through(effects, sample_rate, channels, block_size, initial, lead, impulse,
+                               lead + sample_rate // 2)
+    response = np.abs(heard[:, lead:]).sum(axis=0)
+    peak = float(response.max(initial=0.0))
+    if withheld == 0:
+        if not np.isfinite(peak) or peak <= 0.0:
+            return Latency(None, 0, 0)  # the chain gave no sound back for the impulse
+        onset = int(np.flatnonzero(response >= ONSET * peak)[0])
+        return Latency(onset, 0, onset)
     burst = np.random.default_rng(20261128).uniform(-0.5, 0.5, BURST).astype(np.float32)
-    needed = lead + search + BURST
+    heard, withheld = _through(effects, sample_rate, channels, block_size, initial, lead, burst,
+                               lead + BURST + sample_rate)
+    reach = min(withheld, lead)
+    score = sum(np.abs(_correlate(heard[c], burst, lead + reach)) for c in range(channels))[lead - reach:]
+    top = float(np.max(score))
+    first = int(np.argmax(score))
+    window = heard[:, lead - reach + first:lead - reach + first + BURST].astype(np.float64)
+    norm = float(np.linalg.norm(burst)) * float(np.sum(np.linalg.norm(window, axis=1)))
+    if not np.isfinite(top) or norm <= 0.0 or top / norm < MIN_CORRELATION:  # what came back is not the burst
+        return Latency(None, withheld, 0)
+    shift = first - reach
+    return Latency(withheld + shift, withheld, shift)
+
+
+def _through(effects: Sequence[Effect], sample_rate: int, channels: int, block_size: int,
+             initial: Mapping[str, float] | None, lead: int, signal: np.ndarray, needed: int) -> tuple[np.ndarray, int]:
+    """``signal`` (on every channel) after ``lead`` samples of silence through a fresh chain
+    in ``block_size`` blocks, fed until ``needed`` samples came back; returns them and how
+    many fewer samples than it was fed the chain returned."""
+    chain = EffectChain(effects, sample_rate, initial)
     limit = needed + 30 * sample_rate  # a chain that holds back more than 30 s is not measured
     out: list[np.ndarray] = []
     fed = got = 0
     while got < needed and fed < limit:
         block = np.zeros((channels, block_size), dtype=np.float32)
-        inside = slice(max(lead - fed, 0), max(min(lead + BURST - fed, block_size), 0))
-        if inside.start < inside.stop:
-            block[:, inside] = burst[fed + inside.start - lead:fed + inside.stop - lead]
+        start, stop = max(lead - fed, 0), min(lead + signal.shape[0] - fed, block_size)
+        if start < stop:
+            block[:, start:stop] = signal[fed + start - lead:fed + stop - lead]
         result = chain.process(block)
         fed += block_size
         got += result.shape[1]
         out.append(result)
-    heard = np.concatenate(out, axis=1)
-    if heard.shape[1] < needed:
-        raise ChainError(f"the chain gave back {heard.shape[1]} samples for {fed} (measuring its latency)")
-    score = sum(np.abs(_correlate(heard[c], burst, lead + search)) for c in range(channels))
-    peak = float(np.max(score))
-    if not np.isfinite(peak) or peak <= 0.0:
-        return Latency(None, fed - got, 0)
-    first = int(np.flatnonzero(score >= PEAK_TOLERANCE * peak)[0])
-    window = heard[:, first:first + BURST].astype(np.float64)
-    norm = float(np.linalg.norm(burst)) * float(np.sum(np.linalg.norm(window, axis=1)))
-    if norm <= 0.0 or score[first] / norm < MIN_CORRELATION:  # what came back is not the burst
-        return Latency(None, fed - got, 0)
-    return Latency(fed - got + first - lead, fed - got, first - lead)
+    if got < needed:
+        raise ChainError(f"the chain gave back {got} samples for {fed} (measuring its latency)")
+    return np.concatenate(out, axis=1), fed - got
 
 
 def _correlate(signal: np.ndarray, burst: np.ndarray, lags: int) -> np.ndarray:
