@@ -12,6 +12,7 @@ samples (its spectrogram form is a different figure). ``piano_roll`` is in ``not
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,6 +45,9 @@ def mono(audio: np.ndarray) -> np.ndarray:
 def audio_features(y: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
     """librosa's features of mono ``y`` at ``sample_rate``, from one STFT."""
     librosa = _librosa()
+    # chroma's tuning estimate warns on silence (and still returns librosa's values): a silent
+    # window is for quality to flag, not a warning per window
+    warnings.filterwarnings("ignore", message="Trying to estimate tuning from empty frequency set")
     spectrum = librosa.stft(y, n_fft=N_FFT, hop_length=HOP)
     magnitude = np.abs(spectrum)
     power = magnitude**2
