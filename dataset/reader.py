@@ -207,26 +207,47 @@ class Stream:
     # --- timeline -------------------------------------------------------------------------
 
     def playhead(self, sample: int) -> Playhead:
-        """The host's timeline at ``sample``: the playhead of the block holding it (or the last block
-        before it), advanced by the frames since at that block's tempo and meter. Exact at block
-        starts; inside a block where the tempo changes it keeps the block's tempo."""
-        blocks = self._blocks
-        starts = blocks["sample"].to_numpy()
-        index = int(np.searchsorted(starts, sample, side="right")) - 1
+        """The host's timeline at ``sample``, from the playhead of the block holding it (or the last
+        block before it) advanced by the frames since. A tempo change inside the block is placed
+        where the block's and the next block's playheads meet (as notes.mid places it); a meter
+        change takes effect on the next block's bar line. Exact at block starts."""
+        rows = self._timeline
+        index = int(np.searchsorted(self._block_starts, sample, side="right")) - 1
         if index < 0:
             raise ValueError(f"sample {sample} is before the stream's first block")
-        row = {name: blocks[name][index].as_py() for name in BLOCKS_SCHEMA.names}
-        seconds_since = (sample - row["sample"]) / self.sample_rate
-        ppq, bar, beat = row["ppq"], row["bar"], row["beat"]
+        row = rows[index]
+        after = rows[index + 1] if index + 1 < len(rows) else None
+        since = sample - row["sample"]
+        ppq, bpm = row["ppq"], row["bpm"]
         if row["playing"]:
-            quarters = seconds_since * row["bpm"] / 60.0
-            ppq += quarters
-            beat += quarters * row["ts_den"] / 4.0
-            bars = int((beat - 1.0) // row["ts_num"])
-            bar, beat = bar + bars, beat - bars * row["ts_num"]
-        return Playhead(seconds=row["seconds"] + seconds_since, ppq=ppq, bpm=row["bpm"], ts_num=row["ts_num"],
-                        ts_den=row["ts_den"], bar=bar, beat=beat, playing=row["playing"],
+            change = _tempo_change(row, after, self.sample_rate)
+            if after is not None and change is not None and since >= change - 1e-6:  # float x of a whole sample
+                ppq += change / self.sample_rate * bpm / 60.0
+                bpm, since_change = after["bpm"], since - change
+            else:
+                since_change = since
+            ppq += since_change / self.sample_rate * bpm / 60.0
+        meter = row
+        if after is not None and row["playing"] and (after["ts_num"], after["ts_den"]) != (row["ts_num"], row["ts_den"]):
+            if ppq >= after["ppq"] - (after["beat"] - 1.0) * 4.0 / after["ts_den"] - 1e-9:
+                meter = after  # past the bar line where the next block's meter starts
+        bar, beat = meter["bar"], meter["beat"]
+        if row["playing"]:
+            beat += (ppq - meter["ppq"]) * meter["ts_den"] / 4.0
+            bars = int((beat - 1.0) // meter["ts_num"])
+            bar, beat = bar + bars, beat - bars * meter["ts_num"]
+        return Playhead(seconds=row["seconds"] + (sample - row["sample"]) / self.sample_rate, ppq=ppq, bpm=bpm,
+                        ts_num=meter["ts_num"], ts_den=meter["ts_den"], bar=bar, beat=beat, playing=row["playing"],
                         recording=row["recording"], looping=row["looping"])
+
+    @cached_property
+    def _timeline(self) -> list[dict[str, Any]]:
+        return self._blocks.select(["sample", "frames", "playing", "recording", "looping", "seconds", "bpm", "ts_num",
+                                    "ts_den", "ppq", "bar", "beat"]).to_pylist()
+
+    @cached_property
+    def _block_starts(self) -> np.ndarray:
+        return self._blocks["sample"].to_numpy()
 
     def summary(self) -> dict[str, Any]:
         """What ``sendlearn status`` shows of a finished stream."""
@@ -249,3 +270,15 @@ def _in_range(table: pa.Table, start: int | None, stop: int | None) -> pa.Table:
     if stop is not None:
         keep &= samples < stop
     return table.filter(pa.array(keep))
+
+
+def _tempo_change(now: dict[str, Any], after: dict[str, Any] | None, sample_rate: int) -> float | None:
+    """Frames into block ``now`` where the tempo becomes ``after``'s: the ``x`` where
+    ``now.ppq + x·bpm/60/sr + (frames − x)·bpm_after/60/sr = after.ppq``; None when the tempo
+    holds or the timeline jumps (a locate, a loop) rather than changes inside the block."""
+    if after is None or after["bpm"] == now["bpm"] or not after["playing"] or after["sample"] != now["sample"] + now["frames"]:
+        return None
+    frames = now["frames"]
+    span = after["ppq"] - now["ppq"] - frames / sample_rate * after["bpm"] / 60.0
+    x = span * 60.0 * sample_rate / (now["bpm"] - after["bpm"])
+    return min(max(x, 0.0), float(frames)) if -0.5 <= x <= frames + 0.5 else None
