@@ -50,7 +50,8 @@ def _written(outcome: Outcome) -> dict[str, Any]:
     info = json.loads((folder / "stream.json").read_text())
     counts = pc.value_counts(pq.read_table(folder / "events.parquet", columns=["kind"])["kind"]).to_pylist()
     kinds = {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: -c["counts"])}
-    return {"audio": str(folder / info["audio"]["file"]), "complete": info["complete"], "event_kinds": kinds}
+    return {"audio": str(folder / info["audio"]["file"]), "complete": info["complete"], "event_kinds": kinds,
+            "params": info["params"], "meta": info.get("meta", {})}
 
 
 def print_demo(session: Session, outcomes: list[Outcome], data_dir: Path, elapsed: float) -> None:
@@ -58,9 +59,19 @@ def print_demo(session: Session, outcomes: list[Outcome], data_dir: Path, elapse
           f"{_tempo_story(session)};\nevery block went capture -> websocket -> receiver -> dataset.")
     folder = data_dir / "sessions" / session.name
     print_table(f"written to {folder}", ["stream", "seconds", "blocks", "events", "MIDI", "audio"],
-                [[o.stream, f"{o.seconds:.2f}", o.blocks, o.events, _kinds(o.extra.get("event_kinds", {})),
+                [[o.stream, f"{o.seconds:.2f}", o.blocks, o.events,
+                  _kinds(o.extra.get("event_kinds", {})) or ("audio only" if o.host in ("recording", "pedalboard") else ""),
                   _relative(o.extra.get("audio"), folder) if o.ok else f"failed: {o.reason}"]
                  for o in outcomes])
+    for track in session.tracks:
+        wet = next((o for o in outcomes if track.recorded and o.ok and o.stream == f"{track.name}-wet"), None)
+        if wet is not None and track.audio is not None:
+            meta = wet.extra.get("meta", {})
+            chain = " -> ".join(e.name for e in track.effects)
+            print(f"{track.name}-dry is the recording {track.audio.name} as read, bit for bit; {track.name}-wet is it "
+                  f"through {chain}, streamed block by block, with {wet.extra.get('params', 0)} automation changes "
+                  f"each on its sample (params.parquet); measured chain latency {meta.get('latency_samples')} "
+                  "samples, compensated (stream.json meta).")
     if all(o.ok for o in outcomes):
         print("Each stream folder holds the audio (sample 0 = the stream's first sample), events.parquet "
               "(every MIDI event on its exact sample), blocks.parquet (the playhead at every block), "
@@ -70,7 +81,8 @@ def print_demo(session: Session, outcomes: list[Outcome], data_dir: Path, elapse
 
 def _tempo_story(session: Session) -> str:
     """'4/4 at 120 bpm, bar 5: 3/4 at 140 bpm, ...' from the first track's MIDI file."""
-    timeline = Timeline(session.tracks[0].midi, session.sample_rate)
+    first = next(t.midi for t in session.tracks if t.midi is not None)
+    timeline = Timeline(first, session.sample_rate)
     ticks = sorted({s.tick for s in timeline.tempos} | {m.tick for m in timeline.meters})
     parts = []
     for tick in ticks:

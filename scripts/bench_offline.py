@@ -40,10 +40,18 @@ def bare(session: Session) -> float:
     """Render every stream's audio as render_session does, and stop there; returns seconds of audio."""
     audio_seconds = 0.0
     for track in session.tracks:
+        if track.recorded:  # a recording: read it and run its chain once (two streams: dry and wet)
+            from sendlearn.plugin.recording import read_recording
+
+            audio = read_recording(track)
+            apply_gain(apply_effects(audio, session.sample_rate, [(e.name, dict(e.options)) for e in track.effects]),
+                       track.gain_db)
+            audio_seconds += 2 * audio.shape[1] / session.sample_rate
+            continue
         timeline = Timeline(track.midi, session.sample_rate)
         for part in stream_parts(track, timeline):
             frames = timeline.length
-            params = automation_points(track.automation, timeline, frames)
+            params = automation_points(track.instrument_lanes(), timeline, frames)
             curves = {name: automation_curve(points, frames) for name, points in params.items()}
             audio = render_stream(track.instrument, part.events, frames, session.sample_rate, timeline=timeline,
                                   block_size=session.block_size, automation=curves)

@@ -1,13 +1,18 @@
-"""Generate the bundled demo session into plugin/demo/: session.toml and three MIDI files.
+"""Generate the bundled demo session into plugin/demo/: session.toml, three MIDI files and a take.
 
-Three tracks (keys, bass, drums) on one clock: every file carries the same conductor
-(tempo and meter changes), written with mido. About 24 seconds:
+Three instrument tracks (keys, bass, drums) on one clock: every file carries the same
+conductor (tempo and meter changes), written with mido. About 24 seconds:
     bars 1-4   4/4 at 120 bpm
     bars 5-10  3/4 at 140 bpm
     bars 11-14 4/4 at 110 bpm
 Keys hold chords with the sustain pedal (CC64), a mod-wheel sweep (CC1) and channel
 aftertouch; the bass bends its pitch; drums play on channel 10; the keys' filter cutoff
-is automated in beats. Run: ``python scripts/make_demo.py`` (rewrites the files).
+is automated in beats. A fourth track, gtr, is a recording: ``gtr.flac`` (mono, 16-bit,
+small) is a plucked arpeggio over the first four bars (120 bpm, 4/4, so its ``bpm`` key
+matches the conductor), synthesised here by Karplus-Strong with a seeded generator; it goes
+through a pedalboard chain whose gain is automated (a step down at 4 s, a ramp back up from
+6 s to 7 s) and becomes two streams, gtr-dry and gtr-wet. Run: ``python scripts/make_demo.py``
+(rewrites the files).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mido
+import numpy as np
 
 OUT = Path(__file__).resolve().parent.parent / "plugin" / "demo"
 TPB = 480
@@ -47,6 +53,16 @@ name = "drums"
 midi = "drums.mid"
 instrument = { faust = "drums", voices = 12 }
 gain_db = -5.0
+
+[[track]]
+name = "gtr"                                    # a recording: streams gtr-dry and gtr-wet
+audio = "gtr.flac"
+bpm = 120
+meter = "4/4"
+effects = [ { pedalboard = "Gain", id = "g", gain_db = 0.0 }, { pedalboard = "Chorus", mix = 0.3 },
+            { pedalboard = "Delay", delay_seconds = 0.375, feedback = 0.3, mix = 0.25 },
+            { pedalboard = "Reverb", room_size = 0.5, wet_level = 0.25 } ]
+automation = [ { param = "g.gain_db", points = [[0.0, 0.0], [4.0, 0.0], [4.0, -9.0], [6.0, -9.0], [7.0, 0.0]] } ]
 """
 
 
@@ -136,13 +152,38 @@ def drums() -> list[tuple[int, mido.Message]]:
     return out
 
 
+def take(rate: int = 48000) -> np.ndarray:
+    """Four bars of plucked eighth notes over the keys' chords (Karplus-Strong), float32 mono."""
+    rng = np.random.default_rng(15)
+    eighth = rate // 4  # 120 bpm
+    out = np.zeros(16 * 2 * eighth, dtype=np.float64)
+    for bar in range(4):
+        chord = CHORDS[bar % len(CHORDS)]
+        tones = [chord[i % len(chord)] + 12 * (i // len(chord)) - 12 for i in range(8)]
+        for step, note in enumerate(tones):
+            period = round(rate / (440.0 * 2 ** ((note - 69) / 12)))
+            length = 3 * eighth
+            line = rng.uniform(-1.0, 1.0, period)
+            pluck = np.empty(length)
+            for i in range(length):  # the string: a delay line averaged as it goes round
+                pluck[i] = line[i % period]
+                line[i % period] = 0.498 * (line[i % period] + line[(i + 1) % period])
+            start = (bar * 8 + step) * eighth
+            end = min(start + length, out.shape[0])
+            out[start:end] += 0.35 * pluck[:end - start] * (0.6 + 0.4 * (step % 2 == 0))
+    return (out / max(1.0, np.abs(out).max() / 0.8)).astype(np.float32)
+
+
 def main() -> None:
+    import soundfile
+
     OUT.mkdir(parents=True, exist_ok=True)
     save("keys.mid", keys())
     save("bass.mid", bass())
     save("drums.mid", drums())
+    soundfile.write(str(OUT / "gtr.flac"), take(), 48000, subtype="PCM_16")
     (OUT / "session.toml").write_text(SESSION)
-    print(f"wrote {OUT}: session.toml keys.mid bass.mid drums.mid")
+    print(f"wrote {OUT}: session.toml keys.mid bass.mid drums.mid gtr.flac")
 
 
 if __name__ == "__main__":

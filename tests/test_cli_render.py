@@ -172,11 +172,11 @@ def test_a_server_that_is_not_there_fails_fast(files: dict[str, Path], tmp_path:
     assert "expected a ws:// or wss:// URL" in capsys.readouterr().err
 
 
-def test_demo_writes_three_streams_and_status_sees_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_writes_its_streams_and_status_sees_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = run_json(capsys, "demo", "--data-dir", str(tmp_path))
     assert code == 0 and report["ok"] is True
-    assert [s["stream"] for s in report["streams"]] == ["keys", "bass", "drums"]
-    for stream in report["streams"]:
+    assert [s["stream"] for s in report["streams"]] == ["keys", "bass", "drums", "gtr-dry", "gtr-wet"]
+    for stream in report["streams"][:3]:
         written = read_stream(tmp_path, "demo", stream["stream"])
         assert stream["events"] == len(written["events"]) > 0
         assert stream["audio"] == str(written["folder"] / written["info"]["audio"]["file"])
@@ -190,6 +190,12 @@ def test_demo_writes_three_streams_and_status_sees_them(tmp_path: Path, capsys: 
     assert {(b["ts_num"], b["ts_den"]) for b in keys["blocks"].to_pylist()} == {(4, 4), (3, 4)}
     tempos = sorted({round(b["bpm"], 3) for b in keys["blocks"].to_pylist()})  # MIDI tempos are whole µs
     assert tempos == [110.0, 120.0, 140.0]
+    dry, wet = read_stream(tmp_path, "demo", "gtr-dry"), read_stream(tmp_path, "demo", "gtr-wet")
+    assert dry["audio"].shape == wet["audio"].shape and dry["audio"].shape[1] == 8 * 48000
+    assert np.abs(dry["audio"]).max() > 0.1 and not np.array_equal(dry["audio"], wet["audio"])
+    steps = [(p["sample"], p["value"]) for p in wet["params"].to_pylist()]
+    assert (4 * 48000, -9.0) in steps and steps[-1] == (7 * 48000, 0.0)  # the step and the ramp's end
+    assert wet["info"]["meta"]["latency_samples"] == 0 and wet["info"]["meta"]["pair"] == "gtr-dry"
 
     code, status = run_json(capsys, "status", "--data-dir", str(tmp_path))
     assert code == 0
@@ -203,7 +209,7 @@ def test_demo_tells_a_newcomer_what_it_wrote(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sendlearn", "demo", "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    for text in ("keys", "bass", "drums", "audio.wav", "events.parquet", f"sendlearn status --data-dir {tmp_path}"):
+    for text in ("keys", "bass", "drums", "gtr-wet", "bit for bit", "audio.wav", "events.parquet", f"sendlearn status --data-dir {tmp_path}"):
         assert text in done.stdout, text
     done = subprocess.run([sys.executable, "-m", "sendlearn", "demo", "--data-dir", str(tmp_path), "--json"],
                           capture_output=True, text=True, timeout=120, check=False)

@@ -148,7 +148,7 @@ def test_session_from_a_plain_midi_file(folder: Path) -> None:
 
 def test_the_bundled_demo_renders_every_track() -> None:
     session = load_session(DEMO)
-    assert [t.name for t in session.tracks] == ["keys", "bass", "drums"]
+    assert [t.name for t in session.tracks] == ["keys", "bass", "drums", "gtr"]
     processors: dict[str, CaptureProcessor] = {}
 
     def open_stream(info: StreamInfo) -> CaptureProcessor:
@@ -157,9 +157,12 @@ def test_the_bundled_demo_renders_every_track() -> None:
 
     seen: dict[str, tuple[int, int]] = {}
     results = render_session(session, open_stream, progress=lambda s, done, total: seen.__setitem__(s, (done, total)))
-    assert [(r.stream, r.ok) for r in results] == [("keys", True), ("bass", True), ("drums", True)]
-    assert seen == {r.stream: (r.frames, r.frames) for r in results}  # progress reaches the end of each
-    assert all(15 < r.seconds < 35 for r in results) and len({r.frames for r in results}) == 1  # one clock
+    assert [(r.stream, r.ok) for r in results] == [("keys", True), ("bass", True), ("drums", True),
+                                                   ("gtr-dry", True), ("gtr-wet", True)]
+    seen.pop("gtr-dry", None)  # a recording's progress is its wet stream's
+    assert seen == {r.stream: (r.frames, r.frames) for r in results if r.stream != "gtr-dry"}  # each reaches its end
+    assert all(15 < r.seconds < 35 for r in results[:3]) and len({r.frames for r in results[:3]}) == 1  # one clock
+    assert results[3].frames == results[4].frames == 8 * 48000
     blocks = {name: [] for name in processors}
     for name, processor in processors.items():
         while (block := processor.handoff.take()) is not None:
