@@ -155,6 +155,7 @@ class _Connection:
         self.dirty = False
         self.last_commit = time.monotonic()
         self.committing: asyncio.Task | None = None
+        self.released = False
 
     async def run(self) -> None:
         while self.protocol.close_code is None:
@@ -313,13 +314,21 @@ class _Connection:
             log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason)
         try:
             await self.flush()
+        except ConnectionClosed:
+            pass
+        await self.release()  # before the close handshake: a sender stuck in a send must not hold its stream
+        try:
             await self.ws.close(int(code) if code is not None else 1000, self.protocol.close_reason)
         except ConnectionClosed:
             pass
 
     async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
         try:
-            await self.committed()
+            if self.committing is not asyncio.current_task():  # a failed commit releases from its own task
+                await self.committed()
             writer = self.writer
             if isinstance(writer, StreamWriter) and writer.failed is not None:
                 writer.abandon()  # no commit runs now; a new writer resumes from what is synced
