@@ -117,3 +117,22 @@ def test_degraded_audio_and_gaps_are_flagged(data_dir: Path, tmp_path: Path) -> 
     flags = {w.index: window_quality(w)["flags"] for w in data.windows("band", window=2.0, overlap=0.5)}
     # seq 200 is samples 102400-102911 (window 1: 72000-167999), seq 300 153600-154111 (windows 1 and 2)
     assert {i for i, f in flags.items() if "degraded" in f} == {1, 2}
+
+
+def test_docs_describe_the_written_tables(data_dir: Path, report: dict) -> None:
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "dataset.md").read_text()
+    names = {"int64": "int64", "float64": "double", "string": "string", "list of string": "list<string>"}
+
+    def documented(section: str, after: str = "") -> list[tuple[str, str, bool]]:
+        text = doc.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+        text = text.split(after, 1)[1] if after else text
+        rows = re.findall(r"^\| `(\w+)` \| ([\w ,]+) \|", text, re.M)
+        return [(name, names[kind.split(",")[0].strip()], kind.endswith("null")) for name, kind in rows]
+
+    for path, section, after in ((data_dir / "sequences" / "quality.parquet", "Quality", ""),
+                                 (data_dir / "sequences" / "band" / "windows.parquet", "Sequences", "windows.parquet")):
+        schema = pq.read_schema(path)
+        kinds = [f"list<{f.type.value_type}>" if hasattr(f.type, "value_type") else str(f.type) for f in schema]
+        assert documented(section, after) == [(f.name, k, f.nullable) for f, k in zip(schema, kinds, strict=True)]
