@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_durability import blocks, closed, hello, joined, remount, tmpfs, wait_for
+from test_durability import blocks, closed, fill, hello, joined, remount, tmpfs, wait_for
 from test_receiver import RawClient
 
 from helpers import make_audio, read_stream
@@ -158,3 +158,45 @@ def test_a_failed_fsync_is_never_followed_by_an_ack_of_what_it_covered(
         subprocess.run(["mount", "-o", "loop", str(backing / "disk.img"), str(mount)], check=True)
         check_whole(mount, audio, n)
     said_once(capsys.readouterr().err, "syncing")
+
+
+def test_a_new_user_renders_into_a_full_receiver_and_it_finishes_once_there_is_room(tmp_path: Path) -> None:
+    """``sendlearn render --server`` into a ``sendlearn serve`` on a full disk: the render says
+    why it waits, finishes once space is freed, and the dataset is the one a direct render makes."""
+    import sys
+    import threading
+
+    from test_cli_render import write_midi
+
+    from sendlearn.cli import main
+
+    tune = write_midi(tmp_path / "tune.mid", [(0, 60, 100), (480, 64, 90), (960, 67, 80), (1920, 72, 110)])
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        serve = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir",
+                                  str(disk / "data")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            url = serve.stdout.readline().split("listening on ")[1].split(",")[0]
+            filler = fill(disk)
+            render = subprocess.Popen([sys.executable, "-m", "sendlearn", "render", str(tune), "--server", url],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            told: list[str] = []
+            reader = threading.Thread(target=lambda: told.extend(render.stderr), daemon=True)
+            reader.start()
+            wait_for(lambda: any("STORAGE" in line for line in told), 120, "the render saying why it waits")
+            filler.unlink()
+            out, _ = render.communicate(timeout=300)
+            reader.join(10)
+            assert render.returncode == 0, (out, told)
+            storage = [line for line in told if "STORAGE" in line]
+            assert "No space left on device" in storage[0] and len(storage) == len(set(storage)), told
+            served = read_stream(disk / "data", "tune", "tune")
+        finally:
+            serve.terminate()
+            serve.wait(30)
+    assert main(["render", str(tune), "--data-dir", str(tmp_path / "direct")]) == 0
+    direct = read_stream(tmp_path / "direct", "tune", "tune")
+    assert served["audio"].tobytes() == direct["audio"].tobytes() and served["audio"].any()
+    for table in ("events", "blocks", "params"):
+        assert served[table].equals(direct[table]), table
+    for key in ("blocks", "events", "gaps", "complete", "take", "audio"):
+        assert served["info"][key] == direct["info"][key], key
