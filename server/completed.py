@@ -11,6 +11,7 @@ from typing import Any
 from sendlearn.capture import StreamInfo
 from sendlearn.transport import BlocksReceived
 
+from .finalise import remove_stale_temporaries
 from .layout import WORK, stream_dir
 from .writer import Refused, StreamMismatch, StreamWriter, check_same_stream, info_json
 
@@ -75,5 +76,6 @@ def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | 
             if (folder / WORK).exists():
                 log.info("%s/%s is complete; removing the work folder a crash left", info.session, info.stream)
                 shutil.rmtree(folder / WORK, ignore_errors=True)
+            remove_stale_temporaries(folder)
             return CompletedStream(summary)
     return StreamWriter(data_dir, info, meta, take)

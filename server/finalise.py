@@ -46,6 +46,7 @@ def finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
 
 def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     folder, info = writer.dir, writer.info
+    remove_stale_temporaries(folder)
     stored, backfill_log = _load(writer.work / "journal")
     complete = writer.last_seq is not None
     audio_name, subtype = _write_audio(writer, stored)
@@ -80,6 +81,13 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     if complete:
         shutil.rmtree(writer.work, ignore_errors=True)
     return summary
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Files a crash left while being written aside (write_aside's ``.NAME.*.tmp``)."""
+    for name in ("audio.wav", "audio.flac", *PUBLIC_FILES, "stream.json"):
+        for stale in folder.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def _load(journal: Path) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
