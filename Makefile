@@ -24,6 +24,7 @@ bench: install
 	$(BIN)/python scripts/bench_faults.py --windows 2
 	$(BIN)/python scripts/bench_receiver.py --streams 16 64 --seconds 10
 	$(BIN)/python scripts/bench_live.py --seconds 20
+	$(BIN)/python scripts/bench_features.py --seconds 300
 
 # Debian packages the instruments and the live bridge need (skipped when all are present).
 system: $(STAMPS)/system

@@ -38,8 +38,16 @@ def _librosa():  # type: ignore[no-untyped-def]
 
 
 def mono(audio: np.ndarray) -> np.ndarray:
-    """The mean over channels, float32, contiguous."""
-    return np.ascontiguousarray(audio.mean(axis=0, dtype=np.float32))
+    """The mean over channels, float32, contiguous: ``audio.mean(axis=0)``, bit for bit (numpy adds
+    a few rows one after another, then divides), without reducing 2-sample rows one by one, which
+    is what ``mean`` does on the reader's (frames, channels) buffer seen as (channels, frames)."""
+    if audio.shape[0] > 8:  # numpy sums longer axes pairwise: let it
+        return np.ascontiguousarray(audio.mean(axis=0, dtype=np.float32))
+    out = np.array(audio[0], dtype=np.float32, order="C")
+    for row in audio[1:]:
+        out += row
+    out /= np.float32(audio.shape[0])
+    return out
 
 
 def audio_features(y: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
@@ -66,9 +74,10 @@ def audio_features(y: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
     }
 
 
-def window_features(window: Window, stream: str) -> dict[str, np.ndarray]:
-    """Every feature of ``stream`` in ``window`` (``FEATURES``), each with ``1 + frames // 512`` frames."""
-    out = audio_features(mono(window.audio(stream)), window.sample_rate)
+def window_features(window: Window, stream: str, audio: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every feature of ``stream`` in ``window`` (``FEATURES``), each with ``1 + frames // 512`` frames;
+    ``audio`` is the window's slice when the caller has read it already."""
+    out = audio_features(mono(window.audio(stream) if audio is None else audio), window.sample_rate)
     source = window.dataset.stream(window.session, stream)
     out["piano_roll"] = piano_roll(source.notes(window.start_sample, window.stop_sample), window.start_sample,
                                    window.frames, HOP)

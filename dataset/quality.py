@@ -43,11 +43,22 @@ QUIET_BEFORE, ONSET_SEARCH = 1024, 4096
 CHUNK = FRAME * 2048  # frames read at a time when a whole stream is measured
 
 
+def _level(audio: np.ndarray) -> np.ndarray:
+    """Per sample, the largest absolute value over channels (channel rows combined one by one:
+    reducing the short channel axis sample by sample is many times slower)."""
+    level = np.abs(audio[0])
+    for row in audio[1:]:
+        np.maximum(level, np.abs(row), out=level)
+    return level
+
+
 def _audio_tally(audio: np.ndarray, valid: np.ndarray) -> dict[str, float]:
     """Sums over one slice, to be added up over slices of a stream."""
     n = audio.shape[1]
-    level = np.abs(audio).max(axis=0) if n else np.zeros(0, dtype=np.float32)
-    squares = np.square(audio, dtype=np.float64).sum(axis=0)
+    level = _level(audio)
+    squares = np.zeros(n, dtype=np.float64)
+    for row in audio:
+        squares += np.square(row, dtype=np.float64)
     whole = n // FRAME * FRAME
     frame_power = squares[:whole].reshape(-1, FRAME).mean(axis=1) / audio.shape[0]
     if whole < n:
@@ -73,7 +84,7 @@ def _audio_row(t: dict[str, float]) -> dict[str, Any]:
             "degraded_fraction": t["invalid"] / max(t["samples"], 1)}
 
 
-def _note_row(stream: Stream, start: int, stop: int) -> dict[str, Any]:
+def _note_row(stream: Stream, start: int, stop: int, audio: np.ndarray | None = None) -> dict[str, Any]:
     notes = stream.notes(start, stop)
     starts, ends = notes["start"].to_numpy(), notes["end"].to_numpy()
     begun = (starts >= start) & (starts < stop)
@@ -92,7 +103,7 @@ def _note_row(stream: Stream, start: int, stop: int) -> dict[str, Any]:
     bpm = stream.blocks(start, stop)["bpm"].to_numpy()
     if not len(bpm) and len(stream.blocks()):
         bpm = np.array([stream.playhead(start).bpm])
-    lags = _alignment(stream, starts[begun])
+    lags = _alignment(stream, starts[begun], start, audio)
     return {
         "events": len(stream.events(start, stop)), "notes": len(pitches), "note_density": density,
         "polyphony_max": int(sounding.max(initial=0)), "polyphony_mean": mean_poly,
@@ -107,12 +118,15 @@ def _note_row(stream: Stream, start: int, stop: int) -> dict[str, Any]:
     }
 
 
-def _alignment(stream: Stream, note_ons: np.ndarray) -> list[int]:
+def _alignment(stream: Stream, note_ons: np.ndarray, start: int, audio: np.ndarray | None) -> list[int]:
+    """Onset lag of each note-on after silence; ``audio`` (from ``start``) is used where it reaches."""
     lags = []
     for on in np.unique(note_ons).tolist():
         if on < QUIET_BEFORE or on >= stream.frames:
             continue
-        level = np.abs(stream.audio(on - QUIET_BEFORE, min(on + ONSET_SEARCH, stream.frames))).max(axis=0)
+        a, b = on - QUIET_BEFORE, min(on + ONSET_SEARCH, stream.frames)
+        inside = audio is not None and start <= a and b <= start + audio.shape[1]
+        level = _level(audio[:, a - start:b - start] if inside else stream.audio(a, b))
         if level[:QUIET_BEFORE].max() > QUIET_PEAK:
             continue
         above = np.flatnonzero(level > ONSET_LEVEL)
@@ -147,19 +161,21 @@ def stream_quality(stream: Stream) -> dict[str, Any]:
     return row
 
 
-def window_quality(window: Window) -> dict[str, Any]:
-    """``{"flags": [...], "events": n, "rows": [QUALITY_SCHEMA row per stream]}`` of ``window``."""
+def window_quality(window: Window, audio: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """``{"flags": [...], "events": n, "rows": [QUALITY_SCHEMA row per stream]}`` of ``window``;
+    ``audio`` holds streams' window slices the caller has read already."""
     rows, all_silent = [], True
     for name in window.streams:
+        samples = audio[name] if audio is not None and name in audio else window.audio(name)
         stream = window.dataset.stream(window.session, name)
         own = max(0, min(window.stop_sample, stream.frames) - window.start_sample)  # its samples in the window
         valid = window.valid(name)
         valid[own:] = True  # past a stream's end is not degraded audio, only no audio
-        audio_row = _audio_row(_audio_tally(window.audio(name), valid))
+        audio_row = _audio_row(_audio_tally(samples, valid))
         row = {"session": window.session, "stream": name, "window": window.index,
                "start_sample": window.start_sample, "frames": window.frames,
                "seconds": window.frames / window.sample_rate, "gaps": None, **audio_row,
-               **_note_row(stream, window.start_sample, window.stop_sample)}
+               **_note_row(stream, window.start_sample, window.stop_sample, samples)}
         sounding = len(stream.notes(window.start_sample, window.stop_sample)) > 0
         row["flags"] = _flags(row, notes_sound=sounding)
         all_silent &= audio_row["silence_ratio"] >= 1.0

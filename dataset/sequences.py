@@ -160,14 +160,15 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec]) -> dict[str, Any]:
     dataset = _DATASETS.get(data_dir) or _DATASETS.setdefault(data_dir, Dataset(data_dir))
     rate = dataset.session_rate(session)
     window = Window(dataset, session, index, start, spec.frames(rate), rate, tuple(dataset.streams(session)), spec)
-    quality = window_quality(window)
+    audio = {stream: window.audio(stream) for stream in window.streams}  # read once, for quality and features
+    quality = window_quality(window, audio)
     root = session_root(dataset.path, session)
     computed = 0
     for stream in window.streams:
         path = feature_path(root, stream, index)
         if path.is_file():
             continue
-        features = window_features(window, stream)
+        features = window_features(window, stream, audio[stream])
         _write_aside(path, lambda tmp, f=features: _save_npz(tmp, f))
         computed += 1
     return {"index": index, "start_sample": start, "frames": window.frames, "events": quality["events"],
