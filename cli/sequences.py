@@ -73,8 +73,11 @@ def run_sequences(args: argparse.Namespace) -> int:
                   disable=not _interactive(args)) as bar:
         for session in sessions:
             task = bar.add_task(session, total=None)
-            results.append(build_sequences(args.data_dir, session, spec, args.workers,
-                                           lambda done, total, t=task: bar.update(t, completed=done, total=total)))
+            try:
+                results.append(build_sequences(args.data_dir, session, spec, args.workers,
+                                               lambda done, total, t=task: bar.update(t, completed=done, total=total)))
+            except ValueError as exc:  # streams of one session at different rates: no shared clock
+                raise UsageError(str(exc)) from None
     summary = [_session_summary(dataset, r) for r in results]
     if args.json:
         print(json.dumps({"data_dir": str(args.data_dir), "window": spec.window, "overlap": spec.overlap,
@@ -84,6 +87,11 @@ def run_sequences(args: argparse.Namespace) -> int:
                 ["session", "windows", "flagged", "flags", "computed", "path"],
                 [[s["session"], s["windows"], s["flagged"], ", ".join(f"{k} {v}" for k, v in s["flags"].items()) or "-",
                   s["computed"], s["path"]] for s in summary])
+    for s in summary:
+        if s["windows"] == 0:
+            seconds = dataset.session_frames(s["session"]) / dataset.session_rate(s["session"])
+            print(f"{s['session']} is {seconds:.1f} s long, shorter than one {spec.window:g} s window "
+                  f"(--window sets the length)")
     return 0
 
 

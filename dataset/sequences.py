@@ -129,7 +129,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
     _write_json(root / "sequences.json", {**settings, "windows": len(windows)})
     jobs = [(str(dataset.path), session, w.index, w.start_sample, spec) for w in windows]
     results = []
-    for done, result in enumerate(_run(jobs, workers), 1):
+    for done, result in enumerate(_run(jobs, workers, dataset), 1):
         results.append(result)
         if progress is not None:
             progress(done, len(jobs))
@@ -141,10 +141,12 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
                            sum(r["audio_seconds"] for r in computed), root)
 
 
-def _run(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[dict[str, Any]]:
+def _run(jobs: list[tuple[Any, ...]], workers: int, dataset: Dataset) -> Iterator[dict[str, Any]]:
+    if not jobs:
+        return
     warm_up()  # before forking: the workers inherit the compiled kernels
     if workers <= 1 or len(jobs) <= 1:
-        yield from map(_window_job, jobs)
+        yield from (_window_job(job, dataset) for job in jobs)
         return
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -152,12 +154,15 @@ def _run(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[dict[str, Any]]:
             yield future.result()
 
 
-_DATASETS: dict[str, Dataset] = {}  # one reader per worker process, its tables read once
+# One reader per worker process, so a stream's tables are read once per worker, not per window.
+# It lives as long as the pool's processes: the parent never fills it, so a fork starts empty.
+_WORKER_DATASETS: dict[str, Dataset] = {}
 
 
-def _window_job(job: tuple[str, str, int, int, WindowSpec]) -> dict[str, Any]:
+def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | None = None) -> dict[str, Any]:
     data_dir, session, index, start, spec = job
-    dataset = _DATASETS.get(data_dir) or _DATASETS.setdefault(data_dir, Dataset(data_dir))
+    if dataset is None:
+        dataset = _WORKER_DATASETS.setdefault(data_dir, Dataset(data_dir))
     rate = dataset.session_rate(session)
     window = Window(dataset, session, index, start, spec.frames(rate), rate, tuple(dataset.streams(session)), spec)
     audio = {stream: window.audio(stream) for stream in window.streams}  # read once, for quality and features

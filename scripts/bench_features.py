@@ -145,7 +145,7 @@ def run() -> None:
     print(f"{'naive librosa, 1 process (h/min)':<34}{naive:>12.2f}")
     print(f"{'reader slicing windows (GB/s)':<34}{reader:>12.2f}")
     print(f"{'soundfile directly (GB/s)':<34}{direct:>12.2f}")
-    print(json.dumps({"audio_seconds_per_run": round(args.seconds * args.streams, 1), "window": args.window,
+    print(json.dumps({"stream_seconds": round(args.seconds * args.streams, 1), "window": args.window,
                       "overlap": args.overlap, "features_h_per_min_1_worker": round(one, 3),
                       "features_h_per_min_2_workers": round(two, 3), "naive_h_per_min_1_process": round(naive, 3),
                       "speedup_2_workers": round(two / one, 3), "reader_gb_s": round(reader, 3),
