@@ -96,9 +96,9 @@ class StreamWriter:
         self.through = -1  # every seq <= through is stored or a declared drop
         self._above: set[int] = set()  # stored seqs beyond the watermark
         self._dropped: list[tuple[int, int]] = []  # declared drops: sorted, disjoint
-        self._degraded: dict[int, Quality] = {}  # stored seqs whose audio is below full quality
+        # stored seqs whose audio is below full quality (only those can be replaced), with their samples
+        self._degraded: dict[int, tuple[Quality, int, int]] = {}
         self._samples: list[tuple[int, int]] = []  # sample ranges stored blocks hold: sorted, merged
-        self._spans: dict[int, tuple[int, int]] = {}  # seq -> (start, end) of stored blocks
         self.max_seq = -1
         self._max_block = max(8 * info.block_size, 65536)  # frames a block may hold, for the bound in add()
         self.last_seq: int | None = None  # from BYE
@@ -151,7 +151,7 @@ class StreamWriter:
                 raise Refused(f"block {block.seq} starts at sample {block.start_sample}, beyond "
                               f"{block.seq + 1} blocks of at most {self._max_block} frames")
             seen = self._stored(block.seq)
-            stored_quality = self._degraded.get(block.seq, Quality.FLOAT32) if seen else None
+            stored_quality = self._degraded.get(block.seq, (Quality.FLOAT32,))[0] if seen else None
             if seen and (block.audio is None or received.quality >= stored_quality):
                 duplicates += 1  # nothing better than what is on disk
                 continue
@@ -172,9 +172,10 @@ class StreamWriter:
         block may not overwrite stored audio of other seqs."""
         span = (block.start_sample, block.end_sample)
         if seen:
-            if self._spans.get(block.seq, span) != span:
+            stored = self._degraded[block.seq][1:]
+            if stored != span:
                 raise Overlap(f"backfill of seq {block.seq} covers samples {span[0]}..{span[1]}, not the "
-                              f"stored {self._spans[block.seq][0]}..{self._spans[block.seq][1]}")
+                              f"stored {stored[0]}..{stored[1]}")
             return
         index = bisect.bisect_left(self._samples, (span[1], -1)) - 1
         if index >= 0 and self._samples[index][1] > span[0]:
@@ -240,13 +241,12 @@ class StreamWriter:
         if quality == Quality.FLOAT32:
             self._degraded.pop(seq, None)
         else:
-            self._degraded[seq] = quality
+            self._degraded[seq] = (quality, start, end_sample)
         if replaced:
             return
         self.end_sample = max(self.end_sample, end_sample)
         self.max_seq = max(self.max_seq, seq)
         self._above.add(seq)
-        self._spans[seq] = (start, end_sample)
         self._claim(start, end_sample)
         self._advance()
 
