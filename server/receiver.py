@@ -182,6 +182,8 @@ class _Connection:
                         self.dirty = True
                     elif isinstance(event, Bye):
                         await self.finish(event)
+                        if self.protocol.close_code is None:
+                            return  # files written, closed with 1000
                         break
                     elif isinstance(event, Error):
                         log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
