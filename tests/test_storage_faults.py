@@ -215,3 +215,29 @@ def test_a_new_user_renders_into_a_full_receiver_and_it_finishes_once_there_is_r
         assert served[table].equals(direct[table]), table
     for key in ("blocks", "events", "gaps", "complete", "take", "audio"):
         assert served["info"][key] == direct["info"][key], key
+
+
+def test_files_that_cannot_be_written_after_bye_are_written_when_the_sender_says_bye_again(tmp_path: Path) -> None:
+    sent = blocks(20)
+    folder = tmp_path / "sessions/sess/keys"
+    with tmpfs(tmp_path, "16m"), ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
+        client = RawClient(receiver.url, hello())
+        client.send(sent)
+        client.read_until_ack(19)
+        subprocess.run(["chattr", "+i", str(folder)], check=True)  # .work/ still writes; the public files not
+        try:
+            client.protocol.send(Bye(19))
+            client.flush()
+            client.read_until_ack(19)  # the BYE is durable, so it is acknowledged
+            code, reason = closed(client)
+            assert code == ErrorCode.STORAGE and "Operation not permitted" in reason, (code, reason)
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        again = RawClient(receiver.url, hello())  # released, and everything is durable
+        assert again.welcome.durable_through == 19
+        again.protocol.send(Bye(19))
+        again.flush()
+        assert closed(again)[0] == 1000
+        got = read_stream(tmp_path, "sess", "keys")
+        assert got["audio"].tobytes() == joined(sent).tobytes() and got["info"]["complete"]
+        assert not (folder / ".work").exists()
