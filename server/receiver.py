@@ -297,7 +297,7 @@ class _Connection:
                 log.exception("commit for %s failed", self.key)
 
     def storage_failed(self, exc: StorageError) -> None:
-        """The disk refused: the writer is already abandoned; end the connection saying why."""
+        """The disk refused: the writer is marked failed (release abandons it); end the connection saying why."""
         self.receiver.storage_failures += 1
         if self.protocol.close_code is None:
             self.protocol.fail(ErrorCode.STORAGE, f"receiver storage: {exc.reason}")
