@@ -122,6 +122,9 @@ class StreamWriter:
         for record in records:
             self._replay(record)
         self._record_damage(records, damage)
+        if self.journal.torn_bytes:  # a crash mid-append, or damage at the very end: say so
+            log.warning("%s/%s: cut %d bytes off the end of the journal (no intact record in them)",
+                        self.info.session, self.info.stream, self.journal.torn_bytes)
         # what WELCOME will call durable must be durable: a crash may have left it only in the page cache
         self._sync()
         fsync_dir(self.work)

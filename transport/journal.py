@@ -48,6 +48,7 @@ class Journal:
         self._synced = self._written  # bytes known durable (as of open: what a reader found)
         self._buffer = bytearray()
         self._lock = threading.Lock()  # a commit thread syncs while the receiver's loop appends
+        self.torn_bytes = 0  # bytes of a torn tail that opening cut off
 
     @classmethod
     def open(cls, path: Path) -> tuple[Journal, list[dict[str, Any]]]:
@@ -59,10 +60,13 @@ class Journal:
     def open_checked(cls, path: Path) -> tuple[Journal, list[dict[str, Any]], list[Damage]]:
         """As ``open``, also returning the damaged stretches between intact records."""
         records, good_end, damage = read_records_checked(path)
-        if path.exists() and path.stat().st_size != good_end:
+        torn = path.stat().st_size - good_end if path.exists() else 0
+        if torn:
             with open(path, "r+b") as f:
                 f.truncate(good_end)  # drop a torn tail from a crash
-        return cls(path), records, damage
+        journal = cls(path)
+        journal.torn_bytes = torn
+        return journal, records, damage
 
     def append(self, record: dict[str, Any]) -> int:
         """Append ``record``; returns the byte offset it starts at (for ``read_record_at``)."""
