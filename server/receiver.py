@@ -65,6 +65,8 @@ class Receiver:
         self.fsync_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sendlearn-fsync")
         self.finalise_pool = ThreadPoolExecutor(max_workers=finalise_workers, thread_name_prefix="sendlearn-finalise")
         self.storage_failures = 0
+        # the last storage failure, until a later write and sync succeeds (for a health check: issue 12)
+        self.storage_error: str | None = None
         self.stopping = False
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
@@ -234,6 +236,7 @@ class _Connection:
             self.storage_failed(exc)  # release() abandons a lingering writer that failed here
             return
         self.acked = durable
+        receiver.storage_error = None
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
                  hello.host, durable)
@@ -275,6 +278,7 @@ class _Connection:
             self.storage_failed(exc)  # no ACK: what this commit covered may not be on disk
             await self.flush_and_close()
             return
+        self.receiver.storage_error = None
         if self.protocol.close_code is not None:
             return
         try:
@@ -299,6 +303,7 @@ class _Connection:
     def storage_failed(self, exc: StorageError) -> None:
         """The disk refused: the writer is marked failed (release abandons it); end the connection saying why."""
         self.receiver.storage_failures += 1
+        self.receiver.storage_error = exc.reason
         if self.protocol.close_code is None:
             self.protocol.fail(ErrorCode.STORAGE, f"receiver storage: {exc.reason}")
 

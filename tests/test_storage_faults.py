@@ -74,6 +74,7 @@ def test_a_full_disk_mid_stream_closes_with_storage_and_the_sender_resumes(
 
         sender, audio = stream_through(receiver.url, n, make_room)
         assert sender.connections >= 2
+        assert receiver.receiver.storage_failures >= 1 and receiver.receiver.storage_error is None  # healthy again
         check_whole(disk, audio, n)
     told.storage()
     said_once(told.err, "No space left on device")
