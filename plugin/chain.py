@@ -17,7 +17,7 @@ delay lines) across blocks. Facts this module relies on, measured with pedalboar
   1000-frame blocks measures -1.)
 
 Latency is measured for each effect on a fresh copy of it (at the automation's starting
-values), fed in the stream's blocks after a second of silence, and summed over the chain
+values), fed in the stream's blocks after some silence, and summed over the chain
 (one effect's filter delay or echo never hides another's latency); it is never read from a
 plugin's report. First a unit impulse, which also shows how many samples the host withholds
 (``withheld``):
@@ -25,11 +25,12 @@ plugin's report. First a unit impulse, which also shows how many samples the hos
 - a chain that returns every sample it is given: its latency is where its impulse response
   starts (first reaches -40 dB of its peak). Every built-in effect without latency starts on
   the impulse's own sample (filters included: their response *peaks* later, but starts
-  there), so it measures 0; a plugin hiding a latency shows as silence before its response.
+  there), so it measures 0; a plugin hiding a latency shows as silence before its response
+  (looked for in the half second after the impulse: a later start is not measured).
   A 100 %-wet delay (or a reverb without dry signal and with pre-delay) cannot be told from
   latency this way: it is measured as latency and compensated; keep some dry signal in it.
 - a chain the host withholds samples from (pedalboard dropped a reported latency): what is
-  left is the report's error, found with a seeded white-noise burst (an impulse spread out,
+  left is the report's error, found after a second of silence with a seeded white-noise burst (an impulse spread out,
   so a codec carries it and a linear-phase resampler's ringing does not mislead) as the lag
   of the burst's cross-correlation peak, within ``withheld`` samples either way. When what
   comes back does not correlate with the burst (normalised correlation below
@@ -131,7 +132,7 @@ def measure_latency(effects: Sequence[Effect], sample_rate: int, channels: int, 
 def _measure_one(effect: Effect, sample_rate: int, channels: int, block_size: int,
                  initial: Mapping[str, float]) -> Latency:
     effects = [effect]
-    lead = sample_rate  # silence first: room to see a chain whose output comes early
+    lead = block_size  # an impulse response is looked for in the half second after the impulse
     impulse = np.zeros(1, dtype=np.float32) + 1.0
     heard, withheld = _through(effects, sample_rate, channels, block_size, initial, lead, impulse,
                                lead + sample_rate // 2)
@@ -142,6 +143,7 @@ def _measure_one(effect: Effect, sample_rate: int, channels: int, block_size: in
             return Latency(None, 0, 0)  # the chain gave no sound back for the impulse
         onset = int(np.flatnonzero(response >= ONSET * peak)[0])
         return Latency(onset, 0, onset)
+    lead = sample_rate  # a second of silence first: room to see a chain whose output comes early
     burst = np.random.default_rng(20261128).uniform(-0.5, 0.5, BURST).astype(np.float32)
     heard, withheld = _through(effects, sample_rate, channels, block_size, initial, lead, burst,
                                lead + BURST + sample_rate)

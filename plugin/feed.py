@@ -17,6 +17,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from sendlearn.capture import Playhead
+
 from .chain import AlignedChain, Change
 from .processor import CaptureProcessor
 from .render import apply_gain, automation_curve
@@ -47,8 +49,10 @@ class BlockFeeder:
     """One stream's capture: each ``feed(audio)`` is the next block, starting where the last ended."""
 
     def __init__(self, processor: CaptureProcessor, events: Sequence[TimedEvent], changes: Sequence[Change],
-                 timeline: Timeline, done: Callable[[int], None] | None = None) -> None:
+                 timeline: Timeline, done: Callable[[int], None] | None = None,
+                 playheads: dict[int, Playhead] | None = None) -> None:
         self.processor = processor
+        self.playheads = playheads  # shared by two feeders on one grid: each playhead computed once
         self.events = events
         self.changes = changes  # (sample, param, value), sorted by sample
         self.timeline = timeline
@@ -67,7 +71,11 @@ class BlockFeeder:
         while self._c < len(self.changes) and self.changes[self._c][0] < end:
             params.append((self.changes[self._c][0] - start, self.changes[self._c][1], self.changes[self._c][2]))
             self._c += 1
-        self.processor.process(audio, midi, self.timeline.playhead_at(start), params)
+        if self.playheads is None:
+            playhead = self.timeline.playhead_at(start)
+        elif (playhead := self.playheads.pop(start, None)) is None:  # the first of the two to get here
+            playhead = self.playheads[start] = self.timeline.playhead_at(start)
+        self.processor.process(audio, midi, playhead, params)
         self.blocks += 1
         if self.done is not None:
             self.done(end)

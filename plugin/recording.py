@@ -87,8 +87,9 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream,
                           meta=(source, ("pair", dry_name), ("chain", chain_text), *latency.meta()))
     dry_processor, wet_processor = open_stream(dry_info), open_stream(wet_info)
     report = (lambda done: progress(wet_name, done, frames)) if progress else None
-    dry = BlockFeeder(dry_processor, events, (), timeline)
-    wet = BlockFeeder(wet_processor, events, moves, timeline, report)
+    playheads: dict = {}  # dry and wet share a block grid: each playhead is computed once
+    dry = BlockFeeder(dry_processor, events, (), timeline, playheads=playheads)
+    wet = BlockFeeder(wet_processor, events, moves, timeline, report, playheads=playheads)
     try:
         feed_through_chain(audio, chain, moves, size, wet, dry=dry, gain_db=track.gain_db)
         dry.check_all_fed()
