@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .session import Effect, effect_ids
+from .tracks import Effect, effect_ids
 
 BURST = 12000  # samples of the latency-measuring burst
 ONSET = 1e-2  # an impulse response starts where it first reaches -40 dB of its peak

@@ -22,8 +22,8 @@ from sendlearn.capture import Playhead
 from .chain import AlignedChain, Change
 from .processor import CaptureProcessor
 from .render import apply_gain, automation_curve
-from .session import Automation
 from .timeline import TimedEvent, Timeline
+from .tracks import Automation
 
 SILENCE = 1e-6  # peak below -120 dBFS: the instrument made no sound
 
