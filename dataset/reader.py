@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mido
 import numpy as np
@@ -24,6 +24,9 @@ from sendlearn.capture import Playhead, check_name
 
 from .notes import note_table
 from .schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, FULL_QUALITY, PARAMS_SCHEMA
+
+if TYPE_CHECKING:
+    from .windows import Window
 
 WORK = ".work"  # the receiver's folder for a stream still open (docs/dataset.md, "Durability")
 
@@ -72,7 +75,7 @@ class Dataset:
         return rates.pop()
 
     def windows(self, session: str, window: float | None = None, overlap: float | None = None,
-                min_events: int | None = None) -> Iterator[Any]:
+                min_events: int | None = None) -> Iterator[Window]:
         """Training windows of ``session`` (``sendlearn.dataset.windows``): the ones ``sendlearn
         sequences`` stored, with their flags and cached features, when it has run with these
         settings (or none given); otherwise cut now (defaults 30 s, 5 s overlap, 10 events)."""

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from sendlearn.capture import Playhead
 
 if TYPE_CHECKING:
-    from .reader import Dataset
+    from .reader import Dataset, Stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,7 @@ class Window:
 
         return window_features(self, stream)
 
-    def _stream(self, stream: str) -> Any:
+    def _stream(self, stream: str) -> Stream:
         if stream not in self.streams:
             raise KeyError(f"session {self.session} has no stream {stream!r} (it has {', '.join(self.streams)})")
         return self.dataset.stream(self.session, stream)

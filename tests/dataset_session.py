@@ -84,6 +84,16 @@ def write_midi(path: Path, track: str) -> None:
     midi.save(str(path))
 
 
+def copy_of_session(tmp_path_factory, name: str) -> Path:  # noqa: ANN001 (pytest's TempPathFactory)
+    """A data directory of its own holding the session (rendered once per test run), for tests
+    that write sequences/ into it."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp(name) / "data"
+    shutil.copytree(render_session(tmp_path_factory.getbasetemp() / "band"), copy)
+    return copy
+
+
 def render_session(root: Path) -> Path:
     """Render the session into ``root/data`` once; the data directory."""
     data_dir = root / "data"

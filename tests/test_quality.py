@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from dataset_session import EMPTY, OVERLAP, RATE, TRACKS, WINDOW, notes, render_session, sample_at
+from dataset_session import EMPTY, OVERLAP, RATE, TRACKS, WINDOW, copy_of_session, notes, sample_at
 from sendlearn.cli import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.schema import QUALITY_SCHEMA
@@ -22,7 +22,7 @@ from sendlearn.dataset.schema import QUALITY_SCHEMA
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = render_session(tmp_path_factory.getbasetemp() / "band")
+    data_dir = copy_of_session(tmp_path_factory, "quality")
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["sequences", "--data-dir", str(data_dir), "--window", str(WINDOW), "--overlap", str(OVERLAP),
                      "--min-events", "3", "--workers", "1"]) == 0

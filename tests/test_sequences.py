@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from dataset_session import OVERLAP, RATE, TRACKS, WINDOW, notes, render_session, sample_at
+from dataset_session import OVERLAP, RATE, TRACKS, WINDOW, copy_of_session, notes, sample_at
 from sendlearn.cli import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.features import FEATURES
@@ -22,7 +22,7 @@ from sendlearn.dataset.features import FEATURES
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return render_session(tmp_path_factory.getbasetemp() / "band")
+    return copy_of_session(tmp_path_factory, "sequences")
 
 
 @pytest.fixture(scope="module")
