@@ -38,8 +38,8 @@ import numpy as np
 from sendlearn.capture import StreamInfo
 
 from .processor import CaptureProcessor, MidiInput
-from .ring import Control, Layout, RunState, SharedRings
-from .tempo import Meter, PlayheadReader
+from .ring import Control, Float, Int, Layout, RunState, SharedRings
+from .tempo import Meter, PlayheadReader, Transport
 from .virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
 
 OpenStream = Callable[[StreamInfo], CaptureProcessor]
@@ -143,6 +143,8 @@ class JackBridge:
                     tail += 1
                     rings.control[Control.TAIL] = tail
                 if stopped:
+                    if self.virtual is not None:
+                        self.virtual.finish()
                     return
                 time.sleep(POLL_SECONDS)
         finally:
@@ -152,25 +154,25 @@ class JackBridge:
         periods = self.rings.periods
         slots = self.rings.layout.slots
         record = periods[index % slots]
+        ints = record["ints"].tolist()
         try:
-            if int(record["dropped_before"]):
-                self.processor.skip(int(record["dropped_before"]), int(record["dropped_frames_before"]))
-            frames, cycle = int(record["frames"]), int(record["cycle"])
+            if ints[Int.DROPPED_BEFORE]:
+                self.processor.skip(ints[Int.DROPPED_BEFORE], ints[Int.DROPPED_FRAMES_BEFORE])
+            frames, cycle, count = ints[Int.FRAMES], ints[Int.CYCLE], ints[Int.EVENTS]
             jump = self._follow_clock(cycle)
             midi: list[MidiInput] = []
             offsets, lengths, data = record["event_offset"], record["event_length"], record["event_data"]
             used = 0
-            self.midi_events += int(record["events"])
-            for i in range(int(record["events"])):
-                size = int(lengths[i])
-                midi.append((int(offsets[i]), data[used:used + size].tobytes()))
+            for offset, size in zip(offsets[:count].tolist(), lengths[:count].tolist(), strict=True):
+                midi.append((offset, data[used:used + size].tobytes()))
                 used += size
+            self.midi_events += count
             following = periods[(index + 1) % slots] if has_following else None
             if self.virtual is not None:
                 length = frames if following is None else \
-                    (int(following["entry_ns"]) - int(record["entry_ns"])) * self.info.sample_rate // 10**9
+                    (int(following["ints"][Int.ENTRY_NS]) - ints[Int.ENTRY_NS]) * self.info.sample_rate // 10**9
                 midi += self.virtual.take(cycle, length, jump)
-            playhead = self.playheads.read(record, following)
+            playhead = self.playheads.read(transport(record), None if following is None else transport(following))
             self.processor.process(record["audio"][:, :frames], midi, playhead)
         except Exception as exc:  # one bad period must not end the capture
             self.capture_errors += 1
@@ -210,6 +212,8 @@ class JackBridge:
                 line = child.stdout.readline()
                 if line:
                     self.closing = json.loads(line)
+                    if "error" in self.closing:
+                        self.last_error = self.closing["error"]
             child.wait(30)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             child.kill()
@@ -286,6 +290,14 @@ class JackBridge:
         if index < 0:
             raise ValueError(f"sample {sample} comes before the first captured block")
         return (self._origins[index][1] + sample) & FRAME_MASK
+
+
+def transport(record: np.void) -> Transport:
+    """The raw transport fields of a period record."""
+    ints, floats = record["ints"], record["floats"]
+    return Transport(int(ints[Int.STATE]), int(ints[Int.VALID]), int(ints[Int.FRAME]), int(ints[Int.BAR]),
+                     int(ints[Int.BEAT]), int(ints[Int.TICK]), float(floats[Float.BEATS_PER_BAR]),
+                     float(floats[Float.BEAT_TYPE]), float(floats[Float.TICKS_PER_BEAT]), float(floats[Float.BPM]))
 
 
 def _default_stream(info: StreamInfo) -> CaptureProcessor:

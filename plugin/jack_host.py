@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import sys
 import threading
@@ -44,6 +45,7 @@ from .ring import (
 from .tempo import TICKS_PER_BEAT, Meter, jack_beats_per_minute, manual_bbt
 
 MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
+STOP_SECONDS = 10.0  # then the process exits without a clean deactivate
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
 
 
@@ -60,7 +62,9 @@ class JackWriter:
         layout = Layout(audio_ports, max(MIN_SLOT_FRAMES, self.block_size), slots_for(self.block_size, self.rate))
         self.rings = SharedRings.create(layout)
         periods = self.rings.periods
-        self._fields = {name: periods[name] for name in periods.dtype.names}
+        self._ints, self._floats, self._audio = periods["ints"], periods["floats"], periods["audio"]
+        self._offsets, self._lengths, self._data = (periods["event_offset"], periods["event_length"],
+                                                    periods["event_data"])
         self._control, self._times = self.rings.control, self.rings.times
         self._pairs = [(client.inports.register(f"in_{i + 1}"), client.outports.register(f"out_{i + 1}"))
                        for i in range(audio_ports)]
@@ -87,7 +91,7 @@ class JackWriter:
         slots = self.rings.layout.slots
         slot = self._head % slots
         room = self._head - int(control[Control.TAIL]) < slots and frames <= self.rings.layout.max_frames
-        audio = self._fields["audio"]
+        audio = self._audio
         for channel, (source, sink) in enumerate(self._pairs):
             samples = source.get_array()
             sink.get_array()[:] = samples  # the audio path: bit-for-bit, before anything else
@@ -110,17 +114,9 @@ class JackWriter:
         control[Control.CYCLES] = self._cycles
 
     def _record(self, slot: int, frames: int, started: int) -> None:
-        f = self._fields
-        f["cycle"][slot], f["entry_ns"][slot] = self.client.last_frame_time, started
-        f["frames"][slot] = frames
-        f["dropped_before"][slot], f["dropped_frames_before"][slot] = self._drops, self._drop_frames
-        state, pos = self.client.transport_query_struct()
-        f["state"][slot], f["valid"][slot], f["frame"][slot] = state, pos.valid, pos.frame
-        f["bar"][slot], f["beat"][slot], f["tick"][slot] = pos.bar, pos.beat, pos.tick
-        f["beats_per_bar"][slot], f["beat_type"][slot] = pos.beats_per_bar, pos.beat_type
-        f["ticks_per_beat"][slot], f["bpm"][slot] = pos.ticks_per_beat, pos.beats_per_minute
+        client = self.client
         count = used = 0
-        offsets, lengths, data = f["event_offset"], f["event_length"], f["event_data"]
+        offsets, lengths, data = self._offsets, self._lengths, self._data
         for offset, message in self._midi_port.incoming_midi_events():
             size = len(message)
             if count >= MAX_EVENTS or used + size > MIDI_BYTES:
@@ -130,7 +126,11 @@ class JackWriter:
             data[slot, used:used + size] = np.frombuffer(message, np.uint8)
             count += 1
             used += size
-        f["events"][slot], f["event_bytes"][slot] = count, used
+        state, pos = client.transport_query_struct()
+        # two stores for the whole header (order as in ring.Int and ring.Float)
+        self._ints[slot] = (client.last_frame_time, started, frames, self._drops, self._drop_frames, state,
+                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used)
+        self._floats[slot] = (pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute)
         self._drops = self._drop_frames = 0
 
     def _drop(self, frames: int) -> None:
@@ -239,7 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=read_commands, daemon=True).start()
     while not stop.wait(0.2):
         pass
-    print(json.dumps(writer.stop()), flush=True)
+    closing: list[dict[str, Any]] = []
+    stopping = threading.Thread(target=lambda: closing.append(writer.stop()), daemon=True)
+    stopping.start()
+    stopping.join(STOP_SECONDS)  # a JACK server that died under us can hang deactivate for good
+    if not closing:
+        print(json.dumps({"error": f"the JACK client did not stop within {STOP_SECONDS} s"}), flush=True)
+        os._exit(2)
+    print(json.dumps(closing[0]), flush=True)
     return 0
 
 

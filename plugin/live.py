@@ -143,7 +143,7 @@ class BridgeStats:
     midi_dropped: int  # JACK MIDI events the ring could not hold (or in a dropped period)
     midi_rejected: int  # malformed MIDI the processor refused (JACK port and virtual port)
     virtual_events: int  # messages the virtual port received
-    virtual_dropped: int  # ... and could not keep (ring full, message too long)
+    virtual_dropped: int  # ... and could not keep (ring full, message too long, arrived after the end)
     virtual_late: int  # stamped a period or more into their cycle (their bound grew)
     xruns: int
     frame_jumps: int
@@ -184,7 +184,7 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
         midi_events=bridge.midi_events, midi_dropped=bridge.count(Control.DROPPED_EVENTS),
         midi_rejected=processor.rejected_events + (virtual.rejected if virtual else 0),
         virtual_events=bridge.count(Control.MESSAGES_RECEIVED),
-        virtual_dropped=bridge.count(Control.MESSAGES_DROPPED),
+        virtual_dropped=bridge.count(Control.MESSAGES_DROPPED) + (virtual.left_over if virtual else 0),
         virtual_late=virtual.late if virtual else 0,
         xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, callback_errors=bridge.count(Control.ERRORS),
         capture_errors=bridge.capture_errors,

@@ -67,20 +67,37 @@ class RunState(IntEnum):
     STOPPED = 2  # the writer has deactivated: nothing more will be written
 
 
+class Int(IntEnum):
+    """Indices into a period record's ``ints`` (written in one store by the callback)."""
+
+    CYCLE = 0  # JACK frame time of the period's first frame (a uint32 in JACK)
+    ENTRY_NS = 1  # CLOCK_MONOTONIC when the callback began: cycle lengths, measured
+    FRAMES = 2
+    DROPPED_BEFORE = 3  # periods dropped (ring full) just before this one
+    DROPPED_FRAMES_BEFORE = 4
+    STATE = 5  # jack transport state
+    VALID = 6  # jack position bits
+    FRAME = 7  # transport frame
+    BAR = 8
+    BEAT = 9
+    TICK = 10
+    EVENTS = 11  # JACK MIDI events stored
+    EVENT_BYTES = 12
+
+
+class Float(IntEnum):
+    """Indices into a period record's ``floats``: the transport's BBT fields."""
+
+    BEATS_PER_BAR = 0
+    BEAT_TYPE = 1
+    TICKS_PER_BEAT = 2
+    BPM = 3
+
+
 def period_dtype(channels: int, max_frames: int) -> np.dtype:
     return np.dtype([
-        ("cycle", np.int64),  # JACK frame time of the period's first frame (uint32 on the wire of JACK)
-        ("entry_ns", np.int64),  # CLOCK_MONOTONIC when the callback began: cycle lengths, measured
-        ("frames", np.int32),
-        ("dropped_before", np.int32),  # periods dropped (ring full) just before this one
-        ("dropped_frames_before", np.int64),
-        ("state", np.int32),  # jack transport state
-        ("valid", np.int32),  # jack position bits
-        ("frame", np.int64),  # transport frame
-        ("bar", np.int32), ("beat", np.int32), ("tick", np.int32),
-        ("beats_per_bar", np.float64), ("beat_type", np.float64),
-        ("ticks_per_beat", np.float64), ("bpm", np.float64),
-        ("events", np.int32), ("event_bytes", np.int32),
+        ("ints", np.int64, (len(Int),)),
+        ("floats", np.float64, (len(Float),)),
         ("event_offset", np.int32, (MAX_EVENTS,)), ("event_length", np.int32, (MAX_EVENTS,)),
         ("event_data", np.uint8, (MIDI_BYTES,)),
         ("audio", np.float32, (channels, max_frames)),

@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 from sendlearn.capture import CaptureError, Playhead
 
 ROLLING = 1  # jack_transport_state_t JackTransportRolling
@@ -54,9 +52,23 @@ def jack_beats_per_minute(bpm: float, meter: Meter) -> float:
     return bpm * meter.den / 4.0
 
 
+class Transport(NamedTuple):
+    """JACK's transport state and position fields, as the callback copied them."""
+
+    state: int
+    valid: int  # position bits
+    frame: int
+    bar: int
+    beat: int
+    tick: int
+    beats_per_bar: float
+    beat_type: float
+    ticks_per_beat: float
+    bpm: float  # beats_per_minute, in whatever unit the master meant
+
+
 class PlayheadReader:
-    """Turns the transport fields of one period (a record of ``SharedRings.periods``) into
-    a ``Playhead``. With a timebase master publishing BBT, bar, beat and meter are the
+    """Turns the transport fields of one period into a ``Playhead``. With a timebase master publishing BBT, bar, beat and meter are the
     master's and the tempo is converted to quarter notes; without one, ``bpm`` (quarter
     notes) and ``meter`` hold from transport frame 0. ``ppq`` counts quarter notes from bar 1
     assuming the meter has not changed since (JACK gives no absolute beat count)."""
@@ -68,23 +80,23 @@ class PlayheadReader:
         self.quarter_note_master: bool | None = None  # None: not measured yet
         self.invalid = 0  # positions from a master that did not make a valid Playhead
 
-    def read(self, record: np.void, following: np.void | None = None) -> Playhead:
-        playing = int(record["state"]) == ROLLING
-        if int(record["valid"]) & POSITION_BBT:
+    def read(self, record: Transport, following: Transport | None = None) -> Playhead:
+        playing = record.state == ROLLING
+        if record.valid & POSITION_BBT:
             if following is not None:
                 self._measure(record, following)
             playhead = self._from_bbt(record, playing)
             if playhead is not None:
                 return playhead
-        return self._manual(int(record["frame"]), playing)
+        return self._manual(record.frame, playing)
 
-    def _measure(self, first: np.void, second: np.void) -> None:
+    def _measure(self, first: Transport, second: Transport) -> None:
         """Decide the master's tempo unit from two consecutive rolling periods."""
-        if not (int(first["state"]) == int(second["state"]) == ROLLING and int(second["valid"]) & POSITION_BBT):
+        if not (first.state == second.state == ROLLING and second.valid & POSITION_BBT):
             return
-        frames = int(second["frame"]) - int(first["frame"])
-        den, bpm = float(first["beat_type"]), float(first["bpm"])
-        if not 0 < frames <= self.rate or den == 4.0 or float(second["beat_type"]) != den or bpm <= 0:
+        frames = second.frame - first.frame
+        den, bpm = first.beat_type, first.bpm
+        if not 0 < frames <= self.rate or den == 4.0 or second.beat_type != den or bpm <= 0:
             return  # a locate, a meter change, or nothing to tell apart
         try:
             moved = _beats(second) - _beats(first)
@@ -97,16 +109,16 @@ class PlayheadReader:
         as_quarters = abs(math.log(per_minute / (bpm * den / 4.0)))
         self.quarter_note_master = as_quarters < as_jack
 
-    def _from_bbt(self, record: np.void, playing: bool) -> Playhead | None:
+    def _from_bbt(self, record: Transport, playing: bool) -> Playhead | None:
         try:
-            num, den = int(round(float(record["beats_per_bar"]))), int(round(float(record["beat_type"])))
-            bpm = float(record["bpm"])
+            num, den = int(round(record.beats_per_bar)), int(round(record.beat_type))
+            bpm = record.bpm
             if not self.quarter_note_master:
                 bpm = bpm * 4.0 / den  # JACK's definition: beats of 1/den
-            beat = int(record["beat"]) + int(record["tick"]) / float(record["ticks_per_beat"])
+            beat = record.beat + record.tick / record.ticks_per_beat
             return Playhead(
-                seconds=int(record["frame"]) / self.rate, ppq=_beats(record) * 4.0 / den, bpm=bpm,
-                ts_num=num, ts_den=den, bar=int(record["bar"]), beat=float(beat), playing=playing,
+                seconds=record.frame / self.rate, ppq=_beats(record) * 4.0 / den, bpm=bpm,
+                ts_num=num, ts_den=den, bar=record.bar, beat=float(beat), playing=playing,
             )
         except (CaptureError, ZeroDivisionError, ValueError, OverflowError):
             self.invalid += 1  # a master publishing nonsense must not stop the capture
@@ -122,7 +134,7 @@ class PlayheadReader:
         )
 
 
-def _beats(record: np.void) -> float:
+def _beats(record: Transport) -> float:
     """The master's beats (of 1/den) from bar 1, beat 1 at ``record``'s frame."""
-    beat = int(record["beat"]) + int(record["tick"]) / float(record["ticks_per_beat"])
-    return (int(record["bar"]) - 1) * float(record["beats_per_bar"]) + beat - 1.0
+    beat = record.beat + record.tick / record.ticks_per_beat
+    return (record.bar - 1) * record.beats_per_bar + beat - 1.0

@@ -136,6 +136,7 @@ class VirtualEvents:
         self.late = 0  # stamped a period or more into their cycle (the bound grew with it)
         self.moved = 0  # delivered after their block had gone: placed at a later block's offset 0
         self.rejected = 0  # not one well-formed MIDI message
+        self.left_over = 0  # arrived after the last block (see ``finish``)
 
     def take(self, block_cycle: int, length: int, jump: int = 0) -> list[MidiEvent]:
         """Messages delivered up to the cycle starting at ``block_cycle`` (a JACK frame time).
@@ -166,3 +167,12 @@ class VirtualEvents:
             except CaptureError:
                 self.rejected += 1  # running status, a truncated sysex: not one whole message
         return events
+
+    def finish(self) -> int:
+        """The capture has ended: messages still waiting arrived after its last block. They are
+        not placed anywhere; their number is returned (and counted in ``left_over``)."""
+        head = self._rings.count(Control.MESSAGE_HEAD)
+        self.left_over += head - self._tail
+        self._tail = head
+        self._rings.control[Control.MESSAGE_TAIL] = head
+        return self.left_over

@@ -7,12 +7,14 @@ it from separate processes the way a DAW would: ``jack_metro`` (audio), ``jack_m
 (JACK MIDI) and a python-rtmidi sender (this script with ``--sender``) writing to the
 bridge's virtual port at random times, with the transport rolling. Then, in one session:
 
-1. baseline: a bare pass-through JACK client (JACK-Client, inputs copied to outputs);
-2. bridge: ``JackBridge`` with the same inputs, streaming through an adaptive ``Sender`` over a
+1. baseline C: ``jack_simple_client`` (jackd2's example client, a sine in C) alone;
+2. baseline Python: a bare pass-through JACK client (JACK-Client, inputs copied to outputs);
+3. bridge: ``JackBridge`` with the same inputs, streaming through an adaptive ``Sender`` over a
    loopback websocket to a real receiver (``sendlearn serve`` in its own process); the
    virtual-port figures are read back from the dataset it wrote.
 
-Reports xruns for each, callback time p50/p99 as % of the period, and the virtual port's
+Xruns are counted for every phase by one control client (no process callback) from the
+server's notifications. Reports xruns for each, callback time p50/p99 as % of the period, and the virtual port's
 |estimate - truth| p50/p99 with its stored bound (truth: the sender's frame on the cycle
 timeline when it sent). Prints a table, then one JSON object as the last line.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,8 +38,10 @@ from receiver_process import ReceiverProcess  # scripts/, beside this file
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.jack_host import JackBridge, wrap_delta
+from sendlearn.plugin.bridge import JackBridge
 from sendlearn.plugin.live import DummyServer
+from sendlearn.plugin.ring import Control
+from sendlearn.plugin.virtual_port import wrap_delta
 from sendlearn.transport.sender import Sender
 
 RATE, PERIOD, CHANNELS = 48000, 128, 2
@@ -193,21 +198,36 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
             raise RuntimeError("jack_metro / jack_midiseq did not register their ports")
         time.sleep(0.05)
     control.transport_start()
+    xruns = [0]
+    control.set_xrun_callback(lambda delayed: xruns.__setitem__(0, xruns[0] + 1))
+    control.activate()
 
-    # 1. baseline
+    # 1. baseline: a C client
+    simple = subprocess.Popen(["jack_simple_client", "bench-simple", server.name], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "JACK_NO_START_SERVER": "1"})
+    children.append(simple)
+    time.sleep(0.5)
+    before = xruns[0]
+    c_loads = run_phase(baseline_seconds, TimeCollector(lambda: np.zeros(SLOTS, np.int64), lambda: 0),
+                        control.cpu_load)
+    c_xruns = xruns[0] - before
+    simple.terminate()
+    simple.wait(5)
+
+    # 2. baseline: a bare Python client
     bare = Bare(server.name)
     bare.client.activate()
     connect_sources(control, bare.inputs, bare.midi_input)
     bare_times = TimeCollector(lambda: np.roll(bare.times, -(bare.cycles & (SLOTS - 1))), lambda: bare.cycles)
     time.sleep(0.5)  # let the graph settle; xruns counted from here
-    bare.xruns = 0
+    before = xruns[0]
     bare_times.seen = bare.cycles
     bare_loads = run_phase(baseline_seconds, bare_times, control.cpu_load)
-    bare_xruns = bare.xruns
+    bare_xruns = xruns[0] - before
     bare.client.deactivate()
     bare.client.close()
 
-    # 2. bridge, with the rtmidi sender (its own process) writing to the virtual port
+    # 3. bridge, with the rtmidi sender (its own process) writing to the virtual port
     sender = subprocess.Popen([sys.executable, __file__, "--sender", server.name, "--seconds", str(seconds)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     children.append(sender)
@@ -227,15 +247,15 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
     with JackBridge(open_stream, name="bridge", audio_ports=CHANNELS, servername=server.name,
                     virtual_port="keys", session="bench", stream="live") as bridge:
         connect_sources(control, bridge.inputs, bridge.midi_input)
-        control.connect("bench-sender:out", bridge.virtual.port_name)
+        control.connect("bench-sender:out", bridge.virtual_port_name)
         time.sleep(0.5)
-        xruns_before, jumps_before = bridge.xruns, bridge.frame_jumps  # connecting may cost some
+        xruns_before, jumps_before = xruns[0], bridge.frame_jumps  # connecting may cost some
         bridge_times = TimeCollector(bridge.callback_times_ns, lambda: bridge.cycles)
         bridge_times.seen = bridge.cycles
         sender.stdin.write("go\n")
         sender.stdin.flush()
         bridge_loads = run_phase(seconds, bridge_times, control.cpu_load)
-        bridge_xruns, jumps = bridge.xruns - xruns_before, bridge.frame_jumps - jumps_before
+        bridge_xruns, jumps = xruns[0] - xruns_before, bridge.frame_jumps - jumps_before
         sent = json.loads(sender.stdout.readline())
     (stream_sender,) = senders
     stream_sender.close(timeout=300)
@@ -268,19 +288,24 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
     return {
         "sample_rate": RATE, "period": PERIOD, "sync": server.sync,
         "seconds": seconds, "baseline_seconds": baseline_seconds,
-        "xruns_bare": bare_xruns, "xruns_bridge": bridge_xruns,
+        "xruns_c_client": c_xruns, "xruns_bare": bare_xruns, "xruns_bridge": bridge_xruns,
+        # the aim: <= 1.1x the C client's, in the same time
+        "xruns_bridge_vs_c": bridge_xruns / max(c_xruns * seconds / max(baseline_seconds, 1e-9), 1.0),
         # xruns beyond what the bare client saw in the same time: the ones we can blame on us
         "xruns_caused_by_bridge": max(0, round(bridge_xruns - bare_xruns * seconds / max(baseline_seconds, 1e-9))),
         "callback_bare_p50_pct": pct(bt, 50) / period_us * 100, "callback_bare_p99_pct": pct(bt, 99) / period_us * 100,
         "callback_p50_pct": pct(ct, 50) / period_us * 100, "callback_p99_pct": pct(ct, 99) / period_us * 100,
         "callback_p50_us": pct(ct, 50), "callback_p99_us": pct(ct, 99), "callback_max_us": float(ct.max()),
         "callback_cycles": int(ct.size),
-        "dsp_load_bare_mean": float(np.mean(bare_loads)), "dsp_load_bridge_mean": float(np.mean(bridge_loads)),
+        "dsp_load_c_mean": float(np.mean(c_loads)), "dsp_load_bare_mean": float(np.mean(bare_loads)), "dsp_load_bridge_mean": float(np.mean(bridge_loads)),
         "blocks": blocks, "dropped": bridge.processor.dropped, "frame_jumps": jumps,
         "streamed_bytes": sent_bytes, "stream_quality_final": stream_sender.level.name,
         "stream_connections": stream_sender.connections, "dataset": str(data_dir),
-        "callback_errors": bridge.callback_errors, "midi_events": bridge.midi_events,
-        "virtual_sent": len(sent), "virtual_missing": missing, "virtual_late": bridge.virtual.late,
+        "callback_errors": bridge.count(Control.ERRORS), "capture_errors": bridge.capture_errors,
+        "midi_events": bridge.midi_events, "ring_dropped_periods": bridge.count(Control.DROPPED_PERIODS),
+        "virtual_sent": len(sent), "virtual_missing": missing, "virtual_late": bridge.virtual.late, "virtual_moved": bridge.virtual.moved,
+        "virtual_received": bridge.count(Control.MESSAGES_RECEIVED),
+        "virtual_dropped": bridge.count(Control.MESSAGES_DROPPED), "virtual_left_over": bridge.virtual.left_over,
         "virtual_error_p50": pct(errors_a, 50), "virtual_error_p99": pct(errors_a, 99),
         "virtual_error_max": int(errors_a.max()), "virtual_bound_p50": pct(bounds_a, 50),
         "virtual_bound_max": int(bounds_a.max()),
@@ -304,13 +329,15 @@ def read_dataset(data_dir: Path) -> tuple[dict[bytes, tuple[int, int]], int, int
 def print_table(r: dict) -> None:
     rows = [
         ("server", f"jackd -d dummy -r {r['sample_rate']} -p {r['period']}" + (" (-S)" if r["sync"] else " (async)")),
-        ("xruns, bare pass-through", f"{r['xruns_bare']} in {r['baseline_seconds']:.0f} s"),
-        ("xruns, bridge", f"{r['xruns_bridge']} in {r['seconds']:.0f} s"),
+        ("xruns, C client (jack_simple_client)", f"{r['xruns_c_client']} in {r['baseline_seconds']:.0f} s"),
+        ("xruns, bare Python pass-through", f"{r['xruns_bare']} in {r['baseline_seconds']:.0f} s"),
+        ("xruns, bridge", f"{r['xruns_bridge']} in {r['seconds']:.0f} s ({r['xruns_bridge_vs_c']:.2f}x the C client)"),
         ("callback, bare p50 / p99", f"{r['callback_bare_p50_pct']:.2f} % / {r['callback_bare_p99_pct']:.2f} % of period"),
         ("callback, bridge p50 / p99", f"{r['callback_p50_pct']:.2f} % / {r['callback_p99_pct']:.2f} % of period "
                                        f"({r['callback_p50_us']:.0f} / {r['callback_p99_us']:.0f} us, "
                                        f"max {r['callback_max_us']:.0f} us)"),
-        ("JACK DSP load, bare / bridge", f"{r['dsp_load_bare_mean']:.1f} % / {r['dsp_load_bridge_mean']:.1f} %"),
+        ("JACK DSP load, C / bare / bridge", f"{r['dsp_load_c_mean']:.1f} % / {r['dsp_load_bare_mean']:.1f} % / "
+                                             f"{r['dsp_load_bridge_mean']:.1f} %"),
         ("blocks / dropped / frame jumps", f"{r['blocks']} / {r['dropped']} / {r['frame_jumps']}"),
         ("JACK MIDI events", str(r["midi_events"])),
         ("virtual port |error| p50 / p99 / max", f"{r['virtual_error_p50']:.0f} / {r['virtual_error_p99']:.0f} / "

@@ -57,7 +57,8 @@ def check_stream(data_dir: Path, session: str, stream: str, player: Player, bloc
     assert sender["midi_dropped"] == sender["midi_rejected"] == sender["blocks_dropped"] == 0
     audio = got["audio"]
     assert audio.shape == (2, blocks * PERIOD)
-    first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any())
+    # the first block with every input connected (the connections are made one by one)
+    first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any(axis=1).all())
     assert first < RATE
     starts = [s for s in range(first, audio.shape[1], PERIOD) if frame_of(origins, s) in player.played]
     assert len(starts) >= 0.5 * len(range(first, audio.shape[1], PERIOD))
@@ -84,19 +85,29 @@ def connections(name: str) -> list[str]:
             "--connect", "player:midi_out=midi_in", "--jack-name", name]
 
 
+def wait_connected(player: Player, running: threading.Thread) -> None:
+    """Until our bridge (a process of its own, started by the command) has its MIDI input
+    connected to the player: events scheduled after that are all captured."""
+    deadline = time.monotonic() + 60  # a hang guard only
+    while not player.client.get_all_connections("player:midi_out"):
+        assert running.is_alive() and time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def test_live_capture_lands_in_the_dataset_exactly(jack_server: DummyServer, tmp_path: Path) -> None:
     player = Player(jack_server, 2)
     with player.client:
         player.client.activate()
         player.client.transport_frame = 0
         player.client.transport_start()
-        start = player.client.last_frame_time + RATE // 2  # after our bridge is up and connected
+        thread, result = run_live([
+            "live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, *connections("slive"),
+            "--session", "gig", "--stream", "stage", "--seconds", "3", "--json"])
+        wait_connected(player, thread)
+        start = player.client.last_frame_time + 4 * PERIOD
         events = [(start + k * 997 + (k % 3), bytes((0x90 | k % 4, 40 + k, 100))) for k in range(30)]
         events.append((start + 31 * 997, b"\xf0\x7d\x10\x20\xf7"))
         player.play(events)
-        thread, result = run_live([
-            "live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, *connections("slive"),
-            "--session", "gig", "--stream", "stage", "--seconds", "1.6", "--json"])
         thread.join(60)
         player.client.transport_stop()
     assert result["code"] == 0, result
@@ -123,7 +134,7 @@ def test_forced_xruns_and_sigterm_end_a_whole_stream(jack_server: DummyServer, t
         live = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "JACK_DEFAULT_SERVER": jack_server.name})
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not player.client.get_all_connections("player:midi_out"):
                 assert live.poll() is None and time.monotonic() < deadline, live.communicate()
                 time.sleep(0.02)
