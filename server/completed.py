@@ -76,6 +76,9 @@ def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | 
             if (folder / WORK).exists():
                 log.info("%s/%s is complete; removing the work folder a crash left", info.session, info.stream)
                 shutil.rmtree(folder / WORK, ignore_errors=True)
-            remove_stale_temporaries(folder)
+            try:
+                remove_stale_temporaries(folder)
+            except OSError:
+                pass  # best effort: a read-only disk still serves the complete stream
             return CompletedStream(summary)
     return StreamWriter(data_dir, info, meta, take)
