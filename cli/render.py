@@ -77,7 +77,9 @@ def load_inputs(paths: Sequence[Path], *, instrument: str | None, sample_rate: i
     for path in paths:
         suffix = path.suffix.lower()
         if suffix not in (".mid", ".midi", ".toml"):
-            raise UsageError(f"{path}: not a .mid MIDI file or a .toml session file")
+            hint = (" (a recording goes in a session file as a track with audio = \"FILE\": docs/session.md)"
+                    if suffix in (".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3") else "")
+            raise UsageError(f"{path}: not a .mid MIDI file or a .toml session file{hint}")
         if not path.is_file():
             raise UsageError(f"{path}: {'no such file' if not path.exists() else 'not a file'}")
         try:

@@ -340,7 +340,8 @@ class _Reader:
 
         found = soundfile.info(str(path)).samplerate
         if found != rate:
-            raise self.fail(key, f"{path.name} is at {found} Hz, the session at {rate} Hz (recordings are not resampled)")
+            raise self.fail(key, f"{path.name} is at {found} Hz, the session at {rate} Hz (recordings are not "
+                            f"resampled: set sample_rate = {found})")
 
     def name(self, key: str, value: object) -> str:
         try:
