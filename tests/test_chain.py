@@ -222,3 +222,13 @@ def test_session_keys_for_recordings_and_effects(tmp_path: Path) -> None:
     soundfile.write(str(tmp_path / "t44.wav"), np.zeros(100, np.float32) + 0.1, 44100)
     assert "recordings are not resampled" in problem('name = "g"\naudio = "t44.wav"\n').problem
     assert "another track" in problem(base + '[[track]]\nname = "g-wet"\naudio = "take.wav"\n').problem
+
+
+def test_effect_changes_are_points_steps_and_per_block_ramps() -> None:
+    from sendlearn.plugin.feed import effect_changes
+
+    points = {"g.gain_db": [(0, 0.0), (1000, 0.0), (1000, -6.0), (2000, -6.0), (2600, 0.0)]}
+    changes = effect_changes(points, 512)
+    assert changes == [(0, "g.gain_db", 0.0), (1000, "g.gain_db", -6.0), (2000, "g.gain_db", -6.0),
+                       (2048, "g.gain_db", -6.0 + 6.0 * 48 / 600), (2560, "g.gain_db", -6.0 + 6.0 * 560 / 600),
+                       (2600, "g.gain_db", 0.0)]
