@@ -61,12 +61,16 @@ def audio_features(y: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
     power = magnitude**2
     mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sample_rate))
     feature = librosa.feature
-    centroid = feature.spectral_centroid(S=magnitude, sr=sample_rate)  # bandwidth needs it too: once
+    # Centroid and bandwidth both weight the bins by |D| normalised per frame: normalise once, take
+    # the centroid as librosa.feature.spectral_centroid writes it, give bandwidth the same weights.
+    weights = librosa.util.normalize(magnitude, norm=1, axis=-2)
+    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=N_FFT)[:, np.newaxis]
+    centroid = np.sum(freqs * weights, axis=-2, keepdims=True)
     return {
         "mfcc": feature.mfcc(S=mel_db, n_mfcc=N_MFCC),
         "chroma": feature.chroma_stft(S=power, sr=sample_rate),
         "spectral_centroid": centroid,
-        "spectral_bandwidth": feature.spectral_bandwidth(S=magnitude, sr=sample_rate, centroid=centroid),
+        "spectral_bandwidth": feature.spectral_bandwidth(S=weights, sr=sample_rate, centroid=centroid, norm=False),
         "spectral_rolloff": feature.spectral_rolloff(S=magnitude, sr=sample_rate),
         "spectral_contrast": feature.spectral_contrast(S=magnitude, sr=sample_rate),
         "rms": feature.rms(y=y, hop_length=HOP),
