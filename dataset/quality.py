@@ -101,8 +101,8 @@ def _note_row(stream: Stream, start: int, stop: int, audio: np.ndarray | None = 
         min(density / 10.0, 1.0), min(mean_poly / 4.0, 1.0), len(set((pitches % 12).tolist())) / 12.0,
         min(span / 48.0, 1.0)]))
     bpm = stream.blocks(start, stop)["bpm"].to_numpy()
-    if not len(bpm) and len(stream.blocks()):
-        bpm = np.array([stream.playhead(start).bpm])
+    if len(stream.blocks()) and start >= stream.blocks()["sample"][0].as_py():
+        bpm = np.append(bpm, stream.playhead(start).bpm)  # the tempo in force where the span starts
     lags = _alignment(stream, starts[begun], start, audio)
     return {
         "events": len(stream.events(start, stop)), "notes": len(pitches), "note_density": density,

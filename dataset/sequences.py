@@ -40,9 +40,15 @@ def session_root(data_dir: Path, session: str) -> Path:
     return data_dir / SEQUENCES / session
 
 
-def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any]:
-    import librosa
+def _librosa_version() -> str | None:
+    try:
+        import librosa
+    except ImportError:  # the reader works without the 'dataset' extra; only features need it
+        return None
+    return str(librosa.__version__)
 
+
+def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any]:
     rate = dataset.session_rate(session)
     streams = {}
     for name in dataset.streams(session):
@@ -51,7 +57,7 @@ def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any
     return {"version": VERSION, "session": session, "window": spec.window, "overlap": spec.overlap,
             "min_events": spec.min_events, "sample_rate": rate, "frames": spec.frames(rate), "hop": spec.hop(rate),
             "streams": streams, "features": {"names": list(FEATURES), "hop_length": HOP, "n_fft": N_FFT,
-                                              "n_mfcc": N_MFCC, "librosa": librosa.__version__}}
+                                              "n_mfcc": N_MFCC, "librosa": _librosa_version()}}
 
 
 class SequenceCache:
