@@ -186,6 +186,7 @@ def window_quality(window: Window, audio: dict[str, np.ndarray] | None = None) -
         flags.append("empty")
     if events < window.spec.min_events:
         flags.append("few_events")
+    flags.sort()
     for row in rows:
         row["window_flags"] = flags
     return {"flags": flags, "events": events, "rows": rows}

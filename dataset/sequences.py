@@ -60,6 +60,17 @@ def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any
                                               "n_mfcc": N_MFCC, "librosa": _librosa_version()}}
 
 
+def _same(now: dict[str, Any], stored: dict[str, Any], with_librosa: bool) -> bool:
+    """``stored`` settings (sequences.json) are those of ``now``, the librosa version aside unless asked."""
+    def key(settings: dict[str, Any]) -> dict[str, Any]:
+        features = dict(settings.get("features", {}))
+        if not with_librosa:
+            features.pop("librosa", None)
+        return {**{k: v for k, v in settings.items() if k != "windows"}, "features": features}
+
+    return key(now) == key(stored)
+
+
 class SequenceCache:
     """The stored windows of one session, when they are still those of its streams."""
 
@@ -68,7 +79,9 @@ class SequenceCache:
         self.spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
 
     @classmethod
-    def open(cls, dataset: Dataset, session: str) -> SequenceCache | None:
+    def open(cls, dataset: Dataset, session: str, for_build: bool = False) -> SequenceCache | None:
+        """The session's stored windows, or None when there are none or they are stale. Reading
+        them needs no librosa; building (``for_build``) also wants the same librosa version."""
         root = session_root(dataset.path, session)
         try:
             settings = json.loads((root / "sequences.json").read_text())
@@ -77,7 +90,7 @@ class SequenceCache:
         if not (root / "windows.parquet").is_file():
             return None
         spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
-        if _settings(dataset, session, spec) != {k: v for k, v in settings.items() if k != "windows"}:
+        if not _same(_settings(dataset, session, spec), settings, for_build):
             return None  # a stream was written again, or librosa changed: stale
         return cls(root, settings)
 
@@ -121,7 +134,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
     root = session_root(dataset.path, session)
     settings = _settings(dataset, session, spec)
     windows = list(cut(dataset, session, spec))
-    cached = SequenceCache.open(dataset, session)
+    cached = SequenceCache.open(dataset, session, for_build=True)
     if cached is not None and cached.spec == spec:
         stored = list(cached.windows(dataset))
         return SequencesResult(session, len(stored), sum(bool(w.flags) for w in stored), 0, 0.0, root)
@@ -129,7 +142,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
         previous = json.loads((root / "sequences.json").read_text())
     except (OSError, ValueError):
         previous = None
-    if previous is None or {k: v for k, v in previous.items() if k != "windows"} != settings:
+    if previous is None or not _same(settings, previous, True):
         shutil.rmtree(root, ignore_errors=True)  # other settings or other streams: nothing in it is ours
     (root / "windows.parquet").unlink(missing_ok=True)
     _write_json(root / "sequences.json", {**settings, "windows": len(windows)})

@@ -157,3 +157,26 @@ def test_bad_usage_exits_2(data_dir: Path, tmp_path: Path, capsys: pytest.Captur
     assert "--session nope" in capsys.readouterr().err
     assert main(["sequences", "--data-dir", str(tmp_path / "missing")]) == 2
     assert main(["quality", "--data-dir", str(tmp_path / "missing")]) == 2
+
+
+def test_stored_windows_read_without_librosa(data_dir: Path, report: dict) -> None:
+    """The reader is in the base install; librosa (the 'dataset' extra) only computes features."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["librosa"] = None  # as if the extra were not installed
+from sendlearn.dataset import Dataset
+data = Dataset({str(data_dir)!r})
+windows = list(data.windows("band"))
+print(len(windows), windows[2].flags, windows[0].features("lead")["mfcc"].shape)
+try:
+    next(iter(data.windows("band", window=1.0, overlap=0.0))).features("lead")
+except ImportError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["5 ('empty', 'few_events', 'silent') (13, 188)",
+                                        "features need librosa: pip install 'sendlearn[dataset]'"]
