@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,7 @@ def run_sequences(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with _signals_interrupt(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not _interactive(args)) as bar:
         for session in sessions:
             task = bar.add_task(session, total=None)
@@ -78,6 +81,9 @@ def run_sequences(args: argparse.Namespace) -> int:
                                                lambda done, total, t=task: bar.update(t, completed=done, total=total)))
             except ValueError as exc:  # streams of one session at different rates: no shared clock
                 raise UsageError(str(exc)) from None
+            except KeyboardInterrupt:  # SIGINT, SIGTERM or SIGHUP: what is written stays, a rerun resumes
+                print(f"sendlearn sequences: stopped in session {session}; run it again to resume", file=sys.stderr)
+                return 0
     summary = [_session_summary(dataset, r) for r in results]
     if args.json:
         print(json.dumps({"data_dir": str(args.data_dir), "window": spec.window, "overlap": spec.overlap,
@@ -93,6 +99,20 @@ def run_sequences(args: argparse.Namespace) -> int:
             print(f"{s['session']} is {seconds:.1f} s long, shorter than one {spec.window:g} s window "
                   f"(--window sets the length)")
     return 0
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a build the way Ctrl-C does."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _session_summary(dataset: Any, result: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -168,9 +169,19 @@ def _run(jobs: list[tuple[Any, ...]], workers: int, dataset: Dataset) -> Iterato
         yield from (_window_job(job, dataset) for job in jobs)
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for future in as_completed([pool.submit(_window_job, job) for job in jobs]):
-            yield future.result()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts) as pool:
+        try:
+            for future in as_completed([pool.submit(_window_job, job) for job in jobs]):
+                yield future.result()
+        except BaseException:  # Ctrl-C or a failed window: windows not started are not started
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops handing out windows and waits for the ones
+    running (each writes its files aside, so a stopped build resumes where it was)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # One reader per worker process, so a stream's tables are read once per worker, not per window.

@@ -180,3 +180,32 @@ except ImportError as exc:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["5 ('empty', 'few_events', 'silent') (13, 188)",
                                         "features need librosa: pip install 'sendlearn[dataset]'"]
+
+
+def test_a_stopped_build_ends_cleanly_and_resumes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data_dir = copy_of_session(tmp_path_factory, "stopped")
+    argv = [sys.executable, "-m", "sendlearn", "sequences", "--data-dir", str(data_dir), "--window", "0.5",
+            "--overlap", "0", "--workers", "2"]
+    build = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    features = data_dir / "sequences" / "band" / "features"
+    deadline = time.monotonic() + 120  # a hang guard only
+    while build.poll() is None and not any(features.glob("*/*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    build.send_signal(signal.SIGTERM)  # mid-build, or just after it finished: either way it ends whole
+    out, err = build.communicate(timeout=120)
+    assert build.returncode == 0, err
+    again = run_json(["sequences", "--data-dir", str(data_dir), "--window", "0.5", "--overlap", "0"])
+    (session,) = again["sessions"]
+    assert session["windows"] == 16 and 0 <= session["computed"] <= 16
+    for stream in TRACKS:  # every window's file is whole and holds every feature
+        files = sorted((features / stream).glob("*.npz"))
+        assert [f.name for f in files] == [f"{i:06d}.npz" for i in range(16)]
+        for file in files:
+            with np.load(file) as stored:
+                assert set(stored.files) == set(FEATURES)
+    assert not list(features.glob("*/.*.tmp"))  # no temporary file left behind
