@@ -9,6 +9,8 @@ streamed: what ``sendlearn render`` does with a recorded track (plugin/recording
           ``AlignedChain`` (``reset=False``, blocks split at every automation point), the dry
           and the wet block each through a ``CaptureProcessor`` (blocks copied and handed off;
           a thread drains them as the sender would). Nothing is sent or written.
+chain only: the streamed chain of ``streamed`` without any capture (latency measured, blocks
+          pushed and taken): what streaming the chain costs by itself.
 The modes run interleaved (the order flips every run, after one warm-up of each). Per block,
 in a separate pass: the chain's cost (push + take, with the automation splits) and
 ``CaptureProcessor.process``'s cost for the wet block. Figures are ratios and per-block
@@ -108,6 +110,29 @@ def streamed(audio: np.ndarray, block_size: int) -> float:
     return time.perf_counter() - started
 
 
+def chain_only(audio: np.ndarray, block_size: int) -> float:
+    """The streamed chain without capture: latency measured, blocks pushed (split at the
+    automation) and taken; no processor, no playhead."""
+    started = time.perf_counter()
+    timeline = steady_timeline(120.0, (4, 4), RATE)
+    frames = audio.shape[1]
+    effects = chain_effects()
+    moves = effect_changes(automation_points(lanes(frames / RATE), timeline, frames), block_size)
+    initial = initial_values(moves)
+    chain = AlignedChain(EffectChain(effects, RATE, initial),
+                         measure_latency(effects, RATE, CHANNELS, block_size, initial), CHANNELS, block_size)
+    c = 0
+    for start in range(0, frames, block_size):
+        end = min(start + block_size, frames)
+        here = []
+        while c < len(moves) and moves[c][0] < end:
+            here.append((moves[c][0] - start, moves[c][1], moves[c][2]))
+            c += 1
+        chain.push(audio[:, start:end], here)
+        chain.take(chain.ready)
+    return time.perf_counter() - started
+
+
 def per_block(audio: np.ndarray, block_size: int) -> dict[str, float]:
     """Per-block cost of the chain (push + take) and of the wet CaptureProcessor.process."""
     timeline = steady_timeline(120.0, (4, 4), RATE)
@@ -149,13 +174,16 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=512)
     args = parser.parse_args()
     audio = take(args.seconds)
-    one_shot(audio), streamed(audio, args.block_size)  # warm-up: libraries loaded, caches warm
-    times: dict[str, list[float]] = {"one-shot": [], "streamed": []}
+    modes = {"one-shot": lambda: one_shot(audio), "chain only, streamed": lambda: chain_only(audio, args.block_size),
+             "streamed": lambda: streamed(audio, args.block_size)}
+    for run_mode in modes.values():  # warm-up: libraries loaded, caches warm
+        run_mode()
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     for run in range(args.runs):
-        order = ("one-shot", "streamed") if run % 2 == 0 else ("streamed", "one-shot")
-        for mode in order:
-            times[mode].append(one_shot(audio) if mode == "one-shot" else streamed(audio, args.block_size))
+        for mode in (list(modes) if run % 2 == 0 else list(reversed(modes))):
+            times[mode].append(modes[mode]())
     ratios = [s / o for s, o in zip(times["streamed"], times["one-shot"], strict=True)]
+    chain_ratios = [s / o for s, o in zip(times["chain only, streamed"], times["one-shot"], strict=True)]
     blocks = per_block(audio, args.block_size)
     from sendlearn.cli import print_table
 
@@ -163,7 +191,9 @@ def main() -> None:
                 f"{args.runs} runs", ["what", "median", "min", "max"],
                 [[f"{mode} seconds", f"{statistics.median(v):.3f}", f"{min(v):.3f}", f"{max(v):.3f}"]
                  for mode, v in times.items()]
-                + [["streamed / one-shot", f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}x",
+                + [["chain only / one-shot", f"{statistics.median(chain_ratios):.2f}x", f"{min(chain_ratios):.2f}x",
+                    f"{max(chain_ratios):.2f}x"],
+                   ["streamed / one-shot", f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}x",
                     f"{max(ratios):.2f}x"]])
     print_table("per block", ["what", "median µs", "p99 µs", "of the block's duration"],
                 [["chain (push + take)", f"{blocks['chain_median_us']:.1f}", f"{blocks['chain_p99_us']:.1f}",
@@ -174,6 +204,8 @@ def main() -> None:
         "bench": "chain", "seconds": args.seconds, "block_size": args.block_size, "runs": args.runs,
         "effects": [e.name for e in EFFECTS], "automation_changes": blocks["automation_changes"],
         "one_shot_seconds": times["one-shot"], "streamed_seconds": times["streamed"],
+        "chain_only_seconds": times["chain only, streamed"],
+        "chain_only_median_ratio": round(statistics.median(chain_ratios), 3),
         "median_ratio": round(statistics.median(ratios), 3),
         "ratio_of_medians": round(statistics.median(times["streamed"]) / statistics.median(times["one-shot"]), 3),
         "per_block_us": {k: round(v, 2) for k, v in blocks.items() if k.endswith("_us")},
