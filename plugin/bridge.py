@@ -143,6 +143,9 @@ class JackBridge:
                     tail += 1
                     rings.control[Control.TAIL] = tail
                 if stopped:
+                    if rings.count(Control.DROPPED_AT_END):
+                        self.processor.skip(rings.count(Control.DROPPED_AT_END),
+                                            rings.count(Control.DROPPED_FRAMES_AT_END))
                     if self.virtual is not None:
                         self.virtual.finish()
                     return

@@ -181,6 +181,8 @@ class JackWriter:
                 client.release_timebase()
             except jack.JackError:
                 pass  # another client took over: nothing of ours to release
+        self._control[Control.DROPPED_AT_END] = self._drops  # no later period will carry them
+        self._control[Control.DROPPED_FRAMES_AT_END] = self._drop_frames
         self._control[Control.STATE] = RunState.STOPPED
         if self.virtual is not None:
             self.virtual.close()

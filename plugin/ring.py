@@ -56,6 +56,8 @@ class Control(IntEnum):
     MESSAGES_RECEIVED = 9
     MESSAGES_DROPPED = 10  # the message ring was full, or a message was too long
     STATE = 11  # RunState
+    DROPPED_AT_END = 12  # periods dropped after the last one written (set once stopped)
+    DROPPED_FRAMES_AT_END = 13
 
 
 CONTROL_SLOTS = 16

@@ -27,7 +27,8 @@ import pytest
 import rtmidi
 from jackplay import PERIOD, RATE, TICKS, Hog, Master, Monitor, Player, engine_now, noise
 
-from sendlearn.capture import Block
+from sendlearn.capture import STOPPED, Block
+from sendlearn.plugin import CaptureProcessor
 from sendlearn.plugin.bridge import JackBridge
 from sendlearn.plugin.live import DummyServer, drain
 from sendlearn.plugin.ring import Control
@@ -270,3 +271,48 @@ def test_run_bridge_reports_and_finishes(jack_server: DummyServer) -> None:
     assert stats.frame_origins and stats.frame_origins[0][0] == 0
     figures = stats.closing_figures()
     assert figures["jack_frame_origins"] == [list(pair) for pair in stats.frame_origins]
+
+
+class StalledProcessor(CaptureProcessor):
+    """A capturing side that falls behind once (a stalled disk, a paused debugger): its first
+    ``process`` call sleeps longer than the ring holds."""
+
+    stall = 3.0
+
+    def process(self, audio, midi=(), playhead=STOPPED, params=()):  # noqa: ANN001, ANN201
+        if self.stall:
+            time.sleep(self.stall)
+            self.stall = 0.0
+        return super().process(audio, midi, playhead, params)
+
+
+def test_a_full_ring_drops_whole_periods_and_the_stream_keeps_its_clock(jack_server: DummyServer) -> None:
+    """The JACK process never waits: while the capturing side is stalled, periods that do not
+    fit the ring are dropped and counted, and the stream skips their seqs and samples (a gap
+    the receiver records), so every later block still sits on its own frames."""
+    player = Player(jack_server, 1, name="ring-player")
+    opened = []
+
+    def open_stream(info):  # noqa: ANN001, ANN202
+        opened.append(StalledProcessor.for_stream(info, realtime=True))
+        return opened[0]
+
+    with player.client, JackBridge(open_stream, name="stall", audio_ports=1, servername=jack_server.name,
+                                   connect=[("ring-player:out_1", "in_1")]) as bridge:
+        blocks, drainer = collect(bridge)
+        player.client.activate()
+        deadline = time.monotonic() + 60  # a hang guard: the stall is 3 s, the ring ~2 s
+        while bridge.count(Control.DROPPED_PERIODS) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while bridge.count(Control.TAIL) < bridge.count(Control.DROPPED_PERIODS) + 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)  # capturing again, past the hole
+    drainer.join(5)
+    dropped = bridge.count(Control.DROPPED_PERIODS)
+    assert dropped > 0 and bridge.processor.dropped == dropped and bridge.capture_errors == 0
+    seqs = [b.seq for b in blocks]
+    assert len(seqs) + dropped == seqs[-1] + 1  # every seq used once, the dropped ones as a hole
+    assert all(b.start_sample == b.seq * PERIOD for b in blocks)  # the clock did not slip
+    played = [b for b in blocks if bridge.jack_frame(b.start_sample) in player.played and b.audio.any()]
+    assert len(played) > 100
+    for b in played:  # on its frames, across the hole and any xrun the loaded machine adds
+        assert b.audio[0].tobytes() == noise(bridge.jack_frame(b.start_sample), b.frames, 0).tobytes(), b.seq
