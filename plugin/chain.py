@@ -210,6 +210,11 @@ class AlignedChain:
             self._run(np.zeros((channels, -latency.shift), dtype=np.float32))
 
     @property
+    def empty(self) -> bool:
+        """No effects: output is input (the host may skip the chain)."""
+        return not self.chain.plugins
+
+    @property
     def ready(self) -> int:
         return self._ready
 

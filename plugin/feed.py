@@ -99,6 +99,10 @@ def feed_through_chain(audio: np.ndarray, chain: AlignedChain, chain_changes: Se
         block = audio[:, start:end]
         if dry is not None:
             dry.feed(block)
+        if chain.empty:  # no effects: the block itself (after gain) is the wet block
+            wet.feed(apply_gain(block, gain_db))
+            wet_at = end
+            continue
         moves = []
         while c < len(chain_changes) and chain_changes[c][0] < end:
             moves.append((chain_changes[c][0] - start, chain_changes[c][1], chain_changes[c][2]))
