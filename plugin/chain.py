@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,10 +92,12 @@ class EffectChain:
     effects without latency, fewer at first for effects with it."""
 
     def __init__(self, effects: Sequence[Effect], sample_rate: int, initial: Mapping[str, float] | None = None) -> None:
+        self.sample_rate = sample_rate
+        self.plugins: dict[str, Any] = {}
+        if not effects:
+            return
         import pedalboard  # GPL host: imported only where it runs
 
-        self.sample_rate = sample_rate
-        self.plugins = {}
         for effect, effect_id in zip(effects, effect_ids(list(effects)), strict=True):
             try:
                 self.plugins[effect_id] = getattr(pedalboard, effect.name)(**dict(effect.options))

@@ -232,3 +232,30 @@ def test_effect_changes_are_points_steps_and_per_block_ramps() -> None:
     assert changes == [(0, "g.gain_db", 0.0), (1000, "g.gain_db", -6.0), (2000, "g.gain_db", -6.0),
                        (2048, "g.gain_db", -6.0 + 6.0 * 48 / 600), (2560, "g.gain_db", -6.0 + 6.0 * 560 / 600),
                        (2600, "g.gain_db", 0.0)]
+
+
+def test_a_recording_takes_its_clock_and_events_from_a_midi_conductor(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    write_take(tmp_path, take(channels=1, seconds=3.0))
+    midi = mido.MidiFile(type=0, ticks_per_beat=480)  # 120 bpm 4/4, then 3/4 at 90 bpm from beat 4 (2.0 s, bar 2)
+    midi.tracks.append(mido.MidiTrack([
+        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+        mido.Message("note_on", note=64, velocity=90, time=0),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90), time=1920),
+        mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
+        mido.Message("note_off", note=64, time=0),
+        mido.Message("control_change", control=1, value=5, time=480 * 40),  # past the take's end: not captured
+    ]))
+    midi.save(str(tmp_path / "click.mid"))
+    render(session_file(tmp_path, 'name = "gtr"\naudio = "take.wav"\nmidi = "click.mid"\n'
+                        'effects = [ { pedalboard = "Reverb" } ]\n'
+                        'automation = [ { param = "reverb.wet_level", unit = "beats", points = [[4, 0.33], [4, 0.0]] } ]\n'),
+           tmp_path / "data", capsys)
+    for stream in ("gtr-dry", "gtr-wet"):
+        written = read_stream(tmp_path / "data", "rec", stream)
+        assert [(e["sample"], e["kind"]) for e in written["events"].to_pylist()] == [(0, "note_on"), (96000, "note_off")]
+        blocks = written["blocks"].to_pylist()
+        assert {(round(b["bpm"], 3), b["ts_num"]) for b in blocks} == {(120.0, 4), (90.0, 3)}
+        assert (blocks[-1]["ts_num"], blocks[-1]["bar"]) == (3, 2)
+    params = read_stream(tmp_path / "data", "rec", "gtr-wet")["params"].to_pylist()
+    assert [(p["sample"], p["value"]) for p in params] == [(0, pytest.approx(0.33)), (96000, 0.0)]  # beat 4 = 2.0 s
