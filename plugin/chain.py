@@ -72,7 +72,8 @@ class Latency:
     is after pedalboard's own dropping; ``withheld``: how many fewer samples pedalboard
     returned than it was given over the measurement; ``samples = withheld + shift``, the
     chain's latency as a host without compensation would see it. ``samples`` is None when
-    the chain gave no sound back for the burst (nothing to measure; no shift applied)."""
+    an effect gave back nothing that could be measured (no sound for the impulse, or nothing
+    like the burst); that effect then adds no shift."""
 
     samples: int | None
     withheld: int
@@ -82,7 +83,7 @@ class Latency:
         """Facts for stream.json (StreamInfo.meta)."""
         return (("latency_samples", self.samples), ("latency_withheld_by_host", self.withheld),
                 ("latency_compensation_samples", self.shift),
-                ("latency_measured_with", "noise burst" if self.withheld else "impulse"))
+                ("latency_measured_with", "impulse and noise burst" if self.withheld else "impulse"))
 
 
 class EffectChain:
