@@ -305,7 +305,7 @@ class _Connection:
         self.receiver.storage_failures += 1
         self.receiver.storage_error = exc.reason
         if self.protocol.close_code is None:
-            self.protocol.fail(ErrorCode.STORAGE, f"receiver storage: {exc.reason}")
+            self.protocol.fail(ErrorCode.STORAGE, exc.reason)
 
     def refuse(self, code: ErrorCode, reason: str) -> None:
         self.protocol.fail(code, reason)  # counted in flush_and_close

@@ -68,7 +68,7 @@ def storage(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+        raise StorageError(f"{exc.strerror or exc} ({what})") from exc
 
 
 def write_fully(fd: int, data: bytes, offset: int) -> None:
@@ -135,7 +135,7 @@ class StreamWriter:
         """Store a BLOCK message's blocks. A seq already stored is ignored unless this audio is
         of a better quality than what is stored, which then replaces it in place (backfill).
         Returns the seqs of a backfill message, to be acknowledged as backfilled once durable."""
-        return self._guarded("writing", lambda: self._add(received))
+        return self._guarded("writing blocks", lambda: self._add(received))
 
     def _add(self, received: BlocksReceived) -> list[int]:
         first_seq = min(b.seq for b in received.blocks)
@@ -201,7 +201,7 @@ class StreamWriter:
             self.journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
             self._declare_bye(last_seq, stats or {})
 
-        self._guarded("writing", record)
+        self._guarded("writing BYE", record)
 
     def commit(self) -> int:
         """fsync what was added; returns the seq through which everything is durable (after
@@ -210,7 +210,7 @@ class StreamWriter:
         A failed fsync raises StorageError and abandons the writer: a later fsync could
         succeed without the failed pages ever reaching the disk."""
         acknowledgeable = self.acknowledgeable
-        self._guarded("syncing", self._sync)
+        self._guarded("syncing blocks to disk", self._sync)
         return acknowledgeable
 
     def _sync(self) -> None:
@@ -226,7 +226,7 @@ class StreamWriter:
         if self.failed is not None:
             raise StorageError(self.failed)
         if self.finalised:
-            raise StorageError(f"{what}: the stream's files are already released")
+            raise StorageError(f"the stream's files are already released ({what})")
         try:
             with storage(what):
                 return work()
