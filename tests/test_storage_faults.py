@@ -242,3 +242,28 @@ def test_files_that_cannot_be_written_after_bye_are_written_when_the_sender_says
         got = read_stream(tmp_path, "sess", "keys")
         assert got["audio"].tobytes() == joined(sent).tobytes() and got["info"]["complete"]
         assert not (folder / ".work").exists()
+
+
+def test_a_stream_left_with_a_bye_and_no_files_is_finished_by_the_next_receiver(tmp_path: Path) -> None:
+    sent = blocks(20)
+    folder = tmp_path / "sessions/sess/keys"
+    with tmpfs(tmp_path, "16m"):
+        with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
+            client = RawClient(receiver.url, hello())
+            client.send(sent)
+            client.read_until_ack(19)
+            subprocess.run(["chattr", "+i", str(folder)], check=True)
+            try:
+                client.protocol.send(Bye(19))
+                client.flush()
+                client.read_until_ack(19)
+                assert closed(client)[0] == ErrorCode.STORAGE
+            finally:
+                subprocess.run(["chattr", "-i", str(folder)], check=True)
+        # ... and the sender never came back to say BYE again
+        assert not (folder / "stream.json").exists()
+        with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
+            wait_for(lambda: receiver.receiver.streams_finalised == 1, 60, "the left-over stream finished")
+        got = read_stream(tmp_path, "sess", "keys")
+        assert got["audio"].tobytes() == joined(sent).tobytes()
+        assert got["info"]["complete"] and got["info"]["ended"] == "bye" and not (folder / ".work").exists()

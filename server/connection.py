@@ -1,0 +1,242 @@
+"""One websocket connection of the receiver: handshake, blocks to the stream's writer, commits
+in the background and ACKs once they are durable, BYE and the files. Its failures end only
+itself, with a close code and a reason (``STORAGE`` when the disk refuses); its stream is
+released before the close handshake, so a sender that reconnects finds it free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from sendlearn.capture import StreamInfo
+from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Welcome
+from sendlearn.transport.messages import seq_ranges
+
+from .completed import CompletedStream, open_stream_writer
+from .writer import Overlap, Refused, StorageError, StreamMismatch, StreamWriter
+
+if TYPE_CHECKING:
+    from .receiver import Receiver
+
+log = logging.getLogger("sendlearn.receiver")
+
+HELLO_TIMEOUT = 10.0
+TAKEOVER_WAIT = 2.0  # seconds a HELLO waits for the same stream's previous connection to finish
+
+
+class Connection:
+    """One websocket: handshake, blocks to the writer, commits and ACKs."""
+
+    def __init__(self, receiver: Receiver, ws: ServerConnection, protocol: Protocol) -> None:
+        self.receiver = receiver
+        self.ws = ws
+        self.protocol = protocol
+        self.writer: StreamWriter | CompletedStream | None = None
+        self.key: tuple[str, str] | None = None
+        self.acked = -2
+        self.backfilled: list[int] = []  # stored, not yet acknowledged as backfilled
+        self.dirty = False
+        self.last_commit = time.monotonic()
+        self.committing: asyncio.Task | None = None
+        self.released = False
+
+    async def run(self) -> None:
+        while self.protocol.close_code is None:
+            timeout = HELLO_TIMEOUT if self.writer is None else self.receiver.commit_interval
+            try:
+                data = await asyncio.wait_for(self.ws.recv(), timeout)
+            except TimeoutError:
+                if self.writer is None:
+                    self.protocol.fail(ErrorCode.UNEXPECTED_MESSAGE, f"no HELLO within {HELLO_TIMEOUT:.0f} s")
+                    break
+                self.commit_soon()
+                continue
+            if isinstance(data, str):
+                self.protocol.fail(ErrorCode.MALFORMED, "text frames are not part of the protocol")
+                break
+            self.protocol.receive_data(data)
+            try:
+                for event in self.protocol.events_received():
+                    if isinstance(event, Hello):
+                        await self.accept(event)
+                    elif isinstance(event, BlocksReceived):
+                        # page-cache writes are quick: inline; only the fsync of a commit goes to a thread
+                        self.backfilled += self.writer.add(event)
+                        self.dirty = True
+                    elif isinstance(event, Bye):
+                        await self.finish(event)
+                        if self.protocol.close_code is None:
+                            return  # files written, closed with 1000
+                        break
+                    elif isinstance(event, Error):
+                        log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
+            except Overlap as exc:
+                self.protocol.fail(ErrorCode.OVERLAP, str(exc))
+            except Refused as exc:
+                self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
+            except StorageError as exc:
+                self.storage_failed(exc)
+            if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
+                self.commit_soon()
+            await self.flush()
+        await self.flush_and_close()
+
+    async def accept(self, hello: Hello) -> None:
+        receiver = self.receiver
+        if receiver.tokens is not None and hello.token not in receiver.tokens:
+            self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
+            return
+        key = (hello.session, hello.stream)
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while key in receiver._active and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # a reconnect can beat the old connection's clean-up by a little
+        if key in receiver._active:
+            self.refuse(ErrorCode.STREAM_BUSY, f"stream {hello.session}/{hello.stream} is already connected")
+            return
+        info = StreamInfo(hello.session, hello.stream, hello.sample_rate, hello.channels, hello.block_size,
+                          hello.track, hello.host)
+        receiver._active[key] = self.ws
+        self.key = key
+        lingering = receiver.take_lingering(key)
+        try:
+            if lingering is not None:
+                lingering.check_resume(info, hello.take)
+                self.writer = lingering
+                # what the last connection added after its last commit must be durable before WELCOME
+                durable = await asyncio.get_running_loop().run_in_executor(receiver.fsync_pool, lingering.commit)
+            else:
+                self.writer = await asyncio.to_thread(open_stream_writer, receiver.data_dir, info,
+                                                      dict(hello.meta), hello.take)
+                durable = self.writer.acknowledgeable  # the writer fsynced what it recovered when it opened
+        except StreamMismatch as exc:
+            if lingering is not None:
+                receiver.linger_then_finalise(key, lingering)  # still its own sender's to resume
+            self.refuse(ErrorCode.STREAM_MISMATCH, str(exc))
+            return
+        except StorageError as exc:
+            self.storage_failed(exc)  # release() abandons a lingering writer that failed here
+            return
+        self.acked = durable
+        receiver.storage_error = None
+        self.protocol.send(Welcome(durable, receiver.max_frame_size))
+        log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
+                 hello.host, durable)
+
+    async def finish(self, bye: Bye) -> None:
+        assert self.writer is not None
+        await self.committed()
+        if self.protocol.close_code is not None:
+            return  # the last commit failed: nothing more is written or acknowledged
+        try:
+            self.writer.bye(bye.last_seq, dict(bye.stats), bye.dropped)
+            through = await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, self.writer.commit)
+            self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
+            self.backfilled = []
+            await self.flush()
+            await self.receiver.finalise(self.writer, "bye")
+        except StorageError as exc:
+            # BYE is durable if its ACK went out: a sender that comes back says BYE again, and
+            # the files are written then
+            self.storage_failed(exc)
+            return
+        await self.ws.close(1000, "stream complete")
+
+    def commit_soon(self) -> None:
+        """fsync in the background and then ACK what was stored before it began. The connection
+        goes on reading meanwhile: a slow disk must not keep it from answering pings."""
+        if self.writer is None or not self.dirty or (self.committing is not None and not self.committing.done()):
+            return
+        through, backfilled = self.writer.acknowledgeable, self.backfilled
+        self.backfilled = []
+        self.dirty = False
+        self.last_commit = time.monotonic()
+        self.committing = asyncio.create_task(self._commit(through, backfilled))
+
+    async def _commit(self, through: int, backfilled: list[int]) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, self.writer.commit)
+        except StorageError as exc:
+            self.storage_failed(exc)  # no ACK: what this commit covered may not be on disk
+            await self.flush_and_close()
+            return
+        self.receiver.storage_error = None
+        if self.protocol.close_code is not None:
+            return
+        try:
+            if through != self.acked or backfilled:
+                self.protocol.send(Ack(through, seq_ranges(backfilled)))
+                self.acked = through
+                await self.flush()
+        except ConnectionClosed:
+            pass
+
+    async def committed(self) -> None:
+        """Wait for a background commit, so nothing else touches the writer's files meanwhile.
+        ``_commit`` handles its own failures; anything else it raised is a bug, logged here."""
+        if self.committing is not None:
+            try:
+                await self.committing
+            except ConnectionClosed:
+                pass
+            except Exception:
+                log.exception("commit for %s failed", self.key)
+
+    def storage_failed(self, exc: StorageError) -> None:
+        """The disk refused: the writer is marked failed (release abandons it); end the connection saying why."""
+        self.receiver.storage_failures += 1
+        self.receiver.storage_error = exc.reason
+        if self.protocol.close_code is None:
+            self.protocol.fail(ErrorCode.STORAGE, exc.reason)
+
+    def refuse(self, code: ErrorCode, reason: str) -> None:
+        self.protocol.fail(code, reason)  # counted in flush_and_close
+
+    async def flush(self) -> None:
+        for frame in self.protocol.data_to_send():
+            await self.ws.send(frame)
+
+    async def flush_and_close(self) -> None:
+        code = self.protocol.close_code
+        if code is not None:
+            self.receiver.refused[code] = self.receiver.refused.get(code, 0) + 1
+            log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason)
+        try:
+            await self.flush()
+        except ConnectionClosed:
+            pass
+        await self.release()  # before the close handshake: a sender stuck in a send must not hold its stream
+        try:
+            await self.ws.close(int(code) if code is not None else 1000, self.protocol.close_reason)
+        except ConnectionClosed:
+            pass
+
+    async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            if self.committing is not asyncio.current_task():  # a failed commit releases from its own task
+                await self.committed()
+            writer = self.writer
+            if isinstance(writer, StreamWriter) and writer.failed is not None:
+                writer.abandon()  # no commit runs now; a new writer resumes from what is synced
+            elif isinstance(writer, StreamWriter) and not writer.finalised:
+                if writer.last_seq is None and not self.receiver.stopping and self.receiver.linger > 0:
+                    self.receiver.linger_then_finalise(self.key, writer)  # its sender may come back
+                else:
+                    ended = ("bye" if writer.last_seq is not None else "receiver stopped"
+                             if self.receiver.stopping else "connection lost")
+                    try:
+                        await self.receiver.finalise(writer, ended)
+                    except Exception:
+                        pass  # logged by finalise; the work folder stays for a resume
+        finally:
+            # always: a stream left marked active would refuse its sender (STREAM_BUSY) for good
+            if self.key is not None and self.receiver._active.get(self.key) is self.ws:
+                del self.receiver._active[self.key]
