@@ -66,6 +66,7 @@ class Receiver:
         # the last storage failure, until a later write and sync succeeds (for a health check: issue 12)
         self.storage_error: str | None = None
         self.stopping = False
+        self._recovering: asyncio.Task | None = None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
                     ) -> Server:
@@ -152,6 +153,8 @@ class Receiver:
     async def shutdown(self) -> None:
         """Finalise every lingering stream (the server has stopped taking connections)."""
         self.stopping = True
+        if self._recovering is not None:
+            await self._recovering  # it stops after the stream it is finishing
         for key in list(self._lingering):
             writer = self.take_lingering(key)
             try:
