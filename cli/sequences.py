@@ -21,10 +21,11 @@ def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) ->
         "clipped, degraded or have too few events. Stored under DATA_DIR/sequences/ (docs/dataset.md).")
     sequences.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
     sequences.add_argument("--session", action="append", metavar="S", help="only this session (repeatable)")
-    sequences.add_argument("--window", type=float, default=30.0, metavar="SECONDS")
-    sequences.add_argument("--overlap", type=float, default=5.0, metavar="SECONDS")
+    sequences.add_argument("--window", type=float, default=30.0, metavar="SECONDS", help="window length (default 30)")
+    sequences.add_argument("--overlap", type=float, default=5.0, metavar="SECONDS",
+                           help="seconds shared by neighbouring windows (default 5)")
     sequences.add_argument("--min-events", type=int, default=10, metavar="N",
-                           help="windows with fewer MIDI events (all streams) are flagged few_events")
+                           help="windows with fewer MIDI events (all streams) are flagged few_events (default 10)")
     sequences.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                            help="processes computing windows (default: one per core)")
     sequences.add_argument("--json", action="store_true", help="print one JSON object")
