@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "render", help="render MIDI or session files through real instruments into a dataset",
         description="Render .mid files (one track, --instrument) or .toml session files offline, capture "
         "every block and stream it to a receiver: an in-process one writing to --data-dir, or --server.")
-    render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file")
+    render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file, or a directory of them (searched recursively)")
     where = render.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
                        help=f"write here through an in-process receiver (default ./{DEFAULT_DATA_DIR})")
@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--replace", action="store_true",
                         help="delete the inputs' sessions from --data-dir first (a complete stream is never "
                              "overwritten otherwise: rendering it again fails with STREAM_MISMATCH)")
+    render.add_argument("--workers", type=int, metavar="N",
+                        help="a batch: render in N worker processes (a directory alone means 1); a bad input is "
+                             "a recorded failure and the rest goes on; a rerun skips what is complete")
+    render.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="a batch on a Dask distributed cluster")
+    render.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                        help="a batch: a render still running after this fails and its process is killed (900)")
+    render.add_argument("--max-renders", type=int, default=20, metavar="N",
+                        help="a batch: renders per worker process before it is replaced (20)")
     render.set_defaults(run=_lazy("render", "run_render"))
 
     demo = commands.add_parser("demo", help="render the bundled demo session into a dataset")

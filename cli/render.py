@@ -187,18 +187,14 @@ def capture_session(session: Session, url: str, *, token: str | None = None, pro
 
 def render_take(session: Session, info: Any) -> str:
     """The take id of an offline render: a digest of what determines its blocks (the session's
-    settings, the track, its MIDI and audio files' bytes). Renders are deterministic, so the same inputs
-    make the same take: a render that was cut off resumes where the receiver stopped, and one
-    already complete is acknowledged at once instead of written again."""
-    import hashlib
+    clock, the track's settings, the content of its MIDI, audio and instrument files, the render
+    libraries' versions; ``plugin.takes``). Renders are deterministic, so the same inputs make the
+    same take: a render that was cut off resumes where the receiver stopped, and one already
+    complete is acknowledged at once instead of written again."""
+    from sendlearn.plugin.takes import take_id
 
-    track = next((t for t in session.tracks if info.track == t.name), None)
-    digest = hashlib.sha256(repr((session.name, session.sample_rate, session.block_size, info.stream, track))
-                            .encode())
-    for path in (track.midi, track.audio) if track is not None else ():
-        if path is not None:
-            digest.update(Path(path).read_bytes())
-    return "render-" + digest.hexdigest()[:16]
+    track = next(t for t in session.tracks if info.track == t.name)
+    return take_id(session, track, info.stream)
 
 
 def _outcome(input_name: str, session: Session, result: TrackResult) -> Outcome:
@@ -302,6 +298,10 @@ def run_render(args: argparse.Namespace) -> int:
         return list_instruments(args.json)
     if not args.inputs:
         raise UsageError("give one or more INPUT files (.mid or .toml), or --list-instruments")
+    from sendlearn.render_batch import is_batch, run_batch_command
+
+    if is_batch(args):
+        return run_batch_command(args)
     loaded = load_inputs(args.inputs, instrument=args.instrument, sample_rate=args.sample_rate,
                          block_size=args.block_size)
     if args.server is not None:

@@ -1,0 +1,118 @@
+"""Streams written straight into a data directory by the receiver's own writer: no websocket.
+
+A batch worker on the machine (or shared filesystem) that holds ``--data-dir`` needs no link:
+each stream's blocks go from the capture processor's hand-off to a ``StreamWriter`` (the one
+the receiver uses, opened the way the receiver opens it: ``open_stream_writer``), and the
+files are written by the receiver's ``finalise``. So the dataset is exactly what a receiver
+would have written, and a stream cut off (its process killed) resumes as a sender does after
+WELCOME: the writer reopened from its work files says which seqs are durable, and only the
+blocks after them are written. Nothing twice, nothing missing.
+
+This sits above both ``plugin`` (the render) and ``server`` (the writer), which may not
+import each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from sendlearn.capture import HandOff, StreamInfo
+from sendlearn.server.completed import CompletedStream, open_stream_writer
+from sendlearn.server.finalise import finalise
+from sendlearn.transport import BlocksReceived, Quality
+
+BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
+COMMIT_BLOCKS = 2048  # fsync this often while a long stream is written (a power cut loses less)
+
+
+class DirectStream:
+    """One stream: drains ``handoff`` on a thread into the stream's writer. ``finish(ok)``
+    then says BYE and writes the files (ok), or leaves the work files for a resume."""
+
+    def __init__(self, data_dir: Path, info: StreamInfo, handoff: HandOff, take: str | None) -> None:
+        self.info, self.handoff = info, handoff
+        self.writer = open_stream_writer(data_dir, info, dict(info.meta), take)
+        complete = isinstance(self.writer, CompletedStream)
+        # every seq at or below this is on disk already (a resumed stream) or complete
+        self.durable = self.writer.last_seq if complete else self.writer.through
+        self.resumed = not complete and self.durable >= 0
+        self.last_seq = -1
+        self.written = 0
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"sendlearn-direct-{info.stream}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        batch: list[Any] = []
+        since_commit = 0
+        try:
+            while True:
+                block = self.handoff.take(timeout=0.05)
+                if block is None:
+                    if self.handoff.finished:
+                        break
+                    continue
+                self.last_seq = block.seq
+                if block.seq > self.durable:
+                    batch.append(block)
+                if len(batch) >= BATCH_BLOCKS:
+                    since_commit += self._write(batch)
+                    batch = []
+                    if since_commit >= COMMIT_BLOCKS:
+                        self.writer.commit()
+                        since_commit = 0
+            self._write(batch)
+        except Exception as exc:  # StorageError, Refused: the render stops (put raises) and says why
+            self.error = f"writing {self.info.session}/{self.info.stream} failed: {exc}"
+            self.handoff.fail(self.error)
+
+    def _write(self, batch: list[Any]) -> int:
+        if batch:
+            self.writer.add(BlocksReceived(Quality.FLOAT32, tuple(batch), False, ()))
+            self.written += len(batch)
+        return len(batch)
+
+    def finish(self, ok: bool) -> str | None:
+        """End the stream; returns why it could not be written, or None. A failed render
+        (``ok`` False) leaves the work files, never a complete stream."""
+        self._thread.join()
+        writer = self.writer
+        if isinstance(writer, CompletedStream):
+            return None
+        if self.error is not None or not ok:
+            _release(writer)
+            return self.error
+        try:
+            if writer.last_seq is None:  # else a BYE is on disk already: killed while writing the files
+                writer.bye(self.last_seq, {"written_by": "sendlearn render (direct)"})
+            finalise(writer, "bye")
+        except Exception as exc:
+            if not writer.finalised:
+                _release(writer)
+            return f"writing {self.info.session}/{self.info.stream} failed: {exc}"
+        return None
+
+
+def _release(writer: Any) -> None:
+    """Let go of the files, keeping the work folder for a resume (a failed writer is cut back
+    to what it last synced)."""
+    if writer.failed is None:
+        writer.close()
+    else:
+        writer.abandon()
+
+
+def is_complete(data_dir: Path, session: str, stream: str, take: str) -> bool:
+    """True when the stream's files are written, complete, from this take."""
+    import json
+
+    from sendlearn.server.layout import stream_dir
+
+    path = stream_dir(data_dir, session, stream) / "stream.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(summary.get("complete")) and summary.get("take") == take
