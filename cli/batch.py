@@ -216,7 +216,7 @@ def run_batch(inputs: list[Input], options: dict[str, Any], *, workers: int, sch
             continue
         if name is not None:
             seen[name] = item.path
-        tasks.append((index, {**options, "input": str(item.path), "name": item.name}))
+        tasks.append((index, {**options, "input": str(item.path.resolve()), "name": item.name}))
     try:
         for done in _execute(tasks, workers=workers, scheduler=scheduler, timeout=timeout, max_tasks=max_tasks):
             _take(result, inputs[done.key], done)
