@@ -1,0 +1,93 @@
+"""``sendlearn export FORMAT``: training windows as parquet, webdataset, hdf5, tfrecord or pytorch files."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("parquet", "webdataset", "hdf5", "tfrecord", "pytorch")
+
+
+def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
+    export = commands.add_parser(
+        "export", help="write training windows in a format training code reads (docs/export.md)",
+        description="One sample per (session, stream, window): the windows `sendlearn sequences` stored (else 30 s "
+        "with 5 s overlap), their lossless audio, MIDI events, playhead, automation, features and flags. Flagged "
+        "windows are left out unless --include-flagged. Layouts: docs/export.md.")
+    export.add_argument("format", choices=FORMATS)
+    export.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
+    export.add_argument("--session", action="append", metavar="S", help="only this session (repeatable)")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR", help="an empty or new directory")
+    export.add_argument("--include-flagged", action="store_true",
+                        help="also windows flagged silent, clipped, degraded, gaps, empty or few_events")
+    export.add_argument("--no-features", action="store_true", help="leave features out (no librosa needed)")
+    export.add_argument("--window", type=float, metavar="SECONDS",
+                        help="cut windows of this length instead of the stored ones")
+    export.add_argument("--overlap", type=float, metavar="SECONDS")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sendlearn.cli import UsageError
+    from sendlearn.dataset.export import export, writer
+
+    if not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UsageError(f"--out {args.out}: not an empty directory (an export never mixes with other files)")
+    try:
+        writer(args.format)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    interactive = sys.stderr.isatty() and not args.json
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with _signals_interrupt(), Progress(*columns, disable=not interactive) as bar:
+        task = bar.add_task(f"export {args.format}", total=None)
+        try:
+            result = export(args.format, args.data_dir, args.out, sessions=args.session,
+                            include_flagged=args.include_flagged, with_features=not args.no_features,
+                            window=args.window, overlap=args.overlap,
+                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except KeyError as exc:
+            raise UsageError(f"--session: {exc.args[0]}") from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:  # SIGINT, SIGTERM, SIGHUP: the writer removed what it had begun
+            print(f"sendlearn export: stopped; nothing of the {args.format} export is left in {args.out}",
+                  file=sys.stderr)
+            return 0
+    summary = result.as_dict()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{result.samples} samples ({result.audio_seconds / 3600:.3f} h of audio) written to {args.out} as "
+          f"{args.format}; {result.skipped_windows} flagged windows left out"
+          + ("" if args.include_flagged or not result.skipped_windows else " (--include-flagged takes them)"))
+    for path in result.files[:10]:
+        print(f"  {path}")
+    if len(result.files) > 10:
+        print(f"  ... {len(result.files) - 10} more")
+    return 0
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop an export the way Ctrl-C does."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,80 @@
+"""``sendlearn export``: every format read back by its own library, every sample checked against the
+same window read through ``sendlearn.dataset`` (tests/export_session.py: a real render, float32 and
+16-/24-bit FLAC sources)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from export_session import check_sample, make_data, truth
+from sendlearn.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_data(tmp_path_factory.mktemp("export"))
+
+
+def run_export(fmt: str, data_dir: Path, out: Path, *flags: str) -> dict:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["export", fmt, "--data-dir", str(data_dir), "--out", str(out), "--json", *flags]) == 0
+    return json.loads(stdout.getvalue())
+
+
+def decode(data: bytes) -> tuple[np.ndarray, str]:
+    audio, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(audio.T), soundfile.info(io.BytesIO(data)).subtype
+
+
+# --- parquet: Hugging Face datasets -------------------------------------------------------------
+
+def test_parquet_loads_with_datasets_as_an_audio_column_and_every_row_is_its_window(data_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    import datasets
+    import yaml
+
+    summary = run_export("parquet", data_dir, tmp_path / "pq", "--include-flagged")
+    files = sorted((tmp_path / "pq" / "data").glob("*.parquet"))
+    assert [f.name for f in files] == ["train-00000-of-00001.parquet"] and summary["files"] == [str(files[0])]
+    ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    assert isinstance(ds.features["audio"], datasets.Audio)
+    # the card's YAML is the same features as the schema's metadata
+    card = yaml.safe_load((tmp_path / "pq" / "README.md").read_text().split("---")[1])
+    assert card["configs"][0]["data_files"][0]["path"] == "data/train-*"
+    assert datasets.Features._from_yaml_list(card["dataset_info"]["features"]) == ds.features
+    expected = truth(data_dir)
+    assert len(ds) == len(expected) == summary["samples"] == 5 * 4 + 2 * 2
+    rows = ds.cast_column("audio", datasets.Audio(decode=False))
+    for row in rows:
+        window, stream = expected[(row["session"], row["stream"], row["window"])]
+        audio, subtype = decode(row["audio"]["bytes"])
+        assert row["audio"]["path"].endswith(".flac" if row["session"] == "pcm" else ".wav")
+        dtypes = {name: _leaf(feature) for name, feature in ds.features["features"].items()}
+        got = {**row, "audio": audio, "features": {k: np.asarray(v, dtype=dtypes[k]) for k, v in row["features"].items()}}
+        check_sample(got, window, stream)
+        assert subtype == row["audio_subtype"]
+
+
+def _leaf(feature: object) -> str:
+    while not hasattr(feature, "dtype"):
+        feature = feature.feature  # type: ignore[attr-defined]
+    return feature.dtype  # type: ignore[attr-defined, no-any-return]
+
+
+def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    summary = run_export("parquet", data_dir, tmp_path / "pq")
+    table = pq.read_table(tmp_path / "pq" / "data", columns=["session", "stream", "window", "flags"])
+    keys = set(zip(*(table[c].to_pylist() for c in ("session", "stream", "window")), strict=True))
+    assert keys == set(truth(data_dir, include_flagged=False)) and len(keys) == 4
+    assert summary["skipped_windows"] == 5 and table["flags"].to_pylist() == [[]] * 4
+    assert main(["export", "parquet", "--data-dir", str(data_dir), "--out", str(tmp_path / "pq")]) == 2  # not empty
