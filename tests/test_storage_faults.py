@@ -198,7 +198,9 @@ def test_a_new_user_renders_into_a_full_receiver_and_it_finishes_once_there_is_r
             told: list[str] = []
             reader = threading.Thread(target=lambda: told.extend(render.stderr), daemon=True)
             reader.start()
-            wait_for(lambda: any("STORAGE" in line for line in told), 120, "the render saying why it waits")
+            wait_for(lambda: any("STORAGE" in line for line in told) or render.poll() is not None, 300,
+                     "the render saying why it waits")
+            assert render.poll() is None, (render.returncode, told)
             filler.unlink()
             out, _ = render.communicate(timeout=300)
             reader.join(10)
