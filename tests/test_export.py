@@ -78,3 +78,31 @@ def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Pat
     assert keys == set(truth(data_dir, include_flagged=False)) and len(keys) == 4
     assert summary["skipped_windows"] == 5 and table["flags"].to_pylist() == [[]] * 4
     assert main(["export", "parquet", "--data-dir", str(data_dir), "--out", str(tmp_path / "pq")]) == 2  # not empty
+
+
+# --- webdataset -----------------------------------------------------------------------------------
+
+def test_webdataset_shards_read_by_webdataset_are_the_windows(data_dir: Path, tmp_path: Path) -> None:
+    import webdataset
+
+    run_export("webdataset", data_dir, tmp_path / "wds", "--include-flagged")
+    shards = sorted(str(p) for p in (tmp_path / "wds").glob("shard-*.tar"))
+    assert [Path(s).name for s in shards] == ["shard-000000.tar"]
+    expected = truth(data_dir)
+    seen = set()
+    for item in webdataset.WebDataset(shards, shardshuffle=False).decode():  # npy: numpy.load, no pickles
+        meta = item["json"]
+        key = (meta["session"], meta["stream"], meta["window"])
+        assert item["__key__"] == f"{key[0]}__{key[1]}__{key[2]:06d}" and "." not in item["__key__"]
+        window, stream = expected[key]
+        (kind,) = [k for k in ("wav", "flac") if k in item]
+        assert kind == meta["audio_format"] == ("flac" if key[0] == "pcm" else "wav")
+        # .decode() leaves audio as bytes (its audio decoder needs torchaudio): the file itself
+        audio, subtype = decode(item[kind])
+        assert subtype == meta["audio_subtype"]
+        features = {name[:-4]: value for name, value in item.items() if name.endswith(".npy")}
+        got = {**meta, "audio": audio, "midi_sample": [s for s, _ in meta["midi"]],
+               "midi_data": [bytes(d) for _, d in meta["midi"]], "features": features}
+        check_sample(got, window, stream)
+        seen.add(key)
+    assert seen == set(expected)
