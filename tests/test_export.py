@@ -106,3 +106,63 @@ def test_webdataset_shards_read_by_webdataset_are_the_windows(data_dir: Path, tm
         check_sample(got, window, stream)
         seen.add(key)
     assert seen == set(expected)
+
+
+# --- hdf5 and pytorch -------------------------------------------------------------------------------
+
+def test_hdf5_read_by_h5py_is_the_windows_and_its_torch_dataset_loads_with_workers(data_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    import h5py
+    import torch
+
+    from sendlearn.dataset.export.hdf5 import read_sample
+    from sendlearn.dataset.torch import HDF5WindowDataset
+
+    run_export("hdf5", data_dir, tmp_path / "h5", "--include-flagged")
+    path = tmp_path / "h5" / "windows.h5"
+    assert sorted(p.name for p in (tmp_path / "h5").iterdir()) == ["windows.h5"]
+    expected = truth(data_dir)
+    with h5py.File(path, "r") as f:
+        assert (f.attrs["format"], int(f.attrs["version"]), int(f.attrs["samples"])) == ("sendlearn-windows", 1, 24)
+        keys = [k.decode() for k in f["index"]["key"]]
+        assert sorted(keys) == sorted(f["samples"]) and len(keys) == len(expected)
+        for key in keys:
+            group = f["samples"][key]
+            assert group["audio"].dtype == np.float32
+            got = read_sample(group)
+            check_sample(got, *expected[(got["session"], got["stream"], got["window"])])
+    loader = torch.utils.data.DataLoader(HDF5WindowDataset(path), batch_size=None, num_workers=2)
+    items = list(loader)
+    assert len(items) == len(expected)
+    for item in items:
+        window, stream = expected[(item["session"], item["stream"], item["window"])]
+        check_sample(_numpy(item), window, stream)
+
+
+def _numpy(item: dict) -> dict:
+    return {**item, "audio": item["audio"].numpy(), "midi_sample": item["midi_sample"].tolist(),
+            "features": {k: v.numpy() for k, v in item["features"].items()}}
+
+
+def test_pytorch_window_dataset_with_workers_and_the_files_torch_load_reads(data_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from sendlearn.dataset.torch import WindowDataset, collate
+
+    expected = truth(data_dir)
+    data = WindowDataset(data_dir, include_flagged=True)
+    assert len(data) == len(expected)
+    batches = list(torch.utils.data.DataLoader(data, batch_size=3, num_workers=2, collate_fn=collate))
+    items = [{k: v[i] for k, v in batch.items()} for batch in batches for i in range(len(batch["audio"]))]
+    assert sorted((i["session"], i["stream"], i["window"]) for i in items) == sorted(expected)
+    for item in items:
+        check_sample(_numpy(item), *expected[(item["session"], item["stream"], item["window"])])
+    assert len(WindowDataset(data_dir)) == len(truth(data_dir, include_flagged=False)) == 4
+
+    summary = run_export("pytorch", data_dir, tmp_path / "pt", "--include-flagged")
+    files = sorted((tmp_path / "pt").glob("*.pt"))
+    assert [f.name for f in files] == ["windows-00000.pt"] and summary["samples"] == len(expected)
+    loaded = torch.load(files[0], weights_only=True)
+    assert (loaded["format"], loaded["version"], len(loaded["samples"])) == ("sendlearn-windows", 1, len(expected))
+    for item in loaded["samples"]:
+        check_sample(_numpy(item), *expected[(item["session"], item["stream"], item["window"])])
