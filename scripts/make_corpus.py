@@ -33,10 +33,10 @@ def make_file(path: Path, rng: random.Random, seconds: float) -> float:
     conductor = mido.MidiTrack()
     midi.tracks.append(conductor)
     tick, elapsed, tempo_events = 0, 0.0, []
-    while elapsed < seconds:  # sections of 2-4 bars, each with its own tempo and meter
+    while elapsed < seconds:  # sections of 1-2 bars, each with its own tempo and meter
         bpm = rng.uniform(70, 170)
         num, den = rng.choice(METERS)
-        bars = rng.randint(2, 4)
+        bars = 1 if seconds - elapsed < 8 else rng.randint(1, 2)  # a file ends within a bar of its length
         beat_ticks = TPB * 4 // den
         length = bars * num * beat_ticks
         tempo_events.append((tick, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
