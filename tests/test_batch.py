@@ -204,3 +204,57 @@ def test_sigterm_stops_a_batch_cleanly_and_a_rerun_finishes_it(corpus: Path, tmp
     code, again = run_json(str(corpus / "set2"), str(corpus / "set1"), "--workers", "1", "--data-dir", str(tmp_path))
     assert code == 0 and again["skipped"] == written and again["done"] == 3 - written
     assert check_complete(tmp_path) == 3
+
+
+def test_the_pool_bounds_tasks_in_flight_recycles_processes_and_survives_failures() -> None:
+    from sendlearn.plugin.pool import WorkerPool
+
+    taken: list[int] = []
+
+    def tasks():  # consumed only as workers free up: a thousand files never sit in memory at once
+        for n in range(9):
+            taken.append(n)
+            yield n, float(n * n)
+
+    ends, in_flight = [], []
+    with WorkerPool("math:sqrt", 2, max_tasks=2) as pool:
+        for done in pool.run(tasks()):
+            in_flight.append(len(taken) - len(ends))
+            ends.append(done)
+        started = pool.started
+    assert max(in_flight) <= 2
+    assert sorted(d.value for d in ends) == [float(n) for n in range(9)] and all(d.error is None for d in ends)
+    assert all(sum(d.worker == pid for d in ends) <= 2 for pid in {d.worker for d in ends})  # recycled after 2
+    assert started == len({d.worker for d in ends}) >= 5
+
+    with WorkerPool("os:_exit", 1) as pool:  # a process that dies fails its task alone; the next one runs
+        died = list(pool.run([("a", 3), ("b", 4)]))
+    assert [(d.key, d.error) for d in died] == [("a", "worker process died (exit code 3)"),
+                                                ("b", "worker process died (exit code 4)")]
+    with WorkerPool("math:sqrt", 1) as pool:  # the job's own exception is the task's failure
+        [bad] = pool.run([("x", -1.0)])
+    assert bad.error == "ValueError: math domain error"
+
+
+def test_take_ids_digest_content_not_paths(corpus: Path, tmp_path: Path) -> None:
+    from sendlearn.plugin.instrument import bundled_instruments, faust_instrument
+    from sendlearn.plugin.session import session_from_midi
+    from sendlearn.plugin.takes import take_id
+
+    source = corpus / "set2" / "song0002.mid"
+    moved = tmp_path / "elsewhere" / "song0002.mid"
+    moved.parent.mkdir()
+    shutil.copy(source, moved)
+    dsp = tmp_path / "synth" / "poly_saw.dsp"
+    dsp.parent.mkdir()
+    shutil.copy(bundled_instruments()["poly_saw"], dsp)
+
+    def take(midi: Path, instrument: object) -> str:
+        session = session_from_midi(midi, instrument)
+        return take_id(session, session.tracks[0], session.tracks[0].name)
+
+    bundled = take(source, "faust:poly_saw")
+    assert take(moved, faust_instrument(str(dsp))) == bundled  # same bytes elsewhere: the same take
+    dsp.write_text(dsp.read_text() + "\n// changed\n")
+    assert take(moved, faust_instrument(str(dsp))) != bundled  # changed instrument: another take
+    assert take(source, "faust:poly_saw") == bundled
