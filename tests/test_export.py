@@ -166,3 +166,56 @@ def test_pytorch_window_dataset_with_workers_and_the_files_torch_load_reads(data
     assert (loaded["format"], loaded["version"], len(loaded["samples"])) == ("sendlearn-windows", 1, len(expected))
     for item in loaded["samples"]:
         check_sample(_numpy(item), *expected[(item["session"], item["stream"], item["window"])])
+
+
+# --- tfrecord: written with the tfrecord package, read with tfrecord_lite (nanopb, its own parser) ---
+
+def records(path: Path) -> list[bytes]:
+    """The file's records, each frame's length and data CRCs checked as the TFRecord format defines
+    them (masked CRC-32C), independently of both libraries."""
+    import struct
+
+    import crc32c
+
+    def masked(data: bytes) -> int:
+        crc = crc32c.crc32c(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    out, raw, at = [], path.read_bytes(), 0
+    while at < len(raw):
+        (length,), (length_crc,) = struct.unpack_from("<Q", raw, at), struct.unpack_from("<I", raw, at + 8)
+        assert length_crc == masked(raw[at:at + 8])
+        data = raw[at + 12:at + 12 + length]
+        assert struct.unpack_from("<I", raw, at + 12 + length)[0] == masked(data)
+        out.append(data)
+        at += 16 + length
+    return out
+
+
+def test_tfrecord_read_by_an_independent_parser_is_the_windows(data_dir: Path, tmp_path: Path) -> None:
+    from tfrecord_lite import tf_record_iterator
+
+    run_export("tfrecord", data_dir, tmp_path / "tfr", "--include-flagged")
+    files = sorted((tmp_path / "tfr").glob("*.tfrecord"))
+    assert [f.name for f in files] == ["train-00000.tfrecord"]
+    expected = truth(data_dir)
+    assert len(records(files[0])) == len(expected)
+    seen = set()
+    for example in tf_record_iterator(str(files[0])):
+        text = {k: example[k][0].decode() for k in ("session", "stream", "audio_format", "audio_subtype")}
+        ints = {k: int(example[k][0]) for k in ("window", "start_sample", "frames", "sample_rate", "channels")}
+        key = (text["session"], text["stream"], ints["window"])
+        audio, subtype = decode(example["audio"][0])
+        assert subtype == text["audio_subtype"] and text["audio_format"] == ("flac" if key[0] == "pcm" else "wav")
+        features = {}
+        for name in [k.split("/")[1] for k in example if k.startswith("features/") and k.count("/") == 1]:
+            dtype = np.dtype(example[f"features/{name}/dtype"][0].decode())
+            shape = tuple(int(n) for n in example[f"features/{name}/shape"])
+            features[name] = np.frombuffer(example[f"features/{name}"][0], dtype=dtype).reshape(shape)
+        meta = json.loads(example["meta"][0])
+        got = {**text, **ints, **meta, "audio": audio, "midi_sample": example.get("midi_sample", np.zeros(0)).tolist(),
+               "midi_data": example.get("midi_data", []), "flags": [f.decode() for f in example.get("flags", [])],
+               "features": features}
+        check_sample(got, *expected[key])
+        seen.add(key)
+    assert seen == set(expected)
