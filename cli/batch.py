@@ -99,12 +99,14 @@ def render_input(payload: dict[str, Any]) -> dict[str, Any]:
     if payload["server"] is not None:
         from sendlearn.render import capture_session
 
-        outcomes = capture_session(session, payload["server"], token=payload["token"], input_name=str(path))
+        outcomes = capture_session(session, payload["server"], token=payload["token"],
+                                   input_name=payload.get("shown", str(path)))
         return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in outcomes]}
     data_dir = Path(payload["data_dir"])
     if _all_complete(session, data_dir):
         return {"skipped": True, "error": None, "outcomes": []}
-    return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in capture_direct(session, data_dir, str(path))]}
+    outcomes = capture_direct(session, data_dir, payload.get("shown", str(path)))
+    return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in outcomes]}
 
 
 def _load(path: Path, payload: dict[str, Any]) -> Any:
@@ -216,7 +218,8 @@ def run_batch(inputs: list[Input], options: dict[str, Any], *, workers: int, sch
             continue
         if name is not None:
             seen[name] = item.path
-        tasks.append((index, {**options, "input": str(item.path.resolve()), "name": item.name}))
+        tasks.append((index, {**options, "input": str(item.path.resolve()), "shown": str(item.path),
+                              "name": item.name}))
     try:
         for done in _execute(tasks, workers=workers, scheduler=scheduler, timeout=timeout, max_tasks=max_tasks):
             _take(result, inputs[done.key], done)

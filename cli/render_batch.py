@@ -35,6 +35,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
 
     from sendlearn.render import ServerDown, check_server, remove_sessions
 
+    if args.workers is not None and args.scheduler is not None:
+        raise UsageError("--workers is for the local pool; a --scheduler's cluster has its own workers")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.max_renders < 1:
