@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sequences.add_parsers(commands, DEFAULT_DATA_DIR)
 
-    from sendlearn import export  # its module imports nothing heavy; the writers load their libraries when they run
+    from sendlearn import export, report  # nothing heavy: writers and matplotlib load when they run
 
     export.add_parser(commands, DEFAULT_DATA_DIR)
+    report.add_parser(commands, DEFAULT_DATA_DIR)
 
     status = commands.add_parser("status", help="what a data directory holds")
     status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)

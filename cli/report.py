@@ -1,0 +1,57 @@
+"""``sendlearn report``: a self-contained HTML page about a data directory (and its JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report of a data directory (and its JSON beside it)",
+        description="Streams table, one window's piano roll over its waveform with detected onsets, tempo and meter "
+        "over time, feature summaries and quality histograms; plots embedded as PNG data URIs.")
+    report.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
+    report.add_argument("--out", type=Path, default=Path("report.html"), metavar="FILE",
+                        help="the HTML file (default report.html); FILE with .json is written beside it")
+    report.add_argument("--max-windows", type=int, default=200, metavar="N",
+                        help="windows measured for the histograms, evenly spread (default 200)")
+    report.add_argument("--json", action="store_true", help="print one JSON object (paths and counts)")
+    report.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from sendlearn.cli import UsageError
+    from sendlearn.export import _signals_interrupt
+
+    if not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    if args.max_windows < 1:
+        raise UsageError("--max-windows must be at least 1")
+    try:
+        from sendlearn.dataset.report import build_report
+    except ImportError as exc:
+        raise UsageError(f"report needs {exc.name}: pip install 'sendlearn[export]'") from None
+    interactive = sys.stderr.isatty() and not args.json
+    with _signals_interrupt(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                        disable=not interactive) as bar:
+        task = bar.add_task("measuring windows", total=None)
+        try:
+            report = build_report(args.data_dir, args.out, args.max_windows,
+                                  lambda done, total: bar.update(task, completed=done, total=total))
+        except KeyboardInterrupt:
+            print("sendlearn report: stopped; no report written", file=sys.stderr)
+            return 0
+    summary = {"html": str(args.out), "json": str(args.out.with_suffix(".json")), "streams": len(report["streams"]),
+               "windows": report["windows"], "windows_measured": report["windows_measured"],
+               "images": report["images"]}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"report of {len(report['streams'])} streams, {report['windows']} windows: {args.out} "
+              f"(and {summary['json']})")
+    return 0
