@@ -52,6 +52,13 @@ def run_live(args: argparse.Namespace) -> int:
         if not source or not ours:
             raise UsageError(f"--connect {pair!r}: write it as SOURCE_PORT=OUR_PORT")
         connect.append((source, ours))
+    from importlib.util import find_spec
+
+    needed = ["jack", *(["rtmidi"] if args.virtual_port else [])]
+    missing = [name for name in needed if find_spec(name) is None]
+    if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
+        raise UsageError(f"live capture needs {' and '.join(missing)}, which this install lacks "
+                         "(pip install 'sendlearn[live]')")
     from sendlearn.capture import check_name
     from sendlearn.plugin import CaptureProcessor
     from sendlearn.plugin.bridge import BridgeError

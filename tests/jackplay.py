@@ -4,6 +4,7 @@ fixture in conftest.py), written for the tests and independent of the bridge's c
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 
@@ -63,6 +64,11 @@ class Player:
         # cycles the player's callback ran in: on a loaded machine a Python client can miss one
         # (JACK then outputs silence for it), which is the test harness, not the bridge, failing
         self.played: set[int] = set()
+        # cycles whose frame time JACK reported more than once, or in which the player ran
+        # past its period: around those, which cycle the bridge read the player's output in is
+        # ambiguous on the test's own clock (the player is late, or two cycles share a frame)
+        self.unclear: set[int] = set()
+        self.published: set[int] = set()  # transport frames our timebase callback filled in
         self._next = 0
         self.client.set_process_callback(self._process)
         assert self.client.set_timebase_callback(self._timebase)
@@ -72,6 +78,8 @@ class Player:
 
     def _process(self, frames: int) -> None:
         start = self.client.last_frame_time
+        if start in self.played or self.client.frames_since_cycle_start >= frames:
+            self.unclear.add(start)
         self.played.add(start)
         for channel, port in enumerate(self.outs):
             port.get_array()[:] = noise(start, frames, channel)
@@ -83,9 +91,20 @@ class Player:
             if frame >= start:  # one in the past (a cycle we missed) is simply not sent
                 self.midi.write_midi_event(frame - start, data)
                 self.sent.append((frame, data))
+        if self.client.frames_since_cycle_start >= frames:
+            self.unclear.add(start)  # we overran: the bridge may have read this cycle before us
+
+    def clear(self, frame: int) -> bool:
+        """Whether the cycle holding ``frame`` and its neighbours ran plainly (see ``unclear``)."""
+        cycles = sorted(self.played)
+        index = bisect.bisect_right(cycles, frame) - 1
+        if index < 0 or frame >= cycles[index] + PERIOD:
+            return False  # the player did not run in that cycle
+        return not set(cycles[max(0, index - 1):index + 2]) & self.unclear
 
     def _timebase(self, state: int, blocksize: int, pos: jack.Position, new_pos: bool) -> None:
         m = self.master
+        self.published.add(pos.frame)  # a late callback leaves JACK holding an older position
         bar, beat, tick = m.bbt(pos.frame)
         pos.bar, pos.beat, pos.tick = bar, beat, tick
         pos.bar_start_tick = (bar - 1) * m.meter[0] * TICKS

@@ -60,19 +60,30 @@ def check_stream(data_dir: Path, session: str, stream: str, player: Player, bloc
     # the first block with every input connected (the connections are made one by one)
     first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any(axis=1).all())
     assert first < RATE
-    starts = [s for s in range(first, audio.shape[1], PERIOD) if frame_of(origins, s) in player.played]
+    # a block must be what the player wrote in its cycle wherever that cycle is clear on the
+    # test's clock (the Python player ran on time, JACK did not report its frame twice)
+    starts = [s for s in range(first, audio.shape[1], PERIOD) if player.clear(frame_of(origins, s))]
     assert len(starts) >= 0.5 * len(range(first, audio.shape[1], PERIOD))
     for s in starts:
         expected = np.stack([noise(frame_of(origins, s), PERIOD, c) for c in range(2)])
-        assert audio[:, s:s + PERIOD].tobytes() == expected.tobytes(), s
+        assert audio[:, s:s + PERIOD].tobytes() == expected.tobytes(), (s, sender["xruns"])
     table = got["events"].to_pydict()
-    assert [(frame_of(origins, s), d) for s, d in zip(table["sample"], table["data"], strict=True)] == player.sent
+    got_events = [(frame_of(origins, s), d) for s, d in zip(table["sample"], table["data"], strict=True)]
+    sent = [e for e in player.sent if player.clear(e[0])]
+    recorded = {frame_of(origins, s) for s in range(0, audio.shape[1], PERIOD)}
+    missing = [(f, f - f % 1, any(c <= f < c + PERIOD for c in recorded)) for f, _ in set(sent) - set(got_events)]
+    assert [e for e in got_events if player.clear(e[0])] == sent and len(sent) >= 0.5 * len(player.sent), missing
+    assert set(got_events) <= set(player.sent)  # nothing invented, nothing moved
     assert set(table["timing_error_samples"]) <= {None}
     blocks_table = got["blocks"].to_pydict()
     rolling = [k for k, playing in enumerate(blocks_table["playing"]) if playing]
     assert len(rolling) > 100
     master = player.master
-    for k in rolling:
+    # the master's position where its timebase callback ran for that very frame (on a loaded
+    # machine a late Python master leaves JACK publishing its previous one: stored as it was)
+    published = [k for k in rolling if round(blocks_table["seconds"][k] * RATE) in player.published]
+    assert len(published) >= 0.5 * len(rolling)
+    for k in published:
         bar, beat, tick = master.bbt(round(blocks_table["seconds"][k] * RATE))
         assert (blocks_table["bar"][k], blocks_table["bpm"][k], blocks_table["ts_num"][k],
                 blocks_table["ts_den"][k]) == (bar, master.quarter_bpm, *master.meter)
