@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from .samples import PLAYHEAD, TIMELINE, Sample
 
 SHARD_BYTES = 500 * 10**6
-ROW_GROUP_BYTES = 64 * 2**20  # under the 100 MB the Hub's viewer wants
+ROW_GROUP_BYTES = 32 * 2**20  # the Hub's viewer wants row groups under 100 MB
 
 _ARROW = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
           "int16": pa.int16(), "bool": pa.bool_(), "string": pa.string(), "binary": pa.binary()}
@@ -94,6 +94,14 @@ def _nested(arrays: list[np.ndarray], dtype: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(rows, pa.int32()), values)
 
 
+def _binary(values: list[bytes]) -> pa.Array:
+    """A binary array built in buffers of its exact size (pa.array would grow one by doubling)."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), len(values), [None, pa.py_buffer(offsets.tobytes()),
+                                                            pa.py_buffer(b"".join(values))])
+
+
 def _leaf(kind: pa.DataType) -> pa.DataType:
     while pa.types.is_list(kind):
         kind = kind.value_type
@@ -114,7 +122,8 @@ def _batch(rows: list[Sample], schema: pa.Schema) -> pa.RecordBatch:
         column("window", [r.window for r in rows]), column("start_sample", [r.start_sample for r in rows]),
         column("frames", [r.frames for r in rows]), column("sample_rate", [r.sample_rate for r in rows]),
         column("channels", [r.channels for r in rows]),
-        column("audio", [{"bytes": r.audio_bytes, "path": r.audio_path} for r in rows]),
+        pa.StructArray.from_arrays([_binary([r.audio_bytes for r in rows]), pa.array([r.audio_path for r in rows])],
+                                   fields=list(schema.field("audio").type)),
         column("audio_subtype", [r.subtype for r in rows]),
         _nested([r.midi_sample for r in rows], pa.int64()),
         column("midi_data", [r.midi_data for r in rows]), column("midi_timing_error", [r.midi_timing_error for r in rows]),
@@ -174,8 +183,9 @@ def write_parquet(samples: Iterator[Sample], out: Path, *, shard_bytes: int = SH
             if shards is None:
                 features = hf_features(sample)
                 shards = _Shards(folder, arrow_schema(features), shard_bytes)
+            pending_bytes += _size(sample)  # encodes the audio file...
+            sample.audio = sample.audio[:, :0]  # ...which is what the row keeps: let the samples go
             pending.append(sample)
-            pending_bytes += _size(sample)
             rows += 1
             if pending_bytes >= row_group_bytes:
                 shards.write(_batch(pending, shards.schema), pending_bytes)

@@ -1,6 +1,6 @@
 """Files ``torch.load`` reads (docs/export.md, "pytorch").
 
-    OUT/windows-00000.pt, windows-00001.pt, …     rolled at 256 MB of tensors
+    OUT/windows-00000.pt, windows-00001.pt, …     rolled at 128 MB of tensors
 
 Each file is ``{"format": "sendlearn-windows", "version": 1, "samples": [item, …]}``, every item the
 dict ``sendlearn.dataset.torch.WindowDataset`` gives (tensors, str, int, float, bool, bytes, lists and
@@ -16,7 +16,7 @@ from typing import Any
 
 from .samples import Sample
 
-SHARD_BYTES = 256 * 2**20
+SHARD_BYTES = 128 * 2**20  # held in memory until saved
 FORMAT, VERSION = "sendlearn-windows", 1
 
 
