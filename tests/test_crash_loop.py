@@ -1,4 +1,4 @@
-"""The receiver SIGKILLed at random moments, finalise included, while several streams arrive
+"""The receiver SIGKILLed at random moments (up to 8 times), finalise included, while several streams arrive
 (issue 11): every stream ends complete, every block exactly once, audio bit for bit."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from test_faults import free_port, start_receiver
 from helpers import read_stream
 
 HERE = Path(__file__).parent
-STREAMS = {"a": 300, "b": 500, "c": 700}  # different lengths: their ends (and finalises) fall apart
+STREAMS = {"a": 300, "b": 600, "c": 1000}  # different lengths: their ends (and finalises) fall apart
 
 
 def temporaries(data: Path) -> set[Path]:
@@ -35,7 +35,7 @@ def test_a_receiver_killed_at_random_moments_loses_nothing(tmp_path: Path) -> No
                for name, n in STREAMS.items()}
     kills = during_finalise = 0
     try:
-        while kills < 10 and any(s.poll() is None for s in senders.values()):
+        while kills < 8 and any(s.poll() is None for s in senders.values()):
             moment = time.monotonic() + rng.uniform(0.1, 1.2)
             left_over = temporaries(data)  # a killed finalise leaves some; the next one removes them
             hunting = during_finalise < 3  # some kills inside a finalise, the rest anywhere
@@ -64,5 +64,5 @@ def test_a_receiver_killed_at_random_moments_loses_nothing(tmp_path: Path) -> No
         truth = [(seq * FRAMES + o, d) for seq in range(n) for o, d in block_midi(seq)]
         assert list(zip(events["sample"], events["data"], strict=True)) == truth
         assert not (got["folder"] / ".work").exists() and not list(got["folder"].glob(".*.tmp"))
-    assert kills >= 3, kills  # the loop ran; how many fell in a finalise varies with the machine
+    assert kills >= 2, kills  # the loop ran; how many fell in a finalise varies with the machine
     print(f"kills={kills} during_finalise={during_finalise}")
