@@ -1,9 +1,9 @@
 """Batch rendering: files/s and audio-seconds/s with 1 and 2 pool workers and a 2-worker Dask
 cluster, as ratios to 1 worker; peak RSS per worker, and per minute of the longest file (a
 DawDreamer render holds a whole file in memory, so a worker's peak follows its longest file), and
-the slope of a fresh worker's peak from the shortest file to the longest: MiB per audio minute.
+the slope of a fresh worker's peak from a short file to a long one (``--alone``): MiB per audio minute.
 
-    python scripts/bench_batch.py [--files 24] [--seconds 5 20] [--runs 1] [--instrument SPEC]
+    python scripts/bench_batch.py [--files 24] [--seconds 5 20] [--runs 1] [--alone 10 240] [--instrument SPEC]
 
 Each mode renders the same corpus (scripts/make_corpus.py) with ``sendlearn render --json``
 into a fresh data directory; the Dask cluster (``LocalCluster``, 2 processes x 1 thread) is
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=24)
     parser.add_argument("--seconds", type=float, nargs=2, default=(5.0, 20.0), metavar=("MIN", "MAX"))
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--alone", type=float, nargs=2, default=(10.0, 240.0), metavar=("SHORT", "LONG"),
+                        help="seconds of the two files rendered alone for RSS per audio minute")
     parser.add_argument("--instrument", help="--instrument for every file (default: the bundled Faust synth)")
     args = parser.parse_args()
 
@@ -88,11 +90,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     report = render(corpus, Path(tmp) / f"{mode}-{run_index}", common + extra)
                     if mode not in best or report["wall_seconds"] < best[mode]["wall_seconds"]:
                         best[mode] = report
-        # memory per audio minute: the shortest and the longest file, each in a fresh worker process
-        shortest_path = min(written, key=lambda w: w[1])
-        longest_path = max(written, key=lambda w: w[1])
+        # memory per audio minute: a short and a long file, each alone in a fresh worker process (the
+        # long one long enough that its buffers outgrow the heap Faust's compiler leaves behind)
+        import random
+
+        make_file = load_make_corpus().make_file
+        alone = []
+        for seconds in args.alone:
+            path = Path(tmp) / "alone" / f"alone-{seconds:g}.mid"
+            path.parent.mkdir(exist_ok=True)
+            alone.append((path, make_file(path, random.Random(5), seconds)))
         peaks = []
-        for path, seconds in (shortest_path, longest_path):
+        for path, seconds in alone:
             report = render(path, Path(tmp) / f"alone-{path.stem}", common + ["--workers", "1", "--max-renders", "1"])
             peaks.append((seconds, max(report["peak_rss_mib"].values())))
         (s0, p0), (s1, p1) = peaks
