@@ -17,9 +17,11 @@ messages from its own JACK client, which may run after ours in the same cycle, a
 lets those messages join the block of the cycle they were delivered in.
 
 Timeline: the JACK frame time of a block's first frame minus the block's stream sample is
-``frame_origin``. It is constant while JACK runs without skipping cycles; when it changes (an
-xrun skipped time) ``frame_jumps`` counts it and ``frame_origins`` records the new stretch.
-Frame times are 32-bit and wrap after 2**32 frames (~24.8 h at 48 kHz).
+``frame_origin``, and it stays constant: cycles that ran without our callback (an xrun, a
+stalled graph) become a gap in the stream rather than being spliced out, so the stream keeps
+JACK's clock (``frame_jumps`` counts them). Only when JACK's clock goes back, or leaps by more
+than a minute, does a new stretch start (``frame_origins``). Frame times are 32-bit and wrap
+after 2**32 frames (~24.8 h at 48 kHz).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .tempo import Meter, PlayheadReader, Transport
 from .virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
 
 OpenStream = Callable[[StreamInfo], CaptureProcessor]
+MAX_HOLE_SECONDS = 60  # a longer leap of JACK's clock (a suspended machine) starts a new stretch
 POLL_SECONDS = 0.002  # the reader's nap when the ring is empty (a 128-frame period is 2.7 ms)
 
 
@@ -123,6 +126,7 @@ class JackBridge:
         self._origins: list[tuple[int, int]] = []
         self._jumps = 0
         self.midi_events = 0  # JACK MIDI events captured
+        self.missed_frames = 0  # JACK frames no callback of ours captured (gaps in the stream)
         self.capture_errors = 0
         self.last_error: str | None = None
         self.closing: dict[str, Any] = {}
@@ -182,17 +186,29 @@ class JackBridge:
             self.last_error = repr(exc)
 
     def _follow_clock(self, cycle: int) -> int:
-        """Track ``frame_origin``; return the frames the clock skipped before this block."""
+        """Keep the stream on JACK's clock; return the frames it skipped before this block.
+
+        When JACK's frame time moved on further than our blocks (cycles no callback of ours
+        ran in: an xrun, a stalled graph), those frames become a gap of dropped seqs, so sample
+        n of the stream stays frame ``frame_origin + n`` and the receiver records the hole.
+        Only a clock that went back (JACK reporting a cycle's frame twice) or leapt further
+        than ``MAX_HOLE_SECONDS`` starts a new stretch (``frame_origins``) instead."""
         origin = (cycle - self.processor.position) & FRAME_MASK
         if origin == self._origin:
             return 0
-        jump = 0
-        if self._origin is not None:
-            self._jumps += 1
-            jump = abs(wrap_delta(origin, self._origin))
+        if self._origin is None:
+            self._origin = origin
+            self._origins.append((self.processor.position, origin))
+            return 0
+        self._jumps += 1
+        ahead = wrap_delta(origin, self._origin)
+        if 0 < ahead <= MAX_HOLE_SECONDS * self.info.sample_rate:
+            self.processor.skip(-(-ahead // self.info.block_size), ahead)
+            self.missed_frames += ahead
+            return ahead
         self._origin = origin
-        self._origins.append((self.processor.position, origin))  # rare: start and xruns only
-        return jump
+        self._origins.append((self.processor.position, origin))
+        return abs(ahead)
 
     # -- control -----------------------------------------------------------------------
 
@@ -284,7 +300,8 @@ class JackBridge:
 
     @property
     def frame_jumps(self) -> int:
-        """Times JACK's frame time skipped against our contiguous stream samples."""
+        """Times JACK's frame time did not follow on from our last block (missed cycles, or a
+        clock that went back)."""
         return self._jumps
 
     def jack_frame(self, sample: int) -> int:

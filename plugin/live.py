@@ -147,6 +147,7 @@ class BridgeStats:
     virtual_late: int  # stamped a period or more into their cycle (their bound grew)
     xruns: int
     frame_jumps: int
+    missed_frames: int  # frames of JACK time no callback of ours ran in: gaps in the stream
     callback_errors: int  # periods whose copy raised in the JACK process (audio still passed)
     capture_errors: int  # periods this process could not turn into a block
     callback_p50_us: float
@@ -161,7 +162,7 @@ class BridgeStats:
         docs/protocol.md bounds a message's facts; more are counted, never joined into text)."""
         origins = [list(pair) for pair in self.frame_origins[:max_origins]]
         return {
-            "xruns": self.xruns, "frame_jumps": self.frame_jumps, "callback_errors": self.callback_errors,
+            "xruns": self.xruns, "frame_jumps": self.frame_jumps, "missed_frames": self.missed_frames, "callback_errors": self.callback_errors,
             "capture_errors": self.capture_errors, "callback_p99_us": round(self.callback_p99_us, 1),
             "callback_max_us": round(self.callback_max_us, 1), "midi_events": self.midi_events,
             "midi_dropped": self.midi_dropped, "midi_rejected": self.midi_rejected,
@@ -186,7 +187,7 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
         virtual_events=bridge.count(Control.MESSAGES_RECEIVED),
         virtual_dropped=bridge.count(Control.MESSAGES_DROPPED) + (virtual.left_over if virtual else 0),
         virtual_late=virtual.late if virtual else 0,
-        xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, callback_errors=bridge.count(Control.ERRORS),
+        xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, missed_frames=bridge.missed_frames, callback_errors=bridge.count(Control.ERRORS),
         capture_errors=bridge.capture_errors,
         callback_p50_us=float(p50), callback_p99_us=float(p99), callback_max_us=float(top),
         period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,

@@ -80,9 +80,11 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
 
     # A quiet machine runs this with no clock jump at all; a loaded one may xrun, and then
     # every block must still sit on the frames of its own stretch (bridge.jack_frame).
-    assert bridge.frame_origins[0][0] == 0 and len(bridge.frame_origins) == bridge.frame_jumps + 1
+    assert bridge.frame_origins[0][0] == 0 and len(bridge.frame_origins) <= bridge.frame_jumps + 1
     assert bridge.capture_errors == 0, bridge.last_error
-    assert [b.seq for b in blocks] == list(range(len(blocks))) and bridge.processor.dropped == 0
+    # cycles our callback missed (xruns) are holes of dropped seqs, on JACK's clock
+    assert len(blocks) + bridge.processor.dropped == blocks[-1].seq + 1
+    assert sum(b.frames for b in blocks) + bridge.missed_frames == blocks[-1].start_sample + blocks[-1].frames
     live = [b for b in blocks if bridge.jack_frame(b.start_sample) >= settled]
     assert len(live) > 150
 
@@ -162,7 +164,11 @@ def test_xruns_are_counted(jack_server: DummyServer) -> None:
             time.sleep(0.01)
         assert bridge.xruns > before
     drainer.join(5)
-    assert not drainer.is_alive() and [b.seq for b in blocks] == list(range(len(blocks)))
+    assert not drainer.is_alive()
+    # any cycles the stall cost us are holes of dropped seqs, and the stream stays on JACK's clock
+    assert len(blocks) + bridge.processor.dropped == blocks[-1].seq + 1
+    assert len(bridge.frame_origins) == 1
+    assert all(bridge.jack_frame(b.start_sample) == bridge.frame_origin + b.start_sample for b in blocks)
 
 
 @pytest.mark.parametrize("master", [Master(137.0, (7, 8)), Master(200.0, (6, 8), quarter_notes=True),
@@ -316,11 +322,12 @@ def test_a_full_ring_drops_whole_periods_and_the_stream_keeps_its_clock(jack_ser
             time.sleep(0.05)  # capturing again, past the hole
     drainer.join(5)
     dropped = bridge.count(Control.DROPPED_PERIODS)
-    assert dropped > 0 and bridge.processor.dropped == dropped and bridge.capture_errors == 0
+    assert dropped > 0 and bridge.capture_errors == 0
     seqs = [b.seq for b in blocks]
-    assert len(seqs) + dropped == seqs[-1] + 1  # every seq used once, the dropped ones as a hole
+    assert len(seqs) + bridge.processor.dropped == seqs[-1] + 1  # every seq used once, dropped ones as holes
+    assert bridge.processor.dropped >= dropped
     assert all(b.start_sample == b.seq * PERIOD for b in blocks)  # the clock did not slip
-    played = [b for b in blocks if bridge.jack_frame(b.start_sample) in player.played and b.audio.any()]
+    played = [b for b in blocks if player.clear(bridge.jack_frame(b.start_sample)) and b.audio.any()]
     assert len(played) > 100
     for b in played:  # on its frames, across the hole and any xrun the loaded machine adds
         assert b.audio[0].tobytes() == noise(bridge.jack_frame(b.start_sample), b.frames, 0).tobytes(), b.seq

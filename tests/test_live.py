@@ -50,19 +50,25 @@ def check_stream(data_dir: Path, session: str, stream: str, player: Player, bloc
     the playhead the master's, its tempo in quarter notes."""
     got = read_stream(data_dir, session, stream)
     info = got["info"]
-    assert info["host"] == "jack" and info["complete"] and info["ended"] == "bye" and info["gaps"] == []
+    assert info["host"] == "jack" and info["complete"] and info["ended"] == "bye"
     sender = info["sender"]
     origins = [tuple(pair) for pair in sender["jack_frame_origins"]]
-    assert origins[0] == (0, sender["jack_frame_origin"]) and len(origins) == sender["frame_jumps"] + 1
-    assert sender["midi_dropped"] == sender["midi_rejected"] == sender["blocks_dropped"] == 0
+    assert origins[0] == (0, sender["jack_frame_origin"]) and len(origins) <= sender["frame_jumps"] + 1
+    assert sender["midi_dropped"] == sender["midi_rejected"] == 0
+    # cycles no callback of ours ran in (xruns) are gaps on JACK's clock, never spliced out
+    holes = [(g["start_sample"], g["end_sample"]) for g in info["gaps"]]
+    assert all(g["reason"] == "dropped by the sender's audio thread" for g in info["gaps"])
+    assert sum(g["last_seq"] - g["first_seq"] + 1 for g in info["gaps"]) == sender["blocks_dropped"]
+    assert sum(end - start for start, end in holes) == sender["missed_frames"]
     audio = got["audio"]
-    assert audio.shape == (2, blocks * PERIOD)
+    assert audio.shape == (2, blocks * PERIOD + sender["missed_frames"])
     # the first block with every input connected (the connections are made one by one)
     first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any(axis=1).all())
     assert first < RATE
     # a block must be what the player wrote in its cycle wherever that cycle is clear on the
     # test's clock (the Python player ran on time, JACK did not report its frame twice)
-    starts = [s for s in range(first, audio.shape[1], PERIOD) if player.clear(frame_of(origins, s))]
+    starts = [s for s in range(first, audio.shape[1], PERIOD) if player.clear(frame_of(origins, s))
+              and not any(start < s + PERIOD and s < end for start, end in holes)]
     assert len(starts) >= 0.5 * len(range(first, audio.shape[1], PERIOD))
     for s in starts:
         expected = np.stack([noise(frame_of(origins, s), PERIOD, c) for c in range(2)])
@@ -165,7 +171,7 @@ def test_forced_xruns_and_sigterm_end_a_whole_stream(jack_server: DummyServer, t
             if live.poll() is None:
                 live.kill()
         player.client.transport_stop()
-    assert live.returncode == 0, err
+    assert live.returncode == 0, (out, err)
     summary = json.loads(out)
     # the hog counted 220 xruns during the capture; JACK may fold notifications together, so
     # the bridge's own count is only required to be recorded faithfully
