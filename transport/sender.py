@@ -385,8 +385,14 @@ class Sender:
 
     def _encode(self, protocol: Protocol, batch: list[Block], quality: Quality, *, backfill: bool
                 ) -> list[list[Block]]:
-        """Queue ``batch`` as one frame, or split in halves until each fits the receiver's limit."""
-        dropped = [self._dropped_before[b.seq] for b in batch if b.seq in self._dropped_before]
+        """Queue ``batch`` as one frame, or split in halves until each fits the receiver's limit.
+        A frame's ``dropped`` ranges lie before its first seq (docs/protocol.md), so a block
+        that follows a hole starts a frame of its own."""
+        hole = next((i for i, b in enumerate(batch) if i and b.seq in self._dropped_before), None)
+        if hole is not None:
+            return (self._encode(protocol, batch[:hole], quality, backfill=backfill)
+                    + self._encode(protocol, batch[hole:], quality, backfill=backfill))
+        dropped = [self._dropped_before[batch[0].seq]] if batch[0].seq in self._dropped_before else []
         try:
             self.bytes_sent += protocol.send_blocks(batch, quality, backfill=backfill, dropped=dropped,
                                                     max_size=self.max_frame_size)
