@@ -81,11 +81,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop an export the way Ctrl-C does."""
+    """SIGINT, SIGTERM and SIGHUP stop an export: KeyboardInterrupt, which the writer turns into removing what
+    it had begun. SIGINT too, explicitly: a process started in the background inherits it ignored."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

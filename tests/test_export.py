@@ -219,3 +219,28 @@ def test_tfrecord_read_by_an_independent_parser_is_the_windows(data_dir: Path, t
         check_sample(got, *expected[key])
         seen.add(key)
     assert seen == set(expected)
+
+
+# --- stopping -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_export_exits_0_and_leaves_no_part_of_itself(data_dir: Path, tmp_path: Path, sig: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "h5"
+    # 2 s windows are stored; 0.1 s ones are cut now and their features computed: hundreds of samples
+    child = subprocess.Popen([sys.executable, "-m", "sendlearn", "export", "hdf5", "--data-dir", str(data_dir),
+                              "--session", "band", "--out", str(out), "--include-flagged", "--window", "0.1",
+                              "--overlap", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600  # the machine is shared: no judging by time
+    while not (out / ".windows.h5.part").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert child.poll() is None, "the export ended before it could be stopped"
+    child.send_signal(getattr(signal, sig))
+    stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == 0, stderr.decode()
+    assert list(out.iterdir()) == [], stderr.decode()
+    assert b"stopped; nothing of the hdf5 export is left" in stderr
