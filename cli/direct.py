@@ -14,6 +14,9 @@ import each other.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 from sendlearn.capture import HandOff, StreamInfo
 from sendlearn.server.completed import CompletedStream, open_stream_writer
 from sendlearn.server.finalise import finalise
+from sendlearn.server.layout import WORK, stream_dir
 from sendlearn.transport import BlocksReceived, Quality
 
 BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
@@ -33,7 +37,13 @@ class DirectStream:
 
     def __init__(self, data_dir: Path, info: StreamInfo, handoff: HandOff, take: str | None) -> None:
         self.info, self.handoff = info, handoff
-        self.writer = open_stream_writer(data_dir, info, dict(info.meta), take)
+        self._lock = _lock_stream(data_dir, info)
+        try:
+            self.writer = open_stream_writer(data_dir, info, dict(info.meta), take)
+        except BaseException:
+            if self._lock is not None:
+                os.close(self._lock)
+            raise
         complete = isinstance(self.writer, CompletedStream)
         # every seq at or below this is on disk already (a resumed stream) or complete
         self.durable = self.writer.last_seq if complete else self.writer.through
@@ -78,6 +88,14 @@ class DirectStream:
         """End the stream; returns why it could not be written, or None. A failed render
         (``ok`` False) leaves the work files, never a complete stream."""
         self._thread.join()
+        try:
+            return self._finish(ok)
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)  # releases the flock
+                self._lock = None
+
+    def _finish(self, ok: bool) -> str | None:
         writer = self.writer
         if isinstance(writer, CompletedStream):
             return None
@@ -95,6 +113,20 @@ class DirectStream:
         return None
 
 
+def _lock_stream(data_dir: Path, info: StreamInfo) -> int | None:
+    """An exclusive lock on the stream's work folder, held until ``finish``: a second process
+    rendering the same input (a Dask task run again on another worker, a second batch on the
+    same directory) waits here, then finds the stream complete instead of writing beside it.
+    None when the stream is complete already (nothing will be written)."""
+    if is_complete_any(data_dir, info.session, info.stream):
+        return None
+    work = stream_dir(data_dir, info.session, info.stream) / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def _release(writer: Any) -> None:
     """Let go of the files, keeping the work folder for a resume (a failed writer is cut back
     to what it last synced)."""
@@ -106,13 +138,17 @@ def _release(writer: Any) -> None:
 
 def is_complete(data_dir: Path, session: str, stream: str, take: str) -> bool:
     """True when the stream's files are written, complete, from this take."""
-    import json
-
-    from sendlearn.server.layout import stream_dir
-
-    path = stream_dir(data_dir, session, stream) / "stream.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
+    summary = _summary(data_dir, session, stream)
     return bool(summary.get("complete")) and summary.get("take") == take
+
+
+def is_complete_any(data_dir: Path, session: str, stream: str) -> bool:
+    return bool(_summary(data_dir, session, stream).get("complete"))
+
+
+def _summary(data_dir: Path, session: str, stream: str) -> dict[str, Any]:
+    try:
+        summary = json.loads((stream_dir(data_dir, session, stream) / "stream.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}

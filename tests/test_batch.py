@@ -212,7 +212,7 @@ def test_the_pool_bounds_tasks_in_flight_recycles_processes_and_survives_failure
     taken: list[int] = []
 
     def tasks():  # consumed only as workers free up: a thousand files never sit in memory at once
-        for n in range(9):
+        for n in range(6):
             taken.append(n)
             yield n, float(n * n)
 
@@ -223,9 +223,9 @@ def test_the_pool_bounds_tasks_in_flight_recycles_processes_and_survives_failure
             ends.append(done)
         started = pool.started
     assert max(in_flight) <= 2
-    assert sorted(d.value for d in ends) == [float(n) for n in range(9)] and all(d.error is None for d in ends)
+    assert sorted(d.value for d in ends) == [float(n) for n in range(6)] and all(d.error is None for d in ends)
     assert all(sum(d.worker == pid for d in ends) <= 2 for pid in {d.worker for d in ends})  # recycled after 2
-    assert started == len({d.worker for d in ends}) >= 5
+    assert started == len({d.worker for d in ends}) >= 3
 
     with WorkerPool("os:_exit", 1) as pool:  # a process that dies fails its task alone; the next one runs
         died = list(pool.run([("a", 3), ("b", 4)]))
@@ -258,3 +258,14 @@ def test_take_ids_digest_content_not_paths(corpus: Path, tmp_path: Path) -> None
     dsp.write_text(dsp.read_text() + "\n// changed\n")
     assert take(moved, faust_instrument(str(dsp))) != bundled  # changed instrument: another take
     assert take(source, "faust:poly_saw") == bundled
+
+
+def test_two_batches_on_one_directory_write_each_block_once(corpus: Path, tmp_path: Path) -> None:
+    argv = [SENDLEARN, "render", str(corpus / "set1"), "--workers", "1", "--data-dir", str(tmp_path), "--json"]
+    first, second = (subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2))
+    reports = [json.loads(p.communicate(timeout=300)[0].splitlines()[-1]) for p in (first, second)]
+    assert first.returncode == second.returncode == 0
+    assert check_complete(tmp_path) == 2
+    for name in ("song", "song0004"):  # whoever came second waited for the stream's lock, then wrote nothing
+        streams = [s for r in reports for s in r["streams"] if s["session"] == name]
+        assert sum(s["blocks_written"] for s in streams) == streams[0]["blocks"]
