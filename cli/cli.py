@@ -44,18 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sendlearn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the receiver service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed)")
-    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    serve.add_argument("--tokens", type=Path, help="file of accepted tokens, one per line")
-    serve.add_argument("--tls-cert", type=Path)
-    serve.add_argument("--tls-key", type=Path)
-    serve.add_argument("--linger", type=float, default=30.0, metavar="SECONDS",
-                       help="how long a stream cut without BYE waits for its sender before its files are written")
-    serve.add_argument("--finalise-workers", type=int, default=2, metavar="N",
-                       help="streams whose files are written at once")
-    serve.set_defaults(run=run_serve)
+    from sendlearn import serve  # the receiver loads when it runs
+
+    serve.add_parsers(commands, DEFAULT_DATA_DIR)
 
     render = commands.add_parser(
         "render", help="render MIDI or session files through real instruments into a dataset",
@@ -120,62 +111,6 @@ def _lazy(module: str, name: str) -> Any:
         return getattr(importlib.import_module(f"sendlearn.{module}"), name)(args)
 
     return run
-
-
-# --- serve ------------------------------------------------------------------------------
-
-def run_serve(args: argparse.Namespace) -> int:
-    import asyncio
-    import logging
-    import signal
-    import ssl
-
-    from sendlearn.server.receiver import Receiver
-
-    tokens = None
-    if args.tokens is not None:
-        try:
-            tokens = {line.strip() for line in args.tokens.read_text().splitlines() if line.strip()}
-        except OSError as exc:
-            raise UsageError(f"--tokens {args.tokens}: {exc.strerror}") from None
-        if not tokens:
-            raise UsageError(f"--tokens {args.tokens}: the file holds no token")
-    context = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise UsageError("--tls-cert and --tls-key go together")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.linger < 0 or args.finalise_workers < 1:
-        raise UsageError("--linger must be >= 0 and --finalise-workers >= 1")
-    receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers)
-
-    async def serve() -> None:
-        try:
-            server = await receiver.serve(args.host, args.port, context)
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-        port = server.sockets[0].getsockname()[1]
-        scheme = "wss" if context else "ws"
-        print(f"sendlearn receiver listening on {scheme}://{args.host}:{port}, writing to {args.data_dir}",
-              flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        receiver.stopping = True
-        server.close()
-        await server.wait_closed()
-        await receiver.shutdown()
-        print(f"receiver stopped; {receiver.streams_finalised} streams finalised", flush=True)
-
-    asyncio.run(serve())
-    return 0
 
 
 # --- status -----------------------------------------------------------------------------

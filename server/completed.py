@@ -58,7 +58,7 @@ class CompletedStream:
 
 
 def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None,
-                       take: str | None = None) -> StreamWriter | CompletedStream:
+                       take: str | None = None, **bounds: int) -> StreamWriter | CompletedStream:
     """The writer for a HELLO: the open stream's (resumed from disk), or a completed one's.
 
     stream.json is written last, after every public file, and says ``complete`` only after
@@ -81,4 +81,4 @@ def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | 
             except OSError:
                 pass  # best effort: a read-only disk still serves the complete stream
             return CompletedStream(summary)
-    return StreamWriter(data_dir, info, meta, take)
+    return StreamWriter(data_dir, info, meta, take, **bounds)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from sendlearn.capture import StreamInfo
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Welcome
 from sendlearn.transport.messages import seq_ranges
+from sendlearn.transport.protocol import Event
 
 from .completed import CompletedStream, open_stream_writer
 from .writer import Overlap, Refused, StorageError, StreamMismatch, StreamWriter
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sendlearn.receiver")
 
-HELLO_TIMEOUT = 10.0
 TAKEOVER_WAIT = 2.0  # seconds a HELLO waits for the same stream's previous connection to finish
 
 
@@ -45,51 +45,78 @@ class Connection:
         self.last_commit = time.monotonic()
         self.committing: asyncio.Task | None = None
         self.released = False
+        self.done = False  # BYE handled: the files are written and the connection closed
 
     async def run(self) -> None:
+        service = self.receiver.service
+        hello_by = time.monotonic() + service.hello_timeout
+        last_message = time.monotonic()
+        loop = asyncio.get_running_loop()
         while self.protocol.close_code is None:
-            timeout = HELLO_TIMEOUT if self.writer is None else self.receiver.commit_interval
+            now = time.monotonic()
+            timeout = hello_by - now if self.writer is None else self.receiver.commit_interval
             try:
-                data = await asyncio.wait_for(self.ws.recv(), timeout)
+                data = await asyncio.wait_for(self.ws.recv(), max(timeout, 0.001))
             except TimeoutError:
                 if self.writer is None:
-                    self.protocol.fail(ErrorCode.UNEXPECTED_MESSAGE, f"no HELLO within {HELLO_TIMEOUT:.0f} s")
+                    self.protocol.fail(ErrorCode.TIMEOUT, f"no HELLO within {service.hello_timeout:g} s")
+                    break
+                if time.monotonic() - last_message > service.idle_timeout:  # pings never reach recv()
+                    self.protocol.fail(ErrorCode.TIMEOUT, f"no message for {service.idle_timeout:g} s")
                     break
                 self.commit_soon()
                 continue
+            last_message = time.monotonic()
             if isinstance(data, str):
                 self.protocol.fail(ErrorCode.MALFORMED, "text frames are not part of the protocol")
                 break
-            self.protocol.receive_data(data)
-            try:
-                for event in self.protocol.events_received():
-                    if isinstance(event, Hello):
-                        await self.accept(event)
-                    elif isinstance(event, BlocksReceived):
-                        # page-cache writes are quick: inline; only the fsync of a commit goes to a thread
-                        self.backfilled += self.writer.add(event)
-                        self.dirty = True
-                    elif isinstance(event, Bye):
-                        await self.finish(event)
-                        if self.protocol.close_code is None:
-                            return  # files written, closed with 1000
-                        break
-                    elif isinstance(event, Error):
-                        log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
-            except Overlap as exc:
-                self.protocol.fail(ErrorCode.OVERLAP, str(exc))
-            except Refused as exc:
-                self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
-            except StorageError as exc:
-                self.storage_failed(exc)
+            # decoding (zstd, msgpack, the audio codec, digests) and storing run on the decode
+            # threads, within the receiver's budget of bytes in flight
+            async with self.receiver.memory.hold(self.cost(data)):
+                events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
+                try:
+                    await self.handle(events, loop)
+                    if self.done:
+                        return  # files written, closed with 1000
+                except Overlap as exc:
+                    self.protocol.fail(ErrorCode.OVERLAP, str(exc))
+                except Refused as exc:
+                    self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
+                except StorageError as exc:
+                    self.storage_failed(exc)
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
                 self.commit_soon()
             await self.flush()
         await self.flush_and_close()
 
+    def cost(self, data: bytes) -> int:
+        """Bytes a frame may occupy while it is handled: itself, its body, its decoded audio."""
+        return 2 * len(data) + min(self.receiver.limits.max_decoded_bytes, 4 * len(data) + (1 << 16))
+
+    def decode(self, data: bytes) -> list[Event]:
+        """On a decode thread: the frame to events (the connection awaits it, so nothing else
+        drives its protocol meanwhile)."""
+        self.protocol.receive_data(data)
+        return self.protocol.events_received()
+
+    async def handle(self, events: list[Event], loop: asyncio.AbstractEventLoop) -> None:
+        for event in events:
+            if isinstance(event, Hello):
+                await self.accept(event)
+            elif isinstance(event, BlocksReceived):
+                self.backfilled += await loop.run_in_executor(self.receiver.decode_pool, self.writer.add, event)
+                self.dirty = True
+            elif isinstance(event, Bye):
+                await self.finish(event)
+                if self.protocol.close_code is None:
+                    self.done = True
+                return
+            elif isinstance(event, Error):
+                log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
+
     async def accept(self, hello: Hello) -> None:
         receiver = self.receiver
-        if receiver.tokens is not None and hello.token not in receiver.tokens:
+        if receiver.tokens is not None and not receiver.tokens.accepts(hello.token, hello.session):
             self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
             return
         key = (hello.session, hello.stream)
@@ -111,8 +138,12 @@ class Connection:
                 # what the last connection added after its last commit must be durable before WELCOME
                 durable = await asyncio.get_running_loop().run_in_executor(receiver.fsync_pool, lingering.commit)
             else:
-                self.writer = await asyncio.to_thread(open_stream_writer, receiver.data_dir, info,
-                                                      dict(hello.meta), hello.take)
+                limits = receiver.limits
+                self.writer = await asyncio.get_running_loop().run_in_executor(
+                    receiver.decode_pool, lambda: open_stream_writer(
+                        receiver.data_dir, info, dict(hello.meta), hello.take,
+                        max_block_frames=limits.max_block_frames(info.block_size),
+                        max_seqs_ahead=limits.max_seqs_ahead))
                 durable = self.writer.acknowledgeable  # the writer fsynced what it recovered when it opened
         except StreamMismatch as exc:
             if lingering is not None:
@@ -124,6 +155,7 @@ class Connection:
             return
         self.acked = durable
         receiver.storage_error = None
+        self.ws.protocol.max_message_size = receiver.max_frame_size + 1  # accepted: full-size frames now
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
                  hello.host, durable)
@@ -224,7 +256,9 @@ class Connection:
             if self.committing is not asyncio.current_task():  # a failed commit releases from its own task
                 await self.committed()
             writer = self.writer
-            if isinstance(writer, StreamWriter) and writer.failed is not None:
+            if isinstance(writer, StreamWriter) and not writer.opened:
+                writer.abandon()  # nothing stored: nothing on disk, nothing to linger for
+            elif isinstance(writer, StreamWriter) and writer.failed is not None:
                 writer.abandon()  # no commit runs now; a new writer resumes from what is synced
             elif isinstance(writer, StreamWriter) and not writer.finalised:
                 if writer.last_seq is None and not self.receiver.stopping and self.receiver.linger > 0:

@@ -23,11 +23,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from sendlearn.transport import ErrorCode, Protocol, Role
+from sendlearn.transport.limits import Limits
 from sendlearn.transport.messages import DEFAULT_MAX_FRAME
 
+from .auth import TokenEntry, Tokens, hash_token
+from .budget import ByteBudget
 from .completed import CompletedStream
 from .connection import Connection
 from .recovery import said_bye
+from .settings import Service
 from .writer import StorageError, StreamWriter
 
 log = logging.getLogger("sendlearn.receiver")
@@ -43,16 +47,27 @@ class Receiver:
         self,
         data_dir: Path | str,
         *,
-        tokens: set[str] | None = None,
+        tokens: Tokens | set[str] | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME,
         commit_interval: float = COMMIT_INTERVAL,
         linger: float = LINGER,
         finalise_workers: int = FINALISE_WORKERS,
+        limits: Limits | None = None,
+        service: Service | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(tokens, (set, frozenset, list)):  # plain tokens (tests, in-process use): hashed here
+            tokens = Tokens([TokenEntry(hash_token(t)) for t in tokens])
         self.tokens = tokens
-        self.max_frame_size = max_frame_size
+        self.limits = limits if limits is not None else Limits(max_frame_size=max_frame_size)
+        self.service = service if service is not None else Service()
+        self.max_frame_size = self.limits.max_frame_size
+        # decoding, verifying and storing frames: never on the event loop
+        self.decode_pool = ThreadPoolExecutor(max_workers=self.service.decode_workers,
+                                              thread_name_prefix="sendlearn-decode")
+        self.memory = ByteBudget(self.service.memory_in_flight)
+        self.connections: dict[str, int] = {}  # open connections by peer address
         self.commit_interval = commit_interval
         self.linger = linger
         self._active: dict[tuple[str, str], object] = {}
@@ -72,9 +87,10 @@ class Receiver:
                     ) -> Server:
         """Start listening; the returned server's ``sockets`` tell the bound port. Streams left
         with a BYE and no files (server/recovery.py) are finalised in the background."""
-        server = await serve(self.handle, host, port, compression=None, max_size=self.max_frame_size + 1,
+        # until its HELLO is accepted a connection may send only small frames (raised in Connection.accept)
+        server = await serve(self.handle, host, port, compression=None, max_size=min(self.limits.max_hello_size, self.max_frame_size + 1),
                              ssl=ssl_context, ping_interval=10, ping_timeout=20,
-                             max_queue=4)  # a few frames queued per connection: memory stays per-stream small
+                             max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
         return server
 
@@ -95,10 +111,21 @@ class Receiver:
                     del self._active[key]
 
     async def handle(self, ws: ServerConnection) -> None:
-        protocol = Protocol(Role.RECEIVER, max_frame_size=self.max_frame_size)
+        protocol = Protocol(Role.RECEIVER, limits=self.limits)
         connection = Connection(self, ws, protocol)
+        address = str(ws.remote_address[0]) if ws.remote_address else "?"
+        total = sum(self.connections.values())
+        self.connections[address] = self.connections.get(address, 0) + 1
         try:
-            await connection.run()
+            if total >= self.service.max_connections:
+                protocol.fail(ErrorCode.BUSY, f"the receiver holds {total} connections, its limit")
+                await connection.flush_and_close()
+            elif self.connections[address] > self.service.max_connections_per_address:
+                protocol.fail(ErrorCode.BUSY, f"{self.connections[address] - 1} connections from {address} "
+                                              "already, the limit per address")
+                await connection.flush_and_close()
+            else:
+                await connection.run()
         except ConnectionClosed:
             pass
         except Exception:
@@ -107,6 +134,9 @@ class Receiver:
             await connection.flush_and_close()
         finally:
             await connection.release()
+            self.connections[address] -= 1
+            if not self.connections[address]:
+                del self.connections[address]
 
     async def finalise(self, writer: StreamWriter | CompletedStream, ended: str) -> None:
         """Write a stream's files on the finalise pool; a failure keeps its work folder."""

@@ -82,8 +82,13 @@ def write_fully(fd: int, data: bytes, offset: int) -> None:
 
 
 class StreamWriter:
+    """A new stream's folder is made only when its first block or BYE arrives (``opened``): a
+    HELLO alone leaves nothing on disk and claims nothing (docs/serve.md). A stream with a
+    work folder opens it at once, to resume from what is durable."""
+
     def __init__(self, data_dir: Path, info: StreamInfo, meta: dict[str, Any] | None = None,
-                 take: str | None = None) -> None:
+                 take: str | None = None, *, max_block_frames: int | None = None,
+                 max_seqs_ahead: int = 4096) -> None:
         self.info = info
         self.meta = meta or {}
         self.take = take
@@ -100,19 +105,24 @@ class StreamWriter:
         self._degraded: dict[int, tuple[Quality, int, int]] = {}
         self._samples: list[tuple[int, int]] = []  # sample ranges stored blocks hold: sorted, merged
         self.max_seq = -1
-        self._max_block = max(8 * info.block_size, 65536)  # frames a block may hold, for the bound in add()
+        # frames a block may hold and seqs it may run ahead: together they bound how far its samples reach
+        self._max_block = max_block_frames or max(8 * info.block_size, 65536)
+        self._max_ahead = max_seqs_ahead
         self.last_seq: int | None = None  # from BYE
         self.sender_stats: dict[str, Any] = {}
         self.end_sample = 0
         self.duplicates = 0
         self.damage: list[dict[str, Any]] = []  # journal stretches lost on disk, with the seqs they held
-        try:
-            self._guarded("opening the stream's work files", self._open)
-        except StorageError:
-            self.abandon()  # nobody else holds this writer yet
-            raise
+        self.opened = False
+        if self.work.exists():
+            try:
+                self._guarded("opening the stream's work files", self._open)
+            except StorageError:
+                self.abandon()  # nobody else holds this writer yet
+                raise
 
     def _open(self) -> None:
+        self.opened = True
         self.work.mkdir(parents=True, exist_ok=True)
         self._check_info()
         recorded = json.loads((self.work / "info.json").read_text())
@@ -138,6 +148,8 @@ class StreamWriter:
         return self._guarded("writing blocks", lambda: self._add(received))
 
     def _add(self, received: BlocksReceived) -> list[int]:
+        if not self.opened:
+            self._open()
         first_seq = min(b.seq for b in received.blocks)
         for first, last in received.dropped:
             if last >= first_seq or last - first > MAX_SPAN:
@@ -148,11 +160,7 @@ class StreamWriter:
         for block in received.blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
                 raise Refused(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
-            if block.end_sample > (block.seq + 1) * self._max_block:
-                # blocks sit where their seq says, give or take their sizes: a block claiming a
-                # sample far past that would make the audio file that large
-                raise Refused(f"block {block.seq} starts at sample {block.start_sample}, beyond "
-                              f"{block.seq + 1} blocks of at most {self._max_block} frames")
+            self._check_reach(block)
             seen = self._stored(block.seq)
             stored_quality = self._degraded.get(block.seq, (Quality.FLOAT32,))[0] if seen else None
             if seen and (block.audio is None or received.quality >= stored_quality):
@@ -169,6 +177,20 @@ class StreamWriter:
             self.journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in received.blocks] if received.backfill else []
+
+    def _check_reach(self, block: Block) -> None:
+        """Blocks sit where their seqs say, give or take their sizes: a block may run at most
+        ``max_seqs_ahead`` seqs past what is stored or declared dropped, and its samples at most
+        that many largest blocks past the stored audio. A block claiming a sample far past that
+        would make the audio file that large."""
+        known = max(self.through, self.max_seq)
+        if block.seq - known > self._max_ahead:
+            raise Refused(f"block {block.seq} runs {block.seq - known} seqs past seq {known}, the stream's "
+                          f"progress (at most {self._max_ahead})")
+        reach = self.end_sample + max(1, block.seq - self.max_seq) * self._max_block
+        if block.end_sample > reach:
+            raise Refused(f"block {block.seq} ends at sample {block.end_sample}, beyond sample {reach} "
+                          f"({self.end_sample} stored, blocks of at most {self._max_block} frames)")
 
     def _check_place(self, block: Block, seen: bool) -> None:
         """A block's samples are its own: a backfill replaces its seq's audio exactly, and a new
@@ -195,6 +217,8 @@ class StreamWriter:
                 raise Refused(f"BYE's dropped range {first}..{last} is outside the stream's open seqs")
 
         def record() -> None:
+            if not self.opened:
+                self._open()
             for first, last in dropped:
                 self.journal.append({"k": "dropped", "first": first, "last": last})
                 self._declare_dropped(first, last)
@@ -214,6 +238,8 @@ class StreamWriter:
         return acknowledgeable
 
     def _sync(self) -> None:
+        if not self.opened:
+            return  # nothing stored yet: nothing on disk to sync
         os.fsync(self._audio_fd)
         self.journal.sync()
 
@@ -265,14 +291,18 @@ class StreamWriter:
         self._samples[index:last] = [(start, end)]
 
     def _declare_dropped(self, first: int, last: int) -> None:
-        ranges = sorted([*self._dropped, (first, last)])
-        merged: list[tuple[int, int]] = []
-        for a, b in ranges:
-            if merged and a <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        self._dropped = merged
+        """Merge ``first..last`` into the sorted, disjoint ranges: only its neighbours are
+        touched (n ranges declared one by one cost n log n, not n squared)."""
+        low = bisect.bisect_left(self._dropped, (first, -1))
+        if low > 0 and self._dropped[low - 1][1] + 1 >= first:
+            low -= 1
+        high = low
+        while high < len(self._dropped) and self._dropped[high][0] <= last + 1:
+            high += 1
+        if high > low:
+            first = min(first, self._dropped[low][0])
+            last = max(last, self._dropped[high - 1][1])
+        self._dropped[low:high] = [(first, last)]
         self._advance()
 
     def _declare_bye(self, last_seq: int, stats: dict[str, Any]) -> None:
@@ -351,6 +381,8 @@ class StreamWriter:
         """Write the public files; see ``server.finalise.finalise``."""
         from .finalise import finalise
 
+        if not self.opened:  # a stream with no block: its (empty) files are still written
+            self._guarded("opening the stream's work files", self._open)
         return finalise(self, ended)
 
     def close(self) -> None:

@@ -26,6 +26,8 @@ class ErrorCode(IntEnum):
     GOING_AWAY = 4011
     STORAGE = 4012
     OVERLAP = 4013
+    BUSY = 4014
+    TIMEOUT = 4015
 
 
 EXPLANATIONS: dict[ErrorCode, str] = {
@@ -33,7 +35,8 @@ EXPLANATIONS: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_VERSION: "HELLO names a protocol version this end does not speak",
     ErrorCode.BAD_ID: "a session or stream id is not 1-64 of A-Z a-z 0-9 . _ - (or only dots)",
     ErrorCode.UNAUTHORIZED: "the token is missing or not accepted",
-    ErrorCode.FRAME_TOO_LARGE: "the frame, or its decompressed body, is over the size limit",
+    ErrorCode.FRAME_TOO_LARGE: "the frame, its decompressed body, or what it decodes to (list items, events, "
+                                "ranges, audio bytes) is over a limit (docs/serve.md)",
     ErrorCode.BAD_DIGEST: "a block's content does not hash to the digest it carries",
     ErrorCode.INVALID_BLOCK: "a block breaks the block model (frames, offsets, MIDI bytes, playhead)",
     ErrorCode.UNEXPECTED_MESSAGE: "a message that is not allowed in the connection's current state",
@@ -44,6 +47,8 @@ EXPLANATIONS: dict[ErrorCode, str] = {
     ErrorCode.STORAGE: "the receiver cannot write or sync its disk (full, read-only, I/O error); nothing unsynced "
                        "was acknowledged; reconnect later",
     ErrorCode.OVERLAP: "a block's samples overlap stored audio of other seqs",
+    ErrorCode.BUSY: "the receiver is at its limit of connections (in all, or from this address); reconnect later",
+    ErrorCode.TIMEOUT: "no HELLO soon enough after connecting, or no message for the idle timeout after it",
 }
 
 

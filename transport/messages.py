@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zstandard
@@ -27,6 +27,9 @@ from sendlearn.capture import (
 
 from .codec import CODINGS, Quality
 from .errors import ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from .limits import Limits
 
 PROTOCOL_VERSION = 1
 FLAG_ZSTD = 0x01
@@ -280,8 +283,15 @@ def entry_to_wire(entry: BlockEntry) -> dict[str, Any]:
 
 # --- decoding ---------------------------------------------------------------------------
 
-def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Message:
-    """One frame to one message. Raises ProtocolError, and only ProtocolError."""
+def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME, limits: Limits | None = None) -> Message:
+    """One frame to one message. Raises ProtocolError, and only ProtocolError.
+
+    ``limits`` (transport/limits.py) bound the work: list items are counted while msgpack
+    decodes, and events, parameter changes and dropped ranges before any is built."""
+    if limits is None:
+        from .limits import Limits
+
+        limits = Limits(max_frame_size=max_size)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(ErrorCode.MALFORMED, "frames are binary")
     data = bytes(data)
@@ -294,14 +304,24 @@ def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Message:
         raise ProtocolError(ErrorCode.MALFORMED, f"unknown frame flags 0x{flags:02X}")
     if flags & FLAG_ZSTD:
         body = _decompress(body, max_size)
+    budget = [limits.max_list_items]
+
+    def count(items: list) -> list:
+        budget[0] -= len(items)
+        if budget[0] < 0:
+            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"the frame holds more than {limits.max_list_items} "
+                                                           "list items (events, parameter changes, ranges)")
+        return items
+
     try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext)
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext, list_hook=count,
+                              max_array_len=limits.max_list_items)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack signals bad input with many exception types
         raise ProtocolError(ErrorCode.MALFORMED, f"body is not msgpack ({type(exc).__name__})") from None
     try:
-        return _from_wire(obj)
+        return _from_wire(obj, limits)
     except ProtocolError:
         raise
     except InvalidName as exc:
@@ -332,7 +352,7 @@ def _no_ext(code: int, data: bytes) -> None:
     raise ProtocolError(ErrorCode.MALFORMED, f"msgpack extension type {code} is not used here")
 
 
-def _from_wire(obj: object) -> Message:
+def _from_wire(obj: object, limits: Limits) -> Message:
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "body must be a msgpack map")
     kind = obj.get("type")
@@ -352,8 +372,10 @@ def _from_wire(obj: object) -> Message:
         return Welcome(_get(obj, "durable_through", int), _get(obj, "max_frame_size", int))
     if kind == "block":
         quality = _enum(Quality, _get(obj, "quality", int), "block.quality")
-        dropped = tuple(_pair("block.dropped", r) for r in _get(obj, "dropped", list))
-        entries = tuple(entry_from_wire(e, i) for i, e in enumerate(_get(obj, "blocks", list)))
+        dropped = tuple(_pair("block.dropped", r) for r in _ranges(obj, "dropped", limits))
+        wire_entries = _get(obj, "blocks", list)
+        _check_events(wire_entries, limits)
+        entries = tuple(entry_from_wire(e, i) for i, e in enumerate(wire_entries))
         return BlockFrame(quality, _get(obj, "coding", str), _get(obj, "audio", bytes),
                           entries, _get(obj, "backfill", bool), dropped)
     if kind == "ack":
@@ -361,11 +383,37 @@ def _from_wire(obj: object) -> Message:
             if "backfilled" in obj else ()
         return Ack(_get(obj, "through", int), backfilled)
     if kind == "bye":
-        dropped = tuple(_pair("bye.dropped", r) for r in _get(obj, "dropped", list)) if "dropped" in obj else ()
+        dropped = tuple(_pair("bye.dropped", r) for r in _ranges(obj, "dropped", limits)) if "dropped" in obj else ()
         return Bye(_get(obj, "last_seq", int), _get_facts(obj, "stats"), dropped)
     if kind == "error":
         return Error(_enum(ErrorCode, _get(obj, "code", int), "error.code"), _get(obj, "reason", str))
     raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {kind!r}")
+
+
+def _ranges(obj: dict, key: str, limits: Limits) -> list:
+    ranges = _get(obj, key, list)
+    if len(ranges) > limits.max_dropped_ranges:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{obj.get('type')}.{key} lists {len(ranges)} ranges, "
+                                                       f"over {limits.max_dropped_ranges}")
+    return ranges
+
+
+def _check_events(entries: list, limits: Limits) -> None:
+    """MIDI events and parameter changes per block and per frame, counted before any is built."""
+    total = 0
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ProtocolError(ErrorCode.MALFORMED, f"block.blocks[{index}] must be a map")
+        for key in ("midi", "params"):
+            items = entry.get(key)
+            n = len(items) if isinstance(items, list) else 0
+            if n > limits.max_events_per_block:
+                raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"block.blocks[{index}].{key} holds {n} items, "
+                                                               f"over {limits.max_events_per_block}")
+            total += n
+    if total > limits.max_events_per_frame:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"the frame holds {total} events and parameter changes, "
+                                                       f"over {limits.max_events_per_frame}")
 
 
 def entry_from_wire(obj: object, index: int = 0) -> BlockEntry:

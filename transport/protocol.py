@@ -23,6 +23,7 @@ from sendlearn.capture import Block, CaptureError, DigestMismatch, block_digest
 
 from .codec import Quality, decode_audio, degrade, encode_audio
 from .errors import ErrorCode, ProtocolError
+from .limits import Limits
 from .messages import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
@@ -65,10 +66,12 @@ class Protocol:
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME,
         compression_level: int = 3,
+        limits: Limits | None = None,
     ) -> None:
         self.role = role
         self.peer = Role.RECEIVER if role is Role.SENDER else Role.SENDER
-        self.max_frame_size = max_frame_size
+        self.limits = limits if limits is not None else Limits(max_frame_size=max_frame_size)
+        self.max_frame_size = self.limits.max_frame_size
         self.compression_level = compression_level
         self.state = State.IDLE
         self.hello: Hello | None = None
@@ -166,7 +169,7 @@ class Protocol:
         if self.state is State.CLOSED:
             return
         try:
-            message = decode_frame(data, self.max_frame_size)
+            message = decode_frame(data, self.max_frame_size, self.limits)
             self._receive(message)
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason)
@@ -202,6 +205,14 @@ class Protocol:
 
     def _blocks(self, frame: BlockFrame) -> BlocksReceived:
         hello = self._require_hello()
+        largest = self.limits.max_block_frames(hello.block_size)
+        for entry in frame.entries:
+            if entry.frames > largest:
+                raise ProtocolError(ErrorCode.INVALID_BLOCK, f"block {entry.seq} holds {entry.frames} frames, over "
+                                    f"{largest} (HELLO's block_size {hello.block_size} x {self.limits.block_factor})")
+        if frame.quality is not Quality.NONE and frame.frames * hello.channels * 4 > self.limits.max_decoded_bytes:
+            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"the frame's audio decodes to "
+                                f"{frame.frames * hello.channels * 4} bytes, over {self.limits.max_decoded_bytes}")
         audio = decode_audio(frame.coding, frame.audio, hello.channels, frame.frames, frame.quality)
         blocks = []
         offset = 0

@@ -1,0 +1,202 @@
+"""``sendlearn serve`` and ``sendlearn token`` (docs/serve.md).
+
+Every bound of the receiver is a flag here and a SENDLEARN_* environment variable; a flag
+wins over the variable, the variable over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from sendlearn.cli import UsageError
+
+DRAIN_TIMEOUT = 30.0  # seconds SIGTERM waits for connections to end and streams to be finalised
+
+HELP = {
+    "max_frame_size": "bytes of a frame, and of its decompressed body",
+    "max_hello_size": "bytes of a frame before the stream is accepted",
+    "max_events_per_block": "MIDI events (and, apart, parameter changes) in one block",
+    "max_events_per_frame": "MIDI events plus parameter changes in one frame",
+    "max_decoded_bytes": "bytes of float32 audio one frame may decode to",
+    "block_factor": "a block holds at most HELLO's block_size times this many frames",
+    "min_block_frames": "... but may always hold this many",
+    "max_dropped_ranges": "dropped seq ranges one frame or BYE may list",
+    "max_seqs_ahead": "seqs a block may run past what is stored or declared dropped",
+    "hello_timeout": "seconds from connecting to HELLO",
+    "idle_timeout": "seconds without a message after HELLO (pings do not count)",
+    "max_connections": "open connections in all",
+    "max_connections_per_address": "open connections from one IP address",
+    "memory_in_flight": "bytes of frames being decoded and stored at once",
+    "work_expiry": "seconds an untouched work folder of an unconnected stream is kept",
+    "decode_workers": "threads that decode, verify and store frames",
+}
+
+
+def add_parsers(commands: Any, default_data_dir: Path) -> None:
+    from sendlearn.server.settings import Service
+    from sendlearn.transport.limits import Limits
+
+    serve = commands.add_parser("serve", help="run the receiver service",
+                                description="Receive streams over websockets and write datasets. Bounds: "
+                                "each flag below is also SENDLEARN_<FLAG> (docs/serve.md).")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on; anything but loopback needs --tokens")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed)")
+    serve.add_argument("--data-dir", type=Path, default=default_data_dir)
+    serve.add_argument("--tokens", type=Path, help="file of accepted token hashes (make one: sendlearn token)")
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--linger", type=float, default=30.0, metavar="SECONDS",
+                       help="how long a stream cut without BYE waits for its sender before its files are written")
+    serve.add_argument("--finalise-workers", type=int, default=2, metavar="N",
+                       help="streams whose files are written at once")
+    serve.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT, metavar="SECONDS",
+                       help="on SIGTERM/SIGINT, how long to wait for streams to be finalised")
+    bounds = serve.add_argument_group("bounds (also SENDLEARN_<NAME> environment variables)")
+    for cls in (Limits, Service):
+        for field in fields(cls):
+            default = getattr(cls(), field.name)
+            bounds.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(default),
+                                metavar="N", help=f"{HELP.get(field.name, '')} (default {default})")
+    serve.set_defaults(run=run_serve)
+
+    token = commands.add_parser("token", help="make a token for senders and its line for serve --tokens",
+                                description="Prints a new token on stdout (give it to the sender, once) and "
+                                "appends its sha256 hash to --tokens FILE (or prints the line on stderr).")
+    token.add_argument("--tokens", type=Path, help="tokens file to append the hash line to")
+    token.add_argument("--scope", action="append", default=[], metavar="PREFIX",
+                       help="session-id prefix the token may stream to (repeatable; none: any session)")
+    token.set_defaults(run=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from sendlearn.server.auth import make_token
+
+    token, line = make_token(args.scope)
+    if args.tokens is not None:
+        with open(args.tokens, "a") as file:
+            file.write(line + "\n")
+    else:
+        print(line, file=sys.stderr)
+    print(token)
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message, and any ``extra`` fields."""
+
+    _plain = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                "message": record.getMessage()}
+        line.update({k: v for k, v in vars(record).items() if k not in self._plain})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import signal
+    import ssl
+
+    from sendlearn.server.auth import Tokens
+    from sendlearn.server.receiver import Receiver
+    from sendlearn.server.settings import Service
+    from sendlearn.transport.limits import Limits
+
+    tokens = None
+    if args.tokens is not None:
+        try:
+            tokens = Tokens.load(args.tokens)
+        except OSError as exc:
+            raise UsageError(f"--tokens {args.tokens}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--tokens {args.tokens}: {exc}") from None
+    elif not is_loopback(args.host):
+        raise UsageError(f"--host {args.host} is not a loopback address: give --tokens FILE "
+                         "(make one with: sendlearn token --tokens FILE)")
+    try:
+        limits = Limits.from_env(**{f.name: getattr(args, f.name) for f in fields(Limits)})
+        service = Service.from_env(**{f.name: getattr(args, f.name) for f in fields(Service)})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    if args.linger < 0 or args.finalise_workers < 1:
+        raise UsageError("--linger must be >= 0 and --finalise-workers >= 1")
+    receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers,
+                        limits=limits, service=service)
+    log = logging.getLogger("sendlearn.receiver")
+
+    async def serve() -> None:
+        try:
+            server = await receiver.serve(args.host, args.port, context)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        port = server.sockets[0].getsockname()[1]
+        scheme = "wss" if context else "ws"
+        print(f"sendlearn receiver listening on {scheme}://{args.host}:{port}, writing to {args.data_dir}",
+              flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def signalled(number: int) -> None:
+            if stop.is_set():  # the second signal: at once (what is durable stays whole on disk)
+                log.warning("second signal: exiting now", extra={"signal": signal.Signals(number).name})
+                os._exit(1)
+            log.info("stopping: no new connections; finalising streams",
+                     extra={"signal": signal.Signals(number).name})
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, signalled, sig)
+        await stop.wait()
+        started = time.monotonic()
+        receiver.stopping = True
+        server.close()
+        try:
+            await asyncio.wait_for(_drain(server, receiver), args.drain_timeout)
+        except TimeoutError:
+            log.error("streams not finalised within --drain-timeout; their work folders stay for a resume",
+                      extra={"drain_timeout": args.drain_timeout})
+        print(f"receiver stopped; {receiver.streams_finalised} streams finalised "
+              f"in {time.monotonic() - started:.1f} s", flush=True)
+
+    asyncio.run(serve())
+    return 0
+
+
+async def _drain(server: Any, receiver: Any) -> None:
+    await server.wait_closed()
+    await receiver.shutdown()
