@@ -50,7 +50,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     interactive = sys.stderr.isatty() and not args.json
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _signals_interrupt(), Progress(*columns, disable=not interactive) as bar:
+    with signals_interrupt(), Progress(*columns, disable=not interactive) as bar:
         task = bar.add_task(f"export {args.format}", total=None)
         try:
             result = export(args.format, args.data_dir, args.out, sessions=args.session,
@@ -80,7 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP stop an export: KeyboardInterrupt, which the writer turns into removing what
     it had begun. SIGINT too, explicitly: a process started in the background inherits it ignored."""
     def interrupt(signum: int, frame: Any) -> None:
