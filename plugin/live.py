@@ -30,7 +30,7 @@ class DummyServer:
     """``jackd -d dummy`` under a private server name, started and stopped by us.
 
     ``sync=True`` passes ``-S``: jackd2 otherwise runs clients asynchronously, and under
-    load a late client's output comes from the previous cycle (DESIGN §5), which breaks any
+    load a late client's output comes from the previous cycle, which breaks any
     frame-for-frame comparison across clients. ``JACK_NO_AUDIO_RESERVATION=1`` stops jackd
     asking D-Bus for a sound card it does not use (there is no D-Bus in these containers).
     While running, ``JACK_DEFAULT_SERVER`` names it in this process's environment: libjack

@@ -2,7 +2,7 @@
 
 Why the offset is an estimate. rtmidi's JACK backend runs its own JACK client; its process
 callback reads the port's events and calls our callback for each, from that JACK thread,
-*discarding the event's frame offset* (DESIGN §5: everything looks like period offset 0,
+*discarding the event's frame offset* (everything looks like period offset 0,
 deltas are period-quantised). What survives is *which cycle* delivered the message. We stamp
 each message on arrival with ``last_frame_time`` (that cycle's first frame, C) and
 ``frames_since_cycle_start`` (to check the callback ran inside its cycle), and write it into
