@@ -66,6 +66,9 @@ def run_export(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 0
     summary = result.as_dict()
+    if not result.samples:
+        summary["why_empty"] = _why_empty(args, result.skipped_windows)
+        print(f"sendlearn export: nothing to export: {summary['why_empty']}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -77,6 +80,20 @@ def run_export(args: argparse.Namespace) -> int:
     if len(result.files) > 10:
         print(f"  ... {len(result.files) - 10} more")
     return 0
+
+
+def _why_empty(args: argparse.Namespace, skipped: int) -> str:
+    from sendlearn.dataset import Dataset
+
+    if skipped:
+        return f"all {skipped} windows are flagged (--include-flagged takes them; `sendlearn quality` says why)"
+    dataset = Dataset(args.data_dir)
+    sessions = args.session or dataset.sessions()
+    if not sessions:
+        return f"{args.data_dir} holds no finished stream"
+    lengths = ", ".join(f"{s} {dataset.session_frames(s) / dataset.session_rate(s):.1f} s" for s in sessions)
+    return (f"no session is as long as one window ({lengths}); cut shorter ones with `sendlearn sequences "
+            f"--window SECONDS --overlap SECONDS` (or --window here)")
 
 
 @contextlib.contextmanager

@@ -78,6 +78,11 @@ def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Pat
     assert keys == set(truth(data_dir, include_flagged=False)) and len(keys) == 4
     assert summary["skipped_windows"] == 5 and table["flags"].to_pylist() == [[]] * 4
     assert main(["export", "parquet", "--data-dir", str(data_dir), "--out", str(tmp_path / "pq")]) == 2  # not empty
+    # a session shorter than one window: nothing exported, and the command says why
+    empty = run_export("parquet", data_dir, tmp_path / "none", "--window", "30", "--overlap", "5")
+    assert empty["samples"] == 0 and empty["files"] == [] and "band 8.3 s" in empty["why_empty"]
+    everything_flagged = run_export("parquet", data_dir, tmp_path / "flagged", "--session", "band")
+    assert everything_flagged["samples"] == 0 and everything_flagged["why_empty"].startswith("all 5 windows are flagged")
 
 
 # --- webdataset -----------------------------------------------------------------------------------
