@@ -82,6 +82,7 @@ class Receiver:
         self.storage_error: str | None = None
         self.stopping = False
         self._recovering: asyncio.Task | None = None
+        self._sweeping: asyncio.Task | None = None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
                     ) -> Server:
@@ -92,7 +93,28 @@ class Receiver:
                              ssl=ssl_context, ping_interval=10, ping_timeout=20,
                              max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
+        self._sweeping = asyncio.create_task(self.sweep())
         return server
+
+    async def sweep(self) -> None:
+        """Remove work folders nobody came back for (server/expiry.py), now and then."""
+        from .expiry import expire, expired
+
+        while not self.stopping:
+            busy = set(self._active) | set(self._lingering)
+            for work in await asyncio.to_thread(expired, self.data_dir, self.service.work_expiry, busy):
+                key = (work.parent.parent.name, work.parent.name)
+                if key in self._active or key in self._lingering or self.stopping:
+                    continue
+                self._active[key] = _FINALISING  # a HELLO meanwhile waits, then hears STREAM_BUSY
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self.finalise_pool, expire, work)
+                except Exception as exc:
+                    log.error("could not expire %s: %s", work, exc)
+                finally:
+                    if self._active.get(key) is _FINALISING:
+                        del self._active[key]
+            await asyncio.sleep(min(self.service.work_expiry / 4, 600.0))
 
     async def recover(self) -> None:
         for info, meta, take in await asyncio.to_thread(lambda: list(said_bye(self.data_dir))):
@@ -183,6 +205,8 @@ class Receiver:
     async def shutdown(self) -> None:
         """Finalise every lingering stream (the server has stopped taking connections)."""
         self.stopping = True
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         if self._recovering is not None:
             await self._recovering  # it stops after the stream it is finishing
         for key in list(self._lingering):

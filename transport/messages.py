@@ -318,6 +318,11 @@ def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME, limits: Limits 
                               max_array_len=limits.max_list_items)
     except ProtocolError:
         raise
+    except ValueError as exc:
+        if "exceeds max" in str(exc):  # one list longer than a frame may hold, refused before it is read
+            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"a list in the frame is longer than "
+                                                           f"{limits.max_list_items} items") from None
+        raise ProtocolError(ErrorCode.MALFORMED, f"body is not msgpack ({type(exc).__name__})") from None
     except Exception as exc:  # msgpack signals bad input with many exception types
         raise ProtocolError(ErrorCode.MALFORMED, f"body is not msgpack ({type(exc).__name__})") from None
     try:
