@@ -2,6 +2,8 @@
 cluster, as ratios to 1 worker; peak RSS per worker, and per minute of the longest file (a
 DawDreamer render holds a whole file in memory, so a worker's peak follows its longest file), and
 the slope of a fresh worker's peak from a short file to a long one (``--alone``): MiB per audio minute.
+CPU seconds per audio second (every process the run used, Dask's included) is the figure other
+engineers' load does not move: equal across modes means the work splits without overhead.
 
     python scripts/bench_batch.py [--files 24] [--seconds 5 20] [--runs 1] [--alone 10 240] [--instrument SPEC]
 
@@ -36,7 +38,26 @@ def load_make_corpus() -> Any:
     return module
 
 
+def cpu_seconds() -> float:
+    """CPU time of everything this bench started: reaped processes (the sendlearn command and its
+    pool workers) and live ones (the Dask cluster's workers and their render processes)."""
+    import resource
+
+    import psutil
+
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = reaped.ru_utime + reaped.ru_stime
+    for process in psutil.Process().children(recursive=True):
+        try:
+            t = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def render(corpus: Path, data_dir: Path, extra: list[str]) -> dict[str, Any]:
+    cpu = cpu_seconds()
     started = time.monotonic()
     done = subprocess.run([SENDLEARN, "render", str(corpus), "--data-dir", str(data_dir), "--json", *extra],
                           capture_output=True, text=True, check=False)
@@ -47,6 +68,7 @@ def render(corpus: Path, data_dir: Path, extra: list[str]) -> dict[str, Any]:
     if report["failed"]:
         raise SystemExit(f"bench corpus had failures: {report['failures']}")
     report["wall_seconds"] = wall
+    report["cpu_seconds"] = cpu_seconds() - cpu
     return report
 
 
@@ -123,14 +145,15 @@ def print_results(results: dict[str, Any], args: argparse.Namespace) -> None:
             "audio_s_per_s": round(audio_s, 2),
             "ratio_to_1_worker": round(base["wall_seconds"] / report["wall_seconds"], 3),
             "peak_rss_mib_per_worker": round(peak, 1),
+            "cpu_s_per_audio_s": round(report["cpu_seconds"] / report["audio_seconds"], 4),
         }
         f = figures[mode]
         rows.append(f"{mode:8} {f['seconds']:8.2f} {f['files_per_s']:8.3f} {f['audio_s_per_s']:9.2f} "
-                    f"{f['ratio_to_1_worker']:7.3f} {f['peak_rss_mib_per_worker']:9.1f}")
+                    f"{f['ratio_to_1_worker']:7.3f} {f['peak_rss_mib_per_worker']:9.1f} {f['cpu_s_per_audio_s']:9.4f}")
     audio = base["audio_seconds"]
     print(f"{results['files']} files, {audio:.0f} s of audio (longest {results['longest_file_seconds']:.1f} s), "
           f"best of {args.runs}")
-    print(f"{'mode':8} {'seconds':>8} {'files/s':>8} {'audio s/s':>9} {'ratio':>7} {'peak MiB':>9}")
+    print(f"{'mode':8} {'seconds':>8} {'files/s':>8} {'audio s/s':>9} {'ratio':>7} {'peak MiB':>9} {'cpu/audio':>9}")
     print("\n".join(rows))
     slope = results["rss_mib_per_audio_minute"]
     (s0, p0), (s1, p1) = results["alone"]
