@@ -156,7 +156,7 @@ class BridgeStats:
     period_us: float
     frame_origins: tuple[tuple[int, int], ...] = ()  # (stream sample, JACK frame of it) at start and jumps
 
-    def closing_figures(self, max_origins: int = 100_000) -> dict[str, Any]:
+    def closing_figures(self, max_origins: int = 20_000) -> dict[str, Any]:
         """The figures a live stream ends with (BYE ``stats``, so ``stream.json``): structured
         values, the frame origins as ``[[sample, frame], ...]`` (at most ``max_origins``:
         docs/protocol.md bounds a message's facts; more are counted, never joined into text)."""

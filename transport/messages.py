@@ -39,7 +39,7 @@ MAX_TOKEN = 4096
 MAX_BATCH = 4096
 NOTHING = -1  # "no seq yet" in durable_through, last_seq
 MAX_FACTS = 64  # named facts in one HELLO meta or BYE stats
-MAX_FACT_VALUES = 1 << 19  # values in all of them, lists and maps counted with what they hold
+MAX_FACT_VALUES = 1 << 17  # values in all of them, lists and maps counted with what they hold
 MAX_FACT_DEPTH = 3  # a fact may be a list of lists of numbers (or maps), no deeper
 Fact = int | float | str | bool | None | list["Fact"] | dict[str, "Fact"]
 
