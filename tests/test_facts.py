@@ -55,4 +55,4 @@ def test_the_facts_budget_fits_what_a_receiver_decodes() -> None:
     """A BYE at the facts budget must get past the receiver's own bound on list items."""
     from sendlearn.transport.limits import Limits
 
-    assert MAX_FACT_VALUES < Limits().max_list_items()
+    assert MAX_FACT_VALUES < Limits().max_list_items
