@@ -81,7 +81,7 @@ class JackWriter:
         if virtual_port is not None:
             from .virtual_port import VirtualPort  # rtmidi only where a virtual port is asked for
 
-            self.virtual = VirtualPort(virtual_port, client, self.rings)
+            self.virtual = VirtualPort(virtual_port, client, self.rings, margin=margin)
 
     # -- the audio thread --------------------------------------------------------------
 
