@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
@@ -19,6 +20,7 @@ from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hell
 from sendlearn.transport.messages import seq_ranges
 from sendlearn.transport.protocol import Event
 
+from . import metrics
 from .completed import CompletedStream, open_stream_writer
 from .writer import Overlap, Refused, StorageError, StreamMismatch, StreamWriter
 
@@ -46,6 +48,15 @@ class Connection:
         self.committing: asyncio.Task | None = None
         self.released = False
         self.done = False  # BYE handled: the files are written and the connection closed
+        # figures for /status and /metrics
+        self.started = time.monotonic()
+        self.peer = str(ws.remote_address[0]) if ws.remote_address else "?"
+        self.host = ""
+        self.blocks = self.bytes = self.midi_events = self.gap_blocks = 0
+        self.quality: int | None = None
+        self.ack_lag: float | None = None
+        self._arrived: deque[tuple[int, float]] = deque()  # (highest seq of a frame, when it arrived)
+        self.welcomed = False
 
     async def run(self) -> None:
         service = self.receiver.service
@@ -75,7 +86,7 @@ class Connection:
             async with self.receiver.memory.hold(self.cost(data)):
                 events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
                 try:
-                    await self.handle(events, loop)
+                    await self.handle(events, loop, len(data))
                     if self.done:
                         return  # files written, closed with 1000
                 except Overlap as exc:
@@ -99,13 +110,38 @@ class Connection:
         self.protocol.receive_data(data)
         return self.protocol.events_received()
 
-    async def handle(self, events: list[Event], loop: asyncio.AbstractEventLoop) -> None:
+    def count(self, received: BlocksReceived, size: int) -> None:
+        events = sum(len(block.midi) for block in received.blocks)
+        gaps = sum(last - first + 1 for first, last in received.dropped)
+        self.blocks += len(received.blocks)
+        self.bytes += size
+        self.midi_events += events
+        self.gap_blocks += gaps
+        self.quality = int(received.quality)
+        self._arrived.append((max(block.seq for block in received.blocks), time.monotonic()))
+        metrics.BLOCKS.inc(len(received.blocks))
+        metrics.BYTES.inc(size)
+        metrics.EVENTS.inc(events)
+        metrics.GAPS.inc(gaps)
+        metrics.QUALITY.labels(*self.key).set(self.quality)
+
+    def acknowledged(self, through: int) -> None:
+        """ACK lag: from the arrival of the last frame the ACK covers to now."""
+        arrived = None
+        while self._arrived and self._arrived[0][0] <= through:
+            arrived = self._arrived.popleft()[1]
+        if arrived is not None:
+            self.ack_lag = time.monotonic() - arrived
+            metrics.ACK_LAG.observe(self.ack_lag)
+
+    async def handle(self, events: list[Event], loop: asyncio.AbstractEventLoop, size: int) -> None:
         for event in events:
             if isinstance(event, Hello):
                 await self.accept(event)
             elif isinstance(event, BlocksReceived):
                 self.backfilled += await loop.run_in_executor(self.receiver.decode_pool, self.writer.add, event)
                 self.dirty = True
+                self.count(event, size)
             elif isinstance(event, Bye):
                 await self.finish(event)
                 if self.protocol.close_code is None:
@@ -156,6 +192,8 @@ class Connection:
         self.acked = durable
         receiver.storage_error = None
         self.ws.protocol.max_message_size = receiver.max_frame_size + 1  # accepted: full-size frames now
+        self.host, self.welcomed = hello.host, True
+        metrics.STREAMS.inc()
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
                  hello.host, durable)
@@ -204,6 +242,7 @@ class Connection:
             if through != self.acked or backfilled:
                 self.protocol.send(Ack(through, seq_ranges(backfilled)))
                 self.acked = through
+                self.acknowledged(through)
                 await self.flush()
         except ConnectionClosed:
             pass
@@ -223,6 +262,7 @@ class Connection:
         """The disk refused: the writer is marked failed (release abandons it); end the connection saying why."""
         self.receiver.storage_failures += 1
         self.receiver.storage_error = exc.reason
+        metrics.STORAGE_ERRORS.inc()
         if self.protocol.close_code is None:
             self.protocol.fail(ErrorCode.STORAGE, exc.reason)
 
@@ -237,6 +277,7 @@ class Connection:
         code = self.protocol.close_code
         if code is not None:
             self.receiver.refused[code] = self.receiver.refused.get(code, 0) + 1
+            metrics.REFUSALS.labels(code.name).inc()
             log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason)
         try:
             await self.flush()
@@ -271,6 +312,12 @@ class Connection:
                     except Exception:
                         pass  # logged by finalise; the work folder stays for a resume
         finally:
+            if self.welcomed:
+                metrics.STREAMS.dec()
+                try:
+                    metrics.QUALITY.remove(*self.key)
+                except KeyError:
+                    pass
             # always: a stream left marked active would refuse its sender (STREAM_BUSY) for good
             if self.key is not None and self.receiver._active.get(self.key) is self.ws:
                 del self.receiver._active[self.key]

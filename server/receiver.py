@@ -26,10 +26,12 @@ from sendlearn.transport import ErrorCode, Protocol, Role
 from sendlearn.transport.limits import Limits
 from sendlearn.transport.messages import DEFAULT_MAX_FRAME
 
+from . import metrics
 from .auth import TokenEntry, Tokens, hash_token
 from .budget import ByteBudget
 from .completed import CompletedStream
 from .connection import Connection
+from .http import process_request
 from .recovery import said_bye
 from .settings import Service
 from .writer import StorageError, StreamWriter
@@ -68,6 +70,7 @@ class Receiver:
                                               thread_name_prefix="sendlearn-decode")
         self.memory = ByteBudget(self.service.memory_in_flight)
         self.connections: dict[str, int] = {}  # open connections by peer address
+        self.open_connections: set[Connection] = set()
         self.commit_interval = commit_interval
         self.linger = linger
         self._active: dict[tuple[str, str], object] = {}
@@ -91,6 +94,7 @@ class Receiver:
         # until its HELLO is accepted a connection may send only small frames (raised in Connection.accept)
         server = await serve(self.handle, host, port, compression=None, max_size=min(self.limits.max_hello_size, self.max_frame_size + 1),
                              ssl=ssl_context, ping_interval=10, ping_timeout=20,
+                             process_request=process_request(self),
                              max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
         self._sweeping = asyncio.create_task(self.sweep())
@@ -138,6 +142,8 @@ class Receiver:
         address = str(ws.remote_address[0]) if ws.remote_address else "?"
         total = sum(self.connections.values())
         self.connections[address] = self.connections.get(address, 0) + 1
+        self.open_connections.add(connection)
+        metrics.CONNECTIONS.inc()
         try:
             if total >= self.service.max_connections:
                 protocol.fail(ErrorCode.BUSY, f"the receiver holds {total} connections, its limit")
@@ -156,6 +162,8 @@ class Receiver:
             await connection.flush_and_close()
         finally:
             await connection.release()
+            self.open_connections.discard(connection)
+            metrics.CONNECTIONS.dec()
             self.connections[address] -= 1
             if not self.connections[address]:
                 del self.connections[address]
@@ -165,8 +173,10 @@ class Receiver:
         try:
             await asyncio.get_running_loop().run_in_executor(self.finalise_pool, writer.finalise, ended)
             self.streams_finalised += 1
+            metrics.STREAMS_FINALISED.inc()
         except StorageError as exc:
             self.storage_failures += 1
+            metrics.STORAGE_ERRORS.inc()
             log.error("finalising %s/%s failed, its work folder is kept: %s", writer.info.session,
                       writer.info.stream, exc.reason)
             writer.abandon()

@@ -55,10 +55,10 @@ def playhead_for(sample: int, bpm: float, change: int | None = None) -> Playhead
 
 
 def capture(info: StreamInfo, url: str, n_blocks: int, seed: int = 0, quality: Quality = Quality.FLOAT32,
-            tempo_change_at: int | None = None) -> dict:
+            tempo_change_at: int | None = None, **sender_options: object) -> dict:
     """Run a processor + sender over ``n_blocks`` varied blocks; return what went in."""
     processor = CaptureProcessor.for_stream(info, realtime=False)
-    sender = Sender(url, info, processor.handoff, quality=quality).start()
+    sender = Sender(url, info, processor.handoff, quality=quality, **sender_options).start()
     rng = np.random.default_rng(seed)
     source = rng.uniform(-1, 1, (info.channels, n_blocks * info.block_size)).astype(np.float32)
     truth: dict = {"audio": source, "events": [], "blocks": [], "params": []}

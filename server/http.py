@@ -1,0 +1,71 @@
+"""Plain HTTP on the receiver's port (websockets' ``process_request``), before any upgrade:
+
+    GET /healthz   200 "ok", or 503 with the storage error while the disk refuses writes
+    GET /metrics   Prometheus text (server/metrics.py)
+    GET /status    JSON: the receiver's figures and one entry per connected stream
+
+Any other path goes on to the websocket handshake.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from .receiver import Receiver
+
+
+def respond(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Connection", "close"), ("Cache-Control", "no-store")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def process_request(receiver: Receiver) -> Any:
+    def process(connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            if receiver.storage_error is not None:
+                return respond(HTTPStatus.SERVICE_UNAVAILABLE, f"storage: {receiver.storage_error}\n".encode(),
+                               "text/plain; charset=utf-8")
+            return respond(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+        if path == "/metrics":
+            return respond(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
+        if path == "/status":
+            return respond(HTTPStatus.OK, json.dumps(status(receiver)).encode(), "application/json")
+        return None
+
+    return process
+
+
+def status(receiver: Receiver) -> dict[str, Any]:
+    now = time.monotonic()
+    streams = []
+    for connection in list(receiver.open_connections):
+        if connection.key is None:
+            continue
+        seconds = max(now - connection.started, 1e-9)
+        streams.append({
+            "session": connection.key[0], "stream": connection.key[1], "host": connection.host,
+            "peer": connection.peer, "connected_seconds": round(seconds, 3),
+            "blocks": connection.blocks, "bytes": connection.bytes, "mbps": round(connection.bytes * 8 / seconds / 1e6, 3),
+            "midi_events": connection.midi_events, "quality": connection.quality,
+            "acked_through": connection.acked, "ack_lag_seconds": connection.ack_lag,
+            "gap_blocks": connection.gap_blocks,
+        })
+    return {
+        "connections": sum(receiver.connections.values()), "streams": streams,
+        "lingering": len(receiver._lingering), "streams_finalised": receiver.streams_finalised,
+        "storage_error": receiver.storage_error, "storage_failures": receiver.storage_failures,
+        "refused": {code.name: n for code, n in receiver.refused.items()},
+        "memory_in_flight": receiver.memory.held, "memory_in_flight_peak": receiver.memory.peak,
+    }

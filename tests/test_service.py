@@ -1,0 +1,191 @@
+"""The receiver as a service (issue 12): HTTP on its port, hashed and scoped tokens, TLS with a
+certificate made here, and a fuzzer driving a running receiver with random and mutated frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_durability import blocks, closed, fill, hello, tmpfs
+from test_receiver import RawClient, capture, check_dataset
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from helpers import read_stream
+from sendlearn.capture import StreamInfo
+from sendlearn.server.receiver import ReceiverThread
+from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Role, State
+from sendlearn.transport.messages import encode_frame
+
+SR = 48000
+
+
+def get(url: str, path: str, context: ssl.SSLContext | None = None) -> tuple[int, str, str]:
+    base = url.replace("ws://", "http://").replace("wss://", "https://")
+    try:
+        with urllib.request.urlopen(base + path, timeout=30, context=context) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def test_healthz_metrics_and_status_on_the_websocket_port(tmp_path: Path) -> None:
+    sent = blocks(40)
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        with ReceiverThread(disk, commit_interval=0.05) as receiver:
+            assert get(receiver.url, "/healthz")[:1] == (200,)
+            client = RawClient(receiver.url, hello())
+            client.send(sent[:10])
+            client.read_until_ack(9)
+            code, kind, body = get(receiver.url, "/status")
+            assert code == 200 and kind == "application/json"
+            (stream,) = json.loads(body)["streams"]
+            assert (stream["session"], stream["stream"], stream["blocks"], stream["midi_events"], stream["quality"],
+                    stream["acked_through"]) == ("sess", "keys", 10, 20, 0, 9)
+            code, kind, text = get(receiver.url, "/metrics")
+            assert code == 200 and kind.startswith("text/plain")
+            assert re.search(r"^sendlearn_streams [1-9]", text, re.M) and 'sendlearn_stream_quality{session="sess",' \
+                'stream="keys"} 0.0' in text and "sendlearn_ack_lag_seconds_count" in text
+            filler = fill(disk)  # the disk refuses: 503 until a write and sync succeed again
+            client.send(sent[10:])
+            assert closed(client)[0] == ErrorCode.STORAGE
+            code, _, body = get(receiver.url, "/healthz")
+            assert code == 503 and "No space left on device" in body
+            assert re.search(r'^sendlearn_refusals_total\{reason="STORAGE"\} [1-9]', get(receiver.url, "/metrics")[2],
+                             re.M)
+            filler.unlink()
+            again = RawClient(receiver.url, hello())
+            again.send(sent[again.welcome.durable_through + 1:])
+            again.protocol.send(Bye(39))
+            again.flush()
+            assert closed(again)[0] == 1000
+            assert get(receiver.url, "/healthz")[0] == 200
+        assert read_stream(disk, "sess", "keys")["audio"].shape[1] == 40 * 64
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def sendlearn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sendlearn", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_hashed_scoped_tokens_over_tls(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    made = sendlearn("token", "--tokens", str(tokens), "--scope", "lab-")
+    assert made.returncode == 0
+    token = made.stdout.strip()
+    assert token not in tokens.read_text() and tokens.read_text().startswith("sha256:")
+    refused = sendlearn("serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path / "data"))
+    assert refused.returncode == 2 and "not a loopback address: give --tokens" in refused.stderr
+    cert, key = make_certificate(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir",
+                             str(tmp_path / "data"), "--tokens", str(tokens), "--tls-cert", str(cert), "--tls-key",
+                             str(key)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = re.search(r"(wss://\S+),", proc.stdout.readline())[1]
+        context = ssl.create_default_context(cafile=str(cert))
+        assert get(url, "/healthz", context)[0] == 200
+        for wrong, session in (("not-it", "lab-1"), (token, "other"), (None, "lab-1")):
+            with connect(url, ssl=context, compression=None, open_timeout=30) as ws:
+                ws.send(encode_frame(Hello(session, "keys", "", SR, 2, 256, "raw", wrong)))
+                with pytest.raises(ConnectionClosed) as ended:
+                    ws.recv(30)  # the ERROR message
+                    ws.recv(30)
+            assert ended.value.rcvd.code == ErrorCode.UNAUTHORIZED
+        info = StreamInfo("lab-1", "keys", SR, 2, 256)
+        truth = capture(info, url, 120, token=token, ssl_context=context)
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0
+    check_dataset(read_stream(tmp_path / "data", "lab-1", "keys"), truth, info)
+
+
+# --- fuzzing a running receiver ----------------------------------------------------------------
+
+def _valid_frames() -> list[bytes]:
+    protocol = Protocol(Role.SENDER)
+    protocol.send(hello())
+    protocol.state = State.STREAMING
+    protocol.send_blocks(blocks(3), dropped=[])
+    protocol.send(Bye(2))
+    return protocol.data_to_send()
+
+
+VALID = _valid_frames()
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> list[bytes]:
+    out = []
+    for frame in draw(st.lists(st.sampled_from(range(len(VALID))), min_size=1, max_size=4)):
+        data = bytearray(VALID[frame])
+        for _ in range(draw(st.integers(0, 4))):
+            if data:
+                at = draw(st.integers(0, len(data) - 1))
+                data[at] = draw(st.integers(0, 255))
+        out.append(bytes(data[: draw(st.integers(0, len(data)))]) if draw(st.booleans()) else bytes(data))
+    if draw(st.booleans()):
+        out.append(draw(st.binary(max_size=256)))
+    if draw(st.booleans()):
+        out.append(b"\x00" + msgpack.packb(draw(st.dictionaries(st.sampled_from(["type", "blocks", "midi", "seq"]),
+                                                                   st.sampled_from(["block", "hello", [], 1, b"x"]),
+                                                                   max_size=4))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory):
+    with ReceiverThread(tmp_path_factory.mktemp("fuzz"), commit_interval=0.05, linger=0) as receiver:
+        yield receiver
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sent=frames())
+def test_random_and_mutated_frames_never_crash_hang_or_leak(fuzzed: ReceiverThread, sent: list[bytes]) -> None:
+    with connect(fuzzed.url, compression=None, max_size=None, open_timeout=30) as ws:
+        try:
+            for frame in sent:
+                ws.send(frame)
+            ws.close()
+        except ConnectionClosed:
+            pass
+    # the receiver is still whole: every connection's task ends, and a good stream lands
+    loop = fuzzed._loop
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = asyncio.run_coroutine_threadsafe(_tasks(), loop).result(30)
+        if tasks <= BASELINE_TASKS and not fuzzed.receiver.open_connections:
+            break
+        time.sleep(0.05)
+    assert tasks <= BASELINE_TASKS and not fuzzed.receiver.open_connections, tasks
+
+
+BASELINE_TASKS = 4  # the server's accept loop, the receiver's recovery and sweep, and _tasks itself
+
+
+async def _tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+def test_the_fuzzed_receiver_still_takes_a_stream(fuzzed: ReceiverThread) -> None:
+    info = StreamInfo("after", "fuzz", SR, 2, 256)
+    truth = capture(info, fuzzed.url, 60)
+    check_dataset(read_stream(fuzzed.receiver.data_dir, "after", "fuzz"), truth, info)
