@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what a data directory holds")
     status.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument("--server", metavar="URL", help="a running receiver's live streams instead (its /status)")
+    status.add_argument("--ca-file", help="CA certificate for a wss:// --server")
+    status.add_argument("--once", action="store_true", help="with --server: print the panel once, not live")
     status.set_defaults(run=run_status)
     return parser
 
@@ -116,6 +119,8 @@ def _lazy(module: str, name: str) -> Any:
 # --- status -----------------------------------------------------------------------------
 
 def run_status(args: argparse.Namespace) -> int:
+    if args.server:
+        return _lazy("status_panel", "run_status_panel")(args)
     from sendlearn.dataset import Dataset
     from sendlearn.server.status import open_stream_summaries
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -84,7 +85,8 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 def sendlearn(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sendlearn", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "sendlearn", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "160"})
 
 
 def test_hashed_scoped_tokens_over_tls(tmp_path: Path) -> None:
@@ -189,3 +191,19 @@ def test_the_fuzzed_receiver_still_takes_a_stream(fuzzed: ReceiverThread) -> Non
     info = StreamInfo("after", "fuzz", SR, 2, 256)
     truth = capture(info, fuzzed.url, 60)
     check_dataset(read_stream(fuzzed.receiver.data_dir, "after", "fuzz"), truth, info)
+
+
+def test_status_panel_shows_a_running_receivers_streams(tmp_path: Path) -> None:
+    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
+        client = RawClient(receiver.url, hello())
+        client.send(blocks(12))
+        client.read_until_ack(11)
+        shown = sendlearn("status", "--server", receiver.url, "--once")
+        as_json = sendlearn("status", "--server", receiver.url, "--json")
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "keys" in line)
+    assert "sess" in row and " 12 " in row and " 24 " in row and "float32" in row, shown.stdout
+    (stream,) = json.loads(as_json.stdout)["streams"]
+    assert stream["blocks"] == 12 and stream["acked_through"] == 11
+    gone = sendlearn("status", "--server", receiver.url, "--once")
+    assert gone.returncode == 2 and "--server" in gone.stderr

@@ -1,0 +1,69 @@
+"""``sendlearn status --server URL``: a live terminal panel of a running receiver's streams
+(its /status JSON, server/http.py), with the seed plugin's indicators: connected, Mbps, blocks,
+MIDI events, latency (ACK lag), quality, gaps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from sendlearn.cli import UsageError
+
+QUALITY = {0: "float32", 1: "pcm24", 2: "pcm16", 3: "reduced", 4: "none", None: "-"}
+
+
+def fetch(url: str, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    base = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    with urllib.request.urlopen(base + "/status", timeout=10, context=context) as response:
+        return json.loads(response.read())
+
+
+def panel(status: dict[str, Any], url: str) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    health = Text("storage: " + status["storage_error"], style="bold red") if status["storage_error"] \
+        else Text("storage: ok", style="green")
+    head = Text(f"{url}  connections {status['connections']}  lingering {status['lingering']}  "
+                f"finalised {status['streams_finalised']}  refused {sum(status['refused'].values())}  ")
+    table = Table(expand=True)
+    for column in ("session", "stream", "host", "connected", "Mbps", "blocks", "MIDI events", "latency",
+                   "quality", "gaps"):
+        table.add_column(column, justify="right" if column not in ("session", "stream", "host") else "left")
+    for s in status["streams"]:
+        lag = "-" if s["ack_lag_seconds"] is None else f"{s['ack_lag_seconds'] * 1000:.0f} ms"
+        table.add_row(s["session"], s["stream"], s["host"], f"{s['connected_seconds']:.0f} s", f"{s['mbps']:.2f}",
+                      str(s["blocks"]), str(s["midi_events"]), lag, QUALITY.get(s["quality"], "?"),
+                      str(s["gap_blocks"]))
+    return Group(head + health, table)
+
+
+def run_status_panel(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    context = ssl.create_default_context(cafile=args.ca_file) if getattr(args, "ca_file", None) else None
+    try:
+        status = fetch(args.server, context)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise UsageError(f"--server {args.server}: {getattr(exc, 'reason', exc)}") from None
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    console = Console()
+    if args.once or not console.is_terminal:
+        console.print(panel(status, args.server))
+        return 0
+    with Live(panel(status, args.server), console=console, refresh_per_second=2) as live:
+        while True:
+            time.sleep(1.0)
+            try:
+                live.update(panel(fetch(args.server, context), args.server))
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                live.update(f"[red]{args.server}: {getattr(exc, 'reason', exc)}[/red]")
