@@ -39,16 +39,31 @@ class Input:
 def find_inputs(paths: Iterable[Path]) -> list[Input]:
     """Files as given; directories searched recursively for .mid, .midi and .toml (sorted). A
     found ``.mid`` is named after its path inside the directory (``a/b.mid`` -> ``a_b``), so
-    files of the same name in different folders make different sessions."""
+    files of the same name in different folders make different sessions; one that a found
+    session file names as a track's ``midi`` is left to that session."""
     found: list[Input] = []
     for path in paths:
         if not path.is_dir():
             found.append(Input(path))
             continue
-        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+        in_sessions = {m for f in files if f.suffix.lower() == ".toml" for m in _session_midi(f)}
+        for file in files:
+            if file.resolve() in in_sessions:
+                continue  # a track of a session file found beside it, not an input of its own
             relative = file.relative_to(path).with_suffix("")
             found.append(Input(file, None if file.suffix.lower() == ".toml" else safe_name("_".join(relative.parts))))
     return found
+
+
+def _session_midi(session_file: Path) -> set[Path]:
+    """The MIDI files a session file's tracks name (none if it cannot be read: its task says why)."""
+    try:
+        tracks = tomllib.loads(session_file.read_text()).get("track", [])
+    except (OSError, ValueError):
+        return set()
+    return {(session_file.parent / t["midi"]).resolve() for t in tracks if isinstance(t, dict)
+            and isinstance(t.get("midi"), str)}
 
 
 def session_name(item: Input) -> str | None:
@@ -176,7 +191,12 @@ def capture_direct(session: Any, data_dir: Path, input_name: str) -> list[Any]:
         streams[info.stream] = DirectStream(data_dir, info, processor.handoff, render_take(session, info))
         return processor
 
-    results = render_session(session, open_stream)
+    try:
+        results = render_session(session, open_stream)
+    except BaseException:
+        for stream in streams.values():  # work files kept for a resume; the failure is the task's
+            stream.finish(False)
+        raise
     outcomes = []
     for result in results:
         outcome = _outcome(input_name, session, result)

@@ -269,3 +269,12 @@ def test_two_batches_on_one_directory_write_each_block_once(corpus: Path, tmp_pa
     for name in ("song", "song0004"):  # whoever came second waited for the stream's lock, then wrote nothing
         streams = [s for r in reports for s in r["streams"] if s["session"] == name]
         assert sum(s["blocks_written"] for s in streams) == streams[0]["blocks"]
+
+
+def test_a_directory_holding_a_session_file_renders_its_midi_files_as_the_session(corpus: Path) -> None:
+    from sendlearn.batch import find_inputs
+
+    demo = ROOT / "plugin" / "demo"  # session.toml with keys.mid, bass.mid, drums.mid beside it
+    assert [(i.path.name, i.name) for i in find_inputs([demo])] == [("session.toml", None)]
+    names = [i.name for i in find_inputs([corpus])]
+    assert "set0_song" in names and "set1_song" in names and len(set(names)) == len(names) == 6
