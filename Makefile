@@ -25,6 +25,7 @@ bench: install
 	$(BIN)/python scripts/bench_receiver.py --streams 16 64 --seconds 10
 	$(BIN)/python scripts/bench_live.py --seconds 20
 	$(BIN)/python scripts/bench_features.py --seconds 300
+	$(BIN)/python scripts/bench_batch.py --files 12
 	$(BIN)/python scripts/bench_export.py --minutes 60 --limit-mb 1024
 
 # Debian packages the instruments and the live bridge need (skipped when all are present).
