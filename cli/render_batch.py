@@ -1,7 +1,7 @@
 """``sendlearn render DIR_OR_FILES... --workers N | --scheduler URL``: the batch command.
 
 Progress (rich, on a terminal) shows inputs done of all, done / skipped / failed, files per
-second, audio seconds per second and the time left. SIGINT, SIGTERM and SIGHUP stop the batch
+second, audio seconds per second (``12.5x``: times real time), the time taken and the time left. SIGINT, SIGTERM and SIGHUP stop the batch
 cleanly: no new render starts, the ones in flight are killed (their streams resume on a
 rerun), the summary says what was done, exit 0 (1 if anything failed).
 """
@@ -114,7 +114,7 @@ class _Progress:
         )
 
         self.started = started
-        self.bar = Progress(TextColumn("inputs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        self.bar = Progress(BarColumn(bar_width=12), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             console=Console(stderr=True), disable=not enabled, transient=True)
         self.task = self.bar.add_task("inputs", total=total, status="")
@@ -129,8 +129,8 @@ class _Progress:
     def update(self, result: BatchResult) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rendered = result.done + result.failed
-        status = (f"{result.done} done · {result.skipped} skipped · {result.failed} failed · "
-                  f"{rendered / elapsed:.2f} files/s · {result.audio_seconds / elapsed:.1f} audio s/s")
+        status = (f"done {result.done} skip {result.skipped} fail {result.failed} · "
+                  f"{rendered / elapsed:.2f} files/s {result.audio_seconds / elapsed:.1f}x")
         self.bar.update(self.task, completed=result.done + result.skipped + result.failed, status=status)
 
 
