@@ -37,6 +37,7 @@ HELP = {
     "memory_in_flight": "bytes of frames being decoded and stored at once",
     "work_expiry": "seconds an untouched work folder of an unconnected stream is kept",
     "decode_workers": "threads that decode, verify and store frames",
+    "workers": "receiver processes sharing the port (SO_REUSEPORT); each stream is written by one",
 }
 
 
@@ -114,13 +115,7 @@ class JsonLines(logging.Formatter):
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import asyncio
-    import os
-    import signal
-    import ssl
-
     from sendlearn.server.auth import Tokens
-    from sendlearn.server.receiver import Receiver
     from sendlearn.server.settings import Service
     from sendlearn.transport.limits import Limits
 
@@ -140,34 +135,73 @@ def run_serve(args: argparse.Namespace) -> int:
         service = Service.from_env(**{f.name: getattr(args, f.name) for f in fields(Service)})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    context = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise UsageError("--tls-cert and --tls-key go together")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(args.tls_cert, args.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    _tls(args)  # checked here, made again in each worker
     if args.linger < 0 or args.finalise_workers < 1:
         raise UsageError("--linger must be >= 0 and --finalise-workers >= 1")
+    if service.workers > 1:
+        return run_workers(args, tokens, limits, service)
+    return serve_one(args, tokens, limits, service, args.port)
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    import ssl
+
+    if not (args.tls_cert or args.tls_key):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
+    return context
+
+
+def _logging(worker: int | None = None) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    if worker is not None:
+        old = logging.getLogRecordFactory()
+
+        def factory(*a: Any, **kw: Any) -> logging.LogRecord:
+            record = old(*a, **kw)
+            record.worker = worker
+            return record
+
+        logging.setLogRecordFactory(factory)
+
+
+def serve_one(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, port: int,
+              worker: int | None = None, ready: Any = None) -> int:
+    """One receiver process: serve until SIGTERM/SIGINT, drain within --drain-timeout, exit 0;
+    a second signal exits at once."""
+    import asyncio
+    import os
+    import signal
+
+    from sendlearn.server.receiver import Receiver
+
+    context = _tls(args)
+    _logging(worker)
     receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers,
                         limits=limits, service=service)
     log = logging.getLogger("sendlearn.receiver")
 
     async def serve() -> None:
         try:
-            server = await receiver.serve(args.host, args.port, context)
+            server = await receiver.serve(args.host, port, context, reuse_port=worker is not None)
         except OSError as exc:
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-        port = server.sockets[0].getsockname()[1]
+            raise UsageError(f"cannot listen on {args.host}:{port}: {exc.strerror}") from None
+        bound = server.sockets[0].getsockname()[1]
         scheme = "wss" if context else "ws"
-        print(f"sendlearn receiver listening on {scheme}://{args.host}:{port}, writing to {args.data_dir}",
-              flush=True)
+        if ready is not None:
+            ready.put(worker)
+        else:
+            print(f"sendlearn receiver listening on {scheme}://{args.host}:{bound}, writing to {args.data_dir}",
+                  flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -190,11 +224,68 @@ def run_serve(args: argparse.Namespace) -> int:
         except TimeoutError:
             log.error("streams not finalised within --drain-timeout; their work folders stay for a resume",
                       extra={"drain_timeout": args.drain_timeout})
-        print(f"receiver stopped; {receiver.streams_finalised} streams finalised "
-              f"in {time.monotonic() - started:.1f} s", flush=True)
+        log.info("stopped", extra={"streams_finalised": receiver.streams_finalised,
+                                   "seconds": round(time.monotonic() - started, 3)})
+        if ready is None:
+            print(f"receiver stopped; {receiver.streams_finalised} streams finalised "
+                  f"in {time.monotonic() - started:.1f} s", flush=True)
 
     asyncio.run(serve())
     return 0
+
+
+def _worker(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, port: int, index: int,
+            ready: Any) -> None:
+    import os
+
+    os.setpgrp()  # the terminal's Ctrl-C reaches the parent, which passes it on once
+    try:
+        serve_one(args, tokens, limits, service, port, index, ready)
+    except UsageError as exc:
+        print(f"sendlearn serve (worker {index}): {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_workers(args: argparse.Namespace, tokens: Any, limits: Any, service: Any) -> int:
+    """N receiver processes bound to one port with SO_REUSEPORT: the kernel spreads connections
+    over them, and a stream's lock file keeps each stream to one writer (server/locks.py)."""
+    import multiprocessing
+    import os
+    import signal
+    import socket
+
+    probe = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        probe.bind((args.host, args.port))  # holds the port (not listening: it takes no connections)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    port = probe.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    workers = [context.Process(target=_worker, args=(args, tokens, limits, service, port, i, ready),
+                               name=f"sendlearn-worker-{i}") for i in range(service.workers)]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    scheme = "wss" if args.tls_cert else "ws"
+    print(f"sendlearn receiver listening on {scheme}://{args.host}:{port}, writing to {args.data_dir} "
+          f"({service.workers} workers)", flush=True)
+    def forward(number: int, frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, number)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        while worker.is_alive():
+            worker.join(0.5)
+    probe.close()
+    failed = [w.exitcode for w in workers if w.exitcode]
+    print(f"receiver stopped ({service.workers} workers)", flush=True)
+    return 1 if failed else 0
 
 
 async def _drain(server: Any, receiver: Any) -> None:

@@ -159,7 +159,9 @@ class Connection:
         deadline = time.monotonic() + TAKEOVER_WAIT
         while key in receiver._active and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # a reconnect can beat the old connection's clean-up by a little
-        if key in receiver._active:
+        while key not in receiver._active and not receiver.locks.acquire(key) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # another worker process has it (connected, lingering or finalising)
+        if key in receiver._active or not receiver.locks.acquire(key):
             self.refuse(ErrorCode.STREAM_BUSY, f"stream {hello.session}/{hello.stream} is already connected")
             return
         info = StreamInfo(hello.session, hello.stream, hello.sample_rate, hello.channels, hello.block_size,
@@ -321,3 +323,4 @@ class Connection:
             # always: a stream left marked active would refuse its sender (STREAM_BUSY) for good
             if self.key is not None and self.receiver._active.get(self.key) is self.ws:
                 del self.receiver._active[self.key]
+                self.receiver.unlock_if_free(self.key)

@@ -32,6 +32,7 @@ from .budget import ByteBudget
 from .completed import CompletedStream
 from .connection import Connection
 from .http import process_request
+from .locks import StreamLocks
 from .recovery import said_bye
 from .settings import Service
 from .writer import StorageError, StreamWriter
@@ -71,6 +72,7 @@ class Receiver:
         self.memory = ByteBudget(self.service.memory_in_flight)
         self.connections: dict[str, int] = {}  # open connections by peer address
         self.open_connections: set[Connection] = set()
+        self.locks = StreamLocks(self.data_dir)  # one writer per stream across worker processes
         self.commit_interval = commit_interval
         self.linger = linger
         self._active: dict[tuple[str, str], object] = {}
@@ -88,13 +90,13 @@ class Receiver:
         self._sweeping: asyncio.Task | None = None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
-                    ) -> Server:
+                    reuse_port: bool = False) -> Server:
         """Start listening; the returned server's ``sockets`` tell the bound port. Streams left
         with a BYE and no files (server/recovery.py) are finalised in the background."""
         # until its HELLO is accepted a connection may send only small frames (raised in Connection.accept)
-        server = await serve(self.handle, host, port, compression=None, max_size=min(self.limits.max_hello_size, self.max_frame_size + 1),
-                             ssl=ssl_context, ping_interval=10, ping_timeout=20,
-                             process_request=process_request(self),
+        first = min(self.limits.max_hello_size, self.max_frame_size + 1)
+        server = await serve(self.handle, host, port, compression=None, max_size=first, ssl=ssl_context, ping_interval=10, ping_timeout=20,
+                             process_request=process_request(self), reuse_port=reuse_port or None,
                              max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
         self._sweeping = asyncio.create_task(self.sweep())
@@ -108,7 +110,7 @@ class Receiver:
             busy = set(self._active) | set(self._lingering)
             for work in await asyncio.to_thread(expired, self.data_dir, self.service.work_expiry, busy):
                 key = (work.parent.parent.name, work.parent.name)
-                if key in self._active or key in self._lingering or self.stopping:
+                if key in self._active or key in self._lingering or self.stopping or not self.locks.acquire(key):
                     continue
                 self._active[key] = _FINALISING  # a HELLO meanwhile waits, then hears STREAM_BUSY
                 try:
@@ -118,13 +120,14 @@ class Receiver:
                 finally:
                     if self._active.get(key) is _FINALISING:
                         del self._active[key]
+                    self.unlock_if_free(key)
             await asyncio.sleep(min(self.service.work_expiry / 4, 600.0))
 
     async def recover(self) -> None:
         for info, meta, take in await asyncio.to_thread(lambda: list(said_bye(self.data_dir))):
             key = (info.session, info.stream)
-            if key in self._active or key in self._lingering or self.stopping:
-                continue  # its sender is back: it finishes the stream itself
+            if key in self._active or key in self._lingering or self.stopping or not self.locks.acquire(key):
+                continue  # its sender is back (here or in another worker): it finishes the stream itself
             self._active[key] = _FINALISING
             try:
                 writer = await asyncio.to_thread(StreamWriter, self.data_dir, info, meta, take)
@@ -135,6 +138,12 @@ class Receiver:
             finally:
                 if self._active.get(key) is _FINALISING:
                     del self._active[key]
+                self.unlock_if_free(key)
+
+    def unlock_if_free(self, key: tuple[str, str]) -> None:
+        """Let other workers have the stream once this one neither has it connected nor lingering."""
+        if key not in self._active and key not in self._lingering:
+            self.locks.release(key)
 
     async def handle(self, ws: ServerConnection) -> None:
         protocol = Protocol(Role.RECEIVER, limits=self.limits)
@@ -202,6 +211,7 @@ class Receiver:
             finally:
                 if self._active.get(key) is _FINALISING:
                     del self._active[key]
+                self.unlock_if_free(key)
 
         self._lingering[key] = (writer, asyncio.create_task(later()))
 
@@ -225,6 +235,7 @@ class Receiver:
                 await self.finalise(writer, "receiver stopped")
             except Exception:
                 pass  # logged by finalise
+            self.unlock_if_free(key)
 
 
 class ReceiverThread:

@@ -10,6 +10,7 @@ import re
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -207,3 +208,44 @@ def test_status_panel_shows_a_running_receivers_streams(tmp_path: Path) -> None:
     assert stream["blocks"] == 12 and stream["acked_through"] == 11
     gone = sendlearn("status", "--server", receiver.url, "--once")
     assert gone.returncode == 2 and "--server" in gone.stderr
+
+
+def test_one_writer_per_stream_across_receivers_on_one_data_dir(tmp_path: Path) -> None:
+    with ReceiverThread(tmp_path, commit_interval=0.05) as one, ReceiverThread(tmp_path) as other:
+        client = RawClient(one.url, hello())
+        client.send(blocks(5))
+        client.read_until_ack(4)
+        with connect(other.url, compression=None) as ws:
+            ws.send(encode_frame(hello()))
+            with pytest.raises(ConnectionClosed) as ended:
+                ws.recv(60)  # the ERROR message
+                ws.recv(60)
+        assert ended.value.rcvd.code == ErrorCode.STREAM_BUSY
+        client.protocol.send(Bye(4))
+        client.flush()
+        assert closed(client)[0] == 1000
+    assert read_stream(tmp_path, "sess", "keys")["blocks"].column("seq").to_pylist() == list(range(5))
+
+
+def test_workers_share_the_port_and_each_stream_lands_whole(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--workers", "2",
+                             "--data-dir", str(tmp_path / "data")], stdout=subprocess.PIPE,
+                            stderr=(tmp_path / "log").open("w"), text=True)
+    try:
+        url = re.search(r"(ws://\S+),", proc.stdout.readline())[1]
+        infos = [StreamInfo("multi", f"s{i}", SR, 2, 256) for i in range(4)]
+        truths: dict = {}
+        threads = [threading.Thread(target=lambda i=info: truths.setdefault(i.stream, capture(i, url, 80)))
+                   for info in infos]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+    finally:
+        proc.send_signal(15)
+        assert proc.wait(120) == 0
+    for info in infos:
+        check_dataset(read_stream(tmp_path / "data", "multi", info.stream), truths[info.stream], info)
+    workers = {json.loads(line).get("worker") for line in (tmp_path / "log").read_text().splitlines()
+               if line.startswith("{")}
+    assert {0, 1} <= workers
