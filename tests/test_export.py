@@ -249,3 +249,35 @@ def test_a_stopped_export_exits_0_and_leaves_no_part_of_itself(data_dir: Path, t
     assert child.returncode == 0, stderr.decode()
     assert list(out.iterdir()) == [], stderr.decode()
     assert b"stopped; nothing of the hdf5 export is left" in stderr
+
+
+def test_shards_roll_at_their_size_and_every_sample_is_in_exactly_one(data_dir: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    import torch
+    import webdataset
+
+    from sendlearn.dataset.export import export
+
+    expected = set(truth(data_dir))
+    result = export("parquet", data_dir, tmp_path / "pq", include_flagged=True, shard_bytes=3_000_000,
+                    row_group_bytes=1_000_000)
+    names = [Path(f).name for f in result.files]
+    count = len(names)
+    assert count >= 3 and names == [f"train-{k:05d}-of-{count:05d}.parquet" for k in range(count)]
+    keys = []
+    for name in result.files:
+        meta = pq.ParquetFile(name).metadata
+        assert Path(name).stat().st_size <= 3_000_000 + 100_000  # a shard rolls before a row group passes it (+ footer)
+        assert meta.num_row_groups >= 1 and all(meta.row_group(g).total_byte_size <= 3_000_000
+                                                for g in range(meta.num_row_groups))
+        keys += pq.read_table(name, columns=["session", "stream", "window"]).to_pylist()
+    assert sorted((k["session"], k["stream"], k["window"]) for k in keys) == sorted(expected)
+    result = export("webdataset", data_dir, tmp_path / "wds", include_flagged=True, shard_samples=5)
+    assert [Path(f).name for f in result.files] == [f"shard-{k:06d}.tar" for k in range(5)]
+    got = [(i["json"]["session"], i["json"]["stream"], i["json"]["window"])
+           for i in webdataset.WebDataset(result.files, shardshuffle=False).decode()]
+    assert sorted(got) == sorted(expected)
+    result = export("pytorch", data_dir, tmp_path / "pt", include_flagged=True, shard_bytes=5_000_000)
+    got = [(i["session"], i["stream"], i["window"]) for f in result.files
+           for i in torch.load(f, weights_only=True)["samples"]]
+    assert len(result.files) > 3 and sorted(got) == sorted(expected)
