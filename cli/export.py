@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from sendlearn.signals import interrupted_by_signals
 
 FORMATS = ("parquet", "webdataset", "hdf5", "tfrecord", "pytorch")
 
@@ -50,7 +48,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     interactive = sys.stderr.isatty() and not args.json
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with signals_interrupt(), Progress(*columns, disable=not interactive) as bar:
+    with interrupted_by_signals(), Progress(*columns, disable=not interactive) as bar:
         task = bar.add_task(f"export {args.format}", total=None)
         try:
             result = export(args.format, args.data_dir, args.out, sessions=args.session,
@@ -94,18 +92,3 @@ def _why_empty(args: argparse.Namespace, skipped: int) -> str:
     lengths = ", ".join(f"{s} {dataset.session_frames(s) / dataset.session_rate(s):.1f} s" for s in sessions)
     return (f"no session is as long as one window ({lengths}); cut shorter ones with `sendlearn sequences "
             f"--window SECONDS --overlap SECONDS` (or --window here)")
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP stop an export: KeyboardInterrupt, which the writer turns into removing what
-    it had begun. SIGINT too, explicitly: a process started in the background inherits it ignored."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +61,7 @@ def run_live(args: argparse.Namespace) -> int:
     from sendlearn.plugin.bridge import BridgeError
     from sendlearn.plugin.live import BridgeStats, run_bridge
     from sendlearn.server.receiver import ReceiverThread
+    from sendlearn.signals import stopped_by_signals
     from sendlearn.transport.sender import Sender, SenderError
     from sendlearn.transport.spool import Spool
 
@@ -95,7 +93,7 @@ def run_live(args: argparse.Namespace) -> int:
     stop = threading.Event()
     panel = _Panel(senders) if sys.stdout.isatty() and not args.json else None
     try:
-        with _stopped_by_signals(stop):
+        with stopped_by_signals(stop):
             final: BridgeStats = run_bridge(
                 open_stream, seconds=args.seconds, stop=stop, on_tick=panel.update if panel else None,
                 connect=connect, name=args.jack_name, servername=args.jack_server, audio_ports=args.audio_ports,
@@ -137,23 +135,6 @@ def run_live(args: argparse.Namespace) -> int:
         for problem in failed:
             print(f"failed: {problem}", file=sys.stderr)
     return 1 if failed else 0
-
-
-@contextlib.contextmanager
-def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP end the capture the same way: the bridge stops, the stream
-    is sent whole and said BYE to. (Only the main thread can take signals; elsewhere, as in
-    tests that run the command on a thread, the caller stops it.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in wanted}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 class _Panel:

@@ -26,7 +26,7 @@ def run_report(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from sendlearn.cli import UsageError
-    from sendlearn.export import signals_interrupt
+    from sendlearn.signals import interrupted_by_signals
 
     if not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
@@ -37,7 +37,7 @@ def run_report(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"report needs {exc.name}: pip install 'sendlearn[export]'") from None
     interactive = sys.stderr.isatty() and not args.json
-    with signals_interrupt(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with interrupted_by_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                         disable=not interactive) as bar:
         task = bar.add_task("measuring windows", total=None)
         try:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from sendlearn.signals import interrupted_by_signals
 
 
 def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
@@ -73,7 +72,7 @@ def run_sequences(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     results = []
-    with _signals_interrupt(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with interrupted_by_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not _interactive(args)) as bar:
         for session in sessions:
             task = bar.add_task(session, total=None)
@@ -100,20 +99,6 @@ def run_sequences(args: argparse.Namespace) -> int:
             print(f"{s['session']} is {seconds:.1f} s long, shorter than one {spec.window:g} s window "
                   f"(--window sets the length)")
     return 0
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop a build the way Ctrl-C does."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _session_summary(dataset: Any, result: Any) -> dict[str, Any]:
