@@ -182,6 +182,10 @@ def test_a_dask_cluster_writes_the_same_dataset_as_the_pool(
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         code, report = render_json(capsys, str(corpus), "--scheduler", cluster.scheduler_address,
                                    "--data-dir", str(tmp_path))
+        # Dask cannot stop a running task: our timeout kills the render process under its worker
+        late, timed = render_json(capsys, str(corpus / "set0" / "song0001_long.mid"), "--scheduler",
+                                  cluster.scheduler_address, "--timeout", "0.05", "--data-dir", str(tmp_path / "late"))
+        assert late == 1 and timed["failures"][0]["reason"].startswith("timed out after 0.05 s")
     assert code == 0 and report["done"] == 6
     pool_files = stream_files(resumed[0])
     dask_files = stream_files(tmp_path)
