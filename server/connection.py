@@ -84,9 +84,9 @@ class Connection:
             # decoding (zstd, msgpack, the audio codec, digests) and storing run on the decode
             # threads, within the receiver's budget of bytes in flight
             async with self.receiver.memory.hold(self.cost(data)):
-                events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
                 try:
-                    await self.handle(events, loop, len(data))
+                    events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
+                    await self.handle(events, len(data))
                     if self.done:
                         return  # files written, closed with 1000
                 except Overlap as exc:
@@ -104,11 +104,16 @@ class Connection:
         """Bytes a frame may occupy while it is handled: itself, its body, its decoded audio."""
         return 2 * len(data) + min(self.receiver.limits.max_decoded_bytes, 4 * len(data) + (1 << 16))
 
-    def decode(self, data: bytes) -> list[Event]:
-        """On a decode thread: the frame to events (the connection awaits it, so nothing else
-        drives its protocol meanwhile)."""
+    def decode(self, data: bytes) -> list[tuple[Event, list[int]]]:
+        """On a decode thread: the frame to events, and a BLOCK's blocks stored at once (one hop
+        off the loop per frame; the connection awaits it, so nothing else drives its protocol or
+        adds to its writer meanwhile). Each event comes with the seqs to acknowledge as backfilled."""
         self.protocol.receive_data(data)
-        return self.protocol.events_received()
+        out = []
+        for event in self.protocol.events_received():
+            stored = self.writer.add(event) if isinstance(event, BlocksReceived) and self.writer else []
+            out.append((event, stored))
+        return out
 
     def count(self, received: BlocksReceived, size: int) -> None:
         events = sum(len(block.midi) for block in received.blocks)
@@ -134,12 +139,12 @@ class Connection:
             self.ack_lag = time.monotonic() - arrived
             metrics.ACK_LAG.observe(self.ack_lag)
 
-    async def handle(self, events: list[Event], loop: asyncio.AbstractEventLoop, size: int) -> None:
-        for event in events:
+    async def handle(self, events: list[tuple[Event, list[int]]], size: int) -> None:
+        for event, backfilled in events:
             if isinstance(event, Hello):
                 await self.accept(event)
             elif isinstance(event, BlocksReceived):
-                self.backfilled += await loop.run_in_executor(self.receiver.decode_pool, self.writer.add, event)
+                self.backfilled += backfilled
                 self.dirty = True
                 self.count(event, size)
             elif isinstance(event, Bye):

@@ -97,6 +97,7 @@ class Receiver:
         first = min(self.limits.max_hello_size, self.max_frame_size + 1)
         server = await serve(self.handle, host, port, compression=None, max_size=first, ssl=ssl_context, ping_interval=10, ping_timeout=20,
                              process_request=process_request(self), reuse_port=reuse_port or None,
+                             close_timeout=2,  # a peer that does not answer our close frame is cut after 2 s
                              max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
         self._sweeping = asyncio.create_task(self.sweep())

@@ -160,7 +160,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory):
         yield receiver
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sent=frames())
 def test_random_and_mutated_frames_never_crash_hang_or_leak(fuzzed: ReceiverThread, sent: list[bytes]) -> None:
     with connect(fuzzed.url, compression=None, max_size=None, open_timeout=30) as ws:
