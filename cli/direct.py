@@ -25,10 +25,15 @@ from sendlearn.capture import HandOff, StreamInfo
 from sendlearn.server.completed import CompletedStream, open_stream_writer
 from sendlearn.server.finalise import finalise
 from sendlearn.server.layout import WORK, stream_dir
+from sendlearn.server.locks import StreamLocks
 from sendlearn.transport import BlocksReceived, Quality
 
 BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
 COMMIT_BLOCKS = 2048  # fsync this often while a long stream is written (a power cut loses less)
+
+
+class StreamBusy(RuntimeError):
+    """A receiver on the same data dir holds the stream: it is not ours to write now."""
 
 
 class DirectStream:
@@ -38,11 +43,15 @@ class DirectStream:
     def __init__(self, data_dir: Path, info: StreamInfo, handoff: HandOff, take: str | None) -> None:
         self.info, self.handoff = info, handoff
         self._lock = _lock_stream(data_dir, info)
+        self._receiver_locks: StreamLocks | None = None
         try:
+            if self._lock is not None:  # the lock a receiver (sendlearn serve) holds while it writes a stream
+                self._receiver_locks = StreamLocks(data_dir)
+                if not self._receiver_locks.acquire((info.session, info.stream)):
+                    raise StreamBusy(f"{info.session}/{info.stream} is being written by a receiver on this data dir")
             self.writer = open_stream_writer(data_dir, info, dict(info.meta), take)
         except BaseException:
-            if self._lock is not None:
-                os.close(self._lock)
+            self._unlock()
             raise
         complete = isinstance(self.writer, CompletedStream)
         # every seq at or below this is on disk already (a resumed stream) or complete
@@ -91,9 +100,15 @@ class DirectStream:
         try:
             return self._finish(ok)
         finally:
-            if self._lock is not None:
-                os.close(self._lock)  # releases the flock
-                self._lock = None
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._receiver_locks is not None:
+            self._receiver_locks.release((self.info.session, self.info.stream))
+            self._receiver_locks = None
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def _finish(self, ok: bool) -> str | None:
         writer = self.writer
