@@ -18,7 +18,8 @@ from typing import Any
 
 from sendlearn.cli import UsageError
 
-DRAIN_TIMEOUT = 30.0  # seconds SIGTERM waits for connections to end and streams to be finalised
+DRAIN_TIMEOUT = 30.0
+SWITCH_INTERVAL = 0.0005  # seconds a thread holds the GIL before another may take it  # seconds SIGTERM waits for connections to end and streams to be finalised
 
 HELP = {
     "max_frame_size": "bytes of a frame, and of its decompressed body",
@@ -37,6 +38,7 @@ HELP = {
     "memory_in_flight": "bytes of frames being decoded and stored at once",
     "work_expiry": "seconds an untouched work folder of an unconnected stream is kept",
     "decode_workers": "threads that decode, verify and store frames",
+    "inline_bytes": "plain frames (no zstd, no FLAC) up to this size are decoded on the event loop",
     "workers": "receiver processes sharing the port (SO_REUSEPORT); each stream is written by one",
 }
 
@@ -186,6 +188,9 @@ def serve_one(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, 
 
     context = _tls(args)
     _logging(worker)
+    # decode threads hold the GIL in bursts: the default 5 ms switch interval would make the event
+    # loop (ACKs, pings, other connections) wait that long behind each one
+    sys.setswitchinterval(SWITCH_INTERVAL)
     receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers,
                         limits=limits, service=service)
     log = logging.getLogger("sendlearn.receiver")

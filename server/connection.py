@@ -82,10 +82,13 @@ class Connection:
                 self.protocol.fail(ErrorCode.MALFORMED, "text frames are not part of the protocol")
                 break
             # decoding (zstd, msgpack, the audio codec, digests) and storing run on the decode
-            # threads, within the receiver's budget of bytes in flight
+            # threads (small plain frames excepted), within the receiver's budget of bytes in flight
             async with self.receiver.memory.hold(self.cost(data)):
                 try:
-                    events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
+                    if self.small(data):  # bounded by its size: cheaper here than a hop to a thread
+                        events = self.decode(data)
+                    else:
+                        events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
                     await self.handle(events, len(data))
                     if self.done:
                         return  # files written, closed with 1000
@@ -99,6 +102,11 @@ class Connection:
                 self.commit_soon()
             await self.flush()
         await self.flush_and_close()
+
+    def small(self, data: bytes) -> bool:
+        """A frame whose whole work is bounded by its size: short, not zstd, no FLAC (the one
+        coding that can decode to far more than it holds)."""
+        return len(data) <= self.receiver.service.inline_bytes and data[:1] == b"\x00" and b"\xa4flac" not in data
 
     def cost(self, data: bytes) -> int:
         """Bytes a frame may occupy while it is handled: itself, its body, its decoded audio."""
@@ -114,6 +122,11 @@ class Connection:
             stored = self.writer.add(event) if isinstance(event, BlocksReceived) and self.writer else []
             out.append((event, stored))
         return out
+
+    def fields(self, **more: object) -> dict[str, object]:
+        """Structured log fields (cli/serve.py prints them as JSON): the peer and the stream's ids."""
+        ids = {"session": self.key[0], "stream": self.key[1]} if self.key else {}
+        return {"peer": self.peer, **ids, **more}
 
     def count(self, received: BlocksReceived, size: int) -> None:
         events = sum(len(block.midi) for block in received.blocks)
@@ -153,7 +166,8 @@ class Connection:
                     self.done = True
                 return
             elif isinstance(event, Error):
-                log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason)
+                log.info("sender %s ended with %s: %s", self.key, event.code.name, event.reason,
+                         extra=self.fields(code=event.code.name))
 
     async def accept(self, hello: Hello) -> None:
         receiver = self.receiver
@@ -203,7 +217,8 @@ class Connection:
         metrics.STREAMS.inc()
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
-                 hello.host, durable)
+                 hello.host, durable,
+                 extra=self.fields(resume_after=durable))
 
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None
@@ -285,7 +300,8 @@ class Connection:
         if code is not None:
             self.receiver.refused[code] = self.receiver.refused.get(code, 0) + 1
             metrics.REFUSALS.labels(code.name).inc()
-            log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason)
+            log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason,
+                     extra=self.fields(code=code.name))
         try:
             await self.flush()
         except ConnectionClosed:

@@ -7,7 +7,7 @@ Timeouts here are hang guards; the only bounds on time are generous ones on ping
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import subprocess
 import sys
@@ -305,7 +305,9 @@ def test_sigint_drains_finalises_and_exits_0(tmp_path: Path) -> None:
     got = read_stream(tmp_path / "data", "bad", "cut")  # the lingering stream was finalised on the way out
     assert got["blocks"].column("seq").to_pylist() == list(range(10))
     assert got["info"]["ended"] == "receiver stopped"
-    assert os.path.getsize(tmp_path / "serve.log") > 0
+    logged = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    assert any(e.get("session") == "bad" and e.get("stream") == "cut" for e in logged)  # one JSON object a line
+    assert any(e.get("signal") == "SIGINT" for e in logged)
 
 
 def test_abandoned_work_folders_expire_and_their_streams_keep_their_files(tmp_path: Path) -> None:
