@@ -9,17 +9,15 @@ rerun), the summary says what was done, exit 0 (1 if anything failed).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sendlearn.batch import DEFAULT_TIMEOUT, BatchResult, find_inputs, run_batch, session_name
 from sendlearn.cli import UsageError, print_table
+from sendlearn.signals import interrupted_by_signals
 
 MAX_TABLE_ROWS = 40
 
@@ -77,26 +75,12 @@ def run_batch_command(args: argparse.Namespace) -> int:
                "data_dir": None if data_dir is None else str(data_dir), "server": args.server, "token": args.token}
     workers = args.workers or 1
     started = time.monotonic()
-    with _signals_interrupt(), _Progress(len(inputs), started, sys.stderr.isatty() and not args.json) as view:
+    with interrupted_by_signals(), _Progress(len(inputs), started, sys.stderr.isatty() and not args.json) as view:
         result = run_batch(inputs, options, workers=workers, scheduler=args.scheduler, timeout=args.timeout,
                            max_tasks=args.max_renders, progress=view.update)
     elapsed = time.monotonic() - started
     report(args, result, len(inputs), data_dir, elapsed, workers)
     return 1 if result.failures else 0
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop a batch the way Ctrl-C does."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class _Progress:
