@@ -7,7 +7,8 @@ from P sender processes, each driving the shared Protocol for its share of the s
 event loop (a plugin per stream would cost the client more than the receiver). Each stream is
 stereo 48 kHz float32 in 512-frame blocks, one BLOCK frame per block at real-time pace. N is
 stepped up; a step holds when every stream's dataset is complete (all blocks, no gaps) and no
-stream's acknowledged backlog passed 2 s (it fell behind). Reports the largest N held, the
+stream's acknowledged backlog passed 2 s (it fell behind). An ACK waits for an fsync: on a busy
+disk the fsyncs, not the CPU, set the limit (``--dir /dev/shm`` leaves them out). Reports the largest N held, the
 receiver's CPU (cores, all its processes) and peak RSS per stream, and the ACK lag p99 (how far
 the durable point trailed the newest block sent, sampled at every block). Stops at the first
 step that fails. Last line: one JSON object.
@@ -116,8 +117,8 @@ def tree_rss_mib(pid: int) -> float:
     return total / (1 << 20)
 
 
-def run_step(streams: int, seconds: float, workers: int, senders: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+def run_step(streams: int, seconds: float, workers: int, senders: int, where: str | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
         server = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir", tmp,
                                    "--workers", str(workers), "--max-connections-per-address", str(streams + 16)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -171,10 +172,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2, help="receiver processes (serve --workers)")
     parser.add_argument("--senders", type=int, default=4, help="sender processes")
+    parser.add_argument("--dir", help="where the data directories go (default: the temporary directory); "
+                        "/dev/shm takes the disk's fsyncs out of the measure")
     args = parser.parse_args()
     results = []
     for n in args.streams:
-        r = run_step(n, args.seconds, args.workers, args.senders)
+        r = run_step(n, args.seconds, args.workers, args.senders, args.dir)
         results.append(r)
         print(f"{n:3d} streams: {'held' if r['ok'] else 'FAILED'}; complete {r['complete']}/{n}; ACK lag p99 "
               f"{r['ack_lag_p99_s'] * 1000:.0f} ms (worst {r['worst_ack_backlog_s']:.2f} s); receiver "
@@ -186,6 +189,7 @@ def main() -> None:
     held = [r for r in results if r["ok"]]
     best = max(held, key=lambda r: r["streams"]) if held else None
     print(json.dumps({"max_realtime_streams_held": best["streams"] if best else 0, "workers": args.workers,
+                      "dir": args.dir or tempfile.gettempdir(),
                       "senders": args.senders, "seconds": args.seconds,
                       "cpu_per_stream_cores": best["receiver_cpu_per_stream"] if best else None,
                       "rss_per_stream_mib": best["receiver_rss_per_stream_mib"] if best else None,
