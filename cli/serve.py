@@ -87,8 +87,11 @@ def run_token(args: argparse.Namespace) -> int:
     if args.tokens is not None:
         with open(args.tokens, "a") as file:
             file.write(line + "\n")
+        print(f"appended its hash to {args.tokens}; the token (give it to senders, it is not kept):",
+              file=sys.stderr)
     else:
-        print(line, file=sys.stderr)
+        print(f"add this line to the file serve --tokens reads:\n{line}\nthe token (give it to senders, it is "
+              "not kept):", file=sys.stderr)
     print(token)
     return 0
 

@@ -33,9 +33,9 @@ def panel(status: dict[str, Any], url: str) -> Any:
     head = Text(f"{url}  connections {status['connections']}  lingering {status['lingering']}  "
                 f"finalised {status['streams_finalised']}  refused {sum(status['refused'].values())}  ")
     table = Table(expand=True)
-    for column in ("session", "stream", "host", "connected", "Mbps", "blocks", "MIDI events", "latency",
-                   "quality", "gaps"):
-        table.add_column(column, justify="right" if column not in ("session", "stream", "host") else "left")
+    for column in ("session", "stream", "host", "up", "Mbps", "blocks", "MIDI", "lag", "quality", "gaps"):
+        table.add_column(column, justify="right" if column not in ("session", "stream", "host") else "left",
+                         min_width=len(column), no_wrap=True)
     for s in status["streams"]:
         lag = "-" if s["ack_lag_seconds"] is None else f"{s['ack_lag_seconds'] * 1000:.0f} ms"
         table.add_row(s["session"], s["stream"], s["host"], f"{s['connected_seconds']:.0f} s", f"{s['mbps']:.2f}",

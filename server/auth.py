@@ -31,15 +31,30 @@ class TokenEntry:
 
 
 class Tokens:
-    def __init__(self, entries: list[TokenEntry]) -> None:
+    def __init__(self, entries: list[TokenEntry], path: Path | None = None, stamp: int | None = None) -> None:
         if not entries:
             raise ValueError("no token")
         self.entries = entries
+        self.path, self.stamp = path, stamp  # the file, and its mtime when read
+
+    def fresh(self) -> Tokens:
+        """These tokens, or the file's again if it changed since (a token added with
+        ``sendlearn token --tokens FILE`` works without a restart). A file that no longer reads
+        keeps the tokens last read."""
+        if self.path is None:
+            return self
+        try:
+            if self.path.stat().st_mtime_ns == self.stamp:
+                return self
+            return Tokens.load(self.path)
+        except (OSError, ValueError):
+            return self
 
     @classmethod
     def load(cls, path: Path) -> Tokens:
         """Raises OSError, or ValueError naming the line that is not a hash line."""
         entries = []
+        stamp = path.stat().st_mtime_ns
         for number, line in enumerate(path.read_text().splitlines(), 1):
             line = line.split("#", 1)[0].strip()
             if not line:
@@ -49,7 +64,7 @@ class Tokens:
                 raise ValueError(f"line {number} is not 'sha256:<64 hex digits> [session prefixes]' "
                                  "(make one with: sendlearn token)")
             entries.append(TokenEntry(bytes.fromhex(match[1]), tuple(match[2].split())))
-        return cls(entries)
+        return cls(entries, path, stamp)
 
     def accepts(self, token: str | None, session: str) -> bool:
         """Whether ``token`` is on the list and may stream to ``session``."""

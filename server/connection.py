@@ -171,6 +171,8 @@ class Connection:
 
     async def accept(self, hello: Hello) -> None:
         receiver = self.receiver
+        if receiver.tokens is not None:
+            receiver.tokens = receiver.tokens.fresh()
         if receiver.tokens is not None and not receiver.tokens.accepts(hello.token, hello.session):
             self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
             return

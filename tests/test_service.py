@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from helpers import read_stream
 from sendlearn.capture import StreamInfo
 from sendlearn.server.receiver import ReceiverThread
-from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Role, State
+from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Role, State, Welcome
 from sendlearn.transport.messages import encode_frame
 
 SR = 48000
@@ -115,6 +115,13 @@ def test_hashed_scoped_tokens_over_tls(tmp_path: Path) -> None:
             assert ended.value.rcvd.code == ErrorCode.UNAUTHORIZED
         info = StreamInfo("lab-1", "keys", SR, 2, 256)
         truth = capture(info, url, 120, token=token, ssl_context=context)
+        later = sendlearn("token", "--tokens", str(tokens)).stdout.strip()  # added while it runs: read again
+        with connect(url, ssl=context, compression=None, open_timeout=30) as ws:
+            ws.send(encode_frame(Hello("any", "keys", "", SR, 2, 256, "raw", later)))
+            protocol = Protocol(Role.SENDER)
+            protocol.send(Hello("any", "keys", "", SR, 2, 256, "raw", later))
+            protocol.receive_data(ws.recv(30))
+            assert isinstance(protocol.events_received()[0], Welcome)
     finally:
         proc.terminate()
         assert proc.wait(60) == 0

@@ -69,5 +69,5 @@ def settings_from_env(cls: type[T], environ: Mapping[str, str] | None, overrides
     settings = replace(cls(), **values)  # type: ignore[type-var]
     for field in fields(cls):  # type: ignore[arg-type]
         if getattr(settings, field.name) <= 0:
-            raise ValueError(f"{field.name} must be above 0")
+            raise ValueError(f"--{field.name.replace('_', '-')} (SENDLEARN_{field.name.upper()}) must be above 0")
     return settings
