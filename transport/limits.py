@@ -23,7 +23,7 @@ MiB = 1 << 20
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_frame_size: int = DEFAULT_MAX_FRAME  # bytes of a frame, and of its decompressed body
-    max_hello_size: int = 1 * MiB  # bytes of a frame before the stream is accepted (a HELLO)
+    max_hello_size: int = 2 * MiB  # bytes of a frame before the stream is accepted: a HELLO, its facts at their most
     max_events_per_block: int = 4096  # MIDI events, and separately parameter changes, in one block
     max_events_per_frame: int = 32768  # MIDI events plus parameter changes in one BLOCK frame
     max_decoded_bytes: int = 32 * MiB  # float32 audio a BLOCK frame decodes to (frames x channels x 4)
