@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"write here through an in-process receiver (default ./{DEFAULT_DATA_DIR})")
     where.add_argument("--server", metavar="URL", help="send to a running receiver (ws:// or wss://)")
     render.add_argument("--token", help="token the receiver at --server expects")
+    render.add_argument("--ca-file", help="CA certificate for a wss:// --server")
     render.add_argument("--sample-rate", type=int, metavar="SR", help="override (default: the session's, or 48000)")
     render.add_argument("--block-size", type=int, metavar="N", help="override (default: the session's, or 512)")
     render.add_argument("--instrument", metavar="SPEC", help="instrument for .mid inputs (see --list-instruments)")

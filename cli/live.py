@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
                        help="write here with an in-process receiver (default %(default)s)")
     where.add_argument("--server", help="stream to this receiver (ws:// or wss:// URL)")
     live.add_argument("--token", help="token for --server")
+    live.add_argument("--ca-file", help="CA certificate for a wss:// --server")
     live.add_argument("--spool", type=Path, help="keep unacknowledged blocks here; a restart on it goes on "
                       "with the same take (one folder per session-stream inside)")
     live.add_argument("--session", default="live", help="session id (default %(default)s)")
@@ -70,6 +72,7 @@ def run_live(args: argparse.Namespace) -> int:
             check_name(value, name)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None  # a wss:// --server's CA
     receiver = None if args.server else ReceiverThread(args.data_dir).start()
     url = args.server or receiver.url
     senders: list[Sender] = []
@@ -85,7 +88,7 @@ def run_live(args: argparse.Namespace) -> int:
         spool = Spool(None if args.spool is None else args.spool / f"{info.session}-{info.stream}", info)
         processor = CaptureProcessor.for_stream(info, realtime=True, first_seq=spool.next_seq,
                                                 start_sample=spool.next_sample)
-        sender = Sender(url, info, processor.handoff, token=args.token, adaptive=True, spool=spool,
+        sender = Sender(url, info, processor.handoff, token=args.token, adaptive=True, spool=spool, ssl_context=context,
                         stats=closing_figures)
         senders.append(sender.start())
         return processor

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -142,7 +143,8 @@ def _check_unique(loaded: list[tuple[Path, Session]]) -> None:
 
 
 def capture_session(session: Session, url: str, *, token: str | None = None, progress: Progress | None = None,
-                    input_name: str = "", compression_level: int = 3) -> list[Outcome]:
+                    input_name: str = "", compression_level: int = 3,
+                    ssl_context: ssl.SSLContext | None = None) -> list[Outcome]:
     """Render ``session`` and stream every track to the receiver at ``url``.
 
     A stream counts as good only when the render passed its checks and the receiver has
@@ -158,6 +160,7 @@ def capture_session(session: Session, url: str, *, token: str | None = None, pro
     def open_stream(info: Any) -> CaptureProcessor:
         processor = CaptureProcessor.for_stream(info, realtime=False)  # offline: wait, never drop
         senders[info.stream] = Sender(url, info, processor.handoff, token=token, take=render_take(session, info),
+                                      ssl_context=ssl_context,
                                       compression_level=compression_level).start()
         return processor
 
@@ -220,7 +223,7 @@ def receiver_url(server: str | None, data_dir: Path) -> Iterator[str]:
         receiver.stop()
 
 
-def check_server(url: str) -> None:
+def check_server(url: str, ssl_context: ssl.SSLContext | None = None) -> None:
     """Fail fast on a receiver that is not there, instead of spooling a whole render for it."""
     if not url.startswith(("ws://", "wss://")):
         raise UsageError(f"--server {url}: expected a ws:// or wss:// URL")
@@ -229,7 +232,7 @@ def check_server(url: str) -> None:
 
     try:
         # a bare open and close: the receiver sees a connection without HELLO and drops it quietly
-        with connect(url, open_timeout=10, compression=None):
+        with connect(url, open_timeout=10, compression=None, ssl=ssl_context):
             pass
     except InvalidURI as exc:
         raise UsageError(f"--server {url}: {exc}") from None
@@ -304,9 +307,11 @@ def run_render(args: argparse.Namespace) -> int:
         return run_batch_command(args)
     loaded = load_inputs(args.inputs, instrument=args.instrument, sample_rate=args.sample_rate,
                          block_size=args.block_size)
+    # a wss:// --server signed by a CA of its own
+    context = ssl.create_default_context(cafile=args.ca_file) if getattr(args, "ca_file", None) else None
     if args.server is not None:
         try:
-            check_server(args.server)
+            check_server(args.server, context)
         except ServerDown as exc:
             return _fail_early(args, str(exc))
     data_dir = None if args.server is not None else args.data_dir.resolve()
@@ -314,7 +319,7 @@ def run_render(args: argparse.Namespace) -> int:
         if data_dir is None:
             raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
         remove_sessions(data_dir, [session.name for _, session in loaded])
-    outcomes, elapsed = render_all(loaded, args.server, data_dir, args.token, show_progress(args))
+    outcomes, elapsed = render_all(loaded, args.server, data_dir, args.token, show_progress(args), context)
     report(args, outcomes, data_dir, elapsed)
     return 0 if all(o.ok for o in outcomes) else 1
 
@@ -333,13 +338,15 @@ def remove_sessions(data_dir: Path, names: list[str]) -> None:
 
 
 def render_all(loaded: list[tuple[Path, Session]], server: str | None, data_dir: Path | None,
-               token: str | None, progress: bool) -> tuple[list[Outcome], float]:
+               token: str | None, progress: bool,
+               ssl_context: ssl.SSLContext | None = None) -> tuple[list[Outcome], float]:
     started = time.monotonic()
     outcomes: list[Outcome] = []
     with receiver_url(server, data_dir or Path()) as url, ProgressView(len(loaded), progress) as view:
         for path, session in loaded:
             outcomes += capture_session(session, url, token=token, progress=view.for_session(session),
-                                        input_name=str(path), compression_level=3 if server else 0)
+                                        input_name=str(path), compression_level=3 if server else 0,
+                                        ssl_context=ssl_context)
             view.input_done()
     if data_dir is not None:
         for outcome in outcomes:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sendlearn.capture import Block, MidiEvent, ParamChange, Playhead
@@ -29,3 +31,14 @@ def read_stream(data_dir, session: str, stream: str) -> dict:
         "folder": written.path, "info": written.info, "audio": written.audio(), "rate": written.sample_rate,
         "events": written.events(), "blocks": written.blocks(), "params": written.params(), "midi": written.midi(),
     }
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, made by openssl: (cert, key)."""
+    import subprocess
+
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key

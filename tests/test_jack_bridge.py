@@ -86,7 +86,7 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
     assert len(blocks) + bridge.processor.dropped == blocks[-1].seq + 1
     assert sum(b.frames for b in blocks) + bridge.missed_frames == blocks[-1].start_sample + blocks[-1].frames
     live = [b for b in blocks if bridge.jack_frame(b.start_sample) >= settled]
-    assert len(live) > 150
+    assert len(live) > 100  # 0.6 s of cycles: about 225 on a quiet machine
 
     # Audio: measure the lag on one clear block, then require it for every clear one, bit-for-bit
     # (clear: the Python player ran on time in that cycle and its neighbours; see jackplay.py).
@@ -102,7 +102,7 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
 
     # Outputs: what the monitor read from our outputs in cycle L is what the player wrote in L.
     monitored = [(cycle, audio) for cycle, audio in monitor.cycles if player.clear(cycle)]
-    assert len(monitored) > 100
+    assert len(monitored) > 50
     for cycle, audio in monitored:
         expected = np.stack([noise(cycle, PERIOD, c) for c in range(channels)])
         assert audio.tobytes() == expected.tobytes(), f"monitor cycle {cycle}"
@@ -119,7 +119,7 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
     # Playhead: the master's bar, beat and meter at each block's transport frame, its tempo
     # in quarter notes (137 eighths a minute in 7/8 is 68.5 quarter notes).
     rolling = [b for b in blocks if b.playhead.playing]
-    assert len(rolling) > 100
+    assert len(rolling) > 60  # 0.5 s rolling: about 187 on a quiet machine
     check_playheads(blocks, player)
 
     # Start, locate and stop show up: rolling starts near 0, the located frame is a block's

@@ -25,7 +25,7 @@ from test_receiver import RawClient, capture, check_dataset
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from helpers import read_stream
+from helpers import make_certificate, read_stream
 from sendlearn.capture import StreamInfo
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Role, State, Welcome
@@ -75,14 +75,6 @@ def test_healthz_metrics_and_status_on_the_websocket_port(tmp_path: Path) -> Non
             assert closed(again)[0] == 1000
             assert get(receiver.url, "/healthz")[0] == 200
         assert read_stream(disk, "sess", "keys")["audio"].shape[1] == 40 * 64
-
-
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def sendlearn(*args: str) -> subprocess.CompletedProcess:
