@@ -14,43 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sendlearn.capture import Playhead, midi_channel, midi_kind
+from sendlearn.dataset.schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, PARAMS_SCHEMA
 from sendlearn.transport import BlockEntry, Quality
 
 TICKS_PER_BEAT = 960
 
-EVENTS_SCHEMA = pa.schema([
-    pa.field("sample", pa.int64(), nullable=False),
-    pa.field("block_seq", pa.int64(), nullable=False),
-    pa.field("offset", pa.int32(), nullable=False),
-    pa.field("data", pa.binary(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("channel", pa.int8()),
-    pa.field("timing_error_samples", pa.int32()),
-])
-BLOCKS_SCHEMA = pa.schema([
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("sample", pa.int64(), nullable=False),
-    pa.field("frames", pa.int32(), nullable=False),
-    pa.field("playing", pa.bool_(), nullable=False),
-    pa.field("recording", pa.bool_(), nullable=False),
-    pa.field("looping", pa.bool_(), nullable=False),
-    pa.field("seconds", pa.float64(), nullable=False),
-    pa.field("bpm", pa.float64(), nullable=False),
-    pa.field("ts_num", pa.int16(), nullable=False),
-    pa.field("ts_den", pa.int16(), nullable=False),
-    pa.field("ppq", pa.float64(), nullable=False),
-    pa.field("bar", pa.int32(), nullable=False),
-    pa.field("beat", pa.float64(), nullable=False),
-    pa.field("quality", pa.string(), nullable=False),
-    pa.field("backfilled", pa.bool_(), nullable=False),
-    pa.field("digest", pa.uint64(), nullable=False),
-])
-PARAMS_SCHEMA = pa.schema([
-    pa.field("sample", pa.int64(), nullable=False),
-    pa.field("block_seq", pa.int64(), nullable=False),
-    pa.field("param", pa.string(), nullable=False),
-    pa.field("value", pa.float64(), nullable=False),
-])
+# The schemas are the reader's (sendlearn.dataset.schema): one definition for what is written and read.
 
 
 @dataclass(frozen=True, slots=True)
