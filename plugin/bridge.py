@@ -32,19 +32,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from sendlearn.capture import StreamInfo
 
-from .processor import CaptureProcessor, MidiInput
+from .processor import CaptureProcessor, MidiInput, OpenStream
 from .ring import Control, Float, Int, Layout, RunState, SharedRings
 from .tempo import Meter, PlayheadReader, Transport
 from .virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
 
-OpenStream = Callable[[StreamInfo], CaptureProcessor]
 MAX_HOLE_SECONDS = 60  # a longer leap of JACK's clock (a suspended machine) starts a new stretch
 POLL_SECONDS = 0.002  # the reader's nap when the ring is empty (a 128-frame period is 2.7 ms)
 

@@ -27,6 +27,8 @@ from .tracks import Automation
 
 SILENCE = 1e-6  # peak below -120 dBFS: the instrument made no sound
 
+Progress = Callable[[str, int, int], None]  # (stream, frames done, frames in all)
+
 
 @dataclass(frozen=True, slots=True)
 class TrackResult:

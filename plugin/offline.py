@@ -26,6 +26,7 @@ from .chain import AlignedChain, ChainError, EffectChain, measure_latency
 from .feed import (
     SILENCE,
     BlockFeeder,
+    Progress,
     TrackResult,
     automation_points,
     check_render,
@@ -33,13 +34,11 @@ from .feed import (
     feed_through_chain,
     initial_values,
 )
-from .processor import CaptureProcessor
+from .processor import CaptureProcessor, OpenStream
 from .render import RenderError, automation_curve, onset_lag, render_stream
 from .session import Session, Track, gm_stream_name
 from .timeline import TimedEvent, Timeline
 
-OpenStream = Callable[[StreamInfo], CaptureProcessor]
-Progress = Callable[[str, int, int], None]
 __all__ = ["SILENCE", "OpenStream", "Progress", "TrackResult", "automation_points", "check_render", "feed_blocks",
            "render_session", "stream_parts"]
 

@@ -23,6 +23,7 @@ from sendlearn.capture import (
 )
 
 MidiInput = MidiEvent | tuple[int, bytes]
+OpenStream = Callable[[StreamInfo], "CaptureProcessor"]  # how a host asks for the processor of a stream
 ParamInput = ParamChange | tuple[int, str, float]
 
 

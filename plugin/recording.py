@@ -11,8 +11,6 @@ change on its sample (params.parquet) and the latency facts (stream.json ``meta`
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from sendlearn.capture import StreamInfo
@@ -20,6 +18,7 @@ from sendlearn.capture import StreamInfo
 from .chain import AlignedChain, ChainError, EffectChain, measure_latency
 from .feed import (
     BlockFeeder,
+    Progress,
     TrackResult,
     automation_points,
     check_render,
@@ -27,12 +26,10 @@ from .feed import (
     feed_through_chain,
     initial_values,
 )
-from .processor import CaptureProcessor
+from .processor import OpenStream
 from .session import Session, Track, dry_stream_name, wet_stream_name
 from .timeline import Timeline, steady_timeline
 
-OpenStream = Callable[[StreamInfo], CaptureProcessor]
-Progress = Callable[[str, int, int], None]
 DRY_HOST = "recording"
 WET_HOST = "pedalboard"
 

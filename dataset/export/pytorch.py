@@ -9,12 +9,11 @@ dicts only), so ``torch.load(path, weights_only=True)`` reads it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .samples import Sample
+from .samples import Sample, publish_parts
 
 SHARD_BYTES = 128 * 2**20  # held in memory until saved
 FORMAT, VERSION = "sendlearn-windows", 1
@@ -53,9 +52,4 @@ def write_pytorch(samples: Iterator[Sample], out: Path, *, shard_bytes: int = SH
         for path in parts:
             path.unlink(missing_ok=True)
         raise
-    files = []
-    for path in parts:
-        final = out / path.name[1:-len(".part")]
-        os.replace(path, final)
-        files.append(str(final))
-    return {"rows": rows, "files": files}
+    return {"rows": rows, "files": publish_parts(out, parts)}

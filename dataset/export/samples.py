@@ -190,3 +190,14 @@ def iter_samples(data_dir: Path, the_plan: Plan, with_features: bool = True,
                 done += 1
                 if progress is not None:
                     progress(done, the_plan.total)
+
+
+def publish_parts(out: Path, parts: list[Path]) -> list[str]:
+    """Rename each ``.NAME.part`` shard in ``out`` to ``NAME`` once all are written, so a
+    shard appears under its name only whole; returns the final paths."""
+    files = []
+    for path in parts:
+        final = out / path.name[1:-len(".part")]
+        path.replace(final)
+        files.append(str(final))
+    return files

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .samples import Sample
+from .samples import Sample, publish_parts
 
 SHARD_BYTES = 256 * 2**20
 
@@ -77,9 +77,4 @@ def write_tfrecord(samples: Iterator[Sample], out: Path, *, shard_bytes: int = S
         for path in parts:
             path.unlink(missing_ok=True)
         raise
-    files = []
-    for path in parts:
-        final = out / path.name[1:-len(".part")]
-        os.replace(path, final)
-        files.append(str(final))
-    return {"rows": rows, "files": files}
+    return {"rows": rows, "files": publish_parts(out, parts)}
