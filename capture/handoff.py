@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 from .block import Block
+from .errors import ConsumerFailed
 
 _POLL_SECONDS = 0.0005
 
@@ -47,7 +48,7 @@ class HandOff:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._failure is not None or len(self._queue) >= self.capacity:
             if self._failure is not None:
-                raise RuntimeError(f"the consumer failed: {self._failure}")
+                raise ConsumerFailed(f"the consumer failed: {self._failure}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"hand-off stayed full for {timeout} s")
             time.sleep(_POLL_SECONDS)

@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sendlearn import __version__
+from sendlearn.errors import EXIT_USAGE, MissingExtra, SendLearnError, UsageError, exit_code
 
 DEFAULT_DATA_DIR = Path("sendlearn-data")
-
-
-class UsageError(Exception):
-    """Bad input from the user: exit 2 with this message."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +25,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.run(args) or 0)
-    except UsageError as exc:
-        print(f"sendlearn {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except ImportError as exc:  # an optional part this install lacks: name its extra, not a traceback
+        missing = exc if isinstance(exc, MissingExtra) else MissingExtra.from_import(exc, f"sendlearn {args.command}")
+        if missing is None:
+            raise  # one of our own modules failed to import: a bug to show whole
+        return _failed(args.command, missing)
+    except (SendLearnError, KeyboardInterrupt) as exc:
+        return _failed(args.command, exc)
+
+
+def _failed(command: str, exc: BaseException) -> int:
+    """The one place an error that ends a command becomes its message and exit code."""
+    if not isinstance(exc, KeyboardInterrupt):
+        print(f"sendlearn {command}: {exc}", file=sys.stderr)
+    return exit_code(exc)
 
 
 def build_parser() -> argparse.ArgumentParser:

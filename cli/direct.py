@@ -23,6 +23,7 @@ from typing import Any
 
 from sendlearn.capture import HandOff, StreamInfo
 from sendlearn.server.completed import CompletedStream, open_stream_writer
+from sendlearn.server.errors import StreamBusy
 from sendlearn.server.finalise import finalise
 from sendlearn.server.layout import WORK, stream_dir
 from sendlearn.server.locks import StreamLocks
@@ -30,10 +31,6 @@ from sendlearn.transport import BlocksReceived, Quality
 
 BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
 COMMIT_BLOCKS = 2048  # fsync this often while a long stream is written (a power cut loses less)
-
-
-class StreamBusy(RuntimeError):
-    """A receiver on the same data dir holds the stream: it is not ours to write now."""
 
 
 class DirectStream:

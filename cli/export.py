@@ -35,17 +35,14 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
 def run_export(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sendlearn.cli import UsageError
     from sendlearn.dataset.export import export, writer
+    from sendlearn.errors import UsageError
 
     if not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {args.out}: not an empty directory (an export never mixes with other files)")
-    try:
-        writer(args.format)
-    except ImportError as exc:
-        raise UsageError(str(exc)) from None
+    writer(args.format)  # a missing library is a MissingExtra naming the export extra
     interactive = sys.stderr.isatty() and not args.json
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with interrupted_by_signals(), Progress(*columns, disable=not interactive) as bar:

@@ -39,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from sendlearn.cli import UsageError
+    from sendlearn.errors import MissingExtra, UsageError
 
     try:
         num, den = (int(part) for part in args.meter.split("/"))
@@ -56,8 +56,7 @@ def run_live(args: argparse.Namespace) -> int:
     needed = ["jack", *(["rtmidi"] if args.virtual_port else [])]
     missing = [name for name in needed if find_spec(name) is None]
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
-        raise UsageError(f"live capture needs {' and '.join(missing)}, which this install lacks "
-                         "(pip install 'sendlearn[live]')")
+        raise MissingExtra(missing[0], "live capture")
     from sendlearn.capture import check_name
     from sendlearn.plugin import CaptureProcessor
     from sendlearn.plugin.bridge import BridgeError

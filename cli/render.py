@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sendlearn.cli import UsageError, print_table
+from sendlearn.cli import print_table
+from sendlearn.errors import MissingExtra, SendLearnError, UsageError
 from sendlearn.plugin.offline import Progress, TrackResult, render_session
 from sendlearn.plugin.session import Session, SessionError, load_session, session_from_midi
 from sendlearn.plugin.timeline import Timeline
@@ -104,8 +105,7 @@ def _check_hosts(loaded: list[tuple[Path, Session]]) -> None:
 
     for path, session in loaded:
         if any(t.host == "dawdreamer" for t in session.tracks) and find_spec("dawdreamer") is None:
-            raise UsageError(f"{path}: rendering needs DawDreamer, which this install lacks "
-                             "(pip install 'sendlearn[hosts]')")
+            raise MissingExtra("dawdreamer", f"{path}: rendering")
 
 
 def _default_instrument() -> str:
@@ -240,7 +240,7 @@ def check_server(url: str, ssl_context: ssl.SSLContext | None = None) -> None:
         raise ServerDown(f"cannot reach the receiver at {url}: {exc}") from None
 
 
-class ServerDown(Exception):
+class ServerDown(SendLearnError):
     """The receiver named by --server did not answer: a failure (exit 1), not bad input."""
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sendlearn.batch import DEFAULT_TIMEOUT, BatchResult, find_inputs, run_batch, session_name
-from sendlearn.cli import UsageError, print_table
+from sendlearn.cli import print_table
+from sendlearn.errors import MissingExtra, UsageError
 from sendlearn.signals import interrupted_by_signals
 
 MAX_TABLE_ROWS = 40
@@ -44,9 +45,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
         raise UsageError(f"--scheduler {args.scheduler}: expected tcp://HOST:PORT")
     if args.scheduler is not None and find_spec("distributed") is None:
-        raise UsageError("--scheduler needs Dask distributed, which this install lacks (pip install 'sendlearn[batch]')")
+        raise MissingExtra("distributed", "--scheduler")
     if find_spec("dawdreamer") is None:
-        raise UsageError("rendering needs DawDreamer, which this install lacks (pip install 'sendlearn[hosts]')")
+        raise MissingExtra("dawdreamer", "rendering")
     if args.instrument is not None:
         from sendlearn.plugin.instrument import parse_instrument
 

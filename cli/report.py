@@ -25,17 +25,14 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
 def run_report(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from sendlearn.cli import UsageError
+    from sendlearn.errors import UsageError
     from sendlearn.signals import interrupted_by_signals
 
     if not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     if args.max_windows < 1:
         raise UsageError("--max-windows must be at least 1")
-    try:
-        from sendlearn.dataset.report import build_report
-    except ImportError as exc:
-        raise UsageError(f"report needs {exc.name}: pip install 'sendlearn[export]'") from None
+    from sendlearn.dataset.report import build_report  # without the export extra: a MissingExtra (main)
     interactive = sys.stderr.isatty() and not args.json
     with interrupted_by_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                         disable=not interactive) as bar:

@@ -41,8 +41,8 @@ def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) ->
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from sendlearn.cli import UsageError
     from sendlearn.dataset import Dataset
+    from sendlearn.errors import UsageError
 
     if not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
@@ -56,9 +56,10 @@ def _interactive(args: argparse.Namespace) -> bool:
 def run_sequences(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sendlearn.cli import UsageError, print_table
+    from sendlearn.cli import print_table
     from sendlearn.dataset.sequences import build_sequences
     from sendlearn.dataset.windows import WindowSpec
+    from sendlearn.errors import UsageError
 
     dataset = _open(args)
     sessions = args.session or dataset.sessions()

@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from sendlearn.cli import UsageError
+from sendlearn.errors import UsageError
 
 DRAIN_TIMEOUT = 30.0
 SWITCH_INTERVAL = 0.0005  # seconds a thread holds the GIL before another may take it  # seconds SIGTERM waits for connections to end and streams to be finalised

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sendlearn.cli import UsageError
+from sendlearn.errors import UsageError
 
 QUALITY = {0: "float32", 1: "pcm24", 2: "pcm16", 3: "reduced", 4: "none", None: "-"}
 

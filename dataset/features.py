@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sendlearn.errors import MissingExtra
+
 from .notes import piano_roll
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ def _librosa():  # type: ignore[no-untyped-def]
     try:
         import librosa
     except ImportError:
-        raise ImportError("features need librosa: pip install 'sendlearn[dataset]'") from None
+        raise MissingExtra("librosa", "features") from None
     return librosa
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sendlearn.capture import StreamInfo
+from sendlearn.errors import SendLearnError
 
 from .processor import CaptureProcessor, MidiInput, OpenStream
 from .ring import Control, Float, Int, Layout, RunState, SharedRings
@@ -47,7 +48,7 @@ MAX_HOLE_SECONDS = 60  # a longer leap of JACK's clock (a suspended machine) sta
 POLL_SECONDS = 0.002  # the reader's nap when the ring is empty (a 128-frame period is 2.7 ms)
 
 
-class BridgeError(RuntimeError):
+class BridgeError(SendLearnError):
     """The JACK process could not start (no server, a port that does not exist, …) or died."""
 
 

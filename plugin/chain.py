@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from sendlearn.errors import SendLearnError
+
 from .tracks import Effect, effect_ids
 
 BURST = 12000  # samples of the latency-measuring burst
@@ -62,7 +64,7 @@ Fact = int | float | str | bool | None
 Change = tuple[int, str, float]  # (sample or offset, "id.param", value)
 
 
-class ChainError(RuntimeError):
+class ChainError(SendLearnError):
     """A chain that could not be built or did not give back the stream's samples."""
 
 

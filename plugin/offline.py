@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sendlearn.capture import StreamInfo
+from sendlearn.capture import ConsumerFailed, StreamInfo
 
 from .chain import AlignedChain, ChainError, EffectChain, measure_latency
 from .feed import (
@@ -158,7 +158,7 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
     try:
         feed_through_chain(audio, chain, moves, size, feeder, gain_db=track.gain_db)
         feeder.check_all_fed()
-    except (RuntimeError, ValueError) as exc:  # the consumer gave up (HandOff.fail), or the chain did
+    except (ConsumerFailed, ChainError, RuntimeError, ValueError) as exc:  # the consumer gave up, or the chain did
         return _failed(track, part.stream, frames, rate, len(part.events), f"capture failed: {exc}")
     finally:
         processor.close()

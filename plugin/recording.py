@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sendlearn.capture import StreamInfo
+from sendlearn.capture import ConsumerFailed, StreamInfo
 
 from .chain import AlignedChain, ChainError, EffectChain, measure_latency
 from .feed import (
@@ -91,7 +91,7 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream,
         feed_through_chain(audio, chain, moves, size, wet, dry=dry, gain_db=track.gain_db)
         dry.check_all_fed()
         wet.check_all_fed()
-    except (RuntimeError, ValueError) as exc:  # the consumer gave up (HandOff.fail), or the chain did
+    except (ConsumerFailed, ChainError, RuntimeError, ValueError) as exc:  # the consumer gave up, or the chain did
         return failed(frames, len(events), f"capture failed: {exc}")
     finally:
         dry_processor.close()

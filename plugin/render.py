@@ -26,6 +26,8 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from sendlearn.errors import SendLearnError
+
 from .instrument import Instrument
 from .timeline import TimedEvent, Timeline
 
@@ -34,7 +36,7 @@ NOTE_ON, NOTE_OFF, CONTROL = 0x90, 0x80, 0xB0
 SUSTAIN = 64
 
 
-class RenderError(RuntimeError):
+class RenderError(SendLearnError):
     """An instrument that could not be loaded, compiled or run; the message says which and why."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sendlearn.capture import MAX_FRAMES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, InvalidName, check_name
+from sendlearn.errors import UsageError
 
 from .instrument import (
     DEFAULT_INSTRUMENT,
@@ -52,7 +53,7 @@ _EFFECT_ID = re.compile(r"^[A-Za-z0-9_#-]{1,32}$")
 _NOT_EFFECTS = {"Plugin", "Pedalboard", "Chain", "Mix", "ExternalPlugin", "VST3Plugin", "AudioUnitPlugin"}
 
 
-class SessionError(ValueError):
+class SessionError(UsageError, ValueError):
     """A session file that cannot be rendered: ``file``, ``key`` (may be empty) and ``problem``."""
 
     def __init__(self, file: str | Path, key: str, problem: str) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 from sendlearn.capture import StreamInfo
 from sendlearn.transport import BlocksReceived
 
+from .errors import InvalidBlocks, InvalidBye, StreamMismatch
 from .finalise import remove_stale_temporaries
 from .layout import WORK, stream_dir
-from .writer import Refused, StreamMismatch, StreamWriter, check_same_stream, info_json
+from .writer import StreamWriter, check_same_stream, info_json
 
 log = logging.getLogger("sendlearn.receiver")
 
@@ -33,12 +34,12 @@ class CompletedStream:
     def add(self, received: BlocksReceived) -> list[int]:
         for block in received.blocks:
             if block.seq > self.last_seq:
-                raise Refused(f"the stream is complete through seq {self.last_seq}; seq {block.seq} is new")
+                raise InvalidBlocks(f"the stream is complete through seq {self.last_seq}; seq {block.seq} is new")
         return [block.seq for block in received.blocks] if received.backfill else []
 
     def bye(self, last_seq: int, stats: dict[str, Any] | None = None, dropped: tuple = ()) -> None:
         if last_seq != self.last_seq:
-            raise Refused(f"the stream is complete through seq {self.last_seq}, not {last_seq}")
+            raise InvalidBye(f"the stream is complete through seq {self.last_seq}, not {last_seq}")
 
     def commit(self) -> int:
         return self.last_seq

@@ -22,7 +22,8 @@ from sendlearn.transport.protocol import Event
 
 from . import metrics
 from .completed import CompletedStream, open_stream_writer
-from .writer import Overlap, Refused, StorageError, StreamMismatch, StreamWriter
+from .errors import Refused, StorageError, StreamMismatch
+from .writer import StreamWriter
 
 if TYPE_CHECKING:
     from .receiver import Receiver
@@ -92,10 +93,8 @@ class Connection:
                     await self.handle(events, len(data))
                     if self.done:
                         return  # files written, closed with 1000
-                except Overlap as exc:
-                    self.protocol.fail(ErrorCode.OVERLAP, str(exc))
                 except Refused as exc:
-                    self.protocol.fail(ErrorCode.INVALID_BLOCK, str(exc))
+                    self.protocol.fail(exc.code, str(exc))
                 except StorageError as exc:
                     self.storage_failed(exc)
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
@@ -207,7 +206,7 @@ class Connection:
         except StreamMismatch as exc:
             if lingering is not None:
                 receiver.linger_then_finalise(key, lingering)  # still its own sender's to resume
-            self.refuse(ErrorCode.STREAM_MISMATCH, str(exc))
+            self.refuse(exc.code, str(exc))
             return
         except StorageError as exc:
             self.storage_failed(exc)  # release() abandons a lingering writer that failed here

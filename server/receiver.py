@@ -31,11 +31,12 @@ from .auth import TokenEntry, Tokens, hash_token
 from .budget import ByteBudget
 from .completed import CompletedStream
 from .connection import Connection
+from .errors import StorageError
 from .http import process_request
 from .locks import StreamLocks
 from .recovery import said_bye
 from .settings import Service
-from .writer import StorageError, StreamWriter
+from .writer import StreamWriter
 
 log = logging.getLogger("sendlearn.receiver")
 

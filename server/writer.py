@@ -34,32 +34,13 @@ from sendlearn.transport import BlockEntry, BlocksReceived, Quality
 from sendlearn.transport.journal import Damage, Journal
 from sendlearn.transport.messages import entry_from_wire, entry_to_wire
 
+from .errors import InvalidBlocks, InvalidBye, Overlap, StorageError, StreamMismatch
 from .layout import WORK, fsync_dir, stream_dir, write_json
 
 log = logging.getLogger("sendlearn.receiver")
 
 MAX_SPAN = 1 << 24  # seqs a declared drop or a BYE may reach past what has arrived
 T = TypeVar("T")
-
-
-class StreamMismatch(ValueError):
-    """A HELLO that disagrees with what is on disk for its stream."""
-
-
-class Refused(ValueError):
-    """Blocks or a BYE the stream cannot take (the connection ends with INVALID_BLOCK)."""
-
-
-class Overlap(Refused):
-    """A block whose samples overlap stored audio of another seq (the connection ends with OVERLAP)."""
-
-
-class StorageError(Exception):
-    """The disk refused a write or a sync; ``reason`` names the problem for the peer."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @contextmanager
@@ -153,13 +134,13 @@ class StreamWriter:
         first_seq = min(b.seq for b in received.blocks)
         for first, last in received.dropped:
             if last >= first_seq or last - first > MAX_SPAN:
-                raise Refused(f"dropped range {first}..{last} is not a bounded range before seq {first_seq}")
+                raise InvalidBlocks(f"dropped range {first}..{last} is not a bounded range before seq {first_seq}")
             self.journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
         duplicates = 0
         for block in received.blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
-                raise Refused(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
+                raise InvalidBlocks(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
             self._check_reach(block)
             seen = self._stored(block.seq)
             stored_quality = self._degraded.get(block.seq, (Quality.FLOAT32,))[0] if seen else None
@@ -185,11 +166,11 @@ class StreamWriter:
         would make the audio file that large."""
         known = max(self.through, self.max_seq)
         if block.seq - known > self._max_ahead:
-            raise Refused(f"block {block.seq} runs {block.seq - known} seqs past seq {known}, the stream's "
+            raise InvalidBlocks(f"block {block.seq} runs {block.seq - known} seqs past seq {known}, the stream's "
                           f"progress (at most {self._max_ahead})")
         reach = self.end_sample + max(1, block.seq - self.max_seq) * self._max_block
         if block.end_sample > reach:
-            raise Refused(f"block {block.seq} ends at sample {block.end_sample}, beyond sample {reach} "
+            raise InvalidBlocks(f"block {block.seq} ends at sample {block.end_sample}, beyond sample {reach} "
                           f"({self.end_sample} stored, blocks of at most {self._max_block} frames)")
 
     def _check_place(self, block: Block, seen: bool) -> None:
@@ -211,10 +192,10 @@ class StreamWriter:
             dropped: tuple[tuple[int, int], ...] = ()) -> None:
         """The sender produced seqs up to ``last_seq``: what has not arrived is a gap from now on."""
         if last_seq < self.max_seq or last_seq - max(self.through, self.max_seq) > MAX_SPAN:
-            raise Refused(f"BYE's last seq {last_seq} does not fit the stream (seq {self.max_seq} arrived)")
+            raise InvalidBye(f"BYE's last seq {last_seq} does not fit the stream (seq {self.max_seq} arrived)")
         for first, last in dropped:
             if not self.through < first <= last <= last_seq:
-                raise Refused(f"BYE's dropped range {first}..{last} is outside the stream's open seqs")
+                raise InvalidBye(f"BYE's dropped range {first}..{last} is outside the stream's open seqs")
 
         def record() -> None:
             if not self.opened:
@@ -416,10 +397,8 @@ def check_same_stream(on_disk: dict[str, Any], hello: dict[str, Any]) -> None:
 
 
 def _block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:
-    entry = BlockEntry(block.seq, block.start_sample, block.frames, block.playhead, block.midi,
-                       block.params, block.digest)
     return {"k": "block", "quality": int(quality), "backfill": backfill, "at": time.time(),
-            "entry": entry_to_wire(entry)}
+            "entry": entry_to_wire(BlockEntry.of(block))}
 
 
 def info_json(info: StreamInfo) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The wire: a sans-I/O protocol shared by both ends, and the sender that drives it."""
 
 from .codec import Quality
-from .errors import EXPLANATIONS, ErrorCode, ProtocolError
+from .errors import EXPLANATIONS, ErrorCode, InvalidMessage, InvalidState, ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -19,6 +19,6 @@ from .state import Role, State
 
 __all__ = [
     "EXPLANATIONS", "PROTOCOL_VERSION", "Ack", "BlockEntry", "BlockFrame", "BlocksReceived", "Bye",
-    "Error", "ErrorCode", "Hello", "Protocol", "ProtocolError", "Quality", "Role", "State", "Welcome",
+    "Error", "ErrorCode", "Hello", "InvalidMessage", "InvalidState", "Protocol", "ProtocolError", "Quality", "Role", "State", "Welcome",
     "decode_frame", "encode_frame",
 ]

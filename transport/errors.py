@@ -1,6 +1,10 @@
-"""Protocol error codes and the one exception every decode failure becomes.
+"""Protocol error codes, and the exceptions of the two ends of a mistake (tree: sendlearn/errors.py).
 
-    ProtocolError(code, reason)   the only exception ``decode_frame`` and ``Protocol`` raise
+    ProtocolError(code, reason)    what the peer sent breaks the protocol: the only exception
+                                   ``decode_frame`` raises, and what ``Protocol`` closes on
+    InvalidMessage(code, reason)   this end built a message the protocol forbids (a bug or a
+                                   bad argument here; ``code`` is what a peer would be told)
+    InvalidState                   this end sent a message its connection's state does not allow
 
 Codes live in the websocket private range (4000-4999), so an ERROR message's code is also
 the close code of the connection it ends.
@@ -9,6 +13,8 @@ the close code of the connection it ends.
 from __future__ import annotations
 
 from enum import IntEnum
+
+from sendlearn.errors import SendLearnError
 
 
 class ErrorCode(IntEnum):
@@ -28,6 +34,7 @@ class ErrorCode(IntEnum):
     OVERLAP = 4013
     BUSY = 4014
     TIMEOUT = 4015
+    INVALID_BYE = 4016
 
 
 EXPLANATIONS: dict[ErrorCode, str] = {
@@ -49,13 +56,29 @@ EXPLANATIONS: dict[ErrorCode, str] = {
     ErrorCode.OVERLAP: "a block's samples overlap stored audio of other seqs",
     ErrorCode.BUSY: "the receiver is at its limit of connections (in all, or from this address); reconnect later",
     ErrorCode.TIMEOUT: "no HELLO soon enough after connecting, or no message for the idle timeout after it",
+    ErrorCode.INVALID_BYE: "a BYE that does not fit the stream: its last seq is below a seq that arrived, or a "
+                           "dropped range is outside the stream's open seqs",
 }
 
 
-class ProtocolError(Exception):
-    """A frame or message that breaks the protocol, with the code to close on."""
+class ProtocolError(SendLearnError):
+    """A frame or message from the peer that breaks the protocol, with the code to close on."""
 
     def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(f"{code.name} ({int(code)}): {reason}")
         self.code = code
         self.reason = reason
+
+
+class InvalidMessage(SendLearnError, ValueError):
+    """A message this end was asked to build that the protocol forbids; decoding turns it
+    into the peer's ProtocolError with the same code."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class InvalidState(SendLearnError):
+    """This end sent a message its connection's state does not allow (websockets' InvalidState)."""

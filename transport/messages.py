@@ -2,21 +2,24 @@
 
 A frame is one websocket binary message: one flags byte, then a msgpack map, zstandard-
 compressed when flag bit 0 is set. Every message is a frozen dataclass that validates on
-construction, so a decoded message is a valid one. ``decode_frame`` raises ProtocolError
-and nothing else, whatever bytes it is given.
+construction, so a decoded message is a valid one. Building a bad message here raises
+InvalidMessage (this end's mistake); ``decode_frame`` raises ProtocolError (the peer's) and
+nothing else, whatever bytes it is given.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 import zstandard
 
 from sendlearn.capture import (
     MAX_FRAMES,
+    Block,
     CaptureError,
     InvalidName,
     MidiEvent,
@@ -26,7 +29,7 @@ from sendlearn.capture import (
 )
 
 from .codec import CODINGS, Quality
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, InvalidMessage, ProtocolError
 
 if TYPE_CHECKING:
     from .limits import Limits
@@ -42,6 +45,7 @@ MAX_FACTS = 64  # named facts in one HELLO meta or BYE stats
 MAX_FACT_VALUES = 1 << 17  # values in all of them, lists and maps counted with what they hold
 MAX_FACT_DEPTH = 3  # a fact may be a list of lists of numbers (or maps), no deeper
 Fact = int | float | str | bool | None | list["Fact"] | dict[str, "Fact"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,13 @@ class BlockEntry:
         _int("block.frames", self.frames, 1, MAX_FRAMES)
         _int("block.digest", self.digest, 0, 2**64 - 1)
 
+    @classmethod
+    def of(cls, block: Block, digest: int | None = None) -> BlockEntry:
+        """``block``'s header; ``digest`` when its audio travels degraded (a digest covers the
+        audio as the receiver decodes it)."""
+        return cls(block.seq, block.start_sample, block.frames, block.playhead, block.midi, block.params,
+                   block.digest if digest is None else digest)
+
 
 @dataclass(frozen=True, slots=True)
 class BlockFrame:
@@ -127,14 +138,14 @@ class BlockFrame:
 
     def __post_init__(self) -> None:
         if self.coding not in CODINGS:
-            raise ProtocolError(ErrorCode.MALFORMED, f"block.coding {self.coding!r} is not one of {CODINGS}")
+            raise InvalidMessage(ErrorCode.MALFORMED, f"block.coding {self.coding!r} is not one of {CODINGS}")
         if not 0 < len(self.entries) <= MAX_BATCH:
-            raise ProtocolError(ErrorCode.MALFORMED, f"block.blocks must hold 1-{MAX_BATCH} blocks")
+            raise InvalidMessage(ErrorCode.MALFORMED, f"block.blocks must hold 1-{MAX_BATCH} blocks")
         for first, last in self.dropped:
             if not 0 <= first <= last:
-                raise ProtocolError(ErrorCode.MALFORMED, f"block.dropped range {first}..{last} is not ordered")
+                raise InvalidMessage(ErrorCode.MALFORMED, f"block.dropped range {first}..{last} is not ordered")
         if self.frames > MAX_FRAMES:
-            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"block holds {self.frames} frames, over {MAX_FRAMES}")
+            raise InvalidMessage(ErrorCode.FRAME_TOO_LARGE, f"block holds {self.frames} frames, over {MAX_FRAMES}")
 
     @property
     def frames(self) -> int:
@@ -153,7 +164,7 @@ class Ack:
         _int("ack.through", self.through, NOTHING, 2**63 - 1)
         for first, last in self.backfilled:
             if not 0 <= first <= last:
-                raise ProtocolError(ErrorCode.MALFORMED, f"ack.backfilled range {first}..{last} is not ordered")
+                raise InvalidMessage(ErrorCode.MALFORMED, f"ack.backfilled range {first}..{last} is not ordered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +180,7 @@ class Bye:
         _facts("bye.stats", self.stats)
         for first, last in self.dropped:
             if not 0 <= first <= last <= self.last_seq:
-                raise ProtocolError(ErrorCode.MALFORMED, f"bye.dropped range {first}..{last} is not within last_seq")
+                raise InvalidMessage(ErrorCode.MALFORMED, f"bye.dropped range {first}..{last} is not within last_seq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,10 +336,16 @@ def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME, limits: Limits 
         raise ProtocolError(ErrorCode.MALFORMED, f"body is not msgpack ({type(exc).__name__})") from None
     except Exception as exc:  # msgpack signals bad input with many exception types
         raise ProtocolError(ErrorCode.MALFORMED, f"body is not msgpack ({type(exc).__name__})") from None
+    return _from_peer(_from_wire, obj, limits)
+
+
+def _from_peer(build: Callable[..., T], *args: Any) -> T:
+    """``build(*args)`` on what a peer sent: a value our own constructors refuse is the
+    peer's protocol error, with the code the check named."""
     try:
-        return _from_wire(obj, limits)
-    except ProtocolError:
-        raise
+        return build(*args)
+    except InvalidMessage as exc:
+        raise ProtocolError(exc.code, exc.reason) from None
     except InvalidName as exc:
         raise ProtocolError(ErrorCode.BAD_ID, str(exc)) from None
     except CaptureError as exc:
@@ -380,7 +397,7 @@ def _from_wire(obj: object, limits: Limits) -> Message:
         dropped = tuple(_pair("block.dropped", r) for r in _ranges(obj, "dropped", limits))
         wire_entries = _get(obj, "blocks", list)
         _check_events(wire_entries, limits)
-        entries = tuple(entry_from_wire(e, i) for i, e in enumerate(wire_entries))
+        entries = tuple(_entry_from_wire(e, i) for i, e in enumerate(wire_entries))
         return BlockFrame(quality, _get(obj, "coding", str), _get(obj, "audio", bytes),
                           entries, _get(obj, "backfill", bool), dropped)
     if kind == "ack":
@@ -423,6 +440,10 @@ def _check_events(entries: list, limits: Limits) -> None:
 
 def entry_from_wire(obj: object, index: int = 0) -> BlockEntry:
     """A block map (as in BLOCK's ``blocks``) to a BlockEntry; raises ProtocolError."""
+    return _from_peer(_entry_from_wire, obj, index)
+
+
+def _entry_from_wire(obj: object, index: int) -> BlockEntry:
     where = f"block.blocks[{index}]"
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.MALFORMED, f"{where} must be a map")
@@ -482,11 +503,11 @@ def _get_facts(obj: dict, key: str) -> tuple[tuple[str, Fact], ...]:
 
 def _facts(name: str, facts: object) -> None:
     if not isinstance(facts, tuple) or len(facts) > MAX_FACTS:
-        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must hold at most {MAX_FACTS} facts")
+        raise InvalidMessage(ErrorCode.MALFORMED, f"{name} must hold at most {MAX_FACTS} facts")
     budget = [MAX_FACT_VALUES]
     for pair in facts:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and 0 < len(pair[0]) <= 64):
-            raise ProtocolError(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
+            raise InvalidMessage(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
         _fact(f"{name}.{pair[0]}", pair[1], MAX_FACT_DEPTH, budget)
 
 
@@ -495,7 +516,7 @@ def _fact(name: str, value: object, depth: int, budget: list[int]) -> None:
     with at most ``MAX_FACT_VALUES`` values in a message."""
     budget[0] -= 1
     if budget[0] < 0:
-        raise ProtocolError(ErrorCode.MALFORMED, f"{name}: the facts hold more than {MAX_FACT_VALUES} values")
+        raise InvalidMessage(ErrorCode.MALFORMED, f"{name}: the facts hold more than {MAX_FACT_VALUES} values")
     if value is None or type(value) in (int, bool) or (type(value) is float and math.isfinite(value)) \
             or (isinstance(value, str) and len(value) <= MAX_TEXT):
         return
@@ -503,10 +524,10 @@ def _fact(name: str, value: object, depth: int, budget: list[int]) -> None:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(value, dict) and not (isinstance(key, str) and 0 < len(key) <= 64):
-                raise ProtocolError(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
+                raise InvalidMessage(ErrorCode.MALFORMED, f"{name} keys are names of 1-64 characters")
             _fact(f"{name}.{key}", item, depth - 1, budget)
         return
-    raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be a number, a short string, nil, "
+    raise InvalidMessage(ErrorCode.MALFORMED, f"{name} must be a number, a short string, nil, "
                                              f"or a list or map of them ({MAX_FACT_DEPTH} levels at most)")
 
 
@@ -522,16 +543,16 @@ def _pair(name: str, value: object) -> tuple[int, int]:
 
 def _int(name: str, value: object, low: int, high: int) -> None:
     if type(value) is not int or not low <= value <= high:
-        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be an int in {low}..{high}, got {value!r}")
+        raise InvalidMessage(ErrorCode.MALFORMED, f"{name} must be an int in {low}..{high}, got {value!r}")
 
 
 def _text(name: str, value: object, limit: int) -> None:
     if not isinstance(value, str) or len(value) > limit:
-        raise ProtocolError(ErrorCode.MALFORMED, f"{name} must be a string of at most {limit} characters")
+        raise InvalidMessage(ErrorCode.MALFORMED, f"{name} must be a string of at most {limit} characters")
 
 
 def _name(field: str, value: object) -> None:
     try:
         check_name(value, field)
     except InvalidName as exc:
-        raise ProtocolError(ErrorCode.BAD_ID, str(exc)) from None
+        raise InvalidMessage(ErrorCode.BAD_ID, str(exc)) from None

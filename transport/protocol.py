@@ -22,7 +22,7 @@ import numpy as np
 from sendlearn.capture import Block, CaptureError, DigestMismatch, block_digest
 
 from .codec import Quality, decode_audio, degrade, encode_audio
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, InvalidMessage, InvalidState, ProtocolError
 from .limits import Limits
 from .messages import (
     DEFAULT_MAX_FRAME,
@@ -84,14 +84,12 @@ class Protocol:
     # --- sending --------------------------------------------------------------------------
 
     def send(self, message: Message, frame: bytes | None = None) -> None:
-        """Queue ``message`` (already encoded as ``frame``, if given); raises ProtocolError
+        """Queue ``message`` (already encoded as ``frame``, if given); raises InvalidState
         if this end may not send it now."""
         kind = _KIND[type(message)]
         after = next_state(self.state, kind, self.role)
         if after is None:
-            raise ProtocolError(
-                ErrorCode.UNEXPECTED_MESSAGE, f"{self.role.value} may not send {kind} in state {self.state.value}"
-            )
+            raise InvalidState(f"{self.role.value} may not send {kind} in state {self.state.value}")
         if isinstance(message, Hello):
             self.hello = message
         self._outgoing.append(frame if frame is not None else encode_frame(message, self.compression_level))
@@ -108,7 +106,7 @@ class Protocol:
     ) -> int:
         """Code ``blocks`` at ``quality`` into one BLOCK frame; returns its size in bytes.
 
-        With ``max_size``, a frame that would be larger is not queued: ProtocolError
+        With ``max_size``, a frame that would be larger is not queued: InvalidMessage
         FRAME_TOO_LARGE is raised, and the caller sends fewer blocks per frame.
         """
         hello = self._require_hello()
@@ -116,9 +114,10 @@ class Protocol:
             if (block.session, block.stream, block.sample_rate, block.channels) != (
                 hello.session, hello.stream, hello.sample_rate, hello.channels
             ):
-                raise ValueError(f"block {block.seq} is not of the stream this connection said HELLO for")
+                raise InvalidMessage(ErrorCode.INVALID_BLOCK,
+                                     f"block {block.seq} is not of the stream this connection said HELLO for")
             if block.audio is None and quality is not Quality.NONE:
-                raise ValueError(f"block {block.seq} has no audio to send at {quality.name}")
+                raise InvalidMessage(ErrorCode.INVALID_BLOCK, f"block {block.seq} has no audio to send at {quality.name}")
         if quality is Quality.NONE:  # no audio travels: blocks without any may go too
             audio, decoded = np.zeros((hello.channels, 0), np.float32), None
         else:
@@ -128,22 +127,20 @@ class Protocol:
         entries = []
         offset = 0
         for block in blocks:
-            if quality is Quality.FLOAT32:
-                digest = block.digest
-            else:
+            digest = None
+            if quality is not Quality.FLOAT32:
                 part = None if decoded is None else np.ascontiguousarray(decoded[:, offset:offset + block.frames])
                 digest = block_digest(
                     block.session, block.stream, block.seq, block.start_sample, block.frames,
                     block.sample_rate, block.channels, block.playhead, block.midi, block.params, part,
                 )
             offset += block.frames
-            entries.append(BlockEntry(block.seq, block.start_sample, block.frames, block.playhead,
-                                      block.midi, block.params, digest))
+            entries.append(BlockEntry.of(block, digest))
         coding, payload = encode_audio(audio, quality, hello.sample_rate)
         message = BlockFrame(quality, coding, payload, tuple(entries), backfill, tuple(dropped))
         frame, body_size = encode_frame_sized(message, self.compression_level)
         if max_size is not None and max(body_size, len(frame)) > max_size:
-            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{len(blocks)} blocks code to {body_size} bytes")
+            raise InvalidMessage(ErrorCode.FRAME_TOO_LARGE, f"{len(blocks)} blocks code to {body_size} bytes")
         self.send(message, frame)
         self.last_audio_payload = len(payload)
         return len(frame)
@@ -235,7 +232,7 @@ class Protocol:
 
     def _require_hello(self) -> Hello:
         if self.hello is None:
-            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, "no HELLO yet")
+            raise InvalidState("no HELLO yet")
         return self.hello
 
 

@@ -24,9 +24,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from sendlearn.capture import Block, HandOff, StreamInfo
+from sendlearn.errors import SendLearnError
 
 from .codec import Quality
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, InvalidMessage
 from .ladder import QualityLadder
 from .messages import DEFAULT_MAX_FRAME, NOTHING, Ack, Bye, Error, Fact, Hello, Welcome
 from .protocol import Protocol
@@ -38,10 +39,10 @@ SYNC_INTERVAL = 1.0  # seconds between spool fsyncs
 # the receiver said no for a reason a retry cannot change
 FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.BAD_ID, ErrorCode.STREAM_MISMATCH, ErrorCode.UNSUPPORTED_VERSION,
                ErrorCode.MALFORMED, ErrorCode.BAD_DIGEST, ErrorCode.INVALID_BLOCK, ErrorCode.UNEXPECTED_MESSAGE,
-               ErrorCode.OVERLAP}
+               ErrorCode.OVERLAP, ErrorCode.INVALID_BYE}
 
 
-class SenderError(RuntimeError):
+class SenderError(SendLearnError):
     """The stream could not be delivered; ``code`` is the receiver's error code if it sent one."""
 
     def __init__(self, message: str, code: ErrorCode | None = None) -> None:
@@ -49,7 +50,7 @@ class SenderError(RuntimeError):
         self.code = code
 
 
-class _LinkLost(Exception):
+class LinkLost(SendLearnError):
     """The connection ended; worth reconnecting. ``code``: the receiver's reason, if it gave one."""
 
     def __init__(self, message: str, code: ErrorCode | None = None) -> None:
@@ -201,7 +202,7 @@ class Sender:
             try:
                 await self._connection(intake)
                 return
-            except _LinkLost as exc:
+            except LinkLost as exc:
                 reason = str(exc)
                 if exc.code == ErrorCode.STORAGE:
                     last_progress = time.monotonic()  # the receiver is there and says why: wait for its disk
@@ -305,7 +306,7 @@ class Sender:
                 return
             if isinstance(event, Error):
                 self._raise_for(event.code, event.reason, "receiver refused the stream")
-        raise _LinkLost(f"receiver answered HELLO with nothing usable ({protocol.close_reason})")
+        raise LinkLost(f"receiver answered HELLO with nothing usable ({protocol.close_reason})")
 
     async def _stream(self, ws: ClientConnection, protocol: Protocol, acks: asyncio.Task,
                       intake: asyncio.Task) -> None:
@@ -313,7 +314,7 @@ class Sender:
         while True:
             if acks.done():
                 acks.result()
-                raise _LinkLost("receiver closed the connection")
+                raise LinkLost("receiver closed the connection")
             if intake.done() and intake.exception() is not None:
                 intake.result()
             level = self.ladder.update(self.backlog_seconds, time.monotonic()) if self.adaptive else self.quality
@@ -340,9 +341,9 @@ class Sender:
         try:
             await asyncio.wait_for(asyncio.shield(acks), 120)
         except TimeoutError:
-            raise _LinkLost("receiver did not close after BYE within 120 s") from None
+            raise LinkLost("receiver did not close after BYE within 120 s") from None
         if self.durable_through < self._last_seq:
-            raise _LinkLost(f"closed after BYE with seqs up to {self._last_seq} not all acknowledged")
+            raise LinkLost(f"closed after BYE with seqs up to {self._last_seq} not all acknowledged")
 
     async def _send_unsent(self, ws: ClientConnection, protocol: Protocol, level: Quality) -> None:
         batch: list[Block] = []
@@ -398,7 +399,9 @@ class Sender:
                                                     max_size=self.max_frame_size)
             self.audio_bytes_sent += protocol.last_audio_payload
             return [batch]
-        except ProtocolError:
+        except InvalidMessage as exc:
+            if exc.code is not ErrorCode.FRAME_TOO_LARGE:
+                raise
             if len(batch) == 1:
                 raise SenderError(f"block {batch[0].seq} alone is over the receiver's frame limit "
                                   f"({self.max_frame_size} bytes)", ErrorCode.FRAME_TOO_LARGE) from None
@@ -481,7 +484,7 @@ class Sender:
             self._told.add((code, reason))
             print(f"sendlearn: {self.info.session}/{self.info.stream}: the receiver at {self.url} said "
                   f"{code.name}: {reason}; retrying until it can take the stream", file=sys.stderr, flush=True)
-        raise _LinkLost(message, code)
+        raise LinkLost(message, code)
 
     @staticmethod
     async def _flush(ws: ClientConnection, protocol: Protocol) -> None:

@@ -203,9 +203,7 @@ class Spool:
 
 
 def _record(block: Block) -> dict:
-    entry = BlockEntry(block.seq, block.start_sample, block.frames, block.playhead, block.midi, block.params,
-                       block.digest)
-    return {"entry": entry_to_wire(entry), "audio": block.audio.tobytes()}
+    return {"entry": entry_to_wire(BlockEntry.of(block)), "audio": block.audio.tobytes()}
 
 
 def _block(record: dict, info: StreamInfo) -> Block:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sendlearn.errors import MissingExtra
+
 from .samples import Sample, decode_audio, encode_audio, iter_samples, plan, sample_key, window_sample
 
 FORMATS = {
@@ -51,7 +53,7 @@ def writer(fmt: str) -> Callable[..., dict[str, Any]]:
     try:
         return getattr(importlib.import_module(f"{__name__}.{module}"), name)  # type: ignore[no-any-return]
     except ImportError as exc:
-        raise ImportError(f"export {fmt} needs {exc.name}: pip install 'sendlearn[export]'") from exc
+        raise MissingExtra(exc.name or "its writer's library", f"export {fmt}", extra="export") from exc
 
 
 def export(fmt: str, data_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
