@@ -9,6 +9,7 @@
     │   ├── InvalidMidi                    bytes that are not one well-formed MIDI message
     │   ├── InvalidBlock                   frames, channels, dtype, offsets or playhead out of range
     │   └── DigestMismatch                 content that does not hash to the digest it carries
+    ├── ConsumerFailed                     sendlearn.capture.errors  a hand-off's consumer gave up; its producer stops
     ├── InvalidMessage (ValueError)        sendlearn.transport.errors  this end built a message the protocol forbids
     ├── InvalidState                       sendlearn.transport.errors  this end sent a message its state does not allow
     ├── ProtocolError                      sendlearn.transport.errors  what the peer sent breaks the protocol (close code)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sendlearn.capture import Block, StreamInfo
+from sendlearn.errors import SendLearnError
 
 from .journal import Journal, iter_records, read_record_at, read_records
 from .messages import BlockEntry, entry_from_wire, entry_to_wire, seq_ranges
@@ -29,7 +30,7 @@ SEGMENT_BYTES = 16 * 1024 * 1024
 MEMORY_CACHE_BYTES = 32 * 1024 * 1024
 
 
-class SpoolMismatch(ValueError):
+class SpoolMismatch(SendLearnError, ValueError):
     """A spool folder that belongs to another stream."""
 
 
