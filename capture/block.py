@@ -143,7 +143,9 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise InvalidBlock(name, f"must be an int in {low}..{high}, got {value!r}")
 
 
-def _check_offsets(name: str, items: tuple, kind: type, frames: int) -> None:
+def _check_offsets(
+    name: str, items: tuple[object, ...], kind: type[MidiEvent] | type[ParamChange], frames: int
+) -> None:
     last = 0
     for index, item in enumerate(items):
         if not isinstance(item, kind):

@@ -125,7 +125,8 @@ def measure_latency(effects: Sequence[Effect], sample_rate: int, channels: int, 
                     initial: Mapping[str, float] | None = None) -> Latency:
     """The chain's latency: each effect's, measured alone on a fresh copy (module docstring),
     summed (in series, delays add). Not measured (None) when one effect's cannot be."""
-    total, withheld, shift = 0, 0, 0
+    total: int | None = 0
+    withheld, shift = 0, 0
     for effect, effect_id in zip(effects, effect_ids(list(effects)), strict=True):
         own = {k: v for k, v in (initial or {}).items() if k.split(".", 1)[0] == effect_id}
         one = _measure_one(Effect(effect.name, effect.options, effect_id), sample_rate, channels, block_size, own)

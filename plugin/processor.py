@@ -7,6 +7,7 @@ the way copies what the block holds into a ``Block`` that it hands off without w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import numpy as np
 
@@ -25,6 +26,17 @@ from sendlearn.capture import (
 MidiInput = MidiEvent | tuple[int, bytes]
 OpenStream = Callable[[StreamInfo], "CaptureProcessor"]  # how a host asks for the processor of a stream
 ParamInput = ParamChange | tuple[int, str, float]
+_Item = TypeVar("_Item", MidiEvent, ParamChange)
+
+
+class ProcessorOptions(TypedDict, total=False):
+    """The keyword options of ``CaptureProcessor``, for ``CaptureProcessor.for_stream``."""
+
+    handoff: HandOff | None
+    capacity: int
+    realtime: bool
+    first_seq: int
+    start_sample: int
 
 
 class CaptureProcessor:
@@ -97,7 +109,7 @@ class CaptureProcessor:
         self._sample += frames
 
     @classmethod
-    def for_stream(cls, info: StreamInfo, **options: object) -> CaptureProcessor:
+    def for_stream(cls, info: StreamInfo, **options: Unpack[ProcessorOptions]) -> CaptureProcessor:
         """A processor for ``info``'s session, stream, rate and channels."""
         return cls(info.session, info.stream, info.sample_rate, info.channels, **options)
 
@@ -112,10 +124,12 @@ class CaptureProcessor:
         return self._collect(params, frames, "params",
                              lambda item: ParamChange(int(item[0]), item[1], float(item[2])), ParamChange)
 
-    def _collect(self, items: Iterable, frames: int, field: str, make: Callable, kind: type) -> tuple:
+    def _collect(self, items: Iterable[_Item | tuple[Any, ...]], frames: int, field: str,
+                 make: Callable[[Any], _Item], kind: type[_Item]) -> tuple[_Item, ...]:
         """Valid items inside the block, sorted by offset (stably: one sample keeps the host's
-        order); the others counted and skipped."""
-        kept = []
+        order); the others counted and skipped. A host may hand anything: ``make`` turns what is
+        not a ``kind`` into one or raises TypeError, IndexError or ValueError."""
+        kept: list[_Item] = []
         for item in items:
             try:
                 value = item if isinstance(item, kind) else make(item)

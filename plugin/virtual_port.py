@@ -53,6 +53,7 @@ message ring (plugin/ring.py); ``VirtualEvents`` reads them in the capturing pro
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 from sendlearn.capture import CaptureError, MidiEvent
 
@@ -67,6 +68,19 @@ def wrap_delta(a: int, b: int) -> int:
     return d - (1 << 32) if d >= 1 << 31 else d
 
 
+class FrameClock(Protocol):
+    """What the port reads of the bridge's JACK client (a ``jack.Client``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def blocksize(self) -> int: ...
+    @property
+    def last_frame_time(self) -> int: ...
+    @property
+    def frames_since_cycle_start(self) -> int: ...
+
+
 class VirtualPort:
     """A virtual MIDI input named ``name``, in the JACK process, writing into ``rings``.
 
@@ -76,7 +90,7 @@ class VirtualPort:
     the message and counts it, never blocking rtmidi's thread.
     """
 
-    def __init__(self, name: str, clock: object, rings: SharedRings, *, api: int | None = None,
+    def __init__(self, name: str, clock: FrameClock, rings: SharedRings, *, api: int | None = None,
                  client_name: str | None = None, margin: int | None = None) -> None:
         import rtmidi
 
@@ -86,11 +100,11 @@ class VirtualPort:
         m = rings.messages
         self._cycle, self._since, self._length, self._data = m["cycle"], m["since"], m["length"], m["data"]
         self._head = 0
-        self.period = clock.blocksize  # type: ignore[attr-defined]
+        self.period = clock.blocksize
         self.margin = self.period // 16 if margin is None else margin
         # Our own client's name is unique on the server, so this one is too: JACK would
         # otherwise rename it silently and ``port_name`` would point elsewhere.
-        self.client_name = client_name or f"{clock.name}-{name}"  # type: ignore[attr-defined]
+        self.client_name = client_name or f"{clock.name}-{name}"
         self._midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK if api is None else api, name=self.client_name)
         self._midi_in.ignore_types(sysex=False, timing=False, active_sense=False)  # keep everything
         self._midi_in.set_callback(self._arrived)
@@ -99,8 +113,8 @@ class VirtualPort:
 
     def _arrived(self, message: tuple[list[int], float], _data: object) -> None:
         # rtmidi's JACK process thread: stamp first, before anything else takes time.
-        cycle = self._clock.last_frame_time  # type: ignore[attr-defined]
-        since = self._clock.frames_since_cycle_start  # type: ignore[attr-defined]
+        cycle = self._clock.last_frame_time
+        since = self._clock.frames_since_cycle_start
         control = self._control
         control[Control.MESSAGES_RECEIVED] += 1
         size = len(message[0])

@@ -160,7 +160,9 @@ def read_records_checked(path: Path) -> tuple[list[dict[str, Any]], int, list[Da
     """As ``read_records``, also returning the damaged stretches between intact records."""
     if not path.exists():
         return [], 0, []
-    records, end, damage = [], 0, []
+    records: list[dict[str, Any]] = []
+    damage: list[Damage] = []
+    end = 0
     for _, record, record_end, skipped in _iter(path.read_bytes()):
         if skipped is not None:
             damage.append(Damage(skipped[0], skipped[1], len(records)))
@@ -203,12 +205,22 @@ def _iter(data: bytes) -> Iterator[tuple[int, dict[str, Any], int, tuple[int, in
         start = position
         if parsed is None:
             # damaged here: the next intact record, found by its magic, if there is one
-            start = data.find(MAGIC, position + 1)
-            while start != -1 and (parsed := _parse(data, start)) is None:
-                start = data.find(MAGIC, start + 1)
-            if parsed is None:
+            found = _next_intact(data, position + 1)
+            if found is None:
                 return  # nothing intact after: a torn tail
+            start, parsed = found
             skipped = (position, start)
         record, end = parsed
         yield start, record, end, skipped
         position = end
+
+
+def _next_intact(data: bytes, position: int) -> tuple[int, tuple[dict[str, Any], int]] | None:
+    """The first intact record at or after ``position``, found by its magic: (start, parsed)."""
+    start = data.find(MAGIC, position)
+    while start != -1:
+        parsed = _parse(data, start)
+        if parsed is not None:
+            return start, parsed
+        start = data.find(MAGIC, start + 1)
+    return None
