@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,12 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """A hang guard, not a timing assertion: the machine may be slow."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.02)

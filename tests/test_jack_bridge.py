@@ -25,8 +25,8 @@ import jack
 import numpy as np
 import pytest
 import rtmidi
-from jackplay import PERIOD, RATE, TICKS, Hog, Master, Monitor, Player, engine_now, noise
 
+from jackplay import PERIOD, RATE, TICKS, Hog, Master, Monitor, Player, engine_now, noise
 from sendlearn.capture import STOPPED, Block
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.plugin.bridge import JackBridge

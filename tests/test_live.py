@@ -19,9 +19,9 @@ from pathlib import Path
 import jack
 import numpy as np
 import rtmidi
-from jackplay import PERIOD, RATE, TICKS, Hog, Player, frame_of, noise
 
 from helpers import read_stream
+from jackplay import PERIOD, RATE, TICKS, Hog, Player, frame_of, noise
 from sendlearn.cli import main
 from sendlearn.plugin.live import DummyServer
 
