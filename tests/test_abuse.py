@@ -21,11 +21,11 @@ import msgpack
 import psutil
 import pytest
 import zstandard
-from test_receiver import capture, check_dataset
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from helpers import make_block
+from receiving import capture, check_dataset
 from sendlearn.capture import MAX_FRAMES, Block, StreamInfo
 from sendlearn.transport import ErrorCode, Hello, Protocol, Role, Welcome
 from sendlearn.transport.messages import encode_frame

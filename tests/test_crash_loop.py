@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from crash_sender import FRAMES, block_audio, block_midi
-from test_faults import free_port, start_receiver
 
+from crash_sender import FRAMES, block_audio, block_midi
 from helpers import read_stream
+from receiving import free_port, start_receiver
 
 HERE = Path(__file__).parent
 STREAMS = {"a": 300, "b": 600, "c": 1000}  # different lengths: their ends (and finalises) fall apart

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from test_receiver import RawClient
 
 from helpers import make_block
+from receiving import RawClient
 from sendlearn.capture import MidiEvent
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import Bye, Hello

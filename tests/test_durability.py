@@ -5,92 +5,24 @@ Real filesystems (tmpfs, ext4 on a loop device, mounted here as root), real sock
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile
-from test_receiver import RawClient
-from websockets.exceptions import ConnectionClosed
 
-from helpers import make_audio, make_block, read_stream
+from disks import fill, tmpfs
+from helpers import make_audio, make_block, read_stream, wait_for
+from receiving import RawClient, blocks, closed, hello, joined
 from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.server.writer import StorageError, StreamWriter
-from sendlearn.transport import BlocksReceived, Bye, ErrorCode, Hello, Quality
+from sendlearn.transport import BlocksReceived, Bye, ErrorCode, Quality
 from sendlearn.transport.codec import degrade
 from sendlearn.transport.journal import iter_records
 from sendlearn.transport.sender import Sender
 
 SR = 48000
-
-
-def hello(channels: int = 2, block_size: int = 64, take: str = "take1") -> Hello:
-    return Hello("sess", "keys", "", SR, channels, block_size, "raw", None, 0, take=take)
-
-
-def blocks(n: int, start: int = 0, frames: int = 64, channels: int = 2) -> list:
-    return [make_block(seq, frames=frames, channels=channels) for seq in range(start, start + n)]
-
-
-def closed(client: RawClient, timeout: float = 30.0) -> tuple[int | None, str]:
-    """Read until the receiver closes; its close code and reason."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            client.ws.recv(deadline - time.monotonic())
-    except ConnectionClosed as exc:
-        return exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
-    except TimeoutError:
-        pass
-    return None, "still open"
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    """A hang guard, not a timing assertion: the machine may be slow."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        time.sleep(0.02)
-
-
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk``; delete the returned file to give them back."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\xff" * 65536)
-    except OSError as exc:
-        assert exc.errno == 28
-    finally:
-        os.close(fd)
-    return filler
-
-
-def remount(path: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
-
-
-def joined(sent: list) -> np.ndarray:
-    return np.concatenate([b.audio for b in sent], axis=1)
 
 
 # --- a crash while finalise removes the work folder ------------------------------------------

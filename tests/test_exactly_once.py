@@ -13,10 +13,10 @@ import msgpack
 import numpy as np
 import pytest
 import soundfile
-from test_receiver import RawClient, _refusal
 from websockets.exceptions import ConnectionClosed
 
 from helpers import make_block, read_stream
+from receiving import RawClient, blocks, hello, refusal
 from sendlearn.capture import Playhead
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Quality, Role, State, Welcome
@@ -24,14 +24,6 @@ from sendlearn.transport.codec import decode_audio
 from sendlearn.transport.messages import decode_frame, encode_frame
 
 SR = 48000
-
-
-def hello(take: str = "take1") -> Hello:
-    return Hello("sess", "keys", "", SR, 2, 64, "raw", None, 0, take=take)
-
-
-def blocks(n: int, start: int = 0) -> list:
-    return [make_block(seq, frames=64) for seq in range(start, start + n)]
 
 
 def finish(client: RawClient, last_seq: int, dropped: tuple = ()) -> None:
@@ -58,7 +50,7 @@ def test_a_reconnect_after_a_lost_final_ack_leaves_the_dataset_whole(tmp_path: P
         assert again.welcome.durable_through == 99
         again.send(sent[50:])
         finish(again, 99)
-        other = _refusal(receiver.url, [encode_frame(hello(take="take2"))])
+        other = refusal(receiver.url, [encode_frame(hello(take="take2"))])
         assert other[0] == ErrorCode.STREAM_MISMATCH and "another take" in other[1]
     got = read_stream(tmp_path, "sess", "keys")
     assert got["blocks"].column("seq").to_pylist() == list(range(100)) and got["info"]["gaps"] == []
@@ -77,12 +69,12 @@ def test_drops_after_the_last_block_are_named_and_acknowledged(tmp_path: Path) -
 
 def test_another_take_of_an_unfinished_stream_is_refused(tmp_path: Path) -> None:
     with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        first = RawClient(receiver.url, hello("take1"))
+        first = RawClient(receiver.url, hello(take="take1"))
         first.send(blocks(5))
         first.read_until_ack(4)
         first.ws.close()
         time.sleep(0.3)
-        code, reason = _refusal(receiver.url, [encode_frame(hello("take2"))])
+        code, reason = refusal(receiver.url, [encode_frame(hello(take="take2"))])
         assert code == ErrorCode.STREAM_MISMATCH and "take1" in reason
 
 

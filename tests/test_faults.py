@@ -5,7 +5,6 @@ Real processes, real sockets, loopback only."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from fault_sender import INFO, block_audio, block_midi
-from helpers import read_stream
-from netproxy import Proxy, wait_for
+from helpers import read_stream, wait_for
+from netproxy import Proxy
+from receiving import free_port, start_receiver
 from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
@@ -25,19 +25,6 @@ from sendlearn.transport.ladder import QualityLadder
 from sendlearn.transport.sender import Sender
 
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_receiver(port: int, data_dir: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", str(port), "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert "listening" in process.stdout.readline()
-    return process
 
 
 def check_exactly_once(data_dir: Path, blocks: int) -> dict:

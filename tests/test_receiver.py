@@ -15,14 +15,13 @@ import mido
 import msgpack
 import numpy as np
 import pytest
-from websockets.sync.client import connect
 
 from helpers import make_audio, make_block, read_stream
+from receiving import RawClient, capture, check_dataset, refusal
 from sendlearn.capture import HandOff, Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import (
-    Ack,
     Bye,
     ErrorCode,
     Hello,
@@ -37,63 +36,6 @@ from sendlearn.transport import (
 from sendlearn.transport.sender import Sender, SenderError
 
 SR = 48000
-MESSAGES = [b"\x90\x3c\x64", b"\x80\x3c\x00", b"\xb0\x40\x7f", b"\xe0\x00\x50", b"\xd0\x30", b"\xa0\x3c\x22",
-            b"\xc0\x05", b"\xf0\x7e\x7f\x09\x01\xf7", b"\x91\x24\x01"]
-
-
-def ppq_at(sample: int, change: int | None) -> float:
-    """Quarter notes at ``sample``: 90 bpm, then 150 bpm from sample ``change`` on."""
-    if change is None or sample <= change:
-        return sample / SR * 90 / 60
-    return change / SR * 90 / 60 + (sample - change) / SR * 150 / 60
-
-
-def playhead_for(sample: int, bpm: float, change: int | None = None) -> Playhead:
-    ppq = ppq_at(sample, change)
-    return Playhead(seconds=sample / SR, ppq=ppq, bpm=bpm, ts_num=3, ts_den=4, bar=int(ppq // 3) + 1,
-                    beat=ppq % 3 + 1.0, playing=True)
-
-
-def capture(info: StreamInfo, url: str, n_blocks: int, seed: int = 0, quality: Quality = Quality.FLOAT32,
-            tempo_change_at: int | None = None, **sender_options: object) -> dict:
-    """Run a processor + sender over ``n_blocks`` varied blocks; return what went in."""
-    processor = CaptureProcessor.for_stream(info, realtime=False)
-    sender = Sender(url, info, processor.handoff, quality=quality, **sender_options).start()
-    rng = np.random.default_rng(seed)
-    source = rng.uniform(-1, 1, (info.channels, n_blocks * info.block_size)).astype(np.float32)
-    truth: dict = {"audio": source, "events": [], "blocks": [], "params": []}
-    for i in range(n_blocks):
-        start = i * info.block_size
-        bpm = 90.0 if tempo_change_at is None or i < tempo_change_at else 150.0
-        offsets = sorted(rng.choice(info.block_size, size=3, replace=False).tolist())
-        midi = [(int(o), MESSAGES[(i + k) % len(MESSAGES)]) for k, o in enumerate(offsets)]
-        params = [(int(offsets[0]), "cutoff", float(i) / n_blocks)]
-        change = None if tempo_change_at is None else tempo_change_at * info.block_size
-        playhead = playhead_for(start, bpm, change)
-        processor.process(source[:, start:start + info.block_size], midi, playhead, params)
-        truth["events"] += [(start + o, d) for o, d in midi]
-        truth["blocks"].append((i, start, playhead))
-        truth["params"].append((start + params[0][0], params[0][2]))
-    sender.close(timeout=60)
-    truth["sender"] = sender
-    return truth
-
-
-def check_dataset(got: dict, truth: dict, info: StreamInfo) -> None:
-    assert got["rate"] == info.sample_rate
-    assert got["audio"].tobytes() == truth["audio"].tobytes()  # float32 WAV: bit for bit
-    events = got["events"].to_pydict()
-    assert list(zip(events["sample"], events["data"], strict=True)) == truth["events"]
-    assert all(e is None for e in events["timing_error_samples"])
-    blocks = got["blocks"].to_pydict()
-    assert blocks["seq"] == [b[0] for b in truth["blocks"]]
-    assert blocks["sample"] == [b[1] for b in truth["blocks"]]
-    for k, (_, _, p) in enumerate(truth["blocks"]):
-        assert (blocks["bpm"][k], blocks["ppq"][k], blocks["bar"][k], blocks["beat"][k], blocks["ts_num"][k],
-                blocks["playing"][k]) == (p.bpm, p.ppq, p.bar, p.beat, p.ts_num, p.playing)
-    params = got["params"].to_pydict()
-    assert list(zip(params["sample"], params["value"], strict=True)) == truth["params"]
-    assert got["info"]["complete"] and got["info"]["gaps"] == [] and got["info"]["ended"] == "bye"
 
 
 def test_a_stream_lands_whole_and_reads_back_exactly(tmp_path: Path) -> None:
@@ -166,38 +108,6 @@ def test_integer_levels_are_stored_as_flac_at_that_depth(tmp_path: Path, quality
 
 # --- raw protocol clients: duplicates, order, gaps, refusals ------------------------------------
 
-class RawClient:
-    """A sender speaking the protocol by hand over a real websocket."""
-
-    def __init__(self, url: str, hello: Hello) -> None:
-        self.ws = connect(url, compression=None, max_size=None).__enter__()
-        self.protocol = Protocol(Role.SENDER)
-        self.protocol.send(hello)
-        self.flush()
-        self.welcome = self.read()
-
-    def flush(self) -> None:
-        for frame in self.protocol.data_to_send():
-            self.ws.send(frame)
-
-    def read(self, timeout: float = 10.0) -> object:
-        self.protocol.receive_data(self.ws.recv(timeout))
-        (event,) = self.protocol.events_received()
-        return event
-
-    def send(self, blocks: list, **kw: object) -> None:
-        self.protocol.send_blocks(blocks, **kw)
-        self.flush()
-
-    def read_until_ack(self, through: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            event = self.read(deadline - time.monotonic())
-            if isinstance(event, Ack) and event.through >= through:
-                return
-        raise AssertionError(f"no ACK through {through}")
-
-
 def test_duplicates_ignored_out_of_order_placed_and_missing_recorded(tmp_path: Path) -> None:
     blocks = [make_block(seq, frames=64) for seq in range(10)]
     with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
@@ -253,18 +163,6 @@ def test_a_stream_cut_without_bye_is_finalised_then_resumed(tmp_path: Path) -> N
     assert got["audio"].tobytes() == np.concatenate([b.audio for b in blocks], axis=1).tobytes()
 
 
-def _refusal(url: str, frames: list[bytes]) -> tuple[int, str]:
-    with connect(url, compression=None, max_size=None) as ws:
-        for frame in frames:
-            ws.send(frame)
-        try:
-            while True:
-                ws.recv(10)
-        except Exception:
-            pass
-        return ws.close_code, ws.close_reason
-
-
 def test_bad_clients_get_close_codes_and_a_good_one_is_unharmed(tmp_path: Path) -> None:
     info = StreamInfo("sess", "good", SR, 2, 256)
     good_hello = Hello("sess", "keys", "", SR, 2, 64, "raw")
@@ -294,7 +192,7 @@ def test_bad_clients_get_close_codes_and_a_good_one_is_unharmed(tmp_path: Path) 
         good = threading.Thread(target=lambda: result.setdefault("truth", capture(info, receiver.url, 300)))
         good.start()
         for name, (frames, code) in cases.items():
-            close_code, reason = _refusal(receiver.url, frames)
+            close_code, reason = refusal(receiver.url, frames)
             if code is None:  # over max_size: the websocket layer refuses it (1009) before we see it
                 assert close_code == 1009, name
             else:
@@ -319,14 +217,14 @@ def test_a_second_connection_for_a_live_stream_is_refused(tmp_path: Path) -> Non
     with ReceiverThread(tmp_path) as receiver:
         first = RawClient(receiver.url, hello)
         assert isinstance(first.welcome, Welcome)
-        code, reason = _refusal(receiver.url, [encode_frame(hello)])
+        code, reason = refusal(receiver.url, [encode_frame(hello)])
         assert code == ErrorCode.STREAM_BUSY and "already connected" in reason
         first.ws.close()
 
 
 def test_a_token_is_required_when_tokens_are_configured(tmp_path: Path) -> None:
     with ReceiverThread(tmp_path, tokens={"right"}) as receiver:
-        code, _ = _refusal(receiver.url, [encode_frame(Hello("s", "t", "", SR, 1, 64, "raw", "wrong"))])
+        code, _ = refusal(receiver.url, [encode_frame(Hello("s", "t", "", SR, 1, 64, "raw", "wrong"))])
         assert code == ErrorCode.UNAUTHORIZED
         info = StreamInfo("s", "t", SR, 1, 64)
         handoff = HandOff()

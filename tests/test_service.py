@@ -20,12 +20,12 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_durability import blocks, closed, fill, hello, tmpfs
-from test_receiver import RawClient, capture, check_dataset
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from disks import fill, tmpfs
 from helpers import make_certificate, read_stream
+from receiving import RawClient, blocks, capture, check_dataset, closed, hello
 from sendlearn.capture import StreamInfo
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Role, State, Welcome

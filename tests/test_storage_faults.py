@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_durability import blocks, closed, fill, hello, joined, remount, tmpfs, wait_for
-from test_receiver import RawClient
 
-from helpers import make_audio, read_stream
+from disks import fill, immutable, remount, tmpfs
+from helpers import make_audio, read_stream, wait_for
+from midi_files import write_tune
+from receiving import RawClient, blocks, closed, hello, joined
 from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
@@ -120,14 +121,11 @@ def test_an_immutable_file_closes_with_storage_and_the_stream_resumes(tmp_path: 
             client.send(sent[:10])
             client.read_until_ack(9)
             client.ws.close()
-        subprocess.run(["chattr", "+i", str(folder / ".work/journal")], check=True)
-        receiver = ReceiverThread(tmp_path, commit_interval=0.05).start()
-        try:
+        with immutable(folder / ".work/journal"):
+            receiver = ReceiverThread(tmp_path, commit_interval=0.05).start()
             refused = RawClient(receiver.url, hello())
             code, reason = closed(refused)
             assert code == ErrorCode.STORAGE and "Operation not permitted" in reason, (code, reason)
-        finally:
-            subprocess.run(["chattr", "-i", str(folder / ".work/journal")], check=True)
         again = RawClient(receiver.url, hello())
         assert again.welcome.durable_through == 9
         again.send(sent[10:])
@@ -182,11 +180,9 @@ def test_a_new_user_renders_into_a_full_receiver_and_it_finishes_once_there_is_r
     import sys
     import threading
 
-    from test_cli_render import write_midi
-
     from sendlearn.cli import main
 
-    tune = write_midi(tmp_path / "tune.mid", [(0, 60, 100), (480, 64, 90), (960, 67, 80), (1920, 72, 110)])
+    tune = write_tune(tmp_path / "tune.mid", [(0, 60, 100), (480, 64, 90), (960, 67, 80), (1920, 72, 110)])
     with tmpfs(tmp_path / "disk", "8m") as disk:
         serve = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir",
                                   str(disk / "data")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -227,15 +223,12 @@ def test_files_that_cannot_be_written_after_bye_are_written_when_the_sender_says
         client = RawClient(receiver.url, hello())
         client.send(sent)
         client.read_until_ack(19)
-        subprocess.run(["chattr", "+i", str(folder)], check=True)  # .work/ still writes; the public files not
-        try:
+        with immutable(folder):  # .work/ still writes; the public files not
             client.protocol.send(Bye(19))
             client.flush()
             client.read_until_ack(19)  # the BYE is durable, so it is acknowledged
             code, reason = closed(client)
             assert code == ErrorCode.STORAGE and "Operation not permitted" in reason, (code, reason)
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
         again = RawClient(receiver.url, hello())  # released, and everything is durable
         assert again.welcome.durable_through == 19
         again.protocol.send(Bye(19))
@@ -254,14 +247,11 @@ def test_a_stream_left_with_a_bye_and_no_files_is_finished_by_the_next_receiver(
             client = RawClient(receiver.url, hello())
             client.send(sent)
             client.read_until_ack(19)
-            subprocess.run(["chattr", "+i", str(folder)], check=True)
-            try:
+            with immutable(folder):
                 client.protocol.send(Bye(19))
                 client.flush()
                 client.read_until_ack(19)
                 assert closed(client)[0] == ErrorCode.STORAGE
-            finally:
-                subprocess.run(["chattr", "-i", str(folder)], check=True)
         # ... and the sender never came back to say BYE again
         assert not (folder / "stream.json").exists()
         with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:

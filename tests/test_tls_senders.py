@@ -6,14 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import mido
 
 from helpers import make_certificate, read_stream
+from receiving import free_port, start_receiver
 from sendlearn.cli import main
 
 
@@ -37,14 +35,9 @@ def render(*argv: str) -> tuple[int, dict]:
 
 def test_render_streams_over_wss_with_the_receivers_ca(tmp_path: Path) -> None:
     cert, key = make_certificate(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", str(port), "--data-dir",
-                              str(tmp_path / "data"), "--tls-cert", str(cert), "--tls-key", str(key)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = free_port()
+    serve = start_receiver(port, tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key))
     try:
-        assert "listening" in serve.stdout.readline()
         url = f"wss://127.0.0.1:{port}"
         mid = tune(tmp_path / "tune.mid")
         code, summary = render(str(mid), "--server", url)  # the system's CAs do not know it
