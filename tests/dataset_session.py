@@ -11,11 +11,11 @@ there (``--window 2 --overlap 0.5``) is empty.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import mido
 
+from midi_files import conductor, seconds_at, timed_track
 from sendlearn.cli import main
 
 RATE, TPB = 48000, 480
@@ -33,17 +33,8 @@ TRACKS = {  # name: (instrument, gain_db, seed)
 }
 
 
-def seconds_at(tick: int) -> Fraction:
-    total = Fraction(0)
-    for (start, tempo), (end, _) in zip(TEMPOS, TEMPOS[1:] + [(math.inf, 0)], strict=True):
-        if tick <= start:
-            break
-        total += (min(tick, end) - start) * Fraction(tempo, 1_000_000 * TPB)
-    return total
-
-
 def sample_at(tick: int) -> int:
-    return math.floor(seconds_at(tick) * RATE)
+    return math.floor(seconds_at(tick, TEMPOS, TPB) * RATE)
 
 
 def notes(track: str) -> list[tuple[int, int, int, int]]:
@@ -67,20 +58,12 @@ def notes(track: str) -> list[tuple[int, int, int, int]]:
 
 def write_midi(path: Path, track: str) -> None:
     midi = mido.MidiFile(type=1, ticks_per_beat=TPB)
-    conductor = sorted([(t, mido.MetaMessage("set_tempo", tempo=v)) for t, v in TEMPOS]
-                       + [(t, mido.MetaMessage("time_signature", numerator=n, denominator=d)) for t, n, d in METERS],
-                       key=lambda item: item[0])
     part = []
     for on, off, pitch, velocity in notes(track):
         part += [(on, mido.Message("note_on", note=pitch, velocity=velocity)),
                  (off, mido.Message("note_off", note=pitch, velocity=0))]
     part.append((END_TICK, mido.MetaMessage("end_of_track")))
-    for timed in (conductor, sorted(part, key=lambda item: item[0])):
-        out, last = mido.MidiTrack(), 0
-        for tick, msg in timed:
-            out.append(msg.copy(time=tick - last))
-            last = tick
-        midi.tracks.append(out)
+    midi.tracks += [timed_track(conductor(TEMPOS, METERS)), timed_track(part)]
     midi.save(str(path))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+import midi_files
 from helpers import read_stream
 from sendlearn.cli import main
 
@@ -47,20 +48,12 @@ def note_ticks() -> list[tuple[int, int]]:
 
 def write_midi(path: Path) -> Path:
     midi = mido.MidiFile(type=1, ticks_per_beat=TPB)
-    conductor = sorted([(t, mido.MetaMessage("set_tempo", tempo=v)) for t, v in TEMPOS]
-                       + [(t, mido.MetaMessage("time_signature", numerator=n, denominator=d)) for t, n, d in METERS],
-                       key=lambda item: item[0])
     part = []
     for index, (tick, note) in enumerate(note_ticks()):
         part.append((tick, mido.Message("note_on", note=note, velocity=40 + index % 80)))
         part.append((tick + 41, mido.Message("note_off", note=note, velocity=0)))
     part.append((END_TICK, mido.MetaMessage("end_of_track")))
-    for timed in (conductor, part):
-        track, last = mido.MidiTrack(), 0
-        for tick, msg in timed:
-            track.append(msg.copy(time=tick - last))
-            last = tick
-        midi.tracks.append(track)
+    midi.tracks += [midi_files.timed_track(midi_files.conductor(TEMPOS, METERS)), midi_files.timed_track(part)]
     midi.save(str(path))
     return path
 
@@ -69,13 +62,8 @@ def write_midi(path: Path) -> Path:
 
 
 def seconds_at(tick: Fraction | int) -> Fraction:
-    """Exact time of ``tick``: whole tempo segments summed, then the part of the last."""
-    total, tick = Fraction(0), Fraction(tick)
-    for (start, tempo), (end, _) in zip(TEMPOS, TEMPOS[1:] + [(math.inf, 0)], strict=True):
-        if tick <= start:
-            break
-        total += (min(tick, end) - start) * Fraction(tempo, 1_000_000 * TPB)
-    return total
+    """Exact time of ``tick`` on this file's tempo map."""
+    return midi_files.seconds_at(tick, TEMPOS, TPB)
 
 
 def tick_at(seconds: Fraction) -> Fraction:

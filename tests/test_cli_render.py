@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import read_stream
+from midi_files import write_tune
 from sendlearn.cli import main
 from sendlearn.server.receiver import ReceiverThread
 
@@ -20,30 +21,13 @@ STREAM_KEYS = {"input", "session", "track", "stream", "host", "seconds", "frames
                "reason", "lag", "bytes_sent", "path"}
 
 
-def write_midi(path: Path, notes: list[tuple[int, int, int]], *, extra: list[mido.Message] = ()) -> Path:
-    """A type-0 file at 480 tpb, 120 bpm: (tick, note, velocity), each a 200-tick note."""
-    timed = []
-    for tick, note, velocity in notes:
-        timed += [(tick, mido.Message("note_on", note=note, velocity=velocity)),
-                  (tick + 200, mido.Message("note_off", note=note))]
-    timed += [(960, msg) for msg in extra]
-    track, last = mido.MidiTrack(), 0
-    for tick, msg in sorted(timed, key=lambda item: item[0]):
-        track.append(msg.copy(time=tick - last))
-        last = tick
-    midi = mido.MidiFile(type=0, ticks_per_beat=480)
-    midi.tracks.append(track)
-    midi.save(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("inputs")
     return {
-        "tune": write_midi(root / "tune.mid", [(0, 60, 100), (480, 64, 90), (960, 67, 80)]),
-        "cc_only": write_midi(root / "cc_only.mid", [], extra=[mido.Message("control_change", control=7, value=90)]),
-        "vel0": write_midi(root / "vel0.mid", [(0, 60, 0), (480, 62, 0)]),  # note-ons at velocity 0 are note-offs
+        "tune": write_tune(root / "tune.mid", [(0, 60, 100), (480, 64, 90), (960, 67, 80)]),
+        "cc_only": write_tune(root / "cc_only.mid", [], extra=[mido.Message("control_change", control=7, value=90)]),
+        "vel0": write_tune(root / "vel0.mid", [(0, 60, 0), (480, 62, 0)]),  # note-ons at velocity 0 are note-offs
     }
 
 
@@ -218,7 +202,7 @@ def test_demo_tells_a_newcomer_what_it_wrote(tmp_path: Path) -> None:
 
 def test_general_midi_streams_record_fluidsynth_lag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """FluidSynth's onsets lag; the render says so in each stream's stream.json, never as exact."""
-    source = write_midi(tmp_path / "gm.mid", [(0, 60, 100), (480, 64, 100), (960, 67, 100)])
+    source = write_tune(tmp_path / "gm.mid", [(0, 60, 100), (480, 64, 100), (960, 67, 100)])
     assert main(["render", str(source), "--instrument", "gm", "--data-dir", str(tmp_path / "data"), "--json"]) == 0
     (stream,) = json.loads(capsys.readouterr().out)["streams"]
     info = json.loads((Path(stream["path"]) / "stream.json").read_text())
@@ -227,14 +211,14 @@ def test_general_midi_streams_record_fluidsynth_lag(tmp_path: Path, capsys: pyte
 
 
 def test_rendering_the_same_input_again_is_acknowledged_not_rewritten(tmp_path: Path) -> None:
-    source = write_midi(tmp_path / "again.mid", [(0, 60, 100), (480, 62, 100)])
+    source = write_tune(tmp_path / "again.mid", [(0, 60, 100), (480, 62, 100)])
     data = tmp_path / "data"
     assert main(["render", str(source), "--data-dir", str(data), "--json"]) == 0
     summary = data / "sessions" / "again" / "again" / "stream.json"
     before = summary.read_text()
     assert main(["render", str(source), "--data-dir", str(data), "--json"]) == 0  # same take: already durable
     assert summary.read_text() == before  # not written again
-    other = write_midi(tmp_path / "again.mid", [(0, 64, 100)])  # same name, new notes: another take
+    other = write_tune(tmp_path / "again.mid", [(0, 64, 100)])  # same name, new notes: another take
     assert main(["render", str(other), "--data-dir", str(data), "--json"]) == 1
     assert summary.read_text() == before
     assert main(["render", str(other), "--data-dir", str(data), "--replace", "--json"]) == 0

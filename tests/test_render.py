@@ -11,6 +11,7 @@ import mido
 import numpy as np
 import pytest
 
+from midi_files import conductor, timed_track
 from sendlearn.capture import Block, StreamInfo
 from sendlearn.plugin.instrument import bundled_instruments, list_instruments, parse_instrument
 from sendlearn.plugin.offline import TrackResult, render_session
@@ -28,14 +29,8 @@ def alignment_file(path: Path) -> Path:
     Notes are short and never overlap, so every onset follows exact silence; odd ticks put
     them anywhere inside blocks. Also CC, pitch bend, aftertouch, poly aftertouch and sysex."""
     midi = mido.MidiFile(type=1, ticks_per_beat=480)
-    conductor = mido.MidiTrack([
-        mido.MetaMessage("set_tempo", tempo=500_000, time=0),
-        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
-        mido.MetaMessage("set_tempo", tempo=450_000, time=1700),
-        mido.MetaMessage("time_signature", numerator=7, denominator=8, time=0),
-        mido.MetaMessage("set_tempo", tempo=618_557, time=1333),
-        mido.MetaMessage("time_signature", numerator=5, denominator=4, time=0),
-    ])
+    tempo_map = timed_track(conductor([(0, 500_000), (1700, 450_000), (3033, 618_557)],
+                                      [(0, 4, 4), (1700, 7, 8), (3033, 5, 4)]))
     part = mido.MidiTrack()
     tick, last = 7, 0
     for index in range(14):
@@ -49,7 +44,7 @@ def alignment_file(path: Path) -> Path:
     part.append(mido.Message("aftertouch", value=77, time=5))
     part.append(mido.Message("polytouch", note=60, value=33, time=5))
     part.append(mido.Message.from_bytes(SYSEX).copy(time=5))
-    midi.tracks += [conductor, part]
+    midi.tracks += [tempo_map, part]
     midi.save(str(path))
     return path
 

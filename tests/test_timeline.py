@@ -7,6 +7,7 @@ from fractions import Fraction
 import mido
 import pytest
 
+from midi_files import conductor, timed_track
 from sendlearn.plugin.timeline import Timeline
 
 TPB = 480
@@ -16,14 +17,8 @@ def changing_file() -> mido.MidiFile:
     """4/4 at 120 bpm for 2 bars (tick 0-3840), then 3/4 at 90 bpm from tick 3840 for 2 bars
     (tick 3840-6720), then 6/8 at 150 bpm from tick 6720; notes and a CC on a second track."""
     midi = mido.MidiFile(type=1, ticks_per_beat=TPB)
-    conductor = mido.MidiTrack([
-        mido.MetaMessage("set_tempo", tempo=500_000, time=0),
-        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
-        mido.MetaMessage("set_tempo", tempo=666_667, time=3840),
-        mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
-        mido.MetaMessage("set_tempo", tempo=400_000, time=2880),
-        mido.MetaMessage("time_signature", numerator=6, denominator=8, time=0),
-    ])
+    tempo_map = timed_track(conductor([(0, 500_000), (3840, 666_667), (6720, 400_000)],
+                                      [(0, 4, 4), (3840, 3, 4), (6720, 6, 8)]))
     part = mido.MidiTrack([
         mido.Message("note_on", note=60, velocity=100, time=0),
         mido.Message("note_off", note=60, time=3840),      # tick 3840, on the tempo change
@@ -31,7 +26,7 @@ def changing_file() -> mido.MidiFile:
         mido.Message("note_on", note=62, velocity=90, time=2880),       # tick 7720
         mido.MetaMessage("end_of_track", time=720),          # tick 8440
     ])
-    midi.tracks += [conductor, part]
+    midi.tracks += [tempo_map, part]
     return midi
 
 
