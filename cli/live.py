@@ -57,7 +57,7 @@ def run_live(args: argparse.Namespace) -> int:
     missing = [name for name in needed if find_spec(name) is None]
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
         raise MissingExtra(missing[0], "live capture")
-    from sendlearn.capture import check_name
+    from sendlearn.capture import StreamInfo, check_name
     from sendlearn.plugin import CaptureProcessor
     from sendlearn.plugin.bridge import BridgeError
     from sendlearn.plugin.live import BridgeStats, run_bridge
@@ -73,7 +73,7 @@ def run_live(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None  # a wss:// --server's CA
     receiver = None if args.server else ReceiverThread(args.data_dir).start()
-    url = args.server or receiver.url
+    url = args.server if receiver is None else receiver.url
     senders: list[Sender] = []
     closing: dict[str, Any] = {}  # the bridge's final figures, for BYE (and so stream.json)
     closed = threading.Event()
@@ -82,7 +82,7 @@ def run_live(args: argparse.Namespace) -> int:
         closed.wait(30)  # the sender may reach BYE a moment before run_bridge has returned
         return dict(closing)
 
-    def open_stream(info):  # noqa: ANN001, ANN202 - the bridge's OpenStream
+    def open_stream(info: StreamInfo) -> CaptureProcessor:  # the bridge's OpenStream
         # a spool left by an earlier run of this stream: go on from its next seq and sample
         spool = Spool(None if args.spool is None else args.spool / f"{info.session}-{info.stream}", info)
         processor = CaptureProcessor.for_stream(info, realtime=True, first_seq=spool.next_seq,

@@ -13,6 +13,7 @@ samples (its spectrogram form is a different figure). ``piano_roll`` is in ``not
 from __future__ import annotations
 
 import warnings
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +32,7 @@ FEATURES = ("mfcc", "chroma", "spectral_centroid", "spectral_bandwidth", "spectr
             "rms", "onset_strength", "piano_roll")
 
 
-def _librosa():  # type: ignore[no-untyped-def]
+def _librosa() -> ModuleType:
     try:
         import librosa
     except ImportError:

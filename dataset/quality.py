@@ -125,8 +125,10 @@ def _alignment(stream: Stream, note_ons: np.ndarray, start: int, audio: np.ndarr
         if on < QUIET_BEFORE or on >= stream.frames:
             continue
         a, b = on - QUIET_BEFORE, min(on + ONSET_SEARCH, stream.frames)
-        inside = audio is not None and start <= a and b <= start + audio.shape[1]
-        level = _level(audio[:, a - start:b - start] if inside else stream.audio(a, b))
+        if audio is not None and start <= a and b <= start + audio.shape[1]:
+            level = _level(audio[:, a - start:b - start])
+        else:
+            level = _level(stream.audio(a, b))
         if level[:QUIET_BEFORE].max() > QUIET_PEAK:
             continue
         above = np.flatnonzero(level > ONSET_LEVEL)

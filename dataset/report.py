@@ -80,15 +80,17 @@ def build_report(data_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     dataset, out = Dataset(data_dir), Path(out)
     sessions = dataset.sessions()
     streams = []
-    for stream in dataset:
-        quality = stream_quality(stream)
-        streams.append({**stream.summary(), "sample_rate": stream.sample_rate, "channels": stream.channels,
-                        "subtype": stream.info["audio"].get("subtype"), "notes": len(stream.notes()),
+    for recorded in dataset:
+        quality = stream_quality(recorded)
+        streams.append({**recorded.summary(), "sample_rate": recorded.sample_rate, "channels": recorded.channels,
+                        "subtype": recorded.info["audio"].get("subtype"), "notes": len(recorded.notes()),
                         **{k: quality[k] for k in ("peak", "rms", "silence_ratio", "clip_ratio", "note_density",
                                                    "polyphony_max", "complexity", "alignment_median", "flags")}})
     windows: list[Window] = [w for s in sessions for w in dataset.windows(s)]
     chosen = _spread(windows, max_windows)
-    rows, flags, per_stream = [], {}, {}
+    rows: list[dict[str, Any]] = []
+    flags: dict[str, int] = {}
+    per_stream: dict[str, dict[str, list[float]]] = {}  # "session/stream" -> feature -> window means
     best: tuple[tuple[bool, bool, int], Window, str] | None = None  # unflagged with notes, then audible, then notes
     for done, window in enumerate(chosen, 1):
         measured = window_quality(window)

@@ -11,6 +11,7 @@ the same settings are kept. Windows are computed in parallel, one window per tas
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -43,10 +44,10 @@ def session_root(data_dir: Path, session: str) -> Path:
 
 def _librosa_version() -> str | None:
     try:
-        import librosa
+        from librosa.version import version  # librosa.__version__, which librosa's stubs leave out
     except ImportError:  # the reader works without the 'dataset' extra; only features need it
         return None
-    return str(librosa.__version__)
+    return str(version)
 
 
 def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any]:
@@ -204,7 +205,7 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | N
         if path.is_file():
             continue
         features = window_features(window, stream, audio[stream])
-        _write_aside(path, lambda tmp, f=features: _save_npz(tmp, f))
+        _write_aside(path, functools.partial(_save_npz, arrays=features))
         computed += 1
     return {"index": index, "start_sample": start, "frames": window.frames, "events": quality["events"],
             "flags": quality["flags"], "computed": computed > 0,
@@ -213,14 +214,14 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | N
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, allow_pickle=False, **arrays)  # plain arrays; and no feature can be taken for the flag
 
 
 def _write_json(path: Path, obj: Any) -> None:
     _write_aside(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def _write_aside(target: Path, write: Callable[[Path], None]) -> None:
+def _write_aside(target: Path, write: Callable[[Path], object]) -> None:
     """Write to a temporary name beside ``target``, then rename: never half a file in its place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

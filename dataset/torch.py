@@ -20,6 +20,7 @@ own), so ``num_workers > 0`` works; nothing is read at construction but the inde
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from .reader import Dataset
 
 def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:
     """A ``Sample`` (or the dict an hdf5 group reads as) as a torch item."""
-    get = sample.get if isinstance(sample, dict) else lambda name: getattr(sample, name)
+    # a field by name: each has its own type (ids, sizes, arrays, dicts of lists)
+    get: Callable[[str], Any] = sample.get if isinstance(sample, dict) else lambda name: getattr(sample, name)
     subtype = get("audio_subtype") if isinstance(sample, dict) else sample.subtype
     return {
         "session": get("session"), "stream": get("stream"), "window": int(get("window")),
@@ -54,7 +56,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [item[key] for item in items] for key in items[0]} if items else {}
 
 
-class WindowDataset(TorchDataset):  # type: ignore[type-arg]
+class WindowDataset(TorchDataset[dict[str, Any]]):
     """Windows of a data directory through ``sendlearn.dataset``: the ones ``sendlearn sequences``
     stored (else cut with ``window``/``overlap``/``min_events``), flagged ones left out unless
     ``include_flagged``; one item per (session, stream, window)."""
@@ -82,7 +84,7 @@ class WindowDataset(TorchDataset):  # type: ignore[type-arg]
             self._windows[session] = {w.index: w for w in self._dataset.windows(session, **self.spec)}
         return sample_item(window_sample(self._windows[session][index], stream, self.with_features))
 
-    def __iter__(self) -> Any:  # in order, one session's tables at a time
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # in order, one session's tables at a time
         for sample in iter_samples(self.data_dir, self.plan, self.with_features, **self.spec):
             yield sample_item(sample)
 
@@ -91,7 +93,7 @@ class WindowDataset(TorchDataset):  # type: ignore[type-arg]
             "_pid": None, "_windows": {}}
 
 
-class HDF5WindowDataset(TorchDataset):  # type: ignore[type-arg]
+class HDF5WindowDataset(TorchDataset[dict[str, Any]]):
     """The items of a ``sendlearn export hdf5`` file, read with h5py; the file is opened on first
     use in each process (h5py handles do not survive a fork)."""
 

@@ -56,7 +56,7 @@ class DummyServer:
             self._proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):  # our log file, not subprocess.DEVNULL
                 out.close()
         self._saved_env = os.environ.get("JACK_DEFAULT_SERVER")
         os.environ["JACK_DEFAULT_SERVER"] = self.name

@@ -51,7 +51,7 @@ def writer(fmt: str) -> Callable[..., dict[str, Any]]:
         raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     module, name = FORMATS[fmt]
     try:
-        return getattr(importlib.import_module(f"{__name__}.{module}"), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     except ImportError as exc:
         raise MissingExtra(exc.name or "its writer's library", f"export {fmt}", extra="export") from exc
 
