@@ -75,7 +75,9 @@ class BlockFeeder:
             self._c += 1
         if self.playheads is None:
             playhead = self.timeline.playhead_at(start)
-        elif (playhead := self.playheads.pop(start, None)) is None:  # the first of the two to get here
+        elif (shared := self.playheads.pop(start, None)) is not None:
+            playhead = shared
+        else:  # the first of the two to get here
             playhead = self.playheads[start] = self.timeline.playhead_at(start)
         self.processor.process(audio, midi, playhead, params)
         self.blocks += 1

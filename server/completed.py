@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sendlearn.capture import StreamInfo
 from sendlearn.transport import BlocksReceived
@@ -19,6 +19,30 @@ from .writer import StreamWriter, check_same_stream, info_json
 log = logging.getLogger("sendlearn.receiver")
 
 
+class StreamTarget(Protocol):
+    """What a HELLO's stream is written through (``open_stream_writer``): a ``StreamWriter``, or
+    a ``CompletedStream`` when the stream's BYE is done. A connection and the receiver use only this."""
+
+    info: StreamInfo
+    through: int
+
+    def add(self, received: BlocksReceived) -> list[int]: ...
+
+    def bye(self, last_seq: int, stats: dict[str, Any] | None = None,
+            dropped: tuple[tuple[int, int], ...] = ()) -> None: ...
+
+    def commit(self) -> int: ...
+
+    @property
+    def acknowledgeable(self) -> int: ...
+
+    def finalise(self, ended: str) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
 class CompletedStream:
     """A stream whose sender said BYE and whose files are written: it takes no more blocks and
     is never written again. A sender that reconnects (it missed the last ACK) is told it is all
@@ -26,9 +50,10 @@ class CompletedStream:
 
     finalised = True
 
-    def __init__(self, summary: dict[str, Any]) -> None:
+    def __init__(self, summary: dict[str, Any], info: StreamInfo) -> None:
         self.summary = summary
-        self.last_seq = summary["last_seq"] if summary["last_seq"] is not None else -1
+        self.info = info
+        self.last_seq: int = summary["last_seq"] if summary["last_seq"] is not None else -1
         self.through = self.last_seq
 
     def add(self, received: BlocksReceived) -> list[int]:
@@ -37,7 +62,8 @@ class CompletedStream:
                 raise InvalidBlocks(f"the stream is complete through seq {self.last_seq}; seq {block.seq} is new")
         return [block.seq for block in received.blocks] if received.backfill else []
 
-    def bye(self, last_seq: int, stats: dict[str, Any] | None = None, dropped: tuple = ()) -> None:
+    def bye(self, last_seq: int, stats: dict[str, Any] | None = None,
+            dropped: tuple[tuple[int, int], ...] = ()) -> None:
         if last_seq != self.last_seq:
             raise InvalidBye(f"the stream is complete through seq {self.last_seq}, not {last_seq}")
 
@@ -81,5 +107,5 @@ def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | 
                 remove_stale_temporaries(folder)
             except OSError:
                 pass  # best effort: a read-only disk still serves the complete stream
-            return CompletedStream(summary)
-    return StreamWriter(data_dir, info, meta, take, **bounds)  # type: ignore[arg-type]
+            return CompletedStream(summary, info)
+    return StreamWriter(data_dir, info, meta, take, **bounds)

@@ -21,7 +21,7 @@ from sendlearn.transport.messages import seq_ranges
 from sendlearn.transport.protocol import Event
 
 from . import metrics
-from .completed import CompletedStream, open_stream_writer
+from .completed import StreamTarget, open_stream_writer
 from .errors import Refused, StorageError, StreamMismatch
 from .writer import StreamWriter
 
@@ -40,13 +40,13 @@ class Connection:
         self.receiver = receiver
         self.ws = ws
         self.protocol = protocol
-        self.writer: StreamWriter | CompletedStream | None = None
+        self.writer: StreamTarget | None = None
         self.key: tuple[str, str] | None = None
         self.acked = -2
         self.backfilled: list[int] = []  # stored, not yet acknowledged as backfilled
         self.dirty = False
         self.last_commit = time.monotonic()
-        self.committing: asyncio.Task | None = None
+        self.committing: asyncio.Task[None] | None = None
         self.released = False
         self.done = False  # BYE handled: the files are written and the connection closed
         # figures for /status and /metrics
@@ -140,6 +140,7 @@ class Connection:
         metrics.BYTES.inc(size)
         metrics.EVENTS.inc(events)
         metrics.GAPS.inc(gaps)
+        assert self.key is not None  # blocks come only after the HELLO that set it
         metrics.QUALITY.labels(*self.key).set(self.quality)
 
     def acknowledged(self, through: int) -> None:
@@ -197,12 +198,13 @@ class Connection:
                 durable = await asyncio.get_running_loop().run_in_executor(receiver.fsync_pool, lingering.commit)
             else:
                 limits = receiver.limits
-                self.writer = await asyncio.get_running_loop().run_in_executor(
+                opened = await asyncio.get_running_loop().run_in_executor(
                     receiver.decode_pool, lambda: open_stream_writer(
                         receiver.data_dir, info, dict(hello.meta), hello.take,
                         max_block_frames=limits.max_block_frames(info.block_size),
                         max_seqs_ahead=limits.max_seqs_ahead))
-                durable = self.writer.acknowledgeable  # the writer fsynced what it recovered when it opened
+                self.writer = opened
+                durable = opened.acknowledgeable  # the writer fsynced what it recovered when it opened
         except StreamMismatch as exc:
             if lingering is not None:
                 receiver.linger_then_finalise(key, lingering)  # still its own sender's to resume
@@ -249,11 +251,11 @@ class Connection:
         self.backfilled = []
         self.dirty = False
         self.last_commit = time.monotonic()
-        self.committing = asyncio.create_task(self._commit(through, backfilled))
+        self.committing = asyncio.create_task(self._commit(self.writer, through, backfilled))
 
-    async def _commit(self, through: int, backfilled: list[int]) -> None:
+    async def _commit(self, writer: StreamTarget, through: int, backfilled: list[int]) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, self.writer.commit)
+            await asyncio.get_running_loop().run_in_executor(self.receiver.fsync_pool, writer.commit)
         except StorageError as exc:
             self.storage_failed(exc)  # no ACK: what this commit covered may not be on disk
             await self.flush_and_close()
@@ -327,6 +329,7 @@ class Connection:
                 writer.abandon()  # no commit runs now; a new writer resumes from what is synced
             elif isinstance(writer, StreamWriter) and not writer.finalised:
                 if writer.last_seq is None and not self.receiver.stopping and self.receiver.linger > 0:
+                    assert self.key is not None  # set with the writer
                     self.receiver.linger_then_finalise(self.key, writer)  # its sender may come back
                 else:
                     ended = ("bye" if writer.last_seq is not None else "receiver stopped"
@@ -337,6 +340,7 @@ class Connection:
                         pass  # logged by finalise; the work folder stays for a resume
         finally:
             if self.welcomed:
+                assert self.key is not None  # set before the WELCOME
                 metrics.STREAMS.dec()
                 try:
                     metrics.QUALITY.remove(*self.key)

@@ -18,6 +18,7 @@ import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -29,7 +30,7 @@ from sendlearn.transport.messages import DEFAULT_MAX_FRAME
 from . import metrics
 from .auth import TokenEntry, Tokens, hash_token
 from .budget import ByteBudget
-from .completed import CompletedStream
+from .completed import StreamTarget
 from .connection import Connection
 from .errors import StorageError
 from .http import process_request
@@ -44,6 +45,18 @@ COMMIT_INTERVAL = 0.25  # seconds between fsyncs while blocks arrive (docs/datas
 LINGER = 30.0  # seconds a stream cut without BYE waits for its sender before it is finalised
 FINALISE_WORKERS = 2  # streams finalised at once (each reads its whole audio and journal)
 _FINALISING = object()  # stands in _active for a lingering stream being finalised
+
+
+class ReceiverOptions(TypedDict, total=False):
+    """The keyword options of ``Receiver``, for ``ReceiverThread``."""
+
+    tokens: Tokens | set[str] | None
+    max_frame_size: int
+    commit_interval: float
+    linger: float
+    finalise_workers: int
+    limits: Limits | None
+    service: Service | None
 
 
 class Receiver:
@@ -77,7 +90,7 @@ class Receiver:
         self.commit_interval = commit_interval
         self.linger = linger
         self._active: dict[tuple[str, str], object] = {}
-        self._lingering: dict[tuple[str, str], tuple[StreamWriter, asyncio.Task]] = {}
+        self._lingering: dict[tuple[str, str], tuple[StreamWriter, asyncio.Task[None]]] = {}
         self.refused: dict[ErrorCode, int] = {}
         self.streams_finalised = 0
         # fsync waits on the disk, not the CPU: enough threads that many streams' commits overlap
@@ -87,8 +100,8 @@ class Receiver:
         # the last storage failure, until a later write and sync succeeds (for a health check: issue 12)
         self.storage_error: str | None = None
         self.stopping = False
-        self._recovering: asyncio.Task | None = None
-        self._sweeping: asyncio.Task | None = None
+        self._recovering: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
                     reuse_port: bool = False) -> Server:
@@ -179,7 +192,7 @@ class Receiver:
             if not self.connections[address]:
                 del self.connections[address]
 
-    async def finalise(self, writer: StreamWriter | CompletedStream, ended: str) -> None:
+    async def finalise(self, writer: StreamTarget, ended: str) -> None:
         """Write a stream's files on the finalise pool; a failure keeps its work folder."""
         try:
             await asyncio.get_running_loop().run_in_executor(self.finalise_pool, writer.finalise, ended)
@@ -233,10 +246,11 @@ class Receiver:
             await self._recovering  # it stops after the stream it is finishing
         for key in list(self._lingering):
             writer = self.take_lingering(key)
-            try:
-                await self.finalise(writer, "receiver stopped")
-            except Exception:
-                pass  # logged by finalise
+            if writer is not None:  # else its linger ran out (and it was finalised) while another was
+                try:
+                    await self.finalise(writer, "receiver stopped")
+                except Exception:
+                    pass  # logged by finalise
             self.unlock_if_free(key)
 
 
@@ -249,8 +263,9 @@ class ReceiverThread:
             ... connect to receiver.url ...
     """
 
-    def __init__(self, data_dir: Path | str, host: str = "127.0.0.1", port: int = 0, **options: object) -> None:
-        self.receiver = Receiver(data_dir, **options)  # type: ignore[arg-type]
+    def __init__(self, data_dir: Path | str, host: str = "127.0.0.1", port: int = 0,
+                 **options: Unpack[ReceiverOptions]) -> None:
+        self.receiver = Receiver(data_dir, **options)
         self.host, self.port = host, port
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
