@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from helpers import make_block
 from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.transport import Ack, Hello, Protocol, Quality, Role
+from sendlearn.transport import Ack, Bye, Hello, Protocol, Quality, Role
 from sendlearn.transport.sender import Sender
 
 SR = 48000
@@ -110,6 +110,11 @@ class RawClient:
 
     def send(self, blocks: list, **kw: object) -> None:
         self.protocol.send_blocks(blocks, **kw)
+        self.flush()
+
+    def bye(self, last_seq: int, dropped: tuple = ()) -> None:
+        """The stream ends at ``last_seq``; ``dropped``: (first, last) seqs dropped after the last block sent."""
+        self.protocol.send(Bye(last_seq, (), dropped))
         self.flush()
 
     def read_until_ack(self, through: int, timeout: float = 10.0) -> None:

@@ -12,7 +12,7 @@ from helpers import make_block
 from receiving import RawClient
 from sendlearn.capture import MidiEvent
 from sendlearn.server.receiver import ReceiverThread
-from sendlearn.transport import Bye, Hello
+from sendlearn.transport import Hello
 
 DOC = (Path(__file__).parent.parent / "docs" / "dataset.md").read_text()
 ARROW_NAMES = {"int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint64": "uint64",
@@ -35,8 +35,7 @@ def test_a_written_dataset_matches_the_doc(tmp_path: Path) -> None:
     with ReceiverThread(tmp_path) as receiver:
         client = RawClient(receiver.url, Hello("sess", "keys", "", 48000, 2, 64, "raw"))
         client.send([block])
-        client.protocol.send(Bye(0))
-        client.flush()
+        client.bye(0)
         client.read_until_ack(0)
     folder = tmp_path / "sessions" / "sess" / "keys"
     for file, title in (("events.parquet", "events.parquet"), ("blocks.parquet", "blocks.parquet"),

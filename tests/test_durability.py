@@ -17,7 +17,7 @@ from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.server.writer import StorageError, StreamWriter
-from sendlearn.transport import BlocksReceived, Bye, ErrorCode, Quality
+from sendlearn.transport import BlocksReceived, ErrorCode, Quality
 from sendlearn.transport.codec import degrade
 from sendlearn.transport.journal import iter_records
 from sendlearn.transport.sender import Sender
@@ -33,15 +33,13 @@ def test_a_complete_stream_is_never_rewritten_from_a_leftover_work_folder(tmp_pa
     with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
         client = RawClient(receiver.url, hello())
         client.send(sent)
-        client.protocol.send(Bye(19))
-        client.flush()
+        client.bye(19)
         assert closed(client)[0] == 1000
         written = (folder / "stream.json").read_text()
         (folder / ".work").mkdir()  # what a SIGKILL inside the clean-up leaves
         again = RawClient(receiver.url, hello())  # the sender missed the last ACK: BYE again
         assert again.welcome.durable_through == 19
-        again.protocol.send(Bye(19))
-        again.flush()
+        again.bye(19)
         assert closed(again)[0] == 1000
     assert (folder / "stream.json").read_text() == written
     assert not (folder / ".work").exists()
@@ -74,8 +72,7 @@ def test_a_damaged_journal_record_costs_that_record_only(tmp_path: Path, caplog:
             ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
         client = RawClient(receiver.url, hello())
         assert client.welcome.durable_through == damaged - 1
-        client.protocol.send(Bye(999))  # the sender released everything up to 999 long ago
-        client.flush()
+        client.bye(999)  # the sender released everything up to 999 long ago
         assert closed(client)[0] == 1000
     got = read_stream(tmp_path, "sess", "keys")
     info = got["info"]
@@ -140,8 +137,7 @@ def test_blocks_overlapping_stored_audio_are_refused(tmp_path: Path, backfill: b
         assert code == ErrorCode.OVERLAP, (code, reason)
         again = RawClient(receiver.url, hello())
         again.send(sent[:4], backfill=True)  # the same seq's backfill at its own samples is fine
-        again.protocol.send(Bye(9))
-        again.flush()
+        again.bye(9)
         assert closed(again)[0] == 1000
     got = read_stream(tmp_path, "sess", "keys")
     assert got["audio"].tobytes() == joined(sent).tobytes()
@@ -182,8 +178,7 @@ def test_a_stream_lingers_for_its_sender_and_is_finalised_once(tmp_path: Path) -
             if part < 2:
                 client.ws.close()
                 assert not (folder / "stream.json").exists()  # not finalised: it lingers
-        client.protocol.send(Bye(29))
-        client.flush()
+        client.bye(29)
         assert closed(client)[0] == 1000
         assert receiver.receiver.streams_finalised == 1
     got = read_stream(tmp_path, "sess", "keys")

@@ -19,7 +19,7 @@ from helpers import make_block, read_stream
 from receiving import RawClient, blocks, hello, refusal
 from sendlearn.capture import Playhead
 from sendlearn.server.receiver import ReceiverThread
-from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Quality, Role, State, Welcome
+from sendlearn.transport import ErrorCode, Hello, Protocol, Quality, Role, State, Welcome
 from sendlearn.transport.codec import decode_audio
 from sendlearn.transport.messages import decode_frame, encode_frame
 
@@ -27,8 +27,7 @@ SR = 48000
 
 
 def finish(client: RawClient, last_seq: int, dropped: tuple = ()) -> None:
-    client.protocol.send(Bye(last_seq, (), dropped))
-    client.flush()
+    client.bye(last_seq, dropped)
     client.read_until_ack(last_seq)
 
 
@@ -39,8 +38,7 @@ def test_a_reconnect_after_a_lost_final_ack_leaves_the_dataset_whole(tmp_path: P
         client.send(sent[:50])
         client.read_until_ack(49)
         client.send(sent[50:])
-        client.protocol.send(Bye(99))
-        client.flush()
+        client.bye(99)
         client.ws.close()  # the final ACK is never read
         folder = tmp_path / "sessions/sess/keys"
         deadline = time.monotonic() + 10
@@ -88,8 +86,7 @@ def test_unbounded_ranges_are_refused_and_the_receiver_stays_responsive(tmp_path
             client.ws.send(b"\x00" + msgpack.packb({**wire, "dropped": [[1, 2**39]]}))  # a huge range
         else:
             client.send(blocks(3))
-            client.protocol.send(Bye(2**62))
-            client.flush()
+            client.bye(2**62)
         started = time.monotonic()
         other = RawClient(receiver.url, Hello("sess", "other", "", SR, 2, 64, "raw", take="x"))
         assert isinstance(other.welcome, Welcome) and time.monotonic() - started < 2

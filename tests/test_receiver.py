@@ -22,7 +22,6 @@ from sendlearn.capture import HandOff, Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import (
-    Bye,
     ErrorCode,
     Hello,
     Protocol,
@@ -119,8 +118,7 @@ def test_duplicates_ignored_out_of_order_placed_and_missing_recorded(tmp_path: P
         client.send([blocks[4]], dropped=[(3, 3)])  # 3 dropped by the audio thread
         client.send([blocks[6]])  # 5 never sent; 7, 8, 9 never sent
         client.read_until_ack(4)
-        client.protocol.send(Bye(9))
-        client.flush()
+        client.bye(9)
         client.read_until_ack(4)
     got = read_stream(tmp_path, "sess", "keys")
     info = got["info"]
@@ -154,8 +152,7 @@ def test_a_stream_cut_without_bye_is_finalised_then_resumed(tmp_path: Path) -> N
         client = RawClient(receiver.url, hello)
         assert client.welcome.durable_through == 4  # resume point from disk
         client.send(blocks[3:])  # overlap: 3 and 4 again
-        client.protocol.send(Bye(7))
-        client.flush()
+        client.bye(7)
         client.read_until_ack(7)
     got = read_stream(tmp_path, "sess", "keys")
     assert got["blocks"].column("seq").to_pylist() == list(range(8))

@@ -70,8 +70,7 @@ def test_healthz_metrics_and_status_on_the_websocket_port(tmp_path: Path) -> Non
             filler.unlink()
             again = RawClient(receiver.url, hello())
             again.send(sent[again.welcome.durable_through + 1:])
-            again.protocol.send(Bye(39))
-            again.flush()
+            again.bye(39)
             assert closed(again)[0] == 1000
             assert get(receiver.url, "/healthz")[0] == 200
         assert read_stream(disk, "sess", "keys")["audio"].shape[1] == 40 * 64
@@ -220,8 +219,7 @@ def test_one_writer_per_stream_across_receivers_on_one_data_dir(tmp_path: Path) 
                 ws.recv(60)  # the ERROR message
                 ws.recv(60)
         assert ended.value.rcvd.code == ErrorCode.STREAM_BUSY
-        client.protocol.send(Bye(4))
-        client.flush()
+        client.bye(4)
         assert closed(client)[0] == 1000
     assert read_stream(tmp_path, "sess", "keys")["blocks"].column("seq").to_pylist() == list(range(5))
 

@@ -19,7 +19,7 @@ from receiving import RawClient, blocks, closed, hello, joined
 from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
-from sendlearn.transport import Bye, ErrorCode, Welcome
+from sendlearn.transport import ErrorCode, Welcome
 from sendlearn.transport.sender import Sender
 
 SR = 48000
@@ -103,8 +103,7 @@ def test_a_read_only_disk_closes_with_storage_and_the_stream_is_released(tmp_pat
             again = RawClient(receiver.url, hello())  # released: not STREAM_BUSY
             assert again.welcome.durable_through == 9
             again.send(sent[10:])
-            again.protocol.send(Bye(19))
-            again.flush()
+            again.bye(19)
             assert closed(again)[0] == 1000
         got = read_stream(data, "sess", "keys")
         assert got["audio"].tobytes() == joined(sent).tobytes() and got["info"]["complete"]
@@ -129,8 +128,7 @@ def test_an_immutable_file_closes_with_storage_and_the_stream_resumes(tmp_path: 
         again = RawClient(receiver.url, hello())
         assert again.welcome.durable_through == 9
         again.send(sent[10:])
-        again.protocol.send(Bye(19))
-        again.flush()
+        again.bye(19)
         assert closed(again)[0] == 1000
         receiver.stop()
         got = read_stream(tmp_path, "sess", "keys")
@@ -224,15 +222,13 @@ def test_files_that_cannot_be_written_after_bye_are_written_when_the_sender_says
         client.send(sent)
         client.read_until_ack(19)
         with immutable(folder):  # .work/ still writes; the public files not
-            client.protocol.send(Bye(19))
-            client.flush()
+            client.bye(19)
             client.read_until_ack(19)  # the BYE is durable, so it is acknowledged
             code, reason = closed(client)
             assert code == ErrorCode.STORAGE and "Operation not permitted" in reason, (code, reason)
         again = RawClient(receiver.url, hello())  # released, and everything is durable
         assert again.welcome.durable_through == 19
-        again.protocol.send(Bye(19))
-        again.flush()
+        again.bye(19)
         assert closed(again)[0] == 1000
         got = read_stream(tmp_path, "sess", "keys")
         assert got["audio"].tobytes() == joined(sent).tobytes() and got["info"]["complete"]
@@ -248,8 +244,7 @@ def test_a_stream_left_with_a_bye_and_no_files_is_finished_by_the_next_receiver(
             client.send(sent)
             client.read_until_ack(19)
             with immutable(folder):
-                client.protocol.send(Bye(19))
-                client.flush()
+                client.bye(19)
                 client.read_until_ack(19)
                 assert closed(client)[0] == ErrorCode.STORAGE
         # ... and the sender never came back to say BYE again
