@@ -1,40 +1,31 @@
 """MIDI events inside a block: an offset in frames and the raw bytes of one whole message.
 
-The table below is the whole MIDI 1.0 wire grammar we accept (names as in mido). Running
-status is rejected: hosts hand us whole messages, and a message that depends on the one
-before it cannot be placed on its own sample. Sysex is framed ``F0 … F7``.
+The messages we accept are mido's (``mido.messages.specs``: every status byte MIDI 1.0
+defines, its type and its length). Running status is rejected: hosts hand us whole messages,
+and a message that depends on the one before it cannot be placed on its own sample. Sysex is
+framed ``F0 … F7``. ``delta_track`` is the one place messages on absolute ticks become a
+standard MIDI file's track (delta times).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+import mido
 
 from .errors import InvalidMidi
 
 MAX_SYSEX_BYTES = 65536
+SYSEX = 0xF0
 
-# status (high nibble for channel messages, whole byte for system ones) -> (kind, length)
-CHANNEL_KINDS: dict[int, tuple[str, int]] = {
-    0x80: ("note_off", 3),
-    0x90: ("note_on", 3),
-    0xA0: ("polytouch", 3),
-    0xB0: ("control_change", 3),
-    0xC0: ("program_change", 2),
-    0xD0: ("aftertouch", 2),
-    0xE0: ("pitchwheel", 3),
-}
-SYSTEM_KINDS: dict[int, tuple[str, int]] = {
-    0xF0: ("sysex", 0),  # variable length, framed F0 … F7
-    0xF1: ("quarter_frame", 2),
-    0xF2: ("songpos", 3),
-    0xF3: ("song_select", 2),
-    0xF6: ("tune_request", 1),
-    0xF8: ("clock", 1),
-    0xFA: ("start", 1),
-    0xFB: ("continue", 1),
-    0xFC: ("stop", 1),
-    0xFE: ("active_sensing", 1),
-    0xFF: ("reset", 1),
+# status byte -> (mido's type, length in bytes; 0 for sysex, which is framed F0 … F7), from
+# mido's table (mido.messages.specs.SPEC_BY_STATUS: every channel's status byte, and the
+# system ones MIDI 1.0 defines)
+KINDS: dict[int, tuple[str, int]] = {
+    status: (str(spec["type"]), 0 if status == SYSEX else int(spec["length"]))
+    for status, spec in mido.messages.specs.SPEC_BY_STATUS.items()
 }
 
 
@@ -48,9 +39,9 @@ def check_midi_bytes(data: bytes) -> bytes:
     status = data[0]
     if status < 0x80:
         raise InvalidMidi("data", f"starts with data byte 0x{status:02X} (running status is not accepted)")
-    if status < 0xF0:
-        length = CHANNEL_KINDS[status & 0xF0][1]
-    elif status == 0xF0:
+    if status not in KINDS:
+        raise InvalidMidi("data", f"status 0x{status:02X} is undefined in MIDI 1.0")
+    if status == SYSEX:
         if len(data) < 2 or data[-1] != 0xF7:
             raise InvalidMidi("data", "sysex must end with F7")
         if len(data) > MAX_SYSEX_BYTES:
@@ -58,10 +49,7 @@ def check_midi_bytes(data: bytes) -> bytes:
         if any(b >= 0x80 for b in data[1:-1]):
             raise InvalidMidi("data", "sysex body holds a status byte")
         return data
-    elif status in SYSTEM_KINDS:
-        length = SYSTEM_KINDS[status][1]
-    else:
-        raise InvalidMidi("data", f"status 0x{status:02X} is undefined in MIDI 1.0")
+    length = KINDS[status][1]
     if len(data) != length:
         raise InvalidMidi("data", f"status 0x{status:02X} takes {length} bytes, got {len(data)}")
     for b in data[1:]:
@@ -72,18 +60,28 @@ def check_midi_bytes(data: bytes) -> bytes:
 
 def midi_kind(data: bytes) -> str:
     """The mido name of a well-formed message's type."""
-    status = data[0]
-    if status < 0xF0:
-        kind = CHANNEL_KINDS[status & 0xF0][0]
-        if kind == "note_on" and data[2] == 0:
-            return "note_off"  # velocity-0 note-on is a note-off by the MIDI spec
-        return kind
-    return SYSTEM_KINDS[status][0]
+    kind = KINDS[data[0]][0]
+    if kind == "note_on" and data[2] == 0:
+        return "note_off"  # velocity-0 note-on is a note-off by the MIDI spec
+    return kind
 
 
 def midi_channel(data: bytes) -> int | None:
     """0-based channel of a channel message; None for system messages."""
     return data[0] & 0x0F if data[0] < 0xF0 else None
+
+
+def delta_track(timed: Iterable[tuple[int, Any]], end: int | None = None) -> mido.MidiTrack:
+    """``(tick, message)`` pairs, in the order given, as a ``mido.MidiTrack`` of delta times,
+    closed by ``end_of_track`` on tick ``end`` (default: the last message's). A tick before the
+    one before it is taken as that one (delta 0)."""
+    track = mido.MidiTrack()
+    now = 0
+    for tick, message in timed:
+        track.append(message.copy(time=max(0, tick - now)))
+        now = max(now, tick)
+    track.append(mido.MetaMessage("end_of_track", time=0 if end is None else max(0, end - now)))
+    return track
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import mido
 
-from sendlearn.capture import Playhead, check_midi_bytes
+from sendlearn.capture import Playhead, check_midi_bytes, midi_channel
 
 DEFAULT_TEMPO = 500_000  # µs per quarter note: 120 bpm, the SMF default
+MIDI_ERRORS = (OSError, EOFError, ValueError, KeyError)  # how Timeline(path) says "not a MIDI file it can use"
 MICROS = 1_000_000
 
 
@@ -60,7 +61,8 @@ class TimedEvent:
 
     @property
     def channel(self) -> int | None:
-        return self.data[0] & 0x0F if self.data[0] < 0xF0 else None
+        """0-based channel of a channel message; None for system messages."""
+        return midi_channel(self.data)
 
 
 class Timeline:

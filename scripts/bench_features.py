@@ -32,6 +32,7 @@ import mido
 import numpy as np
 import soundfile
 
+from sendlearn.capture.midi import delta_track
 from sendlearn.cli import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.features import mono, warm_up
@@ -48,12 +49,8 @@ def write_midi(path: Path, seconds: float) -> None:
         for pitch in rng.choice(np.arange(40, 90), size=3, replace=False).tolist():
             timed += [(tick, mido.Message("note_on", note=pitch, velocity=int(rng.integers(40, 120)))),
                       (tick + int(rng.integers(60, 230)), mido.Message("note_off", note=pitch))]
-    track, last = mido.MidiTrack(), 0
-    for tick, msg in sorted(timed, key=lambda item: item[0]):
-        track.append(msg.copy(time=tick - last))
-        last = tick
     midi = mido.MidiFile(type=0, ticks_per_beat=480)
-    midi.tracks.append(track)
+    midi.tracks.append(delta_track(sorted(timed, key=lambda item: item[0])))
     midi.save(str(path))
 
 

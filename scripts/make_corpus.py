@@ -21,6 +21,8 @@ from pathlib import Path
 
 import mido
 
+from sendlearn.capture.midi import delta_track
+
 TPB = 480
 METERS = [(4, 4), (3, 4), (7, 8), (6, 8), (5, 4)]
 DRUM_NOTES = [35, 36, 38, 40, 42, 44, 46, 49, 51]  # kicks, snares, hats, crash, ride
@@ -30,8 +32,6 @@ SCALE = [0, 2, 3, 5, 7, 8, 10]
 def make_file(path: Path, rng: random.Random, seconds: float) -> float:
     """One score of about ``seconds``; returns its length in seconds (from its tempo map)."""
     midi = mido.MidiFile(type=1, ticks_per_beat=TPB)
-    conductor = mido.MidiTrack()
-    midi.tracks.append(conductor)
     tick, elapsed, tempo_events = 0, 0.0, []
     while elapsed < seconds:  # sections of 1-2 bars, each with its own tempo and meter
         bpm = rng.uniform(70, 170)
@@ -44,7 +44,7 @@ def make_file(path: Path, rng: random.Random, seconds: float) -> float:
         elapsed += length / TPB * 60.0 / bpm
         tick += length
     end = tick
-    _append(conductor, tempo_events, end)
+    midi.tracks.append(_track(tempo_events, end))  # the conductor
     root = rng.randint(36, 60)
     parts = [("lead", rng.choice([0, 4, 24, 40, 56, 73, 80]), 0), ("pad", rng.choice([48, 52, 88, 89]), 1),
              ("bass", rng.choice([32, 33, 38]), 2), ("drums", 0, 9)][: rng.randint(2, 4)]
@@ -79,17 +79,11 @@ def _part(rng: random.Random, channel: int, program: int, root: int, end: int) -
             down = rng.random() < 0.5
             events.append((tick, mido.Message("control_change", channel=channel, control=64, value=127 if down else 0)))
         tick += step
-    track = mido.MidiTrack()
-    _append(track, events, end)
-    return track
+    return _track(events, end)
 
 
-def _append(track: mido.MidiTrack, events: list[tuple[int, mido.Message | mido.MetaMessage]], end: int) -> None:
-    last = 0
-    for tick, msg in sorted(events, key=lambda e: (e[0], e[1].type == "note_on")):  # offs before ons
-        track.append(msg.copy(time=tick - last))
-        last = tick
-    track.append(mido.MetaMessage("end_of_track", time=max(0, end - last)))
+def _track(events: list[tuple[int, mido.Message | mido.MetaMessage]], end: int) -> mido.MidiTrack:
+    return delta_track(sorted(events, key=lambda e: (e[0], e[1].type == "note_on")), end)  # offs before ons
 
 
 def make_corpus(out: Path, files: int, seconds: tuple[float, float], seed: int = 1,

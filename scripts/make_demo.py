@@ -22,6 +22,8 @@ from pathlib import Path
 import mido
 import numpy as np
 
+from sendlearn.capture.midi import delta_track
+
 OUT = Path(__file__).resolve().parent.parent / "plugin" / "demo"
 TPB = 480
 # (first bar, bars, numerator, denominator, bpm)
@@ -91,12 +93,7 @@ def save(name: str, events: list[tuple[int, mido.Message]]) -> None:
     end = bars()[-1][0]
     midi = mido.MidiFile(type=1, ticks_per_beat=TPB)
     for timed in (conductor(), events):
-        track, last = mido.MidiTrack(), 0
-        for tick, msg in sorted(timed, key=lambda item: item[0]):  # stable: order on a tick kept
-            track.append(msg.copy(time=tick - last))
-            last = tick
-        track.append(mido.MetaMessage("end_of_track", time=end - last))
-        midi.tracks.append(track)
+        midi.tracks.append(delta_track(sorted(timed, key=lambda item: item[0]), end))  # stable: order on a tick kept
     midi.save(str(OUT / name))
 
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sendlearn.capture import Playhead, midi_channel, midi_kind
+from sendlearn.capture.midi import delta_track
 from sendlearn.dataset.schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, PARAMS_SCHEMA
 from sendlearn.transport import BlockEntry, Quality
 
@@ -114,10 +115,9 @@ def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
             order += 1
     if not playing:
         changes.append((0, _tempo(120.0)))
-    conductor, notes = mido.MidiTrack(), mido.MidiTrack()
-    conductor.append(mido.MetaMessage("track_name", name="tempo map", time=0))
-    _append_delta(conductor, sorted(changes, key=lambda c: c[0]))
-    _append_delta(notes, [(t, m) for t, _, m in sorted(events, key=lambda x: (x[0], x[1]))])
+    conductor = mido.MidiTrack([mido.MetaMessage("track_name", name="tempo map", time=0)])
+    conductor += delta_track(sorted(changes, key=lambda c: c[0]))
+    notes = delta_track([(t, m) for t, _, m in sorted(events, key=lambda x: (x[0], x[1]))])
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks += [conductor, notes]
     return midi
@@ -146,11 +146,3 @@ def _tempo_change(frames: int, sample_rate: int, now: Playhead, after: Playhead 
     if -0.5 <= x <= frames + 0.5:
         return min(max(x, 0.0), float(frames)), after.bpm
     return float(frames), after.bpm
-
-
-def _append_delta(track: mido.MidiTrack, timed: list[tuple[int, mido.Message | mido.MetaMessage]]) -> None:
-    now = 0
-    for tick, message in timed:
-        track.append(message.copy(time=max(0, tick - now)))
-        now = max(now, tick)
-    track.append(mido.MetaMessage("end_of_track", time=0))
