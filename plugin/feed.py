@@ -5,7 +5,8 @@ that fall in each, at their offsets, and the playhead at each block's first samp
 ``feed_through_chain`` is the plug-in chain of a DAW track: the input is captured (when the
 track keeps a dry stream), runs through the ``AlignedChain`` block by block (split at
 every automation point), and the chain's output, aligned to the input, is captured as the
-wet stream on the same block grid.
+wet stream on the same block grid. ``track_chain`` makes that chain for a track's effects
+and lanes; the automation helpers turn lanes into samples (points, per-sample curves).
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from fractions import Fraction
 
 import numpy as np
 
-from sendlearn.capture import Playhead
+from sendlearn.capture import ConsumerFailed, Playhead
 
-from .chain import AlignedChain, Change
+from .chain import AlignedChain, ChainError, Change, EffectChain, Latency, measure_latency
 from .processor import CaptureProcessor
-from .render import apply_gain, automation_curve
 from .timeline import TimedEvent, Timeline
-from .tracks import Automation
+from .tracks import Automation, Effect
 
 SILENCE = 1e-6  # peak below -120 dBFS: the instrument made no sound
 
 Progress = Callable[[str, int, int], None]  # (stream, frames done, frames in all)
+CHAIN_ERRORS = (ChainError, ValueError, TypeError)  # an effect chain that cannot be built
+CAPTURE_ERRORS = (ConsumerFailed, ChainError, RuntimeError, ValueError)  # the consumer gave up, or the chain did
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,18 @@ def feed_through_chain(audio: np.ndarray, chain: AlignedChain, chain_changes: Se
         wet_at += size
 
 
+def track_chain(effects: Sequence[Effect], lanes: Sequence[Automation], timeline: Timeline, frames: int,
+                channels: int, block_size: int) -> tuple[list[Change], Latency, AlignedChain]:
+    """A track's effect chain, ready to stream: the effects' parameter changes from ``lanes``
+    (``effect_changes``), the chain's measured latency, and the chain aligned by it. Raises one
+    of ``CHAIN_ERRORS`` when the chain cannot be built."""
+    rate = timeline.sample_rate
+    moves = effect_changes(automation_points(lanes, timeline, frames), block_size)
+    initial = initial_values(moves)
+    latency = measure_latency(effects, rate, channels, block_size, initial)
+    return moves, latency, AlignedChain(EffectChain(effects, rate, initial), latency, channels, block_size)
+
+
 def automation_points(lanes: Sequence[Automation], timeline: Timeline, frames: int) -> dict[str, list[tuple[int, float]]]:
     """Each lane's points as (sample, value), in the stream; a point past the end is dropped
     and the value the line reaches at the last sample takes its place. A time in seconds is
@@ -166,6 +180,20 @@ def effect_changes(points: dict[str, list[tuple[int, float]]], block_size: int) 
 def initial_values(changes: Sequence[Change]) -> dict[str, float]:
     """Each automated parameter's value on sample 0 (the first change of a lane is on 0)."""
     return {param: value for sample, param, value in changes if sample == 0}
+
+
+def automation_curve(points: Sequence[tuple[int, float]], frames: int) -> np.ndarray:
+    """Per-sample values: linear between points, held before the first and after the last."""
+    samples = np.array([p[0] for p in points], dtype=np.float64)
+    values = np.array([p[1] for p in points], dtype=np.float64)
+    return np.interp(np.arange(frames, dtype=np.float64), samples, values).astype(np.float32)
+
+
+def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
+    """``audio`` at ``gain_db``; at 0 dB the very array, so dry audio stays bit-identical."""
+    if gain_db == 0.0:
+        return audio
+    return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
 
 
 def check_render(audio: np.ndarray, frames: int) -> str | None:

@@ -14,33 +14,35 @@ block of it is written as good data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from sendlearn.capture import ConsumerFailed, StreamInfo
+from sendlearn.capture import StreamInfo
 
-from .chain import AlignedChain, ChainError, EffectChain, measure_latency
 from .feed import (
+    CAPTURE_ERRORS,
+    CHAIN_ERRORS,
     SILENCE,
     BlockFeeder,
     Progress,
     TrackResult,
+    automation_curve,
     automation_points,
     check_render,
-    effect_changes,
     feed_through_chain,
-    initial_values,
+    track_chain,
 )
+from .fluidsynth import onset_lag
 from .processor import CaptureProcessor, OpenStream
-from .render import RenderError, automation_curve, onset_lag, render_stream
-from .session import Session, Track, gm_stream_name
-from .timeline import TimedEvent, Timeline
+from .render import RenderError, render_stream
+from .timeline import MIDI_ERRORS, TimedEvent, Timeline
+from .tracks import Session, Track, dry_stream_name, gm_stream_name, wet_stream_name
 
 __all__ = ["SILENCE", "OpenStream", "Progress", "TrackResult", "automation_points", "check_render", "feed_blocks",
-           "render_session", "stream_parts"]
+           "render_session", "session_streams", "stream_parts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,26 +53,33 @@ class _Part:
     events: tuple[TimedEvent, ...]
 
 
-def render_session(session: Session, open_stream: OpenStream, *, progress: Progress | None = None) -> list[TrackResult]:
+def render_session(session: Session, open_stream: OpenStream, *, progress: Progress | None = None,
+                   timelines: Mapping[str, Timeline] | None = None) -> list[TrackResult]:
     """Render every track of ``session`` and capture it through ``open_stream(info)``'s processor.
 
     One stream is captured (on a second thread) while the next one renders: DawDreamer lets go
     of the GIL while it renders, so the two overlap on two cores. Results keep session order.
+    ``timelines``: the tracks' MIDI files parsed already, by track name
+    (``plugin.inputs.read_timelines``); a track missing from it has its file read here.
     """
     from .recording import capture_recording
 
+    timelines = timelines or {}
     pending: list[TrackResult | Future[TrackResult] | Future[list[TrackResult]]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-capture") as capture:
         for track in session.tracks:
             if track.recorded:
-                pending.append(capture.submit(capture_recording, session, track, open_stream, progress))
+                pending.append(capture.submit(capture_recording, session, track, open_stream, progress,
+                                              timelines.get(track.name)))
                 continue
-            try:
-                timeline = Timeline(track.midi, session.sample_rate)
-            except (OSError, EOFError, ValueError, KeyError) as exc:  # mido's ways of saying "not a MIDI file"
-                pending.append(_failed(track, track.name, 0, session.sample_rate, 0,
-                                       f"cannot read {track.midi}: {exc}"))
-                continue
+            timeline = timelines.get(track.name)
+            if timeline is None:
+                try:
+                    timeline = Timeline(track.midi, session.sample_rate)
+                except MIDI_ERRORS as exc:
+                    pending.append(_failed(track, track.name, 0, session.sample_rate, 0,
+                                           f"cannot read {track.midi}: {exc}"))
+                    continue
             for part in stream_parts(track, timeline):
                 rendered = _render_part(session, track, timeline, part)
                 if isinstance(rendered, TrackResult):
@@ -82,6 +91,19 @@ def render_session(session: Session, open_stream: OpenStream, *, progress: Progr
             done = p.result() if isinstance(p, Future) else p
             results += done if isinstance(done, list) else [done]
         return results
+
+
+def session_streams(session: Session, timelines: Mapping[str, Timeline]) -> list[tuple[Track, str]]:
+    """(track, stream id) of every stream ``render_session`` writes for ``session``; ``timelines``
+    holds the timeline of every track that names a MIDI file (a gm track makes a stream per
+    channel that plays)."""
+    streams: list[tuple[Track, str]] = []
+    for track in session.tracks:
+        if track.recorded:
+            streams += [(track, dry_stream_name(track.name)), (track, wet_stream_name(track.name))]
+        else:
+            streams += [(track, part.stream) for part in stream_parts(track, timelines[track.name])]
+    return streams
 
 
 def stream_parts(track: Track, timeline: Timeline) -> list[_Part]:
@@ -137,11 +159,8 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
     assert instrument is not None
     channels = audio.shape[0]
     try:
-        moves = effect_changes(automation_points(track.effect_lanes(), timeline, frames), size)
-        initial = initial_values(moves)
-        latency = measure_latency(track.effects, rate, channels, size, initial)
-        chain = AlignedChain(EffectChain(track.effects, rate, initial), latency, channels, size)
-    except (ChainError, ValueError, TypeError) as exc:
+        moves, latency, chain = track_chain(track.effects, track.effect_lanes(), timeline, frames, channels, size)
+    except CHAIN_ERRORS as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"effects failed: {exc}")
     meta: tuple = () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
     if track.effects:
@@ -158,7 +177,7 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
     try:
         feed_through_chain(audio, chain, moves, size, feeder, gain_db=track.gain_db)
         feeder.check_all_fed()
-    except (ConsumerFailed, ChainError, RuntimeError, ValueError) as exc:  # the consumer gave up, or the chain did
+    except CAPTURE_ERRORS as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"capture failed: {exc}")
     finally:
         processor.close()

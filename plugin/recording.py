@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from sendlearn.capture import ConsumerFailed, StreamInfo
+from sendlearn.capture import Playhead, StreamInfo
 
-from .chain import AlignedChain, ChainError, EffectChain, measure_latency
 from .feed import (
+    CAPTURE_ERRORS,
+    CHAIN_ERRORS,
     BlockFeeder,
     Progress,
     TrackResult,
-    automation_points,
     check_render,
-    effect_changes,
     feed_through_chain,
-    initial_values,
+    track_chain,
 )
 from .processor import OpenStream
-from .session import Session, Track, dry_stream_name, wet_stream_name
-from .timeline import Timeline, steady_timeline
+from .timeline import MIDI_ERRORS, Timeline, steady_timeline
+from .tracks import Session, Track, dry_stream_name, wet_stream_name
 
 DRY_HOST = "recording"
 WET_HOST = "pedalboard"
@@ -44,14 +43,16 @@ def read_recording(track: Track) -> np.ndarray:
 
 
 def recording_timeline(track: Track, sample_rate: int) -> Timeline:
+    """The take's clock: its MIDI conductor's, or one tempo and meter (``bpm``, ``meter``)."""
     if track.midi is not None:
         return Timeline(track.midi, sample_rate)
     return steady_timeline(track.bpm, track.meter, sample_rate)
 
 
-def capture_recording(session: Session, track: Track, open_stream: OpenStream,
-                      progress: Progress | None = None) -> list[TrackResult]:
-    """Capture ``track``'s dry and wet streams; two results, dry first."""
+def capture_recording(session: Session, track: Track, open_stream: OpenStream, progress: Progress | None = None,
+                      timeline: Timeline | None = None) -> list[TrackResult]:
+    """Capture ``track``'s dry and wet streams; two results, dry first. ``timeline``: the
+    track's clock when its MIDI conductor has been read already."""
     rate, size = session.sample_rate, session.block_size
     dry_name, wet_name = dry_stream_name(track.name), wet_stream_name(track.name)
 
@@ -61,8 +62,8 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream,
 
     try:
         audio = read_recording(track)
-        timeline = recording_timeline(track, rate)
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError) as exc:
+        timeline = recording_timeline(track, rate) if timeline is None else timeline
+    except (RuntimeError, *MIDI_ERRORS) as exc:  # soundfile's, or mido's
         return failed(0, 0, f"cannot read {track.audio if track.midi is None else track.midi}: {exc}")
     frames, channels = audio.shape[1], audio.shape[0]
     events = [e for e in timeline.events if e.sample < frames]
@@ -70,11 +71,8 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream,
     if problem is not None:
         return failed(frames, len(events), problem.replace("render", "recording"))
     try:
-        moves = effect_changes(automation_points(track.effect_lanes(), timeline, frames), size)
-        initial = initial_values(moves)
-        latency = measure_latency(track.effects, rate, channels, size, initial)
-        chain = AlignedChain(EffectChain(track.effects, rate, initial), latency, channels, size)
-    except (ChainError, ValueError, TypeError) as exc:
+        moves, latency, chain = track_chain(track.effects, track.effect_lanes(), timeline, frames, channels, size)
+    except CHAIN_ERRORS as exc:
         return failed(frames, len(events), f"effects failed: {exc}")
     chain_text = ", ".join(f"{e.id or e.name.lower()}={e.name}" for e in track.effects) or "none"
     source = ("recording", track.audio.name if track.audio is not None else "")
@@ -84,14 +82,14 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream,
                           meta=(source, ("pair", dry_name), ("chain", chain_text), *latency.meta()))
     dry_processor, wet_processor = open_stream(dry_info), open_stream(wet_info)
     report = (lambda done: progress(wet_name, done, frames)) if progress else None
-    playheads: dict = {}  # dry and wet share a block grid: each playhead is computed once
+    playheads: dict[int, Playhead] = {}  # dry and wet share a block grid: each playhead is computed once
     dry = BlockFeeder(dry_processor, events, (), timeline, playheads=playheads)
     wet = BlockFeeder(wet_processor, events, moves, timeline, report, playheads=playheads)
     try:
         feed_through_chain(audio, chain, moves, size, wet, dry=dry, gain_db=track.gain_db)
         dry.check_all_fed()
         wet.check_all_fed()
-    except (ConsumerFailed, ChainError, RuntimeError, ValueError) as exc:  # the consumer gave up, or the chain did
+    except CAPTURE_ERRORS as exc:
         return failed(frames, len(events), f"capture failed: {exc}")
     finally:
         dry_processor.close()

@@ -29,11 +29,11 @@ import time
 import numpy as np
 
 from sendlearn.capture import StreamInfo
-from sendlearn.plugin.chain import AlignedChain, EffectChain, measure_latency
-from sendlearn.plugin.feed import BlockFeeder, automation_points, effect_changes, feed_through_chain, initial_values
+from sendlearn.plugin.chain import AlignedChain, Change
+from sendlearn.plugin.feed import BlockFeeder, feed_through_chain, track_chain
 from sendlearn.plugin.processor import CaptureProcessor
 from sendlearn.plugin.session import Automation, Effect, effect_ids
-from sendlearn.plugin.timeline import steady_timeline
+from sendlearn.plugin.timeline import Timeline, steady_timeline
 
 RATE, CHANNELS = 48000, 2
 EFFECTS = (
@@ -89,15 +89,27 @@ def _drained(info: StreamInfo) -> tuple[CaptureProcessor, threading.Thread]:
     return processor, thread
 
 
-def streamed(audio: np.ndarray, block_size: int) -> float:
-    started = time.perf_counter()
+def _chain(audio: np.ndarray, block_size: int) -> tuple[Timeline, list[Change], AlignedChain]:
+    """The take's clock, the chain's parameter changes and the chain, as plugin/recording.py
+    makes them (``track_chain``: latency measured, then aligned)."""
     timeline = steady_timeline(120.0, (4, 4), RATE)
     frames = audio.shape[1]
-    effects = chain_effects()
-    moves = effect_changes(automation_points(lanes(frames / RATE), timeline, frames), block_size)
-    initial = initial_values(moves)
-    latency = measure_latency(effects, RATE, CHANNELS, block_size, initial)
-    chain = AlignedChain(EffectChain(effects, RATE, initial), latency, CHANNELS, block_size)
+    moves, _, chain = track_chain(chain_effects(), lanes(frames / RATE), timeline, frames, CHANNELS, block_size)
+    return timeline, moves, chain
+
+
+def _moves_in(moves: list[Change], c: int, start: int, end: int) -> tuple[list[Change], int]:
+    """The changes from index ``c`` on that fall before ``end``, at their offsets from ``start``."""
+    here = []
+    while c < len(moves) and moves[c][0] < end:
+        here.append((moves[c][0] - start, moves[c][1], moves[c][2]))
+        c += 1
+    return here, c
+
+
+def streamed(audio: np.ndarray, block_size: int) -> float:
+    started = time.perf_counter()
+    timeline, moves, chain = _chain(audio, block_size)
     (dry_p, dry_t), (wet_p, wet_t) = (_drained(StreamInfo("bench", name, RATE, CHANNELS, block_size))
                                       for name in ("gtr-dry", "gtr-wet"))
     playheads: dict = {}  # as plugin/recording.py does
@@ -114,20 +126,12 @@ def chain_only(audio: np.ndarray, block_size: int) -> float:
     """The streamed chain without capture: latency measured, blocks pushed (split at the
     automation) and taken; no processor, no playhead."""
     started = time.perf_counter()
-    timeline = steady_timeline(120.0, (4, 4), RATE)
+    _, moves, chain = _chain(audio, block_size)
     frames = audio.shape[1]
-    effects = chain_effects()
-    moves = effect_changes(automation_points(lanes(frames / RATE), timeline, frames), block_size)
-    initial = initial_values(moves)
-    chain = AlignedChain(EffectChain(effects, RATE, initial),
-                         measure_latency(effects, RATE, CHANNELS, block_size, initial), CHANNELS, block_size)
     c = 0
     for start in range(0, frames, block_size):
         end = min(start + block_size, frames)
-        here = []
-        while c < len(moves) and moves[c][0] < end:
-            here.append((moves[c][0] - start, moves[c][1], moves[c][2]))
-            c += 1
+        here, c = _moves_in(moves, c, start, end)
         chain.push(audio[:, start:end], here)
         chain.take(chain.ready)
     return time.perf_counter() - started
@@ -135,23 +139,15 @@ def chain_only(audio: np.ndarray, block_size: int) -> float:
 
 def per_block(audio: np.ndarray, block_size: int) -> dict[str, float]:
     """Per-block cost of the chain (push + take) and of the wet CaptureProcessor.process."""
-    timeline = steady_timeline(120.0, (4, 4), RATE)
+    timeline, moves, chain = _chain(audio, block_size)
     frames = audio.shape[1]
-    effects = chain_effects()
-    moves = effect_changes(automation_points(lanes(frames / RATE), timeline, frames), block_size)
-    initial = initial_values(moves)
-    chain = AlignedChain(EffectChain(effects, RATE, initial), measure_latency(effects, RATE, CHANNELS, block_size,
-                                                                              initial), CHANNELS, block_size)
     processor = CaptureProcessor("bench", "gtr-wet", RATE, CHANNELS, capacity=frames // block_size + 2,
                                  realtime=False)
     chain_ns, capture_ns = [], []
     c = 0
     for start in range(0, frames - block_size + 1, block_size):
         end = start + block_size
-        here = []
-        while c < len(moves) and moves[c][0] < end:
-            here.append((moves[c][0] - start, moves[c][1], moves[c][2]))
-            c += 1
+        here, c = _moves_in(moves, c, start, end)
         t0 = time.perf_counter_ns()
         chain.push(audio[:, start:end], here)
         out = chain.take(block_size)
