@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from sendlearn.cli import print_table
-from sendlearn.plugin.session import Session
-from sendlearn.plugin.timeline import Timeline
-from sendlearn.render import Outcome, load_inputs, remove_sessions, render_all, report, show_progress
+from sendlearn.plugin.inputs import LoadedInput
+from sendlearn.plugin.send import Outcome
+from sendlearn.render import host_output_to_stderr, load_inputs, render_all, report, show_progress
+from sendlearn.server.direct import remove_sessions
 
 
 def demo_session_path() -> Path:
@@ -28,14 +29,15 @@ def run_demo(args: argparse.Namespace) -> int:
     path = demo_session_path()
     loaded = load_inputs([path], instrument=None, sample_rate=None, block_size=None)
     data_dir = args.data_dir.resolve()
-    remove_sessions(data_dir, [loaded[0][1].name])  # the demo is ours: each run writes it afresh
-    outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args))
-    for outcome in outcomes:
-        outcome.extra.update(_written(outcome))
-    if args.json:
-        report(args, outcomes, data_dir, elapsed)
-    else:
-        print_demo(loaded[0][1], outcomes, data_dir, elapsed)
+    remove_sessions(data_dir, [loaded[0].session.name])  # the demo is ours: each run writes it afresh
+    with host_output_to_stderr():
+        outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args))
+        for outcome in outcomes:
+            outcome.extra.update(_written(outcome))
+        if args.json:
+            report(args, outcomes, data_dir, elapsed)
+        else:
+            print_demo(loaded[0], outcomes, data_dir, elapsed)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
@@ -54,9 +56,10 @@ def _written(outcome: Outcome) -> dict[str, Any]:
             "params": info["params"], "meta": info.get("meta", {})}
 
 
-def print_demo(session: Session, outcomes: list[Outcome], data_dir: Path, elapsed: float) -> None:
+def print_demo(demo: LoadedInput, outcomes: list[Outcome], data_dir: Path, elapsed: float) -> None:
+    session = demo.session
     print(f"Rendered the demo session in {elapsed:.1f} s: {len(session.tracks)} tracks at {session.sample_rate} Hz, "
-          f"{_tempo_story(session)};\nevery block went capture -> websocket -> receiver -> dataset.")
+          f"{_tempo_story(demo)};\nevery block went capture -> websocket -> receiver -> dataset.")
     folder = data_dir / "sessions" / session.name
     print_table(f"written to {folder}", ["stream", "seconds", "blocks", "events", "MIDI", "audio"],
                 [[o.stream, f"{o.seconds:.2f}", o.blocks, o.events,
@@ -79,10 +82,9 @@ def print_demo(session: Session, outcomes: list[Outcome], data_dir: Path, elapse
     print(f"Next: sendlearn status --data-dir {data_dir}")
 
 
-def _tempo_story(session: Session) -> str:
+def _tempo_story(demo: LoadedInput) -> str:
     """'4/4 at 120 bpm, bar 5: 3/4 at 140 bpm, ...' from the first track's MIDI file."""
-    first = next(t.midi for t in session.tracks if t.midi is not None)
-    timeline = Timeline(first, session.sample_rate)
+    timeline = next(demo.timelines[t.name] for t in demo.session.tracks if t.midi is not None)
     ticks = sorted({s.tick for s in timeline.tempos} | {m.tick for m in timeline.meters})
     parts = []
     for tick in ticks:

@@ -14,8 +14,8 @@
     ├── InvalidState                       sendlearn.transport.errors  this end sent a message its state does not allow
     ├── ProtocolError                      sendlearn.transport.errors  what the peer sent breaks the protocol (close code)
     ├── SpoolMismatch (ValueError)         sendlearn.transport.spool   a spool folder that belongs to another stream
-    ├── SenderError                        sendlearn.transport.sender  the stream could not be delivered
-    ├── LinkLost                           sendlearn.transport.sender  one connection ended; the sender reconnects
+    ├── SenderError                        sendlearn.transport.retry   the stream could not be delivered
+    ├── LinkLost                           sendlearn.transport.retry   one connection ended; the sender reconnects
     ├── Refused                            sendlearn.server.errors     what a stream cannot take (close code in ``code``)
     │   ├── InvalidBlocks                  blocks that break the stream (INVALID_BLOCK)
     │   ├── Overlap                        samples over stored audio of another seq (OVERLAP)
@@ -23,10 +23,10 @@
     │   └── StreamMismatch                 a HELLO that disagrees with the stream on disk (STREAM_MISMATCH)
     ├── StorageError                       sendlearn.server.errors     the receiver's disk refused a write or a sync
     ├── StreamBusy                         sendlearn.server.errors     another writer holds the stream
-    ├── RenderError                        sendlearn.plugin.render     a render the host could not do
+    ├── RenderError                        sendlearn.plugin.errors     a render the host could not do
     ├── ChainError                         sendlearn.plugin.chain      an effect chain that cannot run
     ├── BridgeError                        sendlearn.plugin.bridge     the live bridge could not start or stopped
-    └── ServerDown                         sendlearn.plugin.takes      the receiver at --server cannot be reached
+    └── ServerDown                         sendlearn.plugin.send       the receiver at --server cannot be reached
 
 Local misuse (``InvalidMessage``, ``InvalidState``) is kept apart from what a peer sent
 (``ProtocolError``): a sender that builds a bad BYE learns that its BYE is bad, not that the

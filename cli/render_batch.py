@@ -1,9 +1,11 @@
 """``sendlearn render DIR_OR_FILES... --workers N | --scheduler URL``: the batch command.
 
+Each input is a task of ``plugin.batch`` running the job ``sendlearn.batch:render_input`` (batch.py).
 Progress (rich, on a terminal) shows inputs done of all, done / skipped / failed, files per
-second, audio seconds per second (``12.5x``: times real time), the time taken and the time left. SIGINT, SIGTERM and SIGHUP stop the batch
-cleanly: no new render starts, the ones in flight are killed (their streams resume on a
-rerun), the summary says what was done, exit 0 (1 if anything failed).
+second, audio seconds per second (``12.5x``: times real time), the time taken and the time
+left. SIGINT, SIGTERM and SIGHUP stop the batch cleanly: no new render starts, the ones in
+flight are killed (their streams resume on a rerun), the summary says what was done, exit 0
+(1 if anything failed).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sendlearn.batch import DEFAULT_TIMEOUT, BatchResult, find_inputs, run_batch, session_name
 from sendlearn.cli import print_table
 from sendlearn.errors import MissingExtra, UsageError
+from sendlearn.plugin.batch import DEFAULT_TIMEOUT, BatchResult, run_batch
+from sendlearn.plugin.inputs import find_inputs, session_name
+from sendlearn.render import StderrBars
 from sendlearn.signals import interrupted_by_signals
 
 MAX_TABLE_ROWS = 40
+JOB = "sendlearn.batch:render_input"  # what each worker runs for an input (batch.py)
 
 
 def is_batch(args: argparse.Namespace) -> bool:
@@ -32,7 +37,7 @@ def is_batch(args: argparse.Namespace) -> bool:
 def run_batch_command(args: argparse.Namespace) -> int:
     from importlib.util import find_spec
 
-    from sendlearn.render import ServerDown, check_server, remove_sessions
+    from sendlearn.plugin.send import ServerDown, check_server
 
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers is for the local pool; a --scheduler's cluster has its own workers")
@@ -69,6 +74,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.replace:
         if data_dir is None:
             raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
+        from sendlearn.server.direct import remove_sessions
+
         remove_sessions(data_dir, [n for n in map(session_name, inputs) if n is not None])
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,46 +84,30 @@ def run_batch_command(args: argparse.Namespace) -> int:
     workers = args.workers or 1
     started = time.monotonic()
     with interrupted_by_signals(), _Progress(len(inputs), started, sys.stderr.isatty() and not args.json) as view:
-        result = run_batch(inputs, options, workers=workers, scheduler=args.scheduler, timeout=args.timeout,
+        result = run_batch(inputs, options, JOB, workers=workers, scheduler=args.scheduler, timeout=args.timeout,
                            max_tasks=args.max_renders, progress=view.update)
     elapsed = time.monotonic() - started
     report(args, result, len(inputs), data_dir, elapsed, workers)
     return 1 if result.failures else 0
 
 
-class _Progress:
+class _Progress(StderrBars):
     """One bar over the inputs, with done / skipped / failed, rates and the time left."""
 
     def __init__(self, total: int, started: float, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+        super().__init__(BarColumn(bar_width=12), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), enabled=enabled)
         self.started = started
-        self.bar = Progress(BarColumn(bar_width=12), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                            console=Console(stderr=True), disable=not enabled, transient=True)
-        self.task = self.bar.add_task("inputs", total=total, status="")
-
-    def __enter__(self) -> _Progress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        self.task = self.progress.add_task("inputs", total=total, status="")
 
     def update(self, result: BatchResult) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rendered = result.done + result.failed
         status = (f"done {result.done} skip {result.skipped} fail {result.failed} · "
                   f"{rendered / elapsed:.2f} files/s {result.audio_seconds / elapsed:.1f}x")
-        self.bar.update(self.task, completed=result.done + result.skipped + result.failed, status=status)
+        self.progress.update(self.task, completed=result.done + result.skipped + result.failed, status=status)
 
 
 def summary(result: BatchResult, inputs: int, data_dir: Path | None, server: str | None, scheduler: str | None,

@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sendlearn.capture import StreamInfo
+
 from .instrument import Instrument
 from .tracks import Session, Track
 
@@ -37,6 +39,15 @@ def take_id(session: Session, track: Track, stream: str) -> str:
     }
     text = json.dumps(description, sort_keys=True, default=str)
     return "render-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def render_take(session: Session, info: StreamInfo) -> str:
+    """The take id of the offline render of stream ``info`` of ``session`` (its track is
+    ``info.track``). Renders are deterministic, so the same inputs make the same take: a render
+    that was cut off resumes where the receiver stopped, and one already complete is
+    acknowledged at once instead of written again."""
+    track = next(t for t in session.tracks if info.track == t.name)
+    return take_id(session, track, info.stream)
 
 
 def track_description(track: Track) -> dict[str, Any]:

@@ -3,17 +3,19 @@
     .venv/bin/python scripts/bench_offline.py [--runs 5] [--session plugin/demo/session.toml]
 
 bare:  what rendering the session's audio costs anyway: per track, the tempo map, the
-       instrument render (DawDreamer, ``plugin.render.render_stream``), effects and gain,
-       and the render check. Nothing is captured, sent or written.
-chain: ``sendlearn render``'s own path (``sendlearn.render.capture_session``): the same
+       instrument render (DawDreamer, ``plugin.render.render_stream``), effects (pedalboard,
+       the whole stream in one call) and gain, and the render check. Nothing is captured,
+       sent or written.
+chain: ``sendlearn render``'s own path (``sendlearn.plugin.send.capture_session``): the same
        render, then CaptureProcessor -> Sender -> loopback websocket -> in-process receiver ->
        dataset files (fsynced, renamed into place), including starting and stopping the receiver.
 
 The modes run interleaved (the order flips every run, after one warm-up of each) so drift in
 machine load hits both. Memory: one run per mode in a fresh subprocess, peak RSS (VmHWM)
 minus RSS once every library is imported; tracemalloc would miss DawDreamer's and
-libsndfile's C++ allocations, which are most of it. Target (DESIGN §8): chain <= 1.5x bare.
-Last line: one JSON object.
+libsndfile's C++ allocations, which are most of it. Target: chain <= 1.5x bare (the aim for
+"render + capture + send + receive + write, vs the bare render"; README.md's Benchmarks table
+keeps the last figure). Last line: one JSON object (the hosts' own prints go to stderr).
 """
 
 from __future__ import annotations
@@ -25,15 +27,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sendlearn.plugin.offline import automation_points, check_render, stream_parts
-from sendlearn.plugin.render import apply_effects, apply_gain, automation_curve, render_stream
+import numpy as np
+
+from sendlearn.plugin.feed import apply_gain, automation_curve, automation_points, check_render
+from sendlearn.plugin.offline import stream_parts
+from sendlearn.plugin.render import render_stream
 from sendlearn.plugin.session import Session, load_session
 from sendlearn.plugin.timeline import Timeline
+from sendlearn.render import host_output_to_stderr
 
 DEMO = Path(__file__).resolve().parent.parent / "plugin" / "demo" / "session.toml"
 TARGET = 1.5
+
+
+def apply_effects(audio: np.ndarray, sample_rate: int, effects: Sequence[tuple[str, Mapping[str, object]]]) -> np.ndarray:
+    """pedalboard's built-in effects, in order, over the whole stream in one call; length kept."""
+    if not effects:
+        return audio
+    import pedalboard
+
+    board = pedalboard.Pedalboard([getattr(pedalboard, name)(**options) for name, options in effects])
+    out = np.ascontiguousarray(board(audio, sample_rate, reset=True), dtype=np.float32)
+    if out.shape != audio.shape:
+        raise RuntimeError(f"effects changed the audio's shape from {audio.shape} to {out.shape}")
+    return out
 
 
 def bare(session: Session) -> float:
@@ -66,7 +86,8 @@ def bare(session: Session) -> float:
 
 def chain(session: Session, data_dir: Path) -> float:
     """The CLI's path into ``data_dir``; returns seconds of audio written."""
-    from sendlearn.render import LOCAL_COMMIT_INTERVAL, capture_session
+    from sendlearn.plugin.send import capture_session
+    from sendlearn.render import LOCAL_COMMIT_INTERVAL
     from sendlearn.server.receiver import ReceiverThread
 
     with ReceiverThread(data_dir, commit_interval=LOCAL_COMMIT_INTERVAL) as receiver:  # as receiver_url does
@@ -100,12 +121,12 @@ def child(mode: str, session_path: Path) -> None:
     import pyarrow.parquet  # noqa: F401
     import soundfile  # noqa: F401
 
-    import sendlearn.render  # noqa: F401
+    import sendlearn.plugin.send  # noqa: F401
     import sendlearn.server.receiver  # noqa: F401
 
     session = load_session(session_path)
     baseline = _status_kib("VmRSS")
-    with tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
+    with host_output_to_stderr(), tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
         _, audio = timed(mode, session, Path(tmp), 0)
     peak = _status_kib("VmHWM")
     print(json.dumps({"mode": mode, "baseline_kib": baseline, "peak_kib": peak, "audio_seconds": audio}))
@@ -129,6 +150,11 @@ def main() -> None:
     if args.child:
         child(args.child, args.session)
         return
+    with host_output_to_stderr():
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
 
     session = load_session(args.session)
     times: dict[str, list[float]] = {"bare": [], "chain": []}

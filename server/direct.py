@@ -1,4 +1,4 @@
-"""Streams written straight into a data directory by the receiver's own writer: no websocket.
+"""Streams written straight into a data directory by the receiver's own writer: a receiver without a socket.
 
 A batch worker on the machine (or shared filesystem) that holds ``--data-dir`` needs no link:
 each stream's blocks go from the capture processor's hand-off to a ``StreamWriter`` (the one
@@ -8,8 +8,9 @@ would have written, and a stream cut off (its process killed) resumes as a sende
 WELCOME: the writer reopened from its work files says which seqs are durable, and only the
 blocks after them are written. Nothing twice, nothing missing.
 
-This sits above both ``plugin`` (the render) and ``server`` (the writer), which may not
-import each other.
+It takes blocks from a ``HandOff`` and knows nothing of how they were made, so it is the
+receiver's side alone (``server`` may not import ``plugin``): the batch job that renders into it
+(``sendlearn.batch``) puts the two together.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sendlearn.capture import HandOff, StreamInfo
-from sendlearn.server.completed import CompletedStream, open_stream_writer
-from sendlearn.server.errors import StreamBusy
-from sendlearn.server.finalise import finalise
-from sendlearn.server.layout import WORK, stream_dir
-from sendlearn.server.locks import StreamLocks
+from sendlearn.capture import Block, HandOff, StreamInfo
 from sendlearn.transport import BlocksReceived, Quality
+
+from .completed import CompletedStream, open_stream_writer
+from .errors import StreamBusy
+from .finalise import finalise
+from .layout import WORK, stream_dir
+from .locks import StreamLocks
+from .writer import StreamWriter
 
 BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
 COMMIT_BLOCKS = 2048  # fsync this often while a long stream is written (a power cut loses less)
@@ -51,8 +56,7 @@ class DirectStream:
             self._unlock()
             raise
         complete = isinstance(self.writer, CompletedStream)
-        # every seq at or below this is on disk already (a resumed stream) or complete
-        self.durable = self.writer.last_seq if complete else self.writer.through
+        self.durable: int = self.writer.through  # every seq at or below it is on disk already (resumed, or complete)
         self.resumed = not complete and self.durable >= 0
         self.last_seq = -1
         self.written = 0
@@ -61,7 +65,7 @@ class DirectStream:
         self._thread.start()
 
     def _drain(self) -> None:
-        batch: list[Any] = []
+        batch: list[Block] = []
         since_commit = 0
         try:
             while True:
@@ -84,7 +88,7 @@ class DirectStream:
             self.error = f"writing {self.info.session}/{self.info.stream} failed: {exc}"
             self.handoff.fail(self.error)
 
-    def _write(self, batch: list[Any]) -> int:
+    def _write(self, batch: list[Block]) -> int:
         if batch:
             self.writer.add(BlocksReceived(Quality.FLOAT32, tuple(batch), False, ()))
             self.written += len(batch)
@@ -139,13 +143,22 @@ def _lock_stream(data_dir: Path, info: StreamInfo) -> int | None:
     return fd
 
 
-def _release(writer: Any) -> None:
+def _release(writer: StreamWriter) -> None:
     """Let go of the files, keeping the work folder for a resume (a failed writer is cut back
     to what it last synced)."""
     if writer.failed is None:
         writer.close()
     else:
         writer.abandon()
+
+
+def remove_sessions(data_dir: Path, names: Iterable[str]) -> None:
+    """Delete these sessions' folders, so a render writes them afresh (a receiver never
+    overwrites a complete stream with another take of it)."""
+    for name in set(names):
+        folder = stream_dir(data_dir, name, "x").parent
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def is_complete(data_dir: Path, session: str, stream: str, take: str) -> bool:
