@@ -7,20 +7,20 @@ import json
 import sys
 from pathlib import Path
 
+from sendlearn.dataset_command import check_data_dir, dataset_parser, task_bars
 from sendlearn.signals import interrupted_by_signals
 
 FORMATS = ("parquet", "webdataset", "hdf5", "tfrecord", "pytorch")
 
 
 def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
-    export = commands.add_parser(
-        "export", help="write training windows in a format training code reads (docs/export.md)",
+    export = dataset_parser(
+        commands, "export", default_data_dir, sessions=True,
+        help="write training windows in a format training code reads (docs/export.md)",
         description="One sample per (session, stream, window): the windows `sendlearn sequences` stored (else 30 s "
         "with 5 s overlap), their lossless audio, MIDI events, playhead, automation, features and flags. Flagged "
         "windows are left out unless --include-flagged. Layouts: docs/export.md.")
     export.add_argument("format", choices=FORMATS)
-    export.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
-    export.add_argument("--session", action="append", metavar="S", help="only this session (repeatable)")
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="an empty or new directory")
     export.add_argument("--include-flagged", action="store_true",
                         help="also windows flagged silent, clipped, degraded, gaps, empty or few_events")
@@ -33,19 +33,15 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from sendlearn.dataset.export import export, writer
     from sendlearn.errors import UsageError
 
-    if not args.data_dir.is_dir():
-        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    check_data_dir(args.data_dir)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {args.out}: not an empty directory (an export never mixes with other files)")
     writer(args.format)  # a missing library is a MissingExtra naming the export extra
     interactive = sys.stderr.isatty() and not args.json
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with interrupted_by_signals(), Progress(*columns, disable=not interactive) as bar:
+    with interrupted_by_signals(), task_bars(interactive) as bar:
         task = bar.add_task(f"export {args.format}", total=None)
         try:
             result = export(args.format, args.data_dir, args.out, sessions=args.session,

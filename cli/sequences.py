@@ -9,17 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sendlearn.dataset_command import check_data_dir, dataset_parser, task_bars
 from sendlearn.signals import interrupted_by_signals
 
 
 def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
-    sequences = commands.add_parser(
-        "sequences", help="cut sessions into training windows with features and quality flags",
+    sequences = dataset_parser(
+        commands, "sequences", default_data_dir, sessions=True,
+        help="cut sessions into training windows with features and quality flags",
         description="Cut each session into windows on its clock (window k starts at k*(window-overlap) seconds; "
         "only whole windows), compute every stream's features per window and flag windows that are silent, "
         "clipped, degraded or have too few events. Stored under DATA_DIR/sequences/ (docs/dataset.md).")
-    sequences.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
-    sequences.add_argument("--session", action="append", metavar="S", help="only this session (repeatable)")
     sequences.add_argument("--window", type=float, default=30.0, metavar="SECONDS", help="window length (default 30)")
     sequences.add_argument("--overlap", type=float, default=5.0, metavar="SECONDS",
                            help="seconds shared by neighbouring windows (default 5)")
@@ -30,23 +30,20 @@ def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) ->
     sequences.add_argument("--json", action="store_true", help="print one JSON object")
     sequences.set_defaults(run=run_sequences)
 
-    quality = commands.add_parser(
-        "quality", help="measure every stream and window; write sequences/quality.parquet",
+    quality = dataset_parser(
+        commands, "quality", default_data_dir,
+        help="measure every stream and window; write sequences/quality.parquet",
         description="Silence, clipping, peak and RMS, note density, polyphony, velocity, pitch and tempo ranges, "
         "complexity, degraded audio, gaps and MIDI-to-audio alignment, per stream and per window (the windows "
         "`sendlearn sequences` cut, else 30 s with 5 s overlap).")
-    quality.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
     quality.add_argument("--json", action="store_true", help="print one JSON object")
     quality.set_defaults(run=run_quality)
 
 
 def _open(args: argparse.Namespace) -> Any:
     from sendlearn.dataset import Dataset
-    from sendlearn.errors import UsageError
 
-    if not args.data_dir.is_dir():
-        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
-    return Dataset(args.data_dir)
+    return Dataset(check_data_dir(args.data_dir))
 
 
 def _interactive(args: argparse.Namespace) -> bool:
@@ -54,8 +51,6 @@ def _interactive(args: argparse.Namespace) -> bool:
 
 
 def run_sequences(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from sendlearn.cli import print_table
     from sendlearn.dataset.sequences import build_sequences
     from sendlearn.dataset.windows import WindowSpec
@@ -73,13 +68,15 @@ def run_sequences(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     results = []
-    with interrupted_by_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=not _interactive(args)) as bar:
+    with interrupted_by_signals(), task_bars(_interactive(args)) as bar:
         for session in sessions:
             task = bar.add_task(session, total=None)
+
+            def shown(done: int, total: int, task: Any = task) -> None:
+                bar.update(task, completed=done, total=total)
+
             try:
-                results.append(build_sequences(args.data_dir, session, spec, args.workers,
-                                               lambda done, total, t=task: bar.update(t, completed=done, total=total)))
+                results.append(build_sequences(args.data_dir, session, spec, args.workers, shown))
             except ValueError as exc:  # streams of one session at different rates: no shared clock
                 raise UsageError(str(exc)) from None
             except KeyboardInterrupt:  # SIGINT, SIGTERM or SIGHUP: what is written stays, a rerun resumes

@@ -5,7 +5,8 @@ back to the stream being at full quality again (backfill done).
 
     .venv/bin/python scripts/bench_faults.py [--windows N] [--window-seconds S]
 
-Target (DESIGN §8 / issue 6): p99 stalled / p99 healthy ≤ 1.2. Last line: one JSON object.
+Target (issue 6: the audio thread never waits on the link): p99 stalled / p99 healthy ≤ 1.2
+(README.md's Benchmarks table keeps the last figures). Last line: one JSON object.
 """
 
 from __future__ import annotations

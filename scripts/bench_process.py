@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/bench_process.py [--blocks N]
 
-Prints a table, then one JSON object as the last line. Targets (DESIGN §8): median ≤ 20 µs,
-p99 ≤ 100 µs.
+Prints a table, then one JSON object as the last line. Targets: median ≤ 20 µs, p99 ≤ 100 µs
+(the project's aim for a 512-frame stereo block; README.md's Benchmarks table keeps the last figures).
 """
 
 from __future__ import annotations

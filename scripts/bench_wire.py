@@ -3,7 +3,8 @@ write throughput, over a real loopback websocket into a real data directory.
 
     .venv/bin/python scripts/bench_wire.py [--seconds S]
 
-Target (DESIGN §8): 16-bit lossless wire bytes ≤ 1.1× the FLAC file. Last line: one JSON object.
+Target: 16-bit lossless wire bytes ≤ 1.1× the FLAC file (the project's aim; README.md's Benchmarks
+table keeps the last figures). Last line: one JSON object.
 """
 
 from __future__ import annotations

@@ -29,15 +29,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .samples import PLAYHEAD, TIMELINE, Sample
+from .samples import PLAYHEAD, TIMELINE, Sample, publish_parts
 
 FILE = "windows.h5"
 FORMAT, VERSION = "sendlearn-windows", 1
 STR = h5py.string_dtype()
-INDEX_DTYPE = np.dtype([("key", object), ("session", object), ("stream", object), ("window", np.int64),
-                        ("start_sample", np.int64), ("frames", np.int64), ("sample_rate", np.int64),
-                        ("channels", np.int64)])
-_H5_INDEX = np.dtype([(name, STR if kind == np.dtype(object) else kind) for name, (kind, _) in INDEX_DTYPE.fields.items()])
+INDEX_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("key", object), ("session", object), ("stream", object), ("window", np.int64), ("start_sample", np.int64),
+    ("frames", np.int64), ("sample_rate", np.int64), ("channels", np.int64))
+INDEX_DTYPE = np.dtype(list(INDEX_COLUMNS))
+_H5_INDEX = np.dtype([(name, STR if kind is object else kind) for name, kind in INDEX_COLUMNS])
+_TEXT_COLUMNS = frozenset(name for name, kind in INDEX_COLUMNS if kind is object)  # strings in the file
 
 
 def _column(values: list[Any]) -> np.ndarray:
@@ -77,7 +79,7 @@ def _write_sample(group: h5py.Group, sample: Sample) -> None:
 
 
 def write_hdf5(samples: Iterator[Sample], out: Path) -> dict[str, Any]:
-    part, final = out / f".{FILE}.part", out / FILE
+    part = out / f".{FILE}.part"  # renamed to FILE when whole (publish_parts)
     index: list[tuple[Any, ...]] = []
     try:
         with h5py.File(part, "w") as f:
@@ -91,11 +93,11 @@ def write_hdf5(samples: Iterator[Sample], out: Path) -> dict[str, Any]:
             f.attrs["samples"] = len(index)
         with open(part, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(part, final)
+        files = publish_parts(out, [part])
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return {"rows": len(index), "files": [str(final)]}
+    return {"rows": len(index), "files": files}
 
 
 def _text(value: Any) -> str:
@@ -105,8 +107,8 @@ def _text(value: Any) -> str:
 def read_index(f: h5py.File) -> list[dict[str, Any]]:
     """The ``index`` rows: key, session, stream, window, start_sample, frames, sample_rate, channels."""
     rows = f["index"][()]
-    return [{name: (_text(row[name]) if _H5_INDEX.fields[name][0] == STR else int(row[name]))
-             for name in _H5_INDEX.names} for row in rows]
+    return [{name: (_text(row[name]) if name in _TEXT_COLUMNS else int(row[name])) for name, _ in INDEX_COLUMNS}
+            for row in rows]
 
 
 def read_sample(group: h5py.Group) -> dict[str, Any]:
