@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed
 
 from sendlearn.capture import StreamInfo
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Welcome
-from sendlearn.transport.messages import seq_ranges
 from sendlearn.transport.protocol import Event
+from sendlearn.transport.ranges import seq_ranges
 
 from . import metrics
 from .completed import StreamTarget, open_stream_writer

@@ -20,8 +20,8 @@ import soundfile
 
 from sendlearn import __version__
 from sendlearn.transport import BlockEntry, Quality
+from sendlearn.transport.decode import entry_from_wire
 from sendlearn.transport.journal import read_records
-from sendlearn.transport.messages import entry_from_wire
 
 from .layout import write_aside, write_json
 from .tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet

@@ -31,8 +31,9 @@ import numpy as np
 
 from sendlearn.capture import Block, StreamInfo
 from sendlearn.transport import BlockEntry, BlocksReceived, Quality
+from sendlearn.transport.decode import entry_from_wire
+from sendlearn.transport.encode import entry_to_wire
 from sendlearn.transport.journal import Damage, Journal
-from sendlearn.transport.messages import entry_from_wire, entry_to_wire
 
 from .errors import InvalidBlocks, InvalidBye, Overlap, StorageError, StreamMismatch
 from .layout import WORK, fsync_dir, stream_dir, write_json

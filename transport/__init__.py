@@ -1,4 +1,8 @@
-"""The wire: a sans-I/O protocol shared by both ends, and the sender that drives it."""
+"""The wire: a sans-I/O protocol shared by both ends, and the sender that drives it.
+
+``.messages`` is imported here before anything imports ``.decode`` or ``.encode``: it
+re-exports their functions at its end, and they import its types.
+"""
 
 from .codec import Quality
 from .errors import EXPLANATIONS, ErrorCode, InvalidMessage, InvalidState, ProtocolError

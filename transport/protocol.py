@@ -22,6 +22,8 @@ import numpy as np
 from sendlearn.capture import Block, CaptureError, DigestMismatch, block_digest
 
 from .codec import Quality, decode_audio, degrade, encode_audio
+from .decode import decode_frame
+from .encode import encode_frame, encode_frame_sized
 from .errors import ErrorCode, InvalidMessage, InvalidState, ProtocolError
 from .limits import Limits
 from .messages import (
@@ -35,9 +37,6 @@ from .messages import (
     Hello,
     Message,
     Welcome,
-    decode_frame,
-    encode_frame,
-    encode_frame_sized,
 )
 from .state import Role, State, next_state
 
@@ -118,10 +117,12 @@ class Protocol:
                                      f"block {block.seq} is not of the stream this connection said HELLO for")
             if block.audio is None and quality is not Quality.NONE:
                 raise InvalidMessage(ErrorCode.INVALID_BLOCK, f"block {block.seq} has no audio to send at {quality.name}")
+        audio: np.ndarray
         if quality is Quality.NONE:  # no audio travels: blocks without any may go too
             audio, decoded = np.zeros((hello.channels, 0), np.float32), None
         else:
-            audio = blocks[0].audio if len(blocks) == 1 else np.concatenate([b.audio for b in blocks], axis=1)
+            parts = [b.audio for b in blocks if b.audio is not None]  # all of them: checked above
+            audio = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
             # digests cover the audio as the receiver will decode it, so degrade the batch as one
             decoded = degrade(audio, quality)
         entries = []
@@ -217,11 +218,7 @@ class Protocol:
             part = None if audio is None else np.ascontiguousarray(audio[:, offset:offset + entry.frames])
             offset += entry.frames
             try:
-                blocks.append(Block(
-                    hello.session, hello.stream, entry.seq, entry.start_sample, entry.frames,
-                    hello.sample_rate, hello.channels, entry.playhead, entry.midi, entry.params,
-                    part, entry.digest,
-                ))
+                blocks.append(entry.to_block(hello, part))
             except DigestMismatch as exc:
                 raise ProtocolError(ErrorCode.BAD_DIGEST, str(exc)) from None
             except CaptureError as exc:

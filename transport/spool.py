@@ -17,14 +17,18 @@ import json
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sendlearn.capture import Block, StreamInfo
 from sendlearn.errors import SendLearnError
 
+from .decode import entry_from_wire
+from .encode import entry_to_wire
 from .journal import Journal, iter_records, read_record_at, read_records
-from .messages import BlockEntry, entry_from_wire, entry_to_wire, seq_ranges
+from .messages import BlockEntry
+from .ranges import seq_ranges
 
 SEGMENT_BYTES = 16 * 1024 * 1024
 MEMORY_CACHE_BYTES = 32 * 1024 * 1024
@@ -53,7 +57,7 @@ class Spool:
         self._writer_segment = -1
         self._released_log: Journal | None = None
         if self.directory is not None:
-            self._open_folder()
+            self._open_folder(self.directory)
 
     # --- adding and reading ---------------------------------------------------------------
 
@@ -67,8 +71,9 @@ class Spool:
             self._segment_bytes[-1] = self._segment_bytes.get(-1, 0) + size
             self._cache[block.seq] = block
         else:
-            segment = self._segment_for(size)
-            offset = self._writer.append(_record(block))
+            writer = self._segment_for(size)
+            segment = self._writer_segment
+            offset = writer.append(_record(block))
             self._where[block.seq] = (segment, offset, size)
             self._segment_pending[segment] = self._segment_pending.get(segment, 0) + 1
             self._segment_bytes[segment] = self._segment_bytes.get(segment, 0) + size
@@ -133,8 +138,7 @@ class Spool:
 
     # --- the folder -----------------------------------------------------------------------
 
-    def _open_folder(self) -> None:
-        folder = self.directory
+    def _open_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / "stream.json"
         mine = {"session": self.info.session, "stream": self.info.stream,
@@ -176,7 +180,8 @@ class Spool:
             # Journal.open drops a torn last record, so blocks appended after it stay readable
             self._writer, _ = Journal.open(self._segment_path(self._writer_segment))
 
-    def _segment_for(self, size: int) -> int:
+    def _segment_for(self, size: int) -> Journal:
+        """The journal of the segment to append ``size`` bytes to (``_writer_segment``)."""
         if self._writer is None or self._writer.size + size > SEGMENT_BYTES:
             if self._writer is not None:
                 self._writer.close()
@@ -185,9 +190,10 @@ class Spool:
             self._writer_segment += 1
             self._writer = Journal(self._segment_path(self._writer_segment))
             self._segment_pending.setdefault(self._writer_segment, 0)
-        return self._writer_segment
+        return self._writer
 
     def _segment_path(self, segment: int) -> Path:
+        assert self.directory is not None  # only a spool on disk has segments
         return self.directory / f"segment-{segment:09d}.log"
 
     def _drop_segment(self, segment: int) -> None:
@@ -203,13 +209,13 @@ class Spool:
             self._cache_bytes -= self._where[seq][2]
 
 
-def _record(block: Block) -> dict:
+def _record(block: Block) -> dict[str, Any]:
+    assert block.audio is not None  # a producer's blocks carry their audio
     return {"entry": entry_to_wire(BlockEntry.of(block)), "audio": block.audio.tobytes()}
 
 
-def _block(record: dict, info: StreamInfo) -> Block:
+def _block(record: dict[str, Any], info: StreamInfo) -> Block:
     e = entry_from_wire(record["entry"])
     audio = np.frombuffer(record["audio"], dtype=np.float32).reshape(info.channels, e.frames).copy()
-    return Block(info.session, info.stream, e.seq, e.start_sample, e.frames, info.sample_rate, info.channels,
-                 e.playhead, e.midi, e.params, audio, e.digest)
+    return e.to_block(info, audio)
 
