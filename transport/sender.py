@@ -6,17 +6,19 @@ keep up, and backfilling full-quality audio once it can.
 The producer (an audio thread, or an offline render) never waits on the network: it only
 touches the hand-off. ``close()`` marks the end of the stream, then waits until every block
 is durable at the receiver (backfilled where it can be) and BYE has been answered.
+
+Its parts: the account of what is sent, acknowledged and owed backfill (transport/outbox.py),
+batches into frames that fit (transport/batching.py), when to retry and when to give up
+(transport/retry.py), the spool (transport/spool.py) and the quality ladder (transport/ladder.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,38 +26,20 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from sendlearn.capture import Block, HandOff, StreamInfo
-from sendlearn.errors import SendLearnError
 
+from .batching import queue_batch
 from .codec import Quality
-from .errors import ErrorCode, InvalidMessage
+from .errors import ErrorCode
 from .ladder import QualityLadder
-from .messages import DEFAULT_MAX_FRAME, NOTHING, Ack, Bye, Error, Fact, Hello, Welcome
+from .messages import DEFAULT_MAX_FRAME, Ack, Bye, Error, Fact, Hello, Welcome
+from .outbox import Outbox
 from .protocol import Protocol
+from .retry import FATAL_CODES, LinkLost, SenderError, backoff
 from .spool import Spool
 from .state import Role
 
 IDLE_POLL = 0.002  # seconds between looks at an empty hand-off
 SYNC_INTERVAL = 1.0  # seconds between spool fsyncs
-# the receiver said no for a reason a retry cannot change
-FATAL_CODES = {ErrorCode.UNAUTHORIZED, ErrorCode.BAD_ID, ErrorCode.STREAM_MISMATCH, ErrorCode.UNSUPPORTED_VERSION,
-               ErrorCode.MALFORMED, ErrorCode.BAD_DIGEST, ErrorCode.INVALID_BLOCK, ErrorCode.UNEXPECTED_MESSAGE,
-               ErrorCode.OVERLAP, ErrorCode.INVALID_BYE}
-
-
-class SenderError(SendLearnError):
-    """The stream could not be delivered; ``code`` is the receiver's error code if it sent one."""
-
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class LinkLost(SendLearnError):
-    """The connection ended; worth reconnecting. ``code``: the receiver's reason, if it gave one."""
-
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Sender:
@@ -107,25 +91,11 @@ class Sender:
         self._told: set[tuple[ErrorCode, str]] = set()  # receiver reasons already printed
         self.max_frame_size = DEFAULT_MAX_FRAME  # until WELCOME says the receiver's
         # counters
-        self.blocks_sent = self.bytes_sent = self.audio_bytes_sent = 0
-        self.blocks_backfilled = self.connections = self.audio_lost_spool_full = 0
-        self.durable_through = NOTHING
-        self.rtt_seconds: float | None = None
+        self.blocks_sent = self.bytes_sent = self.audio_bytes_sent = self.connections = 0
         # stream state, shared by the intake and the connections (one event loop: no locks)
-        self.first_seq = self.spool.next_seq  # where a producer resuming on this spool starts
-        self._unsent: deque[int] = deque(self.spool.seqs())  # oldest first
-        self._unacked: dict[int, Quality] = {}
-        self._needs_backfill: set[int] = set()
-        self._backfill_unacked: set[int] = set()
-        self._audioless: dict[int, Block] = {}  # live blocks the full spool kept without audio
-        self._dropped_before: dict[int, tuple[int, int]] = {}
-        self._frames: dict[int, int] = {seq: info.block_size for seq in self._unsent}
-        self._backlog_frames = sum(self._frames.values())
-        self._expected_seq = self.spool.next_seq
-        self._last_seq = self.spool.next_seq - 1
+        self.outbox = Outbox(self.spool, info.block_size, quality)
         self._intake_done = False
         self._held: Block | None = None  # a block the full spool could not take yet (offline)
-        self._sent_at: dict[int, float] = {}
         self._started = self._finished = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sendlearn-sender-{info.stream}", daemon=True)
 
@@ -154,13 +124,40 @@ class Sender:
     # --- counters -------------------------------------------------------------------------
 
     @property
+    def first_seq(self) -> int:
+        """Where a producer resuming on this sender's spool starts."""
+        return self.outbox.first_seq
+
+    @property
+    def durable_through(self) -> int:
+        return self.outbox.durable_through
+
+    @property
     def blocks_acked(self) -> int:
         return self.durable_through + 1
 
     @property
+    def blocks_backfilled(self) -> int:
+        return self.outbox.blocks_backfilled
+
+    @property
+    def audio_lost_spool_full(self) -> int:
+        """Live blocks whose audio the full spool could not keep (sent without it)."""
+        return self.outbox.audio_lost_spool_full
+
+    @property
+    def rtt_seconds(self) -> float | None:
+        """From a frame's send to the ACK that covers it, for the last one acknowledged."""
+        return self.outbox.rtt_seconds
+
+    @property
+    def _needs_backfill(self) -> set[int]:  # read by scripts/bench_faults.py
+        return self.outbox.needs_backfill
+
+    @property
     def backlog_seconds(self) -> float:
         """Audio taken from the producer and not yet acknowledged, in seconds."""
-        return self._backlog_frames / self.info.sample_rate
+        return self.outbox.backlog_frames / self.info.sample_rate
 
     @property
     def level(self) -> Quality:
@@ -194,7 +191,7 @@ class Sender:
         finally:
             intake.cancel()
 
-    async def _connect_until_done(self, intake: asyncio.Task) -> None:
+    async def _connect_until_done(self, intake: asyncio.Task[None]) -> None:
         attempt = 0
         last_progress = time.monotonic()
         while True:
@@ -219,8 +216,7 @@ class Sender:
             if time.monotonic() - last_progress > self.give_up_after:
                 raise SenderError(f"no progress for {self.give_up_after:.0f} s; last failure: {reason}")
             attempt += 1
-            # exponential backoff with full jitter, so many senders do not reconnect in step
-            await asyncio.sleep(random.uniform(0.05, min(5.0, 0.1 * 2 ** min(attempt, 10))))
+            await asyncio.sleep(backoff(attempt))
 
     # --- intake: hand-off -> spool, independent of the link --------------------------------
 
@@ -236,14 +232,14 @@ class Sender:
                 if not self.adaptive and not self.spool.add(block):
                     self._held = block  # offline: wait for room; the hand-off fills and the render waits
                     break
-                self._admit(block, spooled=not self.adaptive)
+                self.outbox.admit(block, spooled=not self.adaptive)
                 took += 1
             if time.monotonic() - last_sync > SYNC_INTERVAL:
                 await asyncio.to_thread(self.spool.sync)
                 last_sync = time.monotonic()
             if took == 0:
                 if self.handoff.finished and self._held is None:
-                    self._last_seq = max(self._last_seq, self.first_seq + self.handoff.offered - 1)
+                    self.outbox.end(self.handoff.offered)
                     self._intake_done = True
                     await asyncio.to_thread(self.spool.sync)
                     return
@@ -251,27 +247,9 @@ class Sender:
             else:
                 await asyncio.sleep(0)
 
-    def _admit(self, block: Block, spooled: bool = False) -> None:
-        if block.seq < self.first_seq:
-            raise SenderError(f"the producer numbered a block {block.seq}, below the spool's next seq "
-                              f"{self.first_seq}: create the processor with first_seq=spool.next_seq")
-        if block.seq > self._expected_seq:
-            self._dropped_before[block.seq] = (self._expected_seq, block.seq - 1)
-        self._expected_seq = max(self._expected_seq, block.seq + 1)
-        self._last_seq = max(self._last_seq, block.seq)
-        if not spooled and not self.spool.add(block):
-            # live and the spool is full: keep what is small and never degraded, lose the audio
-            self.audio_lost_spool_full += 1
-            self._audioless[block.seq] = Block(block.session, block.stream, block.seq, block.start_sample,
-                                               block.frames, block.sample_rate, block.channels, block.playhead,
-                                               block.midi, block.params, None)
-        self._unsent.append(block.seq)
-        self._frames[block.seq] = block.frames
-        self._backlog_frames += block.frames
-
     # --- one connection -------------------------------------------------------------------
 
-    async def _connection(self, intake: asyncio.Task) -> None:
+    async def _connection(self, intake: asyncio.Task[None]) -> None:
         try:
             ws = await connect(self.url, compression=None, open_timeout=self.open_timeout,
                                max_size=DEFAULT_MAX_FRAME + 1, ssl=self.ssl_context, ping_interval=5,
@@ -288,28 +266,31 @@ class Sender:
             finally:
                 acks.cancel()
         finally:
-            self._requeue_unacked()
+            self.outbox.requeue()
             await ws.close()
 
     async def _handshake(self, ws: ClientConnection, protocol: Protocol) -> None:
         info = self.info
-        resume_from = min(self.spool.seqs(), default=self._expected_seq)
         protocol.send(Hello(info.session, info.stream, info.track, info.sample_rate, info.channels,
-                            info.block_size, info.host, self.token, resume_from, meta=self.meta,
+                            info.block_size, info.host, self.token, self.outbox.resume_from(), meta=self.meta,
                             take=self.spool.take))
         await self._flush(ws, protocol)
-        protocol.receive_data(await asyncio.wait_for(ws.recv(), self.open_timeout))
+        reply = await asyncio.wait_for(ws.recv(), self.open_timeout)
+        if isinstance(reply, str):  # what the protocol would refuse as MALFORMED
+            raise LinkLost("receiver answered HELLO with nothing usable (frames are binary)")
+        protocol.receive_data(reply)
         for event in protocol.events_received():
             if isinstance(event, Welcome):
                 self.max_frame_size = event.max_frame_size
-                self._on_ack(event.durable_through, (), resumed=True)
+                self.outbox.on_ack(event.durable_through, (), resumed=True)
                 return
             if isinstance(event, Error):
                 self._raise_for(event.code, event.reason, "receiver refused the stream")
         raise LinkLost(f"receiver answered HELLO with nothing usable ({protocol.close_reason})")
 
-    async def _stream(self, ws: ClientConnection, protocol: Protocol, acks: asyncio.Task,
-                      intake: asyncio.Task) -> None:
+    async def _stream(self, ws: ClientConnection, protocol: Protocol, acks: asyncio.Task[None],
+                      intake: asyncio.Task[None]) -> None:
+        outbox = self.outbox
         finished_at: float | None = None
         while True:
             if acks.done():
@@ -318,96 +299,57 @@ class Sender:
             if intake.done() and intake.exception() is not None:
                 intake.result()
             level = self.ladder.update(self.backlog_seconds, time.monotonic()) if self.adaptive else self.quality
-            if self._unsent:
+            if outbox.unsent:
                 await self._send_unsent(ws, protocol, level)
                 continue
-            if self._needs_backfill and level == self.quality and self.backlog_seconds < self.ladder.low:
+            if outbox.needs_backfill and level == self.quality and self.backlog_seconds < self.ladder.low:
                 if await self._send_backfill(ws, protocol):
                     continue
             # at full quality nothing can still need backfill: say BYE now, its ACK covers the rest;
             # a live stream waits for its ACKs, since a block sent degraded may yet need backfill
-            if self._intake_done and not self._unsent and (not self._unacked or not self.adaptive):
-                if not self._needs_backfill and not self._backfill_unacked:
+            if self._intake_done and not outbox.unsent and (not outbox.unacked or not self.adaptive):
+                if outbox.settled:
                     break
                 finished_at = finished_at or time.monotonic()
                 if time.monotonic() - finished_at > self.backfill_timeout:
                     break  # the link never recovered enough: the degraded audio stays, marked
             await asyncio.sleep(IDLE_POLL)
         # seqs after the last block taken were dropped by the audio thread: say so, not "lost"
-        tail = ((self._expected_seq, self._last_seq),) if self._last_seq >= self._expected_seq else ()
-        protocol.send(Bye(self._last_seq, self._closing_figures(), tail))
+        protocol.send(Bye(outbox.last_seq, self._closing_figures(), outbox.tail_dropped()))
         await self._flush(ws, protocol)
         # the receiver answers BYE with a last ACK, finalises the stream's files, then closes
         try:
             await asyncio.wait_for(asyncio.shield(acks), 120)
         except TimeoutError:
             raise LinkLost("receiver did not close after BYE within 120 s") from None
-        if self.durable_through < self._last_seq:
-            raise LinkLost(f"closed after BYE with seqs up to {self._last_seq} not all acknowledged")
+        if self.durable_through < outbox.last_seq:
+            raise LinkLost(f"closed after BYE with seqs up to {outbox.last_seq} not all acknowledged")
 
     async def _send_unsent(self, ws: ClientConnection, protocol: Protocol, level: Quality) -> None:
-        batch: list[Block] = []
-        frames = 0
-        audioless = False
-        while self._unsent and frames < self.max_batch_frames:
-            seq = self._unsent[0]
-            is_audioless = seq in self._audioless
-            if batch and is_audioless != audioless:
-                break  # a batch is coded at one level
-            block = self._audioless[seq] if is_audioless else self.spool.block(seq)
-            audioless = is_audioless
-            batch.append(block)
-            frames += block.frames
-            self._unsent.popleft()
+        batch, audioless = self.outbox.take_unsent(self.max_batch_frames)
         quality = Quality.NONE if audioless else level
-        parts = self._encode(protocol, batch, quality, backfill=False)
-        for part in parts:  # all marked before any flush: an ACK may arrive in between
-            self._sent_at[part[-1].seq] = time.monotonic()
-            for block in part:
-                self._unacked[block.seq] = quality
+        frames = self._queue(protocol, batch, quality, backfill=False)
+        self.outbox.sent(frames, quality)  # all marked before any flush: an ACK may arrive in between
         await self._flush(ws, protocol)
         self.blocks_sent += len(batch)
 
     async def _send_backfill(self, ws: ClientConnection, protocol: Protocol) -> bool:
-        seqs = sorted(s for s in self._needs_backfill if s not in self._backfill_unacked)
-        if not seqs:
+        batch = self.outbox.take_backfill(self.max_batch_frames)
+        if not batch:
             return False
-        batch, frames = [], 0
-        for seq in seqs:
-            if frames >= self.max_batch_frames:
-                break
-            block = self.spool.block(seq)
-            batch.append(block)
-            frames += block.frames
-        for part in self._encode(protocol, batch, self.quality, backfill=True):
-            self._backfill_unacked.update(b.seq for b in part)
-            await self._flush(ws, protocol)
+        self.outbox.backfill_sent(self._queue(protocol, batch, self.quality, backfill=True))
+        await self._flush(ws, protocol)
         return True
 
-    def _encode(self, protocol: Protocol, batch: list[Block], quality: Quality, *, backfill: bool
-                ) -> list[list[Block]]:
-        """Queue ``batch`` as one frame, or split in halves until each fits the receiver's limit.
-        A frame's ``dropped`` ranges lie before its first seq (docs/protocol.md), so a block
-        that follows a hole starts a frame of its own."""
-        hole = next((i for i, b in enumerate(batch) if i and b.seq in self._dropped_before), None)
-        if hole is not None:
-            return (self._encode(protocol, batch[:hole], quality, backfill=backfill)
-                    + self._encode(protocol, batch[hole:], quality, backfill=backfill))
-        dropped = [self._dropped_before[batch[0].seq]] if batch[0].seq in self._dropped_before else []
-        try:
-            self.bytes_sent += protocol.send_blocks(batch, quality, backfill=backfill, dropped=dropped,
-                                                    max_size=self.max_frame_size)
-            self.audio_bytes_sent += protocol.last_audio_payload
-            return [batch]
-        except InvalidMessage as exc:
-            if exc.code is not ErrorCode.FRAME_TOO_LARGE:
-                raise
-            if len(batch) == 1:
-                raise SenderError(f"block {batch[0].seq} alone is over the receiver's frame limit "
-                                  f"({self.max_frame_size} bytes)", ErrorCode.FRAME_TOO_LARGE) from None
-        half = len(batch) // 2
-        return (self._encode(protocol, batch[:half], quality, backfill=backfill)
-                + self._encode(protocol, batch[half:], quality, backfill=backfill))
+    def _queue(self, protocol: Protocol, batch: list[Block], quality: Quality, *, backfill: bool
+               ) -> list[list[Block]]:
+        """Queue ``batch`` in frames that fit the receiver's limit; the blocks of each frame."""
+        queued = queue_batch(protocol, batch, quality, backfill=backfill, holes=self.outbox.dropped_before,
+                             max_size=self.max_frame_size)
+        for frame in queued:
+            self.bytes_sent += frame.frame_bytes
+            self.audio_bytes_sent += frame.audio_bytes
+        return [frame.blocks for frame in queued]
 
     def _closing_figures(self) -> tuple[tuple[str, Fact], ...]:
         figures: dict[str, Fact] = {
@@ -429,51 +371,11 @@ class Sender:
             protocol.receive_data(data)
             for event in protocol.events_received():
                 if isinstance(event, Ack):
-                    self._on_ack(event.through, event.backfilled)
+                    self.outbox.on_ack(event.through, event.backfilled)
                 elif isinstance(event, Error):
                     self._raise_for(event.code, event.reason, "receiver ended the stream")
             if protocol.close_code is not None:
                 raise SenderError(f"protocol error: {protocol.close_reason}", protocol.close_code)
-
-    def _on_ack(self, through: int, backfilled: tuple[tuple[int, int], ...], resumed: bool = False) -> None:
-        if through > self.durable_through:
-            self.durable_through = through
-        release = []
-        for seq in [s for s in self._unacked if s <= through]:
-            quality = self._unacked.pop(seq)
-            self._backlog_frames -= self._frames.pop(seq, 0)
-            if quality == self.quality or seq in self._audioless:
-                release.append(seq)
-                self._audioless.pop(seq, None)
-            else:
-                self._needs_backfill.add(seq)
-        if resumed:
-            # a resumed stream: the receiver has everything through ``through``; what we still hold
-            # of it may have gone degraded before we restarted, so replace it at full quality
-            while self._unsent and self._unsent[0] <= through:
-                seq = self._unsent.popleft()
-                self._backlog_frames -= self._frames.pop(seq, 0)
-                if seq in self.spool:
-                    self._needs_backfill.add(seq)
-        for first, last in backfilled:
-            for seq in range(first, last + 1):
-                if seq in self._needs_backfill:
-                    self._needs_backfill.discard(seq)
-                    self._backfill_unacked.discard(seq)
-                    self.blocks_backfilled += 1
-                    release.append(seq)
-        self.spool.release(release)
-        now = time.monotonic()
-        for seq in [s for s in self._sent_at if s <= through]:
-            self.rtt_seconds = now - self._sent_at.pop(seq)
-
-    def _requeue_unacked(self) -> None:
-        """A lost connection: everything not yet acknowledged goes again, in order."""
-        if self._unacked:
-            self._unsent = deque(sorted(set(self._unsent) | set(self._unacked)))
-            self._unacked.clear()
-        self._backfill_unacked.clear()
-        self._sent_at.clear()
 
     def _raise_for(self, code: ErrorCode, reason: str, what: str) -> None:
         message = f"{what}: {code.name}: {reason}"
