@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _lazy(module: str, name: str) -> Any:
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """A command body from ``sendlearn.<module>``, imported when it runs: render and demo need
     the GPL hosts, which a receiver-only install does not have."""
 

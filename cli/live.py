@@ -8,7 +8,11 @@ import ssl
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where they run: the CLI starts without JACK or the sender's libraries
+    from sendlearn.plugin.live import BridgeStats
+    from sendlearn.transport.sender import Sender
 
 
 def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
@@ -60,7 +64,7 @@ def run_live(args: argparse.Namespace) -> int:
     from sendlearn.capture import StreamInfo, check_name
     from sendlearn.plugin import CaptureProcessor
     from sendlearn.plugin.bridge import BridgeError
-    from sendlearn.plugin.live import BridgeStats, run_bridge
+    from sendlearn.plugin.live import run_bridge
     from sendlearn.server.receiver import ReceiverThread
     from sendlearn.signals import stopped_by_signals
     from sendlearn.transport.sender import Sender, SenderError
@@ -142,14 +146,14 @@ def run_live(args: argparse.Namespace) -> int:
 class _Panel:
     """A live terminal panel: connection, rate, blocks, events, latency, xruns, quality."""
 
-    def __init__(self, senders: list) -> None:
+    def __init__(self, senders: list[Sender]) -> None:
         from rich.live import Live
 
         self.senders = senders
         self.live = Live(refresh_per_second=4, transient=False)
         self.live.start()
 
-    def update(self, stats: Any) -> None:
+    def update(self, stats: BridgeStats) -> None:
         from rich.table import Table
 
         table = Table(title="sendlearn live", show_header=False)

@@ -14,9 +14,20 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sendlearn.errors import UsageError
+
+if TYPE_CHECKING:  # imported where they run: the CLI starts without the receiver's libraries
+    import ssl
+    from multiprocessing.queues import Queue
+
+    from websockets.asyncio.server import Server
+
+    from sendlearn.server.auth import Tokens
+    from sendlearn.server.receiver import Receiver
+    from sendlearn.server.settings import Service
+    from sendlearn.transport.limits import Limits
 
 DRAIN_TIMEOUT = 30.0
 SWITCH_INTERVAL = 0.0005  # seconds a thread holds the GIL before another may take it  # seconds SIGTERM waits for connections to end and streams to be finalised
@@ -43,7 +54,7 @@ HELP = {
 }
 
 
-def add_parsers(commands: Any, default_data_dir: Path) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser], default_data_dir: Path) -> None:
     from sendlearn.server.settings import Service
     from sendlearn.transport.limits import Limits
 
@@ -148,7 +159,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return serve_one(args, tokens, limits, service, args.port)
 
 
-def _tls(args: argparse.Namespace) -> Any:
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     import ssl
 
     if not (args.tls_cert or args.tls_key):
@@ -179,8 +190,8 @@ def _logging(worker: int | None = None) -> None:
         logging.setLogRecordFactory(factory)
 
 
-def serve_one(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, port: int,
-              worker: int | None = None, ready: Any = None) -> int:
+def serve_one(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, service: Service, port: int,
+              worker: int | None = None, ready: Queue[int | None] | None = None) -> int:
     """One receiver process: serve until SIGTERM/SIGINT, drain within --drain-timeout, exit 0;
     a second signal exits at once."""
     import asyncio
@@ -242,8 +253,8 @@ def serve_one(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, 
     return 0
 
 
-def _worker(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, port: int, index: int,
-            ready: Any) -> None:
+def _worker(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, service: Service, port: int,
+            index: int, ready: Queue[int | None]) -> None:
     import os
 
     os.setpgrp()  # the terminal's Ctrl-C reaches the parent, which passes it on once
@@ -254,7 +265,7 @@ def _worker(args: argparse.Namespace, tokens: Any, limits: Any, service: Any, po
         sys.exit(2)
 
 
-def run_workers(args: argparse.Namespace, tokens: Any, limits: Any, service: Any) -> int:
+def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, service: Service) -> int:
     """N receiver processes bound to one port with SO_REUSEPORT: the kernel spreads connections
     over them, and a stream's lock file keeps each stream to one writer (server/locks.py)."""
     import multiprocessing
@@ -296,6 +307,6 @@ def run_workers(args: argparse.Namespace, tokens: Any, limits: Any, service: Any
     return 1 if failed else 0
 
 
-async def _drain(server: Any, receiver: Any) -> None:
+async def _drain(server: Server, receiver: Receiver) -> None:
     await server.wait_closed()
     await receiver.shutdown()
