@@ -29,9 +29,7 @@ from sendlearn.plugin.takes import render_take, take_id
 from sendlearn.plugin.timeline import MIDI_ERRORS, Timeline
 from sendlearn.server.direct import DirectStream, is_complete
 
-JOB = "sendlearn.batch:render_input"
-
-__all__ = ["JOB", "capture_direct", "find_inputs", "render_input"]
+__all__ = ["capture_direct", "find_inputs", "render_input"]  # find_inputs (plugin.inputs) stays importable here
 
 
 def render_input(payload: dict[str, Any]) -> dict[str, Any]:
