@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .messages import DEFAULT_MAX_FRAME, MAX_BATCH
 
@@ -48,7 +48,10 @@ class Limits:
         return settings_from_env(cls, environ, overrides)
 
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def settings_from_env(cls: type[T], environ: Mapping[str, str] | None, overrides: Mapping[str, object]) -> T:
@@ -56,7 +59,7 @@ def settings_from_env(cls: type[T], environ: Mapping[str, str] | None, overrides
     that are not None. Raises ValueError naming the variable or field that is wrong."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
-    for field in fields(cls):  # type: ignore[arg-type]
+    for field in fields(cls):
         kind = float if isinstance(getattr(cls(), field.name), float) else int
         raw = env.get(f"SENDLEARN_{field.name.upper()}")
         if raw is not None:
@@ -66,8 +69,8 @@ def settings_from_env(cls: type[T], environ: Mapping[str, str] | None, overrides
                 raise ValueError(f"SENDLEARN_{field.name.upper()}={raw!r} is not a number") from None
         if overrides.get(field.name) is not None:
             values[field.name] = overrides[field.name]
-    settings = replace(cls(), **values)  # type: ignore[type-var]
-    for field in fields(cls):  # type: ignore[arg-type]
+    settings = replace(cls(), **values)
+    for field in fields(cls):
         if getattr(settings, field.name) <= 0:
             raise ValueError(f"--{field.name.replace('_', '-')} (SENDLEARN_{field.name.upper()}) must be above 0")
     return settings
