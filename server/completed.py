@@ -13,8 +13,9 @@ from sendlearn.transport import BlocksReceived
 
 from .errors import InvalidBlocks, InvalidBye, StreamMismatch
 from .finalise import remove_stale_temporaries
+from .identity import check_same_stream, info_json
 from .layout import WORK, stream_dir
-from .writer import StreamWriter, check_same_stream, info_json
+from .writer import StreamWriter
 
 log = logging.getLogger("sendlearn.receiver")
 

@@ -13,23 +13,27 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile
 
 from sendlearn import __version__
 from sendlearn.transport import BlockEntry, Quality
+from sendlearn.transport.codec import FLAC_MAX_CHANNELS
 from sendlearn.transport.decode import entry_from_wire
 from sendlearn.transport.journal import read_records
+from sendlearn.transport.ranges import runs
 
+from .identity import info_json
 from .layout import write_aside, write_json
 from .tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
-from .writer import StreamWriter, info_json
+
+if TYPE_CHECKING:
+    from .writer import StreamWriter
 
 AUDIO_CHUNK_FRAMES = 1 << 16
 SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command; soundfile has no wrapper for it
-FLAC_MAX_CHANNELS = 8
 PUBLIC_FILES = ("events.parquet", "blocks.parquet", "params.parquet", "notes.mid")
 
 
@@ -41,7 +45,7 @@ def finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     so a reconnecting sender can resume it. Raises StorageError (the writer abandoned).
     """
     writer.commit()
-    return writer._guarded("writing the dataset files", lambda: _finalise(writer, ended))
+    return writer.guarded("writing the dataset files", lambda: _finalise(writer, ended))
 
 
 def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
@@ -152,7 +156,7 @@ def audio_format(qualities: set[Quality], channels: int) -> tuple[str, str, str]
 
 def _write_audio(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str]:
     name, fmt, subtype = audio_format({s.quality for s in stored}, writer.info.channels)
-    channels, frames, fd = writer.info.channels, writer.end_sample, writer._audio_fd
+    channels, frames, fd = writer.info.channels, writer.end_sample, writer.audio_fd
     os.ftruncate(fd, frames * channels * 4)  # unwritten tails read as silence
 
     def write(tmp: Path) -> None:
@@ -172,25 +176,16 @@ def _write_audio(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, 
 
 
 def _quality_runs(stored: list[StoredBlock]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for s in stored:
-        if runs and runs[-1]["quality"] == s.quality.name and runs[-1]["last_seq"] == s.entry.seq - 1:
-            runs[-1]["last_seq"] = s.entry.seq
-        else:
-            runs.append({"first_seq": s.entry.seq, "last_seq": s.entry.seq, "quality": s.quality.name})
-    return runs
+    """Runs of consecutive seqs stored at one quality."""
+    return [{"first_seq": first.entry.seq, "last_seq": last.entry.seq, "quality": first.quality.name}
+            for first, last in runs(stored, lambda s: s.entry.seq, lambda s: s.quality)]
 
 
 def _runs_of(backfills: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    for b in backfills:
-        last = runs[-1] if runs else None
-        if last and last["last_seq"] == b["seq"] - 1 and last["from"] == b["from"] and last["to"] == b["to"]:
-            last["last_seq"], last["until"] = b["seq"], b["at"]
-        else:
-            runs.append({"first_seq": b["seq"], "last_seq": b["seq"], "from": b["from"], "to": b["to"],
-                         "at": b["at"], "until": b["at"]})
-    return runs
+    """Runs of consecutive seqs backfilled from one quality to another: when the first and the last was."""
+    return [{"first_seq": first["seq"], "last_seq": last["seq"], "from": first["from"], "to": first["to"],
+             "at": first["at"], "until": last["at"]}
+            for first, last in runs(backfills, lambda b: b["seq"], lambda b: (b["from"], b["to"]))]
 
 
 def _sha256(path: Path) -> str:

@@ -1,15 +1,21 @@
-"""Where things live under a data directory, and the one way files get there: aside, then renamed."""
+"""Where things live under a data directory, and how bytes get there: a public file aside, then
+renamed into place (``write_aside``); a work file in place, each write whole (``write_fully``).
+Whatever the disk refuses (an OSError) becomes StorageError, naming what was being done (``storage``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sendlearn.capture import check_name
+
+from .errors import StorageError
 
 WORK = ".work"
 
@@ -45,7 +51,29 @@ def write_aside(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(target: Path, obj: Any) -> None:
-    write_aside(target, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+    write_aside(target, write)
+
+
+def write_fully(fd: int, data: bytes, offset: int) -> None:
+    """pwrite all of ``data``: a full disk may take part of it and refuse the rest."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n == 0:  # no progress and no error: treat as a full disk
+            raise OSError(28, os.strerror(28))
+        view, offset = view[n:], offset + n
+
+
+@contextmanager
+def storage(what: str) -> Iterator[None]:
+    """Turn an OSError while doing ``what`` into a StorageError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"{exc.strerror or exc} ({what})") from exc
 
 
 def fsync_dir(path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from sendlearn.capture import StreamInfo
 from sendlearn.transport.journal import read_records
 
+from .identity import read_info, stream_info
 from .layout import WORK
 
 
@@ -22,11 +23,9 @@ def said_bye(data_dir: Path) -> Iterator[tuple[StreamInfo, dict[str, Any], str |
             summary = work.parent / "stream.json"
             if summary.exists() and json.loads(summary.read_text()).get("complete"):
                 continue  # a crash's leftover beside a complete stream: the next HELLO removes it
-            recorded = json.loads((work / "info.json").read_text())
+            recorded = read_info(work)
             records, _ = read_records(work / "journal")
         except (OSError, ValueError):
             continue  # unreadable: its sender's next HELLO reports the problem
         if any(record.get("k") == "bye" for record in records):
-            info = StreamInfo(recorded["session"], recorded["stream"], recorded["sample_rate"], recorded["channels"],
-                              recorded["block_size"], recorded.get("track", ""), recorded.get("host", ""))
-            yield info, recorded.get("meta", {}), recorded.get("take")
+            yield stream_info(recorded), recorded.get("meta", {}), recorded.get("take")

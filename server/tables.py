@@ -87,6 +87,7 @@ def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
     events: list[tuple[int, int, mido.Message]] = []
     order = 0
     last_meter = None
+    split: float  # where in a block its tempo changes (frames)
     for index, stored in enumerate(blocks):
         e, p = stored.entry, stored.entry.playhead
         if not playing:

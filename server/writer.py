@@ -6,7 +6,8 @@ backfilled blocks all land in place) and ``journal`` (one checksummed record per
 block). ``commit`` fsyncs both: that is what "durable" means, and only then is a seq ACKed.
 ``finalise`` (server/finalise.py) turns the work files into the public files. A writer
 re-opened on the same folder (a receiver restart) recovers its state from them; a journal
-record damaged on disk is skipped, logged, and reported in ``damage``.
+record damaged on disk is skipped, logged, and reported in ``damage``. Which stream the
+folder holds is in ``.work/info.json`` (server/identity.py).
 
 Any OSError from the disk (full, read-only, immutable, I/O error, a failed fsync) becomes
 ``StorageError`` and marks the writer ``failed``: every later call raises it again, so nothing
@@ -18,12 +19,10 @@ was last synced, so a new writer on the folder resumes from exactly what is dura
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,33 +33,17 @@ from sendlearn.transport import BlockEntry, BlocksReceived, Quality
 from sendlearn.transport.decode import entry_from_wire
 from sendlearn.transport.encode import entry_to_wire
 from sendlearn.transport.journal import Damage, Journal
+from sendlearn.transport.ranges import merge_range, range_holding
 
-from .errors import InvalidBlocks, InvalidBye, Overlap, StorageError, StreamMismatch
-from .layout import WORK, fsync_dir, stream_dir, write_json
+from .errors import InvalidBlocks, InvalidBye, Overlap, StorageError
+from .finalise import finalise
+from .identity import check_same_stream, info_json, read_info, record_info
+from .layout import WORK, fsync_dir, storage, stream_dir, write_fully
 
 log = logging.getLogger("sendlearn.receiver")
 
 MAX_SPAN = 1 << 24  # seqs a declared drop or a BYE may reach past what has arrived
 T = TypeVar("T")
-
-
-@contextmanager
-def storage(what: str) -> Iterator[None]:
-    """Turn an OSError while doing ``what`` into a StorageError naming it."""
-    try:
-        yield
-    except OSError as exc:
-        raise StorageError(f"{exc.strerror or exc} ({what})") from exc
-
-
-def write_fully(fd: int, data: bytes, offset: int) -> None:
-    """pwrite all of ``data``: a full disk may take part of it and refuse the rest."""
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n == 0:  # no progress and no error: treat as a full disk
-            raise OSError(28, os.strerror(28))
-        view, offset = view[n:], offset + n
 
 
 class StreamWriter:
@@ -98,7 +81,7 @@ class StreamWriter:
         self.opened = False
         if self.work.exists():
             try:
-                self._guarded("opening the stream's work files", self._open)
+                self.guarded("opening the stream's work files", self._open)
             except StorageError:
                 self.abandon()  # nobody else holds this writer yet
                 raise
@@ -106,8 +89,8 @@ class StreamWriter:
     def _open(self) -> None:
         self.opened = True
         self.work.mkdir(parents=True, exist_ok=True)
-        self._check_info()
-        recorded = json.loads((self.work / "info.json").read_text())
+        record_info(self.work, self.info, self.meta, self.take)
+        recorded = read_info(self.work)
         self.meta, self.take = recorded.get("meta", {}), recorded.get("take")
         self.journal, records, damage = Journal.open_checked(self.work / "journal")
         self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
@@ -127,16 +110,15 @@ class StreamWriter:
         """Store a BLOCK message's blocks. A seq already stored is ignored unless this audio is
         of a better quality than what is stored, which then replaces it in place (backfill).
         Returns the seqs of a backfill message, to be acknowledged as backfilled once durable."""
-        return self._guarded("writing blocks", lambda: self._add(received))
+        return self.guarded("writing blocks", lambda: self._add(received))
 
     def _add(self, received: BlocksReceived) -> list[int]:
-        if not self.opened:
-            self._open()
+        journal, audio_fd = self._files()
         first_seq = min(b.seq for b in received.blocks)
         for first, last in received.dropped:
             if last >= first_seq or last - first > MAX_SPAN:
                 raise InvalidBlocks(f"dropped range {first}..{last} is not a bounded range before seq {first_seq}")
-            self.journal.append({"k": "dropped", "first": first, "last": last})
+            journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
         duplicates = 0
         for block in received.blocks:
@@ -144,19 +126,17 @@ class StreamWriter:
                 raise InvalidBlocks(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
             self._check_reach(block)
             seen = self._stored(block.seq)
-            stored_quality = self._degraded.get(block.seq, (Quality.FLOAT32,))[0] if seen else None
-            if seen and (block.audio is None or received.quality >= stored_quality):
+            if seen and (block.audio is None or received.quality >= self._stored_quality(block.seq)):
                 duplicates += 1  # nothing better than what is on disk
                 continue
             self._check_place(block, seen)
             if block.audio is not None:
                 frame_bytes = self.info.channels * 4
-                write_fully(self._audio_fd, np.ascontiguousarray(block.audio.T).tobytes(),
-                            block.start_sample * frame_bytes)
-            self.journal.append(_block_record(block, received.quality, seen))
+                write_fully(audio_fd, np.ascontiguousarray(block.audio.T).tobytes(), block.start_sample * frame_bytes)
+            journal.append(_block_record(block, received.quality, seen))
             self._mark(block.seq, block.start_sample, block.end_sample, received.quality, replaced=seen)
         if duplicates:
-            self.journal.append({"k": "duplicates", "n": duplicates})
+            journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in received.blocks] if received.backfill else []
 
@@ -199,15 +179,14 @@ class StreamWriter:
                 raise InvalidBye(f"BYE's dropped range {first}..{last} is outside the stream's open seqs")
 
         def record() -> None:
-            if not self.opened:
-                self._open()
+            journal, _ = self._files()
             for first, last in dropped:
-                self.journal.append({"k": "dropped", "first": first, "last": last})
+                journal.append({"k": "dropped", "first": first, "last": last})
                 self._declare_dropped(first, last)
-            self.journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
+            journal.append({"k": "bye", "last_seq": last_seq, "stats": stats or {}})
             self._declare_bye(last_seq, stats or {})
 
-        self._guarded("writing BYE", record)
+        self.guarded("writing BYE", record)
 
     def commit(self) -> int:
         """fsync what was added; returns the seq through which everything is durable (after
@@ -216,21 +195,36 @@ class StreamWriter:
         A failed fsync raises StorageError and abandons the writer: a later fsync could
         succeed without the failed pages ever reaching the disk."""
         acknowledgeable = self.acknowledgeable
-        self._guarded("syncing blocks to disk", self._sync)
+        self.guarded("syncing blocks to disk", self._sync)
         return acknowledgeable
 
     def _sync(self) -> None:
         if not self.opened:
             return  # nothing stored yet: nothing on disk to sync
-        os.fsync(self._audio_fd)
-        self.journal.sync()
+        journal, audio_fd = self._files()
+        os.fsync(audio_fd)
+        journal.sync()
+
+    def _files(self) -> tuple[Journal, int]:
+        """The journal and the audio file's descriptor, opening them for a stream's first write."""
+        if not self.opened:
+            self._open()
+        if self.journal is None or self._audio_fd is None:
+            raise StorageError("the stream's work files are closed")
+        return self.journal, self._audio_fd
+
+    @property
+    def audio_fd(self) -> int:
+        """The work audio file (``audio.f32``), open until the files are released."""
+        return self._files()[1]
 
     @property
     def acknowledgeable(self) -> int:
         """The seq through which everything added so far is stored or a recorded gap."""
         return self.through if self.last_seq is None else self.last_seq
 
-    def _guarded(self, what: str, work: Callable[[], T]) -> T:
+    def guarded(self, what: str, work: Callable[[], T]) -> T:
+        """``work()``, its OSErrors turned into StorageError; one fails the writer for good."""
         if self.failed is not None:
             raise StorageError(self.failed)
         if self.finalised:
@@ -248,6 +242,10 @@ class StreamWriter:
     def _stored(self, seq: int) -> bool:
         return seq <= self.through or seq in self._above
 
+    def _stored_quality(self, seq: int) -> Quality:
+        """The quality a stored seq's audio is at (full unless it arrived degraded)."""
+        return self._degraded[seq][0] if seq in self._degraded else Quality.FLOAT32
+
     def _mark(self, seq: int, start: int, end_sample: int, quality: Quality, replaced: bool) -> None:
         if quality == Quality.FLOAT32:
             self._degraded.pop(seq, None)
@@ -258,33 +256,11 @@ class StreamWriter:
         self.end_sample = max(self.end_sample, end_sample)
         self.max_seq = max(self.max_seq, seq)
         self._above.add(seq)
-        self._claim(start, end_sample)
+        merge_range(self._samples, start, end_sample, touch=0)
         self._advance()
 
-    def _claim(self, start: int, end: int) -> None:
-        index = bisect.bisect_left(self._samples, (start, -1))
-        if index > 0 and self._samples[index - 1][1] >= start:
-            index -= 1
-            start = min(start, self._samples[index][0])
-        last = index
-        while last < len(self._samples) and self._samples[last][0] <= end:
-            end = max(end, self._samples[last][1])
-            last += 1
-        self._samples[index:last] = [(start, end)]
-
     def _declare_dropped(self, first: int, last: int) -> None:
-        """Merge ``first..last`` into the sorted, disjoint ranges: only its neighbours are
-        touched (n ranges declared one by one cost n log n, not n squared)."""
-        low = bisect.bisect_left(self._dropped, (first, -1))
-        if low > 0 and self._dropped[low - 1][1] + 1 >= first:
-            low -= 1
-        high = low
-        while high < len(self._dropped) and self._dropped[high][0] <= last + 1:
-            high += 1
-        if high > low:
-            first = min(first, self._dropped[low][0])
-            last = max(last, self._dropped[high - 1][1])
-        self._dropped[low:high] = [(first, last)]
+        merge_range(self._dropped, first, last, touch=1)
         self._advance()
 
     def _declare_bye(self, last_seq: int, stats: dict[str, Any]) -> None:
@@ -292,10 +268,8 @@ class StreamWriter:
         self.sender_stats = stats
 
     def drop_range_at(self, seq: int) -> tuple[int, int] | None:
-        index = bisect.bisect_right(self._dropped, (seq, float("inf"))) - 1
-        if index >= 0 and self._dropped[index][0] <= seq <= self._dropped[index][1]:
-            return self._dropped[index]
-        return None
+        """The declared drop that holds ``seq``, if one does."""
+        return range_holding(self._dropped, seq)
 
     def _advance(self) -> None:
         while True:
@@ -341,17 +315,6 @@ class StreamWriter:
     def damaged(self, seq: int) -> bool:
         return any(d["first_seq"] is not None and d["first_seq"] <= seq <= d["last_seq"] for d in self.damage)
 
-    def _check_info(self) -> None:
-        path = self.work / "info.json"
-        mine = {**info_json(self.info), "meta": self.meta, "take": self.take}
-        if path.exists():
-            theirs = json.loads(path.read_text())
-            if not self.meta:
-                mine["meta"] = theirs.get("meta", {})  # a resumed sender need not say it again
-            check_same_stream(theirs, mine)
-            mine["take"] = theirs.get("take") or self.take
-        write_json(path, mine)
-
     def check_resume(self, info: StreamInfo, take: str | None) -> None:
         """A HELLO taking over this open writer must be the same stream (and take)."""
         check_same_stream({**info_json(self.info), "take": self.take},
@@ -361,10 +324,8 @@ class StreamWriter:
 
     def finalise(self, ended: str) -> dict[str, Any]:
         """Write the public files; see ``server.finalise.finalise``."""
-        from .finalise import finalise
-
         if not self.opened:  # a stream with no block: its (empty) files are still written
-            self._guarded("opening the stream's work files", self._open)
+            self.guarded("opening the stream's work files", self._open)
         return finalise(self, ended)
 
     def close(self) -> None:
@@ -386,22 +347,6 @@ class StreamWriter:
             os.close(fd)
 
 
-def check_same_stream(on_disk: dict[str, Any], hello: dict[str, Any]) -> None:
-    """A HELLO may resume a stream only with its rate, channels and take (when both name one)."""
-    for key in ("sample_rate", "channels"):
-        if on_disk.get(key) != hello[key]:
-            raise StreamMismatch(f"{key} is {hello[key]} but the stream on disk has {on_disk.get(key)}")
-    if on_disk.get("take") and hello.get("take") and on_disk["take"] != hello["take"]:
-        raise StreamMismatch(
-            f"another take ({on_disk['take']}) of {hello['session']}/{hello['stream']} is on disk; "
-            "give this take its own session or stream id")
-
-
 def _block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:
     return {"k": "block", "quality": int(quality), "backfill": backfill, "at": time.time(),
             "entry": entry_to_wire(BlockEntry.of(block))}
-
-
-def info_json(info: StreamInfo) -> dict[str, Any]:
-    return {"session": info.session, "stream": info.stream, "track": info.track, "host": info.host,
-            "sample_rate": info.sample_rate, "channels": info.channels, "block_size": info.block_size}
