@@ -36,7 +36,7 @@ def _librosa() -> ModuleType:
     try:
         import librosa
     except ImportError:
-        raise MissingExtra("librosa", "features") from None
+        raise MissingExtra("librosa", "computing features") from None
     return librosa
 
 

@@ -179,7 +179,8 @@ except ImportError as exc:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["5 ('empty', 'few_events', 'silent') (13, 188)",
-                                        "features need librosa: pip install 'sendlearn[dataset]'"]
+                                        "computing features needs librosa, which this install lacks "
+                                        "(pip install 'sendlearn[dataset]')"]
 
 
 def test_a_stopped_build_ends_cleanly_and_resumes(tmp_path_factory: pytest.TempPathFactory) -> None:
