@@ -12,50 +12,18 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .schema import NOTES_SCHEMA
+from sendlearn.capture.notes import note_spans
 
-NOTE_OFF, NOTE_ON, CONTROL, SUSTAIN = 0x80, 0x90, 0xB0, 64
+from .schema import NOTES_SCHEMA
 
 
 def note_table(samples: list[int], messages: list[bytes], end: int) -> pa.Table:
-    """The notes of events ``(samples[i], messages[i])``, in stream order, as NOTES_SCHEMA rows."""
-    sounding: dict[tuple[int, int], tuple[int, int, int]] = {}  # (channel, pitch) -> (order, on, velocity)
-    sustained: dict[int, set[tuple[int, int]]] = {}
-    pedal: dict[int, bool] = {}
-    spans: list[tuple[int, int, int, int, int, int]] = []  # (on, order, off, pitch, velocity, channel)
-
-    def stop(key: tuple[int, int], sample: int) -> None:
-        if key in sounding:
-            order, on, velocity = sounding.pop(key)
-            spans.append((on, order, max(sample, on + 1), key[1], velocity, key[0]))
-
-    for order, (sample, data) in enumerate(zip(samples, messages, strict=True)):
-        if data[0] >= 0xF0 or len(data) < 3:
-            continue
-        status, channel = data[0] & 0xF0, data[0] & 0x0F
-        if status == NOTE_ON and data[2] > 0:
-            key = (channel, data[1])
-            stop(key, sample)
-            sustained.get(channel, set()).discard(key)
-            sounding[key] = (order, sample, data[2])
-        elif status == NOTE_OFF or status == NOTE_ON:
-            key = (channel, data[1])
-            if pedal.get(channel):
-                sustained.setdefault(channel, set()).add(key)
-            else:
-                stop(key, sample)
-        elif status == CONTROL and data[1] == SUSTAIN:
-            down = data[2] >= 64
-            if pedal.get(channel) and not down:
-                for key in sorted(sustained.pop(channel, set())):
-                    stop(key, sample)
-            pedal[channel] = down
-    for key in list(sounding):
-        stop(key, max(end, sounding[key][1] + 1))
-    spans.sort()
-    columns = list(zip(*spans, strict=True)) if spans else [()] * 6
-    return pa.table({"start": columns[0], "end": columns[2], "pitch": columns[3], "velocity": columns[4],
-                     "channel": columns[5]}, schema=NOTES_SCHEMA)
+    """The notes of events ``(samples[i], messages[i])``, in stream order, as NOTES_SCHEMA rows:
+    the renderer's own rule (capture/notes.py), so the notes stored are the notes it played."""
+    spans = note_spans(zip(samples, messages, strict=True), end)
+    return pa.table({"start": [s.on for s in spans], "end": [s.off for s in spans],
+                     "pitch": [s.pitch for s in spans], "velocity": [s.velocity for s in spans],
+                     "channel": [s.channel for s in spans]}, schema=NOTES_SCHEMA)
 
 
 def piano_roll(notes: pa.Table, start_sample: int, frames: int, hop: int = 512) -> np.ndarray:
