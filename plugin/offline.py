@@ -132,14 +132,13 @@ class _Rendered:
 
 
 def _render_part(session: Session, track: Track, timeline: Timeline, part: _Part) -> _Rendered | TrackResult:
-    frames, rate, size = timeline.length, session.sample_rate, session.block_size
+    frames, rate = timeline.length, session.sample_rate
     instrument = track.instrument
     assert instrument is not None  # a recording is captured by recording.capture_recording
     try:
         params = automation_points(track.instrument_lanes(), timeline, frames)
         curves = {name: automation_curve(points, frames) for name, points in params.items()}
-        audio = render_stream(instrument, part.events, frames, rate, timeline=timeline,
-                              block_size=size, automation=curves)
+        audio = render_stream(instrument, part.events, frames, rate, timeline=timeline, automation=curves)
     except (RenderError, ValueError, TypeError) as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"render failed: {exc}")
     problem = check_render(audio, frames)

@@ -33,7 +33,12 @@ from .instrument import Instrument
 from .smf import write_clock_midi
 from .timeline import TimedEvent, Timeline
 
-__all__ = ["RenderError", "note_spans", "render_stream"]
+__all__ = ["RENDER_BLOCK", "RenderError", "note_spans", "render_stream"]
+
+# DawDreamer applies automation once per render block. The render block is fixed, not the
+# capture's --block-size, so a stream's audio is the same at any block size (tests/test_chain.py);
+# 64 samples (1.3 ms at 48 kHz) is finer than any DAW's automation rate.
+RENDER_BLOCK = 64
 
 
 def render_stream(
@@ -43,7 +48,6 @@ def render_stream(
     sample_rate: int,
     *,
     timeline: Timeline | None = None,
-    block_size: int = 512,
     automation: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The instrument's dry audio for ``events``: float32 ``(channels, n)``.
@@ -54,7 +58,7 @@ def render_stream(
     """
     automation = automation or {}
     if instrument.host == "dawdreamer":
-        return _render_dawdreamer(instrument, events, frames, sample_rate, block_size, automation)
+        return _render_dawdreamer(instrument, events, frames, sample_rate, automation)
     if automation:
         raise RenderError(f"{instrument}: FluidSynth instruments take no automation ({', '.join(automation)})")
     if timeline is None:
@@ -64,11 +68,11 @@ def render_stream(
 
 def _render_dawdreamer(
     instrument: Instrument, events: Sequence[TimedEvent], frames: int, sample_rate: int,
-    block_size: int, automation: Mapping[str, np.ndarray],
+    automation: Mapping[str, np.ndarray],
 ) -> np.ndarray:
     import dawdreamer  # GPL host: imported only where it renders
 
-    engine = dawdreamer.RenderEngine(sample_rate, block_size)
+    engine = dawdreamer.RenderEngine(sample_rate, RENDER_BLOCK)
     with tempfile.TemporaryDirectory(prefix="sendlearn-") as tmp:
         try:
             if instrument.kind == "faust":

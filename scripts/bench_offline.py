@@ -74,7 +74,7 @@ def bare(session: Session) -> float:
             params = automation_points(track.instrument_lanes(), timeline, frames)
             curves = {name: automation_curve(points, frames) for name, points in params.items()}
             audio = render_stream(track.instrument, part.events, frames, session.sample_rate, timeline=timeline,
-                                  block_size=session.block_size, automation=curves)
+                                  automation=curves)
             audio = apply_gain(apply_effects(audio, session.sample_rate,
                                              [(e.name, dict(e.options)) for e in track.effects]), track.gain_db)
             problem = check_render(audio, frames)

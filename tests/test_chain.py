@@ -276,7 +276,6 @@ INVARIANCE_TPB = 480
 # bar 2, 7/8 from bar 3
 INVARIANCE_TEMPOS = [(0, 500_000), (1001, 400_000), (3333, 631_579)]
 INVARIANCE_METERS = [(0, 4, 4), (1920, 3, 4), (3360, 7, 8)]
-INSTRUMENT_AUTOMATION_FROM = 48000  # the bass's cutoff holds its first value until 1.0 s
 # (sample, param, value) by hand: a point at t s on floor(t * 48000); delay.mix's beat 3 (tick 1440) is
 # 1001 ticks at 120 bpm and 439 at 150 bpm = 6761/4800 s = sample 67610
 AUTOMATION_ROWS = {
@@ -380,12 +379,8 @@ def test_the_offline_chain_writes_the_same_stream_at_any_block_size(at_block_siz
         assert (stream.frames, stream.sample_rate, stream.channels, stream.block_size) == (frames, RATE, 2, size)
         assert stream.info["complete"] and stream.info["gaps"] == [] and stream.info["meta"] == first.info["meta"]
         audio = stream.audio()
-        if name == "bass":  # DawDreamer applies instrument automation once per block: see the xfail test below
-            audio = audio[:, :INSTRUMENT_AUTOMATION_FROM]
-            assert np.array_equal(audio, first.audio()[:, :INSTRUMENT_AUTOMATION_FROM])
-        else:
-            assert np.array_equal(audio, first.audio())  # bit for bit
-            assert stream.info["checksums"]["audio.wav"] == first.info["checksums"]["audio.wav"]  # the file too
+        assert np.array_equal(audio, first.audio())  # bit for bit, instrument automation included
+        assert stream.info["checksums"]["audio.wav"] == first.info["checksums"]["audio.wav"]  # the file too
         assert np.abs(audio).max() > 0.01
 
         # every MIDI message on the same absolute sample, the same bytes; its block is the size's
@@ -428,11 +423,3 @@ def test_the_offline_chain_writes_the_same_stream_at_any_block_size(at_block_siz
                 (heads[0].seconds, heads[0].ppq, heads[0].beat), abs=1e-9), sample
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product: DawDreamer renders an instrument in the capture block size (plugin/render.py, "
-    "RenderEngine(sample_rate, block_size)) and applies its automation once per render block, so an "
-    "automated instrument's audio depends on --block-size while params.parquet holds the same points"))
-def test_an_automated_instruments_audio_is_the_same_at_any_block_size(at_block_sizes: dict[int, Dataset]) -> None:
-    audio = {size: at_block_sizes[size].stream("inv", "bass").audio() for size in BLOCK_SIZES}
-    for size in BLOCK_SIZES[1:]:
-        assert np.array_equal(audio[size], audio[BLOCK_SIZES[0]]), size
