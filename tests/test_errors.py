@@ -19,10 +19,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from midi_files import write_tune
-from receiving import capture
 
 import sendlearn
+from midi_files import write_tune
+from receiving import capture
 from sendlearn.capture import StreamInfo
 from sendlearn.errors import EXTRAS, MissingExtra, SendLearnError, UsageError, exit_code
 from sendlearn.server.receiver import ReceiverThread

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sendlearn.plugin.live import BridgeStats
-from sendlearn.transport.errors import ProtocolError
+from sendlearn.transport.errors import InvalidMessage
 from sendlearn.transport.messages import MAX_FACT_VALUES, Bye, Hello, decode_frame, encode_frame
 
 
@@ -39,13 +39,13 @@ def test_more_origins_than_a_bye_holds_are_counted_not_joined() -> None:
 
 def test_facts_are_bounded() -> None:
     too_many = [[k, k] for k in range(MAX_FACT_VALUES // 2)]  # each pair is three values
-    with pytest.raises(ProtocolError, match="more than"):
+    with pytest.raises(InvalidMessage, match="more than"):
         Bye(last_seq=0, stats=(("origins", too_many),))
-    with pytest.raises(ProtocolError, match="levels at most"):
+    with pytest.raises(InvalidMessage, match="levels at most"):
         Bye(last_seq=0, stats=(("deep", [[[[1]]]]),))
-    with pytest.raises(ProtocolError, match="keys are names"):
+    with pytest.raises(InvalidMessage, match="keys are names"):
         Hello("s", "t", "", 48000, 2, 512, "jack", meta=(("lag", {"": 1}),))
-    with pytest.raises(ProtocolError, match="must be a number"):
+    with pytest.raises(InvalidMessage, match="must be a number"):
         Hello("s", "t", "", 48000, 2, 512, "jack", meta=(("lag", float("nan")),))
     hello = Hello("s", "t", "", 48000, 2, 512, "jack", meta=(("lags", {"a": [1, 2.5, None, "x"]}),))
     assert decode_frame(encode_frame(hello)) == hello

@@ -22,6 +22,7 @@ from sendlearn.transport import (
     Error,
     ErrorCode,
     Hello,
+    InvalidState,
     Protocol,
     ProtocolError,
     Quality,
@@ -216,7 +217,7 @@ def test_messages_out_of_turn_are_unexpected(block: Block) -> None:
     receiver.receive_data(encode_frame(Welcome()))  # a receiver's message sent to a receiver
     assert receiver.close_code is ErrorCode.UNEXPECTED_MESSAGE
     sender = Protocol(Role.SENDER)
-    with pytest.raises(ProtocolError, match="may not send"):
+    with pytest.raises(InvalidState, match="may not send"):
         sender.send(Bye())
 
 
