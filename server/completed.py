@@ -26,6 +26,7 @@ class StreamTarget(Protocol):
 
     info: StreamInfo
     through: int
+    finalised: bool  # its files are written (a CompletedStream always)
 
     def add(self, received: BlocksReceived) -> list[int]: ...
 

@@ -193,11 +193,14 @@ class Receiver:
                 del self.connections[address]
 
     async def finalise(self, writer: StreamTarget, ended: str) -> None:
-        """Write a stream's files on the finalise pool; a failure keeps its work folder."""
+        """Write a stream's files on the finalise pool; a failure keeps its work folder. A stream
+        whose files were written already (its sender said BYE again) is not counted twice."""
+        already = writer.finalised
         try:
             await asyncio.get_running_loop().run_in_executor(self.finalise_pool, writer.finalise, ended)
-            self.streams_finalised += 1
-            metrics.STREAMS_FINALISED.inc()
+            if not already:
+                self.streams_finalised += 1
+                metrics.STREAMS_FINALISED.inc()
         except StorageError as exc:
             self.storage_failures += 1
             metrics.STORAGE_ERRORS.inc()

@@ -16,7 +16,7 @@ import soundfile
 from websockets.exceptions import ConnectionClosed
 
 from helpers import make_block, read_stream
-from receiving import RawClient, blocks, hello, refusal
+from receiving import RawClient, blocks, closed, hello, refusal
 from sendlearn.capture import Playhead
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import ErrorCode, Hello, Protocol, Quality, Role, State, Welcome
@@ -48,6 +48,8 @@ def test_a_reconnect_after_a_lost_final_ack_leaves_the_dataset_whole(tmp_path: P
         assert again.welcome.durable_through == 99
         again.send(sent[50:])
         finish(again, 99)
+        assert closed(again)[0] == 1000  # the receiver closes once the stream is finalised
+        assert receiver.receiver.streams_finalised == 1  # the second BYE is not a second stream
         other = refusal(receiver.url, [encode_frame(hello(take="take2"))])
         assert other[0] == ErrorCode.STREAM_MISMATCH and "another take" in other[1]
     got = read_stream(tmp_path, "sess", "keys")
