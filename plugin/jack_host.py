@@ -32,6 +32,7 @@ from typing import Any
 import jack
 import numpy as np
 
+from .lifetime import die_with_parent
 from .ring import (
     MAX_EVENTS,
     MIDI_BYTES,
@@ -198,17 +199,6 @@ def _settle() -> None:
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     gc.collect()
     gc.freeze()
-
-
-def die_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG),
-    so a JACK process or a jackd we started never outlives us. Best effort elsewhere."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

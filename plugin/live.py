@@ -22,7 +22,7 @@ import numpy as np
 from sendlearn.capture import Block, HandOff
 
 from .bridge import JackBridge, OpenStream
-from .jack_host import die_with_parent
+from .lifetime import die_with_parent
 from .ring import Control
 
 

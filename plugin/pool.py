@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from .lifetime import die_with_parent
+
 DEFAULT_MAX_TASKS = 20
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,21 +266,10 @@ def resolve(job: str) -> Callable[[Any], Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent's pipe closing still ends an idle child
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _child_main(job: str, rfd: int, wfd: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _die_with_parent(parent)
+    die_with_parent(signal.SIGKILL, parent)
     rx, tx = Connection(rfd, writable=False), Connection(wfd, readable=False)
     function = resolve(job)
     while True:
