@@ -70,7 +70,7 @@ def main() -> None:
         recovered = None
         while time.monotonic() - back < 60:
             play(processor, 0.1, [], audio)
-            if sender.level is Quality.FLOAT32 and not sender._needs_backfill and sender.backlog_seconds < 0.5:
+            if sender.level is Quality.FLOAT32 and not sender.outbox.needs_backfill and sender.backlog_seconds < 0.5:
                 recovered = time.monotonic() - back
                 break
         sender.close(timeout=120)

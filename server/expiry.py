@@ -4,15 +4,13 @@ unconnected, its public files are written if they are not yet, and the folder is
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from collections.abc import Container
 from pathlib import Path
 
-from sendlearn.capture import StreamInfo
-
+from .identity import read_info, stream_info
 from .layout import WORK
 from .writer import StreamWriter
 
@@ -39,10 +37,9 @@ def expire(work: Path) -> None:
     (the folder stays for the next sweep)."""
     folder = work.parent
     if not (folder / "stream.json").exists():
-        recorded = json.loads((work / "info.json").read_text())
-        info = StreamInfo(recorded["session"], recorded["stream"], recorded["sample_rate"], recorded["channels"],
-                          recorded["block_size"], recorded.get("track", ""), recorded.get("host", ""))
-        writer = StreamWriter(work.parent.parent.parent.parent, info, recorded.get("meta", {}), recorded.get("take"))
+        recorded = read_info(work)
+        writer = StreamWriter(work.parent.parent.parent.parent, stream_info(recorded), recorded.get("meta", {}),
+                              recorded.get("take"))
         writer.finalise("expired")
     shutil.rmtree(work)
     log.info("removed the expired work folder of %s/%s", folder.parent.name, folder.name,

@@ -117,8 +117,7 @@ def test_integer_levels_pick_flac_when_it_is_smaller(bits: int, quality: Quality
 def test_every_message_round_trips_through_a_frame(block: Block) -> None:
     from sendlearn.transport import BlockEntry, BlockFrame
 
-    entry = BlockEntry(block.seq, block.start_sample, block.frames, block.playhead, block.midi, block.params,
-                       block.digest)
+    entry = BlockEntry.of(block)
     messages = [HELLO, Hello("a", "b", "", 8000, 1, 1, "", None, 5), Welcome(41, 1 << 20), Ack(-1), Ack(9),
                 Bye(), Bye(12), Error(ErrorCode.BAD_DIGEST, "block 3"),
                 BlockFrame(Quality.FLOAT32, "f32", block.audio.tobytes(), (entry,), True, ((1, 2),))]

@@ -151,10 +151,6 @@ class Sender:
         return self.outbox.rtt_seconds
 
     @property
-    def _needs_backfill(self) -> set[int]:  # read by scripts/bench_faults.py
-        return self.outbox.needs_backfill
-
-    @property
     def backlog_seconds(self) -> float:
         """Audio taken from the producer and not yet acknowledged, in seconds."""
         return self.outbox.backlog_frames / self.info.sample_rate
