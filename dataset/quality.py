@@ -205,7 +205,8 @@ def write_quality(dataset: Any) -> tuple[Any, list[dict[str, Any]]]:
     stored, else the default cut) into ``sequences/quality.parquet``; the path and the rows."""
     import pyarrow.parquet as pq
 
-    from .sequences import SEQUENCES, _write_aside
+    from .files import write_aside
+    from .sequences import SEQUENCES
 
     rows: list[dict[str, Any]] = []
     for session in dataset.sessions():
@@ -214,5 +215,5 @@ def write_quality(dataset: Any) -> tuple[Any, list[dict[str, Any]]]:
             rows += window_quality(window)["rows"]
     path = dataset.path / SEQUENCES / "quality.parquet"
     table = quality_table(rows)
-    _write_aside(path, lambda tmp: pq.write_table(table, tmp))
+    write_aside(path, lambda tmp: pq.write_table(table, tmp), durable=False)
     return path, rows

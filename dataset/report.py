@@ -27,6 +27,7 @@ import numpy as np
 
 from . import report_plots as plots
 from .features import HOP
+from .files import write_aside
 from .quality import stream_quality, window_quality
 from .reader import Dataset
 from .windows import Window
@@ -142,20 +143,14 @@ def build_report(data_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
                                 for k, v in figures.items()} for s, figures in per_stream.items()},
         "quality_rows": rows, "images": {name: len(data) for name, data in images.items()},
     }
-    _write_aside(out, render_html(report, images).encode())
-    _write_aside(out.with_suffix(".json"), (json.dumps(report, default=_plain) + "\n").encode())
+    write_aside(out, lambda tmp: tmp.write_text(render_html(report, images)), durable=False)
+    write_aside(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(report, default=_plain) + "\n"),
+                durable=False)
     return report
 
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else str(value)
-
-
-def _write_aside(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.part")
-    part.write_bytes(data)
-    os.replace(part, target)
 
 
 def _img(images: dict[str, bytes], name: str, alt: str) -> str:

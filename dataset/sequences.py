@@ -14,10 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
-import os
 import shutil
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .features import FEATURES, HOP, N_FFT, N_MFCC, warm_up, window_features
+from .files import write_aside, write_json
 from .quality import window_quality
 from .reader import Dataset
 from .schema import WINDOWS_SCHEMA
@@ -147,7 +146,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
     if previous is None or not _same(settings, previous, True):
         shutil.rmtree(root, ignore_errors=True)  # other settings or other streams: nothing in it is ours
     (root / "windows.parquet").unlink(missing_ok=True)
-    _write_json(root / "sequences.json", {**settings, "windows": len(windows)})
+    write_json(root / "sequences.json", {**settings, "windows": len(windows)}, durable=False)
     jobs = [(str(dataset.path), session, w.index, w.start_sample, spec) for w in windows]
     results = []
     for done, result in enumerate(_run(jobs, workers, dataset), 1):
@@ -156,7 +155,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
             progress(done, len(jobs))
     results.sort(key=lambda r: r["index"])
     table = pa.Table.from_pylist([{k: r[k] for k in WINDOWS_SCHEMA.names} for r in results], schema=WINDOWS_SCHEMA)
-    _write_aside(root / "windows.parquet", lambda tmp: pq.write_table(table, tmp))
+    write_aside(root / "windows.parquet", lambda tmp: pq.write_table(table, tmp), durable=False)
     computed = [r for r in results if r["computed"]]
     return SequencesResult(session, len(results), sum(bool(r["flags"]) for r in results), len(computed),
                            sum(r["audio_seconds"] for r in computed), root)
@@ -205,7 +204,7 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | N
         if path.is_file():
             continue
         features = window_features(window, stream, audio[stream])
-        _write_aside(path, functools.partial(_save_npz, arrays=features))
+        write_aside(path, functools.partial(_save_npz, arrays=features), durable=False)
         computed += 1
     return {"index": index, "start_sample": start, "frames": window.frames, "events": quality["events"],
             "flags": quality["flags"], "computed": computed > 0,
@@ -215,21 +214,3 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | N
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
         np.savez(f, allow_pickle=False, **arrays)  # plain arrays; and no feature can be taken for the flag
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_aside(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-def _write_aside(target: Path, write: Callable[[Path], object]) -> None:
-    """Write to a temporary name beside ``target``, then rename: never half a file in its place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(name))
-        os.chmod(name, 0o644)
-        os.replace(name, target)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

@@ -1,19 +1,18 @@
 """Where things live under a data directory, and how bytes get there: a public file aside, then
-renamed into place (``write_aside``); a work file in place, each write whole (``write_fully``).
+renamed into place (``write_aside``, from dataset/files.py, which the derived files use too); a
+work file in place, each write whole (``write_fully``).
 Whatever the disk refuses (an OSError) becomes StorageError, naming what was being done (``storage``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sendlearn.capture import check_name
+from sendlearn.dataset.files import fsync_dir, write_aside, write_json
 
 from .errors import StorageError
 
@@ -27,34 +26,6 @@ def stream_dir(data_dir: Path, session: str, stream: str) -> Path:
     if not path.resolve().is_relative_to(root):  # belt and braces: names cannot escape
         raise ValueError(f"{path} is outside {root}")
     return path
-
-
-def write_aside(target: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` for a temporary file beside ``target``, fsync it, rename it into place.
-
-    A crash leaves either the old whole file or the new whole file, never half of one.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a dataset is for its readers too
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-
-
-def write_json(target: Path, obj: Any) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-    write_aside(target, write)
 
 
 def write_fully(fd: int, data: bytes, offset: int) -> None:
@@ -76,10 +47,4 @@ def storage(what: str) -> Iterator[None]:
         raise StorageError(f"{exc.strerror or exc} ({what})") from exc
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (files created, renamed into it) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["WORK", "fsync_dir", "storage", "stream_dir", "write_aside", "write_fully", "write_json"]
