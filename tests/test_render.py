@@ -277,7 +277,7 @@ def test_bundled_instruments_load_and_sound() -> None:
 
 
 def test_dawdreamer_render_length_facts() -> None:
-    # DESIGN §5: render((N + 0.5) / sr) gives N frames; N / sr alone sometimes gives N - 1
+    # plugin/render.py: render((N + 0.5) / sr) gives N frames; N / sr alone sometimes gives N - 1
     engine = dawdreamer.RenderEngine(44100, 512)
     engine.load_graph([(engine.make_oscillator_processor("o", 440.0), [])])
     for frames in (1, 511, 519733, 197471):
