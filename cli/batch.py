@@ -28,6 +28,7 @@ from sendlearn.plugin.session import Session, SessionError
 from sendlearn.plugin.takes import render_take, take_id
 from sendlearn.plugin.timeline import MIDI_ERRORS, Timeline
 from sendlearn.server.direct import DirectStream, is_complete
+from sendlearn.transport.tls import client_context
 
 __all__ = ["capture_direct", "find_inputs", "render_input"]  # find_inputs (plugin.inputs) stays importable here
 
@@ -47,7 +48,7 @@ def render_input(payload: dict[str, Any]) -> dict[str, Any]:
     shown = payload.get("shown", str(path))
     if payload["server"] is not None:
         outcomes = capture_session(loaded.session, payload["server"], token=payload["token"], input_name=shown,
-                                   timelines=loaded.timelines)
+                                   timelines=loaded.timelines, ssl_context=client_context(payload.get("ca_file")))
         return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in outcomes]}
     data_dir = Path(payload["data_dir"])
     if _all_complete(loaded, data_dir):

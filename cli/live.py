@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import ssl
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sendlearn.transport.tls import client_context
 
 if TYPE_CHECKING:  # imported where they run: the CLI starts without JACK or the sender's libraries
     from sendlearn.plugin.live import BridgeStats
@@ -75,7 +76,7 @@ def run_live(args: argparse.Namespace) -> int:
             check_name(value, name)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None  # a wss:// --server's CA
+    context = client_context(args.ca_file)  # a wss:// --server's CA
     receiver = None if args.server else ReceiverThread(args.data_dir).start()
     url = args.server if receiver is None else receiver.url
     senders: list[Sender] = []

@@ -27,6 +27,7 @@ from sendlearn.errors import MissingExtra, UsageError
 from sendlearn.plugin.feed import Progress
 from sendlearn.plugin.inputs import SUFFIXES, LoadedInput, load_input
 from sendlearn.plugin.send import Outcome, ServerDown, capture_session, check_server
+from sendlearn.transport.tls import client_context
 
 # The in-process receiver ACKs after each commit, and a sender says BYE only once every block
 # is ACKed: at the service's 0.25 s each stream idles ~0.25 s at its end, longer than the
@@ -58,7 +59,7 @@ def run_render(args: argparse.Namespace) -> int:
     loaded = load_inputs(args.inputs, instrument=args.instrument, sample_rate=args.sample_rate,
                          block_size=args.block_size)
     # a wss:// --server signed by a CA of its own
-    context = ssl.create_default_context(cafile=args.ca_file) if getattr(args, "ca_file", None) else None
+    context = client_context(args.ca_file)
     if args.server is not None:
         try:
             check_server(args.server, context)

@@ -23,6 +23,7 @@ from sendlearn.plugin.batch import DEFAULT_TIMEOUT, BatchResult, run_batch
 from sendlearn.plugin.inputs import find_inputs, session_name
 from sendlearn.render import StderrBars
 from sendlearn.signals import interrupted_by_signals
+from sendlearn.transport.tls import client_context
 
 MAX_TABLE_ROWS = 40
 JOB = "sendlearn.batch:render_input"  # what each worker runs for an input (batch.py)
@@ -66,7 +67,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     inputs = find_inputs(args.inputs)
     if args.server is not None:
         try:
-            check_server(args.server)
+            check_server(args.server, client_context(args.ca_file))
         except ServerDown as exc:
             print(f"sendlearn render: {exc}", file=sys.stderr)
             return 1
@@ -80,7 +81,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     options = {"instrument": args.instrument, "sample_rate": args.sample_rate, "block_size": args.block_size,
-               "data_dir": None if data_dir is None else str(data_dir), "server": args.server, "token": args.token}
+               "data_dir": None if data_dir is None else str(data_dir), "server": args.server, "token": args.token,
+               "ca_file": args.ca_file}
     workers = args.workers or 1
     started = time.monotonic()
     with interrupted_by_signals(), _Progress(len(inputs), started, sys.stderr.isatty() and not args.json) as view:

@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 from sendlearn.errors import UsageError
+from sendlearn.transport.tls import client_context
 
 QUALITY = {0: "float32", 1: "pcm24", 2: "pcm16", 3: "reduced", 4: "none", None: "-"}
 
@@ -48,7 +49,7 @@ def run_status_panel(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    context = ssl.create_default_context(cafile=args.ca_file) if getattr(args, "ca_file", None) else None
+    context = client_context(args.ca_file)
     try:
         status = fetch(args.server, context)
     except (OSError, urllib.error.URLError, ValueError) as exc:

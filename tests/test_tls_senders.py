@@ -49,3 +49,27 @@ def test_render_streams_over_wss_with_the_receivers_ca(tmp_path: Path) -> None:
         serve.wait(60)
     stream = read_stream(tmp_path / "data", "tune", "tune")
     assert stream["info"]["complete"] and stream["info"]["blocks"] > 0
+
+
+def test_a_batch_streams_over_wss_with_the_receivers_ca(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    port = free_port()
+    serve = start_receiver(port, tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key))
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("one", "two"):
+        tune(inputs / f"{name}.mid")
+    try:
+        url = f"wss://127.0.0.1:{port}"
+        refused = io.StringIO()
+        with contextlib.redirect_stderr(refused):  # the system's CAs do not know it: checked before any render
+            assert main(["render", str(inputs), "--workers", "2", "--server", url]) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.getvalue()
+        code, summary = render(str(inputs), "--workers", "2", "--server", url, "--ca-file", str(cert))
+        assert code == 0 and summary["failed"] == 0, summary
+    finally:
+        serve.terminate()
+        serve.wait(60)
+    for name in ("one", "two"):
+        stream = read_stream(tmp_path / "data", name, name)
+        assert stream["info"]["complete"] and stream["info"]["blocks"] > 0
