@@ -150,6 +150,7 @@ class BridgeStats:
     missed_frames: int  # frames of JACK time no callback of ours ran in: gaps in the stream
     callback_errors: int  # periods whose copy raised in the JACK process (audio still passed)
     capture_errors: int  # periods this process could not turn into a block
+    playheads_held: int  # periods a late timebase master left without BBT: its last position carried on
     callback_p50_us: float
     callback_p99_us: float
     callback_max_us: float
@@ -163,7 +164,8 @@ class BridgeStats:
         origins = [list(pair) for pair in self.frame_origins[:max_origins]]
         return {
             "xruns": self.xruns, "frame_jumps": self.frame_jumps, "missed_frames": self.missed_frames, "callback_errors": self.callback_errors,
-            "capture_errors": self.capture_errors, "callback_p99_us": round(self.callback_p99_us, 1),
+            "capture_errors": self.capture_errors, "playheads_held": self.playheads_held,
+            "callback_p99_us": round(self.callback_p99_us, 1),
             "callback_max_us": round(self.callback_max_us, 1), "midi_events": self.midi_events,
             "midi_dropped": self.midi_dropped, "midi_rejected": self.midi_rejected,
             "virtual_events": self.virtual_events, "virtual_dropped": self.virtual_dropped,
@@ -188,7 +190,7 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
         virtual_dropped=bridge.count(Control.MESSAGES_DROPPED) + (virtual.left_over if virtual else 0),
         virtual_late=virtual.late if virtual else 0,
         xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, missed_frames=bridge.missed_frames, callback_errors=bridge.count(Control.ERRORS),
-        capture_errors=bridge.capture_errors,
+        capture_errors=bridge.capture_errors, playheads_held=bridge.playheads.held,
         callback_p50_us=float(p50), callback_p99_us=float(p99), callback_max_us=float(top),
         period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,
         frame_origins=tuple(bridge.frame_origins),

@@ -24,6 +24,7 @@ from sendlearn.capture import CaptureError, Playhead
 ROLLING = 1  # jack_transport_state_t JackTransportRolling
 POSITION_BBT = 0x10  # jack_position_bits_t JackPositionBBT
 TICKS_PER_BEAT = 1920.0  # what we publish when we are the timebase master
+HOLD_SECONDS = 5.0  # a master silent for longer has released the timebase (or the machine stalled)
 
 
 class Meter(NamedTuple):
@@ -71,7 +72,12 @@ class PlayheadReader:
     """Turns the transport fields of one period into a ``Playhead``. With a timebase master publishing BBT, bar, beat and meter are the
     master's and the tempo is converted to quarter notes; without one, ``bpm`` (quarter
     notes) and ``meter`` hold from transport frame 0. ``ppq`` counts quarter notes from bar 1
-    assuming the meter has not changed since (JACK gives no absolute beat count)."""
+    assuming the meter has not changed since (JACK gives no absolute beat count).
+
+    A master whose timebase callback ran late leaves a period without BBT. That period is the
+    master's last position carried on at its tempo and meter, to JACK's tick resolution
+    (``held`` counts them), for up to ``HOLD_SECONDS`` of transport time after it: a song in 7/8
+    does not turn into --bpm in 4/4 for one period. Beyond that the master is gone."""
 
     def __init__(self, rate: int, bpm: float, meter: Meter) -> None:
         self.rate = rate
@@ -79,6 +85,8 @@ class PlayheadReader:
         self.meter = meter
         self.quarter_note_master: bool | None = None  # None: not measured yet
         self.invalid = 0  # positions from a master that did not make a valid Playhead
+        self.held = 0  # periods a late master left without BBT, carried on from its last position
+        self._last: Transport | None = None  # the master's last valid position
 
     def read(self, record: Transport, following: Transport | None = None) -> Playhead:
         playing = record.state == ROLLING
@@ -87,8 +95,29 @@ class PlayheadReader:
                 self._measure(record, following)
             playhead = self._from_bbt(record, playing)
             if playhead is not None:
+                self._last = record
+                return playhead
+        held = self._carried_on(record)
+        if held is not None:
+            playhead = self._from_bbt(held, playing)
+            if playhead is not None:
+                self.held += 1
                 return playhead
         return self._manual(record.frame, playing)
+
+    def _carried_on(self, record: Transport) -> Transport | None:
+        """The master's last position moved on to ``record.frame`` at its tempo, or None."""
+        last = self._last
+        if last is None or not 0 <= record.frame - last.frame <= HOLD_SECONDS * self.rate:
+            return None  # no master yet, a locate back, or a master gone
+        per_minute = last.bpm * (last.beat_type / 4.0 if self.quarter_note_master else 1.0)  # its beats of 1/den
+        beats = _beats(last) + (record.frame - last.frame) / self.rate * per_minute / 60.0
+        num = last.beats_per_bar
+        bar = int(beats // num)
+        within = beats - bar * num
+        beat = int(within)
+        tick = int((within - beat) * last.ticks_per_beat)  # JACK's tick field is whole
+        return last._replace(frame=record.frame, state=record.state, bar=bar + 1, beat=beat + 1, tick=tick)
 
     def _measure(self, first: Transport, second: Transport) -> None:
         """Decide the master's tempo unit from two consecutive rolling periods."""

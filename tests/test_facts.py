@@ -14,7 +14,7 @@ def stats_with(origins: int) -> BridgeStats:
     pairs = tuple((k * 128, (1_000_000 + k * 131) & 0xFFFFFFFF) for k in range(origins))
     return BridgeStats(seconds=1.0, blocks=origins, dropped=0, queued=0, midi_events=0, midi_dropped=0,
                        midi_rejected=0, virtual_events=0, virtual_dropped=0, virtual_late=0, xruns=origins,
-                       frame_jumps=max(0, origins - 1), missed_frames=0, callback_errors=0, capture_errors=0,
+                       frame_jumps=max(0, origins - 1), missed_frames=0, callback_errors=0, capture_errors=0, playheads_held=0,
                        callback_p50_us=1.0, callback_p99_us=2.0, callback_max_us=3.0, period_us=2666.7,
                        frame_origins=pairs)
 
