@@ -285,6 +285,9 @@ class ReceiverThread:
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
+        """Stop serving and finalise the open streams; a second call does nothing."""
+        if not self._thread.is_alive():
+            return
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)

@@ -1,16 +1,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from helpers import make_block
+from protocol_pair import Pair
 from sendlearn.capture import Block
+from sendlearn.server.receiver import ReceiverThread
 
 
 @pytest.fixture
 def block() -> Block:
     return make_block()
+
+
+@pytest.fixture
+def pair() -> Pair:
+    """A sender and a receiver Protocol joined in memory, HELLO not yet sent."""
+    return Pair()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ReceiverThread]:
+    """A real receiver on loopback writing to ``tmp_path``, committing every 50 ms. A test that
+    reads the dataset back calls ``receiver.stop()`` first (it finalises the open streams)."""
+    with ReceiverThread(tmp_path, commit_interval=0.05) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

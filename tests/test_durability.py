@@ -27,20 +27,20 @@ SR = 48000
 
 # --- a crash while finalise removes the work folder ------------------------------------------
 
-def test_a_complete_stream_is_never_rewritten_from_a_leftover_work_folder(tmp_path: Path) -> None:
+def test_a_complete_stream_is_never_rewritten_from_a_leftover_work_folder(tmp_path: Path, receiver: ReceiverThread) -> None:
     sent = blocks(20)
     folder = tmp_path / "sessions/sess/keys"
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        client.send(sent)
-        client.bye(19)
-        assert closed(client)[0] == 1000
-        written = (folder / "stream.json").read_text()
-        (folder / ".work").mkdir()  # what a SIGKILL inside the clean-up leaves
-        again = RawClient(receiver.url, hello())  # the sender missed the last ACK: BYE again
-        assert again.welcome.durable_through == 19
-        again.bye(19)
-        assert closed(again)[0] == 1000
+    client = RawClient(receiver.url, hello())
+    client.send(sent)
+    client.bye(19)
+    assert closed(client)[0] == 1000
+    written = (folder / "stream.json").read_text()
+    (folder / ".work").mkdir()  # what a SIGKILL inside the clean-up leaves
+    again = RawClient(receiver.url, hello())  # the sender missed the last ACK: BYE again
+    assert again.welcome.durable_through == 19
+    again.bye(19)
+    assert closed(again)[0] == 1000
+    receiver.stop()  # finalises the open streams before the dataset is read
     assert (folder / "stream.json").read_text() == written
     assert not (folder / ".work").exists()
     got = read_stream(tmp_path, "sess", "keys")
@@ -50,14 +50,14 @@ def test_a_complete_stream_is_never_rewritten_from_a_leftover_work_folder(tmp_pa
 
 # --- one byte flipped in the middle of the journal ------------------------------------------
 
-def test_a_damaged_journal_record_costs_that_record_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_journal_record_costs_that_record_only(tmp_path: Path, receiver: ReceiverThread, caplog: pytest.LogCaptureFixture) -> None:
     sent = blocks(1000)
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        for first in range(0, 1000, 100):
-            client.send(sent[first:first + 100])
-        client.read_until_ack(999)
-        client.ws.close()
+    client = RawClient(receiver.url, hello())
+    for first in range(0, 1000, 100):
+        client.send(sent[first:first + 100])
+    client.read_until_ack(999)
+    client.ws.close()
+    receiver.stop()  # finalises the open streams before the dataset is read
     journal = tmp_path / "sessions/sess/keys/.work/journal"
     offsets = [(offset, record) for offset, record in iter_records(journal)]
     middle = journal.stat().st_size // 2
@@ -120,25 +120,25 @@ def test_a_write_the_disk_takes_only_in_part_is_never_acknowledged(tmp_path: Pat
 # --- overlapping samples ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("backfill", [False, True])
-def test_blocks_overlapping_stored_audio_are_refused(tmp_path: Path, backfill: bool) -> None:
+def test_blocks_overlapping_stored_audio_are_refused(tmp_path: Path, receiver: ReceiverThread, backfill: bool) -> None:
     sent = blocks(10)
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        client.send(sent[:4], quality=Quality.PCM16)
-        client.send(sent[4:])
-        client.read_until_ack(9)
-        if backfill:  # seq 2's backfill, but at seq 5's samples
-            intruder = make_block(2, frames=64, start=5 * 64, audio=make_audio(2, 64, 99))
-            client.send([intruder], backfill=True)
-        else:  # a new seq over seq 5's samples
-            intruder = make_block(10, frames=64, start=5 * 64 + 10, audio=make_audio(2, 64, 99))
-            client.send([intruder])
-        code, reason = closed(client)
-        assert code == ErrorCode.OVERLAP, (code, reason)
-        again = RawClient(receiver.url, hello())
-        again.send(sent[:4], backfill=True)  # the same seq's backfill at its own samples is fine
-        again.bye(9)
-        assert closed(again)[0] == 1000
+    client = RawClient(receiver.url, hello())
+    client.send(sent[:4], quality=Quality.PCM16)
+    client.send(sent[4:])
+    client.read_until_ack(9)
+    if backfill:  # seq 2's backfill, but at seq 5's samples
+        intruder = make_block(2, frames=64, start=5 * 64, audio=make_audio(2, 64, 99))
+        client.send([intruder], backfill=True)
+    else:  # a new seq over seq 5's samples
+        intruder = make_block(10, frames=64, start=5 * 64 + 10, audio=make_audio(2, 64, 99))
+        client.send([intruder])
+    code, reason = closed(client)
+    assert code == ErrorCode.OVERLAP, (code, reason)
+    again = RawClient(receiver.url, hello())
+    again.send(sent[:4], backfill=True)  # the same seq's backfill at its own samples is fine
+    again.bye(9)
+    assert closed(again)[0] == 1000
+    receiver.stop()  # finalises the open streams before the dataset is read
     got = read_stream(tmp_path, "sess", "keys")
     assert got["audio"].tobytes() == joined(sent).tobytes()
     assert got["blocks"].column("quality").to_pylist() == ["FLOAT32"] * 10
@@ -166,21 +166,21 @@ def test_nine_channels_at_a_pcm_level_land_in_a_wav_of_that_depth(tmp_path: Path
 
 # --- reconnects: the stream lingers, and is finalised once -----------------------------------
 
-def test_a_stream_lingers_for_its_sender_and_is_finalised_once(tmp_path: Path) -> None:
+def test_a_stream_lingers_for_its_sender_and_is_finalised_once(tmp_path: Path, receiver: ReceiverThread) -> None:
     sent = blocks(30)
     folder = tmp_path / "sessions/sess/keys"
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:  # default linger: 30 s
-        for part in range(3):  # a flaky link: three connections
-            client = RawClient(receiver.url, hello())
-            assert client.welcome.durable_through == part * 10 - 1
-            client.send(sent[part * 10:(part + 1) * 10])
-            client.read_until_ack(part * 10 + 9)
-            if part < 2:
-                client.ws.close()
-                assert not (folder / "stream.json").exists()  # not finalised: it lingers
-        client.bye(29)
-        assert closed(client)[0] == 1000
-        assert receiver.receiver.streams_finalised == 1
+    for part in range(3):  # a flaky link: three connections
+        client = RawClient(receiver.url, hello())
+        assert client.welcome.durable_through == part * 10 - 1
+        client.send(sent[part * 10:(part + 1) * 10])
+        client.read_until_ack(part * 10 + 9)
+        if part < 2:
+            client.ws.close()
+            assert not (folder / "stream.json").exists()  # not finalised: it lingers
+    client.bye(29)
+    assert closed(client)[0] == 1000
+    assert receiver.receiver.streams_finalised == 1
+    receiver.stop()  # finalises the open streams before the dataset is read
     got = read_stream(tmp_path, "sess", "keys")
     assert got["info"]["complete"] and got["audio"].tobytes() == joined(sent).tobytes()
 

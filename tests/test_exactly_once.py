@@ -31,75 +31,73 @@ def finish(client: RawClient, last_seq: int, dropped: tuple = ()) -> None:
     client.read_until_ack(last_seq)
 
 
-def test_a_reconnect_after_a_lost_final_ack_leaves_the_dataset_whole(tmp_path: Path) -> None:
+def test_a_reconnect_after_a_lost_final_ack_leaves_the_dataset_whole(tmp_path: Path, receiver: ReceiverThread) -> None:
     sent = blocks(100)
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        client.send(sent[:50])
-        client.read_until_ack(49)
-        client.send(sent[50:])
-        client.bye(99)
-        client.ws.close()  # the final ACK is never read
-        folder = tmp_path / "sessions/sess/keys"
-        deadline = time.monotonic() + 10
-        while (folder / ".work").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        again = RawClient(receiver.url, hello())  # the sender resends what it never saw acknowledged
-        assert again.welcome.durable_through == 99
-        again.send(sent[50:])
-        finish(again, 99)
-        assert closed(again)[0] == 1000  # the receiver closes once the stream is finalised
-        assert receiver.receiver.streams_finalised == 1  # the second BYE is not a second stream
-        other = refusal(receiver.url, [encode_frame(hello(take="take2"))])
-        assert other[0] == ErrorCode.STREAM_MISMATCH and "another take" in other[1]
+    client = RawClient(receiver.url, hello())
+    client.send(sent[:50])
+    client.read_until_ack(49)
+    client.send(sent[50:])
+    client.bye(99)
+    client.ws.close()  # the final ACK is never read
+    folder = tmp_path / "sessions/sess/keys"
+    deadline = time.monotonic() + 10
+    while (folder / ".work").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    again = RawClient(receiver.url, hello())  # the sender resends what it never saw acknowledged
+    assert again.welcome.durable_through == 99
+    again.send(sent[50:])
+    finish(again, 99)
+    assert closed(again)[0] == 1000  # the receiver closes once the stream is finalised
+    assert receiver.receiver.streams_finalised == 1  # the second BYE is not a second stream
+    other = refusal(receiver.url, [encode_frame(hello(take="take2"))])
+    assert other[0] == ErrorCode.STREAM_MISMATCH and "another take" in other[1]
+    receiver.stop()  # finalises the open streams before the dataset is read
     got = read_stream(tmp_path, "sess", "keys")
     assert got["blocks"].column("seq").to_pylist() == list(range(100)) and got["info"]["gaps"] == []
     assert got["audio"].tobytes() == np.concatenate([b.audio for b in sent], axis=1).tobytes()
 
 
-def test_drops_after_the_last_block_are_named_and_acknowledged(tmp_path: Path) -> None:
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        client.send(blocks(10))
-        finish(client, 14, ((10, 14),))  # the ACK names 14: nothing is left to resend
+def test_drops_after_the_last_block_are_named_and_acknowledged(tmp_path: Path, receiver: ReceiverThread) -> None:
+    client = RawClient(receiver.url, hello())
+    client.send(blocks(10))
+    finish(client, 14, ((10, 14),))  # the ACK names 14: nothing is left to resend
+    receiver.stop()  # finalises the open streams before the dataset is read
     gaps = read_stream(tmp_path, "sess", "keys")["info"]["gaps"]
     assert [(g["first_seq"], g["last_seq"], g["reason"]) for g in gaps] == [
         (10, 14, "dropped by the sender's audio thread")]
 
 
-def test_another_take_of_an_unfinished_stream_is_refused(tmp_path: Path) -> None:
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        first = RawClient(receiver.url, hello(take="take1"))
-        first.send(blocks(5))
-        first.read_until_ack(4)
-        first.ws.close()
-        time.sleep(0.3)
-        code, reason = refusal(receiver.url, [encode_frame(hello(take="take2"))])
-        assert code == ErrorCode.STREAM_MISMATCH and "take1" in reason
+def test_another_take_of_an_unfinished_stream_is_refused(tmp_path: Path, receiver: ReceiverThread) -> None:
+    first = RawClient(receiver.url, hello(take="take1"))
+    first.send(blocks(5))
+    first.read_until_ack(4)
+    first.ws.close()
+    time.sleep(0.3)
+    code, reason = refusal(receiver.url, [encode_frame(hello(take="take2"))])
+    assert code == ErrorCode.STREAM_MISMATCH and "take1" in reason
 
 
 @pytest.mark.parametrize("frame_of", ["dropped", "bye"])
-def test_unbounded_ranges_are_refused_and_the_receiver_stays_responsive(tmp_path: Path, frame_of: str) -> None:
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        if frame_of == "dropped":
-            client.protocol.state = State.STREAMING
-            wire = msgpack.unpackb(encode_frame(_frame(client, [make_block(2**40, frames=64, start=0)]), 0)[1:])
-            client.ws.send(b"\x00" + msgpack.packb({**wire, "dropped": [[1, 2**39]]}))  # a huge range
-        else:
-            client.send(blocks(3))
-            client.bye(2**62)
-        other = RawClient(receiver.url, Hello("sess", "other", "", SR, 2, 64, "raw", take="x"))
-        assert isinstance(other.welcome, Welcome)  # the loop was not stuck on the huge range
-        other.ws.close()
-        deadline = time.monotonic() + 5
-        while client.ws.close_code is None and time.monotonic() < deadline:
-            try:
-                client.ws.recv(0.5)
-            except Exception:
-                break
-        expected = ErrorCode.INVALID_BYE if frame_of == "bye" else ErrorCode.INVALID_BLOCK
-        assert client.ws.close_code in (expected, ErrorCode.MALFORMED), client.ws.close_code
+def test_unbounded_ranges_are_refused_and_the_receiver_stays_responsive(tmp_path: Path, receiver: ReceiverThread, frame_of: str) -> None:
+    client = RawClient(receiver.url, hello())
+    if frame_of == "dropped":
+        client.protocol.state = State.STREAMING
+        wire = msgpack.unpackb(encode_frame(_frame(client, [make_block(2**40, frames=64, start=0)]), 0)[1:])
+        client.ws.send(b"\x00" + msgpack.packb({**wire, "dropped": [[1, 2**39]]}))  # a huge range
+    else:
+        client.send(blocks(3))
+        client.bye(2**62)
+    other = RawClient(receiver.url, Hello("sess", "other", "", SR, 2, 64, "raw", take="x"))
+    assert isinstance(other.welcome, Welcome)  # the loop was not stuck on the huge range
+    other.ws.close()
+    deadline = time.monotonic() + 5
+    while client.ws.close_code is None and time.monotonic() < deadline:
+        try:
+            client.ws.recv(0.5)
+        except Exception:
+            break
+    expected = ErrorCode.INVALID_BYE if frame_of == "bye" else ErrorCode.INVALID_BLOCK
+    assert client.ws.close_code in (expected, ErrorCode.MALFORMED), client.ws.close_code
 
 
 def _frame(client: RawClient, blocks_: list) -> object:
@@ -130,19 +128,19 @@ def test_values_that_cannot_be_stored_are_refused_not_raised() -> None:
     assert receiver.close_code in (ErrorCode.INVALID_BLOCK, ErrorCode.MALFORMED)
 
 
-def test_backfill_never_downgrades_and_duplicates_count_across_connections(tmp_path: Path) -> None:
+def test_backfill_never_downgrades_and_duplicates_count_across_connections(tmp_path: Path, receiver: ReceiverThread) -> None:
     sent = blocks(6)
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        client.send(sent)
-        client.send(sent[:3], quality=Quality.REDUCED, backfill=True)  # worse: ignored
-        client.send(sent[:2])  # 2 duplicates
-        client.read_until_ack(5)
-        client.ws.close()
-        time.sleep(0.3)
-        again = RawClient(receiver.url, hello())
-        again.send(sent[3:])  # 3 more duplicates, on another connection
-        finish(again, 5)
+    client = RawClient(receiver.url, hello())
+    client.send(sent)
+    client.send(sent[:3], quality=Quality.REDUCED, backfill=True)  # worse: ignored
+    client.send(sent[:2])  # 2 duplicates
+    client.read_until_ack(5)
+    client.ws.close()
+    time.sleep(0.3)
+    again = RawClient(receiver.url, hello())
+    again.send(sent[3:])  # 3 more duplicates, on another connection
+    finish(again, 5)
+    receiver.stop()  # finalises the open streams before the dataset is read
     got = read_stream(tmp_path, "sess", "keys")
     assert set(got["blocks"].column("quality").to_pylist()) == {"FLOAT32"}
     assert got["audio"].tobytes() == np.concatenate([b.audio for b in sent], axis=1).tobytes()

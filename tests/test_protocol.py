@@ -44,8 +44,7 @@ def blocks_equal(a: Block, b: Block, audio: np.ndarray | None) -> None:
         assert b.audio.tobytes() == audio.tobytes()
 
 
-def test_a_whole_conversation() -> None:
-    pair = Pair()
+def test_a_whole_conversation(pair: Pair) -> None:
     pair.open()
     assert pair.sender.state is pair.receiver.state is State.STREAMING
     blocks = [make_block(seq) for seq in range(3)]
@@ -68,8 +67,7 @@ def test_a_whole_conversation() -> None:
 
 @pytest.mark.parametrize("quality", list(Quality))
 @pytest.mark.parametrize("channels", [1, 2, 6])
-def test_every_quality_round_trips(quality: Quality, channels: int) -> None:
-    pair = Pair()
+def test_every_quality_round_trips(quality: Quality, channels: int, pair: Pair) -> None:
     pair.sender.hello = Hello("sess", "keys", "k", 48000, channels, 1000, "h")
     pair.sender.send(pair.sender.hello)
     pair.to_receiver()
@@ -176,8 +174,7 @@ def test_receiver_refuses_wrong_version_then_ignores_the_rest() -> None:
     assert receiver.events_received() == [] and receiver.data_to_send() == []
 
 
-def test_a_bad_digest_is_refused(block: Block) -> None:
-    pair = Pair()
+def test_a_bad_digest_is_refused(block: Block, pair: Pair) -> None:
     pair.open()
     pair.sender.send_blocks([block])
     (frame,) = pair.sender.data_to_send()
@@ -197,8 +194,7 @@ def test_a_bad_digest_is_refused(block: Block) -> None:
     assert receiver.receiver.close_code is ErrorCode.BAD_DIGEST
 
 
-def test_invalid_block_content_is_refused(block: Block) -> None:
-    pair = Pair()
+def test_invalid_block_content_is_refused(block: Block, pair: Pair) -> None:
     pair.open()
     pair.sender.send_blocks([block])
     (frame,) = pair.sender.data_to_send()

@@ -107,19 +107,19 @@ def test_integer_levels_are_stored_as_flac_at_that_depth(tmp_path: Path, quality
 
 # --- raw protocol clients: duplicates, order, gaps, refusals ------------------------------------
 
-def test_duplicates_ignored_out_of_order_placed_and_missing_recorded(tmp_path: Path) -> None:
+def test_duplicates_ignored_out_of_order_placed_and_missing_recorded(tmp_path: Path, receiver: ReceiverThread) -> None:
     blocks = [make_block(seq, frames=64) for seq in range(10)]
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, Hello("sess", "keys", "", SR, 2, 64, "raw"))
-        assert client.welcome == Welcome(-1, client.welcome.max_frame_size)
-        client.send([blocks[0], blocks[2]])
-        client.send([blocks[1]])
-        client.send([blocks[0], blocks[1]])  # duplicates
-        client.send([blocks[4]], dropped=[(3, 3)])  # 3 dropped by the audio thread
-        client.send([blocks[6]])  # 5 never sent; 7, 8, 9 never sent
-        client.read_until_ack(4)
-        client.bye(9)
-        client.read_until_ack(4)
+    client = RawClient(receiver.url, Hello("sess", "keys", "", SR, 2, 64, "raw"))
+    assert client.welcome == Welcome(-1, client.welcome.max_frame_size)
+    client.send([blocks[0], blocks[2]])
+    client.send([blocks[1]])
+    client.send([blocks[0], blocks[1]])  # duplicates
+    client.send([blocks[4]], dropped=[(3, 3)])  # 3 dropped by the audio thread
+    client.send([blocks[6]])  # 5 never sent; 7, 8, 9 never sent
+    client.read_until_ack(4)
+    client.bye(9)
+    client.read_until_ack(4)
+    receiver.stop()  # finalises the open streams before the dataset is read
     got = read_stream(tmp_path, "sess", "keys")
     info = got["info"]
     assert got["blocks"].column("seq").to_pylist() == [0, 1, 2, 4, 6]

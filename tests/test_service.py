@@ -192,13 +192,13 @@ def test_the_fuzzed_receiver_still_takes_a_stream(fuzzed: ReceiverThread) -> Non
     check_dataset(read_stream(fuzzed.receiver.data_dir, "after", "fuzz"), truth, info)
 
 
-def test_status_panel_shows_a_running_receivers_streams(tmp_path: Path) -> None:
-    with ReceiverThread(tmp_path, commit_interval=0.05) as receiver:
-        client = RawClient(receiver.url, hello())
-        client.send(blocks(12))
-        client.read_until_ack(11)
-        shown = sendlearn("status", "--server", receiver.url, "--once")
-        as_json = sendlearn("status", "--server", receiver.url, "--json")
+def test_status_panel_shows_a_running_receivers_streams(tmp_path: Path, receiver: ReceiverThread) -> None:
+    client = RawClient(receiver.url, hello())
+    client.send(blocks(12))
+    client.read_until_ack(11)
+    shown = sendlearn("status", "--server", receiver.url, "--once")
+    as_json = sendlearn("status", "--server", receiver.url, "--json")
+    receiver.stop()  # finalises the open streams before the dataset is read
     assert shown.returncode == 0, shown.stderr
     row = next(line for line in shown.stdout.splitlines() if "keys" in line)
     assert "sess" in row and " 12 " in row and " 24 " in row and "float32" in row, shown.stdout
