@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from crash_sender import FRAMES, block_audio, block_midi
 from helpers import read_stream
 from receiving import free_port, start_receiver
+from spool_sender import FRAMES, block_audio, block_midi
 
 HERE = Path(__file__).parent
 STREAMS = {"a": 300, "b": 600, "c": 1000}  # different lengths: their ends (and finalises) fall apart
@@ -29,8 +29,8 @@ def test_a_receiver_killed_at_random_moments_loses_nothing(tmp_path: Path) -> No
     rng = random.Random(11)
     port, data = free_port(), tmp_path / "data"
     receiver = start_receiver(port, data)
-    senders = {name: subprocess.Popen([sys.executable, str(HERE / "crash_sender.py"), f"ws://127.0.0.1:{port}",
-                                       str(tmp_path / f"spool-{name}"), name, str(n), "0.004"],
+    senders = {name: subprocess.Popen([sys.executable, str(HERE / "spool_sender.py"), f"ws://127.0.0.1:{port}",
+                                       str(tmp_path / f"spool-{name}"), "crash", name, str(n), "0.004"],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for name, n in STREAMS.items()}
     kills = during_finalise = 0

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fault_sender import INFO, block_audio, block_midi
 from helpers import read_stream, wait_for
 from netproxy import Proxy
 from receiving import free_port, start_receiver
@@ -23,14 +22,16 @@ from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import Quality
 from sendlearn.transport.ladder import QualityLadder
 from sendlearn.transport.sender import Sender
+from spool_sender import block_audio, block_midi, info
 
 HERE = Path(__file__).parent
+INFO = info("faults", "keys")
 
 
 def check_exactly_once(data_dir: Path, blocks: int) -> dict:
     got = read_stream(data_dir, INFO.session, INFO.stream)
     assert got["blocks"].column("seq").to_pylist() == list(range(blocks))
-    expected = np.concatenate([block_audio(n) for n in range(blocks)], axis=1)
+    expected = np.concatenate([block_audio(INFO.stream, n) for n in range(blocks)], axis=1)
     assert got["audio"].tobytes() == expected.tobytes()
     events = got["events"].to_pydict()
     truth = [(n * INFO.block_size + o, d) for n in range(blocks) for o, d in block_midi(n)]
@@ -42,8 +43,8 @@ def check_exactly_once(data_dir: Path, blocks: int) -> dict:
 def test_receiver_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     port, data = free_port(), tmp_path / "data"
     receiver = start_receiver(port, data)
-    sender = subprocess.Popen([sys.executable, str(HERE / "fault_sender.py"), f"ws://127.0.0.1:{port}",
-                               str(tmp_path / "spool"), "600", "0.003"], stdout=subprocess.PIPE, text=True)
+    sender = subprocess.Popen([sys.executable, str(HERE / "spool_sender.py"), f"ws://127.0.0.1:{port}",
+                               str(tmp_path / "spool"), INFO.session, INFO.stream, "600", "0.003"], stdout=subprocess.PIPE, text=True)
     try:
         audio = data / "sessions" / INFO.session / INFO.stream / ".work" / "audio.f32"
         wait_for(lambda: audio.exists() and audio.stat().st_size > 200 * 2048, 30, "blocks on disk")
@@ -66,14 +67,15 @@ def test_receiver_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
 def test_sender_killed_and_restarted_on_its_spool(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     with ReceiverThread(tmp_path / "data", commit_interval=0.05) as receiver:
-        first = subprocess.Popen([sys.executable, str(HERE / "fault_sender.py"), receiver.url, str(spool), "500",
-                                  "0.004"], stdout=subprocess.PIPE, text=True)
+        first = subprocess.Popen([sys.executable, str(HERE / "spool_sender.py"), receiver.url, str(spool), INFO.session,
+                                  INFO.stream, "500", "0.004"], stdout=subprocess.PIPE, text=True)
         audio = tmp_path / "data" / "sessions" / INFO.session / INFO.stream / ".work" / "audio.f32"
         wait_for(lambda: audio.exists() and audio.stat().st_size > 150 * 2048, 30, "blocks on disk")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         time.sleep(0.3)
-        second = subprocess.run([sys.executable, str(HERE / "fault_sender.py"), receiver.url, str(spool), "500"],
+        second = subprocess.run([sys.executable, str(HERE / "spool_sender.py"), receiver.url, str(spool), INFO.session,
+                                 INFO.stream, "500"],
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
         resumed_at = int(second.stdout.split("resuming at ")[1].split()[0])
