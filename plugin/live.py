@@ -21,7 +21,7 @@ import numpy as np
 
 from sendlearn.capture import Block, HandOff
 
-from .bridge import JackBridge, OpenStream
+from .bridge import BridgeError, JackBridge, OpenStream
 from .lifetime import die_with_parent
 from .ring import Control
 
@@ -78,7 +78,7 @@ class DummyServer:
     def _poll_ready(self, deadline: float) -> None:
         while True:
             if self._proc is None or self._proc.poll() is not None:
-                raise RuntimeError(f"jackd exited with {self._proc and self._proc.returncode}"
+                raise BridgeError(f"jackd exited with {self._proc and self._proc.returncode}"
                                    + (f"; see {self.log}" if self.log else ""))
             try:
                 probe = jack.Client("sendlearn-probe", no_start_server=True, servername=self.name)
