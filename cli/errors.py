@@ -24,6 +24,7 @@
     ├── StorageError                       sendlearn.server.errors     the receiver's disk refused a write or a sync
     ├── StreamBusy                         sendlearn.server.errors     another writer holds the stream
     ├── RenderError                        sendlearn.plugin.errors     a render the host could not do
+    ├── WorkerError                        sendlearn.plugin.pool       no worker process could take a batch's task
     ├── ChainError                         sendlearn.plugin.chain      an effect chain that cannot run
     ├── BridgeError                        sendlearn.plugin.bridge     the live bridge could not start or stopped
     └── ServerDown                         sendlearn.plugin.send       the receiver at --server cannot be reached

@@ -37,9 +37,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from sendlearn.errors import SendLearnError
+
 from .lifetime import die_with_parent
 
 DEFAULT_MAX_TASKS = 20
+
+
+class WorkerError(SendLearnError):
+    """No worker process could be started (or kept alive long enough) to take a task."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +166,7 @@ class WorkerPool:
                 continue
             self._busy.append(child)
             return
-        raise RuntimeError(f"cannot start a worker process for {self.job}")
+        raise WorkerError(f"cannot start a worker process for {self.job}")
 
     def _start(self) -> _Child:
         self.started += 1
