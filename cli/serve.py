@@ -270,8 +270,14 @@ def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits,
     over them, and a stream's lock file keeps each stream to one writer (server/locks.py)."""
     import multiprocessing
     import os
+    import shutil
     import signal
     import socket
+    import tempfile
+
+    from prometheus_client import multiprocess
+
+    from sendlearn.server.metrics import MULTIPROCESS_DIR
 
     probe = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -280,6 +286,9 @@ def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits,
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     port = probe.getsockname()[1]
+    # every worker's metrics in one folder, so whichever answers /metrics reports them all;
+    # set before the workers start (a spawned worker imports prometheus-client afresh)
+    os.environ[MULTIPROCESS_DIR] = metrics_dir = tempfile.mkdtemp(prefix="sendlearn-metrics-")
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     workers = [context.Process(target=_worker, args=(args, tokens, limits, service, port, i, ready),
@@ -301,7 +310,10 @@ def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits,
     for worker in workers:
         while worker.is_alive():
             worker.join(0.5)
+        if worker.pid is not None:
+            multiprocess.mark_process_dead(worker.pid)
     probe.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [w.exitcode for w in workers if w.exitcode]
     print(f"receiver stopped ({service.workers} workers)", flush=True)
     return 1 if failed else 0

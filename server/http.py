@@ -15,9 +15,11 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+from .metrics import exposition
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -40,7 +42,7 @@ def process_request(receiver: Receiver) -> Callable[[ServerConnection, Request],
                                "text/plain; charset=utf-8")
             return respond(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
         if path == "/metrics":
-            return respond(HTTPStatus.OK, generate_latest(), CONTENT_TYPE_LATEST)
+            return respond(HTTPStatus.OK, exposition(), CONTENT_TYPE_LATEST)
         if path == "/status":
             return respond(HTTPStatus.OK, json.dumps(status(receiver)).encode(), "application/json")
         return None

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from disks import fill, tmpfs
-from helpers import make_certificate, read_stream
+from helpers import make_certificate, read_stream, wait_for
 from receiving import RawClient, blocks, capture, check_dataset, closed, hello
 from sendlearn.capture import StreamInfo
 from sendlearn.server.receiver import ReceiverThread
@@ -41,6 +41,11 @@ def get(url: str, path: str, context: ssl.SSLContext | None = None) -> tuple[int
             return response.status, response.headers["Content-Type"], response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    """One unlabelled sample of a Prometheus exposition."""
+    return float(re.search(rf"^{name} (\S+)$", text, re.M)[1])
 
 
 def test_healthz_metrics_and_status_on_the_websocket_port(tmp_path: Path) -> None:
@@ -238,6 +243,13 @@ def test_workers_share_the_port_and_each_stream_lands_whole(tmp_path: Path) -> N
             thread.start()
         for thread in threads:
             thread.join(180)
+        # whichever worker answers /metrics reports every worker's figures
+        wait_for(lambda: metric(get(url, "/metrics")[2], "sendlearn_streams_finalised_total") == len(infos), 60,
+                 "every stream finalised")
+        for _ in range(8):  # new connections: the kernel hands them to either worker
+            text = get(url, "/metrics")[2]
+            assert metric(text, "sendlearn_blocks_total") == 80 * len(infos)
+            assert metric(text, "sendlearn_streams_finalised_total") == len(infos)
     finally:
         proc.send_signal(15)
         assert proc.wait(120) == 0
