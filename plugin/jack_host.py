@@ -72,6 +72,9 @@ class JackWriter:
         self._midi_port = client.midi_inports.register("midi_in")
         self._head = self._cycles = 0
         self._drops, self._drop_frames = 0, 0  # dropped since the last period written
+        # set by ``stop`` before it deactivates: JACK disconnects our ports while deactivating and
+        # may run a few more periods with silent inputs, which are not what was played
+        self._ended = False
         self.last_error: str | None = None
         self.bpm, self.meter = float(bpm), Meter(*meter)
         client.set_process_callback(self._process)
@@ -92,14 +95,17 @@ class JackWriter:
         slots = self.rings.layout.slots
         slot = self._head % slots
         room = self._head - int(control[Control.TAIL]) < slots and frames <= self.rings.layout.max_frames
+        capturing = not self._ended
         audio = self._audio
         for channel, (source, sink) in enumerate(self._pairs):
             samples = source.get_array()
             sink.get_array()[:] = samples  # the audio path: bit-for-bit, before anything else
-            if room:
+            if room and capturing:
                 audio[slot, channel, :frames] = samples
         try:
-            if room:
+            if not capturing:
+                pass  # after the end: passed through, not captured, not a drop
+            elif room:
                 self._record(slot, frames, started)
                 self._head += 1
                 control[Control.HEAD] = self._head  # last: the reader may take the slot now
@@ -174,8 +180,11 @@ class JackWriter:
         }
 
     def stop(self) -> dict[str, Any]:
-        """Deactivate (the callback has stopped when this returns), then say so in the ring."""
+        """End the capture, deactivate (the callback has stopped when this returns), then say so
+        in the ring. The capture ends first: the periods JACK runs while it disconnects our ports
+        hear silence, not the player."""
         client = self.client
+        self._ended = True
         client.deactivate()
         if self.timebase_master:
             try:
