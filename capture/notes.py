@@ -1,7 +1,7 @@
 """Notes from MIDI messages on their samples, with the sustain pedal applied.
 
 One rule for everything that turns events into notes: the offline host applies it to the note
-lengths a Faust instrument hears (Faust hears note on/off only: plugin/render.py), and it is
+lengths a Faust instrument hears (Faust hears note on/off only: plugin/offline/dawdreamer.py), and it is
 the rule docs/dataset.md gives for a stream's notes. A note sounds from its note-on sample to
 its note-off sample (a note-on at velocity 0 is a note-off). A note released while its
 channel's sustain pedal (CC 64, down at 64 and above) is down sounds until the pedal comes

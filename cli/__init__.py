@@ -1,3 +1,5 @@
-"""Send Learn: sample-accurate capture from a DAW into training datasets."""
+"""The ``sendlearn`` command: argument parsing, library calls and what is printed (``main.py``).
 
-__version__ = "0.1.0"
+Each command module imports its layer only when it runs, so the receiver's commands work
+without the GPL hosts installed.
+"""

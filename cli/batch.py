@@ -1,4 +1,4 @@
-"""The batch job: one input rendered in a worker process (``sendlearn.batch:render_input``).
+"""The batch job: one input rendered in a worker process (``sendlearn.cli.batch:render_input``).
 
 ``plugin.batch`` runs it per input, in ``plugin.pool``'s worker processes or on a Dask cluster.
 It puts together what no layer below may join: the render (``plugin``) and the receiver's
@@ -21,13 +21,13 @@ from typing import Any
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.inputs import SUFFIXES, LoadedInput, find_inputs, load_input, midi_problem
-from sendlearn.plugin.offline import render_session, session_streams
-from sendlearn.plugin.send import Outcome, capture_session
-from sendlearn.plugin.session import Session, SessionError
-from sendlearn.plugin.takes import render_take, take_id
-from sendlearn.plugin.timeline import MIDI_ERRORS, Timeline
-from sendlearn.server.direct import DirectStream, is_complete
+from sendlearn.plugin.offline.render import render_session, session_streams
+from sendlearn.plugin.offline.send import Outcome, capture_session
+from sendlearn.plugin.session.inputs import SUFFIXES, LoadedInput, find_inputs, load_input, midi_problem
+from sendlearn.plugin.session.reader import Session, SessionError
+from sendlearn.plugin.session.takes import render_take, take_id
+from sendlearn.plugin.session.timeline import MIDI_ERRORS, Timeline
+from sendlearn.store.direct import DirectStream, is_complete
 from sendlearn.transport.tls import client_context
 
 __all__ = ["capture_direct", "find_inputs", "render_input"]  # find_inputs (plugin.inputs) stays importable here

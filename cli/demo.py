@@ -13,11 +13,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from sendlearn.cli import print_table
-from sendlearn.plugin.inputs import LoadedInput
-from sendlearn.plugin.send import Outcome
-from sendlearn.render import host_output_to_stderr, load_inputs, render_all, report, show_progress
-from sendlearn.server.direct import remove_sessions
+from sendlearn.cli.output import print_table
+from sendlearn.cli.render import host_output_to_stderr, load_inputs, render_all, report, show_progress
+from sendlearn.plugin.offline.send import Outcome
+from sendlearn.plugin.session.inputs import LoadedInput
+from sendlearn.store.direct import remove_sessions
 
 
 def demo_session_path() -> Path:

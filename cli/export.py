@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from sendlearn.dataset_command import check_data_dir, dataset_parser, task_bars
-from sendlearn.signals import interrupted_by_signals
+from sendlearn.cli.dataset_command import check_data_dir, dataset_parser, task_bars
+from sendlearn.cli.signals import interrupted_by_signals
 
 FORMATS = ("parquet", "webdataset", "hdf5", "tfrecord", "pytorch")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sendlearn.transport.tls import client_context
 
 if TYPE_CHECKING:  # imported where they run: the CLI starts without JACK or the sender's libraries
-    from sendlearn.plugin.live import BridgeStats
+    from sendlearn.plugin.live.runner import BridgeStats
     from sendlearn.transport.sender import Sender
 
 
@@ -63,11 +63,11 @@ def run_live(args: argparse.Namespace) -> int:
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
         raise MissingExtra(missing[0], "live capture")
     from sendlearn.capture import StreamInfo, check_name
+    from sendlearn.cli.signals import stopped_by_signals
     from sendlearn.plugin import CaptureProcessor
-    from sendlearn.plugin.bridge import BridgeError
-    from sendlearn.plugin.live import run_bridge
+    from sendlearn.plugin.live.bridge import BridgeError
+    from sendlearn.plugin.live.runner import run_bridge
     from sendlearn.server.receiver import ReceiverThread
-    from sendlearn.signals import stopped_by_signals
     from sendlearn.transport.sender import Sender, SenderError
     from sendlearn.transport.spool import Spool
 

@@ -20,13 +20,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from sendlearn.cli import print_table
+from sendlearn.cli.output import print_table
+from sendlearn.cli.progress import ProgressView
 from sendlearn.errors import MissingExtra, UsageError
-from sendlearn.plugin.feed import Progress
-from sendlearn.plugin.inputs import SUFFIXES, LoadedInput, load_input
-from sendlearn.plugin.send import Outcome, ServerDown, capture_session, check_server
+from sendlearn.plugin.offline.send import Outcome, ServerDown, capture_session, check_server
+from sendlearn.plugin.session.inputs import SUFFIXES, LoadedInput, load_input
 from sendlearn.transport.tls import client_context
 
 # The in-process receiver ACKs after each commit, and a sender says BYE only once every block
@@ -52,7 +52,7 @@ def run_render(args: argparse.Namespace) -> int:
         return list_instruments(args.json)
     if not args.inputs:
         raise UsageError("give one or more INPUT files (.mid or .toml), or --list-instruments")
-    from sendlearn.render_batch import is_batch, run_batch_command
+    from sendlearn.cli.render_batch import is_batch, run_batch_command
 
     if is_batch(args):
         return run_batch_command(args)  # the renders run in worker processes
@@ -69,7 +69,7 @@ def run_render(args: argparse.Namespace) -> int:
     if args.replace:
         if data_dir is None:
             raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
-        from sendlearn.server.direct import remove_sessions
+        from sendlearn.store.direct import remove_sessions
 
         remove_sessions(data_dir, [item.session.name for item in loaded])
     with host_output_to_stderr():
@@ -83,7 +83,7 @@ def load_inputs(paths: Sequence[Path], *, instrument: str | None, sample_rate: i
     """Each INPUT as a session with its timelines; any problem is a UsageError naming the file
     (a SessionError is one)."""
     if instrument is not None:
-        from sendlearn.plugin.instrument import parse_instrument
+        from sendlearn.plugin.session.instrument import parse_instrument
 
         try:
             parse_instrument(instrument)
@@ -137,7 +137,7 @@ def host_output_to_stderr() -> Iterator[None]:
     it once, in its main thread, before a render or sender thread starts; the hosts leave file
     descriptors alone (a ``dup2`` around each render redirected every thread's output, and two
     overlapping renders could restore the wrong one). Batch workers need none of this: their
-    stdout is stderr from the start (plugin/pool.py)."""
+    stdout is stderr from the start (plugin/batch/pool.py)."""
     sys.stdout.flush()
     python_stdout = sys.stdout
     try:
@@ -196,57 +196,6 @@ def render_all(loaded: list[LoadedInput], server: str | None, data_dir: Path | N
     return outcomes, time.monotonic() - started
 
 
-# --- progress -----------------------------------------------------------------------------
-
-
-class StderrBars:
-    """Rich progress bars on stderr, drawn only when ``enabled`` and gone once done."""
-
-    def __init__(self, *columns: Any, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import Progress as Bars
-
-        self.progress = Bars(*columns, console=Console(stderr=True), disable=not enabled, transient=True)
-
-    def __enter__(self) -> Self:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-
-class ProgressView(StderrBars):
-    """One bar counts inputs; one shows the stream being captured, removed when it is done, so
-    a thousand-file render keeps a two-line display."""
-
-    def __init__(self, inputs: int, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-        super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                         enabled=enabled)
-        self.files = self.progress.add_task("inputs", total=inputs)
-        self.current: tuple[str, Any] | None = None
-
-    def for_session(self, session: str) -> Progress:
-        def update(stream: str, done: int, total: int) -> None:
-            name = f"{session}/{stream}"
-            if self.current is None or self.current[0] != name:
-                self._drop_current()
-                self.current = (name, self.progress.add_task(name, total=total))
-            self.progress.update(self.current[1], completed=done)
-        return update
-
-    def input_done(self) -> None:
-        self._drop_current()
-        self.progress.advance(self.files)
-
-    def _drop_current(self) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current[1])
-            self.current = None
-
-
 def show_progress(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty() and not args.json
 
@@ -297,8 +246,8 @@ def _fail_early(args: argparse.Namespace, reason: str) -> int:
 
 
 def list_instruments(as_json: bool) -> int:
-    from sendlearn.plugin.instrument import DEFAULT_INSTRUMENT
-    from sendlearn.plugin.instrument import list_instruments as bundled
+    from sendlearn.plugin.session.instrument import DEFAULT_INSTRUMENT
+    from sendlearn.plugin.session.instrument import list_instruments as bundled
 
     rows = bundled()
     if as_json:

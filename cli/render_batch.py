@@ -1,6 +1,6 @@
 """``sendlearn render DIR_OR_FILES... --workers N | --scheduler URL``: the batch command.
 
-Each input is a task of ``plugin.batch`` running the job ``sendlearn.batch:render_input`` (batch.py).
+Each input is a task of ``plugin.batch`` running the job ``sendlearn.cli.batch:render_input`` (batch.py).
 Progress (rich, on a terminal) shows inputs done of all, done / skipped / failed, files per
 second, audio seconds per second (``12.5x``: times real time), the time taken and the time
 left. SIGINT, SIGTERM and SIGHUP stop the batch cleanly: no new render starts, the ones in
@@ -17,16 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sendlearn.cli import print_table
+from sendlearn.cli.output import print_table
+from sendlearn.cli.progress import StderrBars
+from sendlearn.cli.signals import interrupted_by_signals
 from sendlearn.errors import MissingExtra, UsageError
-from sendlearn.plugin.batch import DEFAULT_TIMEOUT, BatchResult, run_batch
-from sendlearn.plugin.inputs import find_inputs, session_name
-from sendlearn.render import StderrBars
-from sendlearn.signals import interrupted_by_signals
+from sendlearn.plugin.batch.driver import DEFAULT_TIMEOUT, BatchResult, run_batch
+from sendlearn.plugin.session.inputs import find_inputs, session_name
 from sendlearn.transport.tls import client_context
 
 MAX_TABLE_ROWS = 40
-JOB = "sendlearn.batch:render_input"  # what each worker runs for an input (batch.py)
+JOB = "sendlearn.cli.batch:render_input"  # what each worker runs for an input (batch.py)
 
 
 def is_batch(args: argparse.Namespace) -> bool:
@@ -38,7 +38,7 @@ def is_batch(args: argparse.Namespace) -> bool:
 def run_batch_command(args: argparse.Namespace) -> int:
     from importlib.util import find_spec
 
-    from sendlearn.plugin.send import ServerDown, check_server
+    from sendlearn.plugin.offline.send import ServerDown, check_server
 
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers is for the local pool; a --scheduler's cluster has its own workers")
@@ -55,7 +55,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if find_spec("dawdreamer") is None:
         raise MissingExtra("dawdreamer", "rendering")
     if args.instrument is not None:
-        from sendlearn.plugin.instrument import parse_instrument
+        from sendlearn.plugin.session.instrument import parse_instrument
 
         try:
             parse_instrument(args.instrument)
@@ -75,7 +75,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.replace:
         if data_dir is None:
             raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
-        from sendlearn.server.direct import remove_sessions
+        from sendlearn.store.direct import remove_sessions
 
         remove_sessions(data_dir, [n for n in map(session_name, inputs) if n is not None])
     if data_dir is not None:

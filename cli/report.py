@@ -25,8 +25,8 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
 def run_report(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from sendlearn.cli.signals import interrupted_by_signals
     from sendlearn.errors import UsageError
-    from sendlearn.signals import interrupted_by_signals
 
     if not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")

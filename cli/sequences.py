@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sendlearn.dataset_command import check_data_dir, dataset_parser, task_bars
-from sendlearn.signals import interrupted_by_signals
+from sendlearn.cli.dataset_command import check_data_dir, dataset_parser, task_bars
+from sendlearn.cli.signals import interrupted_by_signals
 
 
 def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
@@ -51,7 +51,7 @@ def _interactive(args: argparse.Namespace) -> bool:
 
 
 def run_sequences(args: argparse.Namespace) -> int:
-    from sendlearn.cli import print_table
+    from sendlearn.cli.output import print_table
     from sendlearn.dataset.sequences import build_sequences
     from sendlearn.dataset.windows import WindowSpec
     from sendlearn.errors import UsageError
@@ -110,7 +110,7 @@ def _session_summary(dataset: Any, result: Any) -> dict[str, Any]:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from sendlearn.cli import print_table
+    from sendlearn.cli.output import print_table
     from sendlearn.dataset.quality import write_quality
 
     dataset = _open(args)

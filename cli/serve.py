@@ -267,7 +267,7 @@ def _worker(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, ser
 
 def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, service: Service) -> int:
     """N receiver processes bound to one port with SO_REUSEPORT: the kernel spreads connections
-    over them, and a stream's lock file keeps each stream to one writer (server/locks.py)."""
+    over them, and a stream's lock file keeps each stream to one writer (store/locks.py)."""
     import multiprocessing
     import os
     import shutil

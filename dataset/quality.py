@@ -205,7 +205,8 @@ def write_quality(dataset: Any) -> tuple[Any, list[dict[str, Any]]]:
     stored, else the default cut) into ``sequences/quality.parquet``; the path and the rows."""
     import pyarrow.parquet as pq
 
-    from .files import write_aside
+    from sendlearn.files.aside import write_aside
+
     from .sequences import SEQUENCES
 
     rows: list[dict[str, Any]] = []

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from sendlearn.files.aside import write_aside
+
 from . import report_plots as plots
 from .features import HOP
-from .files import write_aside
 from .quality import stream_quality, window_quality
 from .reader import Dataset
 from .windows import Window

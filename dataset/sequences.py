@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sendlearn.files.aside import write_aside, write_json
+
 from .features import FEATURES, HOP, N_FFT, N_MFCC, warm_up, window_features
-from .files import write_aside, write_json
 from .quality import window_quality
 from .reader import Dataset
 from .schema import WINDOWS_SCHEMA

@@ -4,7 +4,7 @@
 
 one-shot: ``pedalboard.Pedalboard(effects)(take, sr)``, the whole take in one call: what the
           chain's audio costs anyway.
-streamed: what ``sendlearn render`` does with a recorded track (plugin/recording.py): the
+streamed: what ``sendlearn render`` does with a recorded track (plugin/chain/recording.py): the
           chain's latency measured, then the take fed block by block through the
           ``AlignedChain`` (``reset=False``, blocks split at every automation point), the dry
           and the wet block each through a ``CaptureProcessor`` (blocks copied and handed off;
@@ -29,11 +29,11 @@ import time
 import numpy as np
 
 from sendlearn.capture import StreamInfo
-from sendlearn.plugin.chain import AlignedChain, Change
-from sendlearn.plugin.feed import BlockFeeder, feed_through_chain, track_chain
+from sendlearn.plugin.chain.effects import AlignedChain, Change
+from sendlearn.plugin.chain.feed import BlockFeeder, feed_through_chain, track_chain
 from sendlearn.plugin.processor import CaptureProcessor
-from sendlearn.plugin.session import Automation, Effect, effect_ids
-from sendlearn.plugin.timeline import Timeline, steady_timeline
+from sendlearn.plugin.session.reader import Automation, Effect, effect_ids
+from sendlearn.plugin.session.timeline import Timeline, steady_timeline
 
 RATE, CHANNELS = 48000, 2
 EFFECTS = (
@@ -90,7 +90,7 @@ def _drained(info: StreamInfo) -> tuple[CaptureProcessor, threading.Thread]:
 
 
 def _chain(audio: np.ndarray, block_size: int) -> tuple[Timeline, list[Change], AlignedChain]:
-    """The take's clock, the chain's parameter changes and the chain, as plugin/recording.py
+    """The take's clock, the chain's parameter changes and the chain, as plugin/chain/recording.py
     makes them (``track_chain``: latency measured, then aligned)."""
     timeline = steady_timeline(120.0, (4, 4), RATE)
     frames = audio.shape[1]
@@ -112,7 +112,7 @@ def streamed(audio: np.ndarray, block_size: int) -> float:
     timeline, moves, chain = _chain(audio, block_size)
     (dry_p, dry_t), (wet_p, wet_t) = (_drained(StreamInfo("bench", name, RATE, CHANNELS, block_size))
                                       for name in ("gtr-dry", "gtr-wet"))
-    playheads: dict = {}  # as plugin/recording.py does
+    playheads: dict = {}  # as plugin/chain/recording.py does
     dry, wet = BlockFeeder(dry_p, (), (), timeline, playheads=playheads), BlockFeeder(wet_p, (), moves, timeline,
                                                                                        playheads=playheads)
     feed_through_chain(audio, chain, moves, block_size, wet, dry=dry)
@@ -181,7 +181,7 @@ def main() -> None:
     ratios = [s / o for s, o in zip(times["streamed"], times["one-shot"], strict=True)]
     chain_ratios = [s / o for s, o in zip(times["chain only, streamed"], times["one-shot"], strict=True)]
     blocks = per_block(audio, args.block_size)
-    from sendlearn.cli import print_table
+    from sendlearn.cli.output import print_table
 
     print_table(f"{args.seconds:g} s stereo take, {len(EFFECTS)} effects, {args.block_size}-frame blocks, "
                 f"{args.runs} runs", ["what", "median", "min", "max"],

@@ -33,7 +33,7 @@ import numpy as np
 import soundfile
 
 from sendlearn.capture.midi import delta_track
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.features import mono, warm_up
 from sendlearn.dataset.sequences import SEQUENCES, build_sequences

@@ -38,10 +38,10 @@ from receiver_process import ReceiverProcess  # scripts/, beside this file
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.bridge import JackBridge
-from sendlearn.plugin.live import DummyServer
-from sendlearn.plugin.ring import Control
-from sendlearn.plugin.virtual_port import wrap_delta
+from sendlearn.plugin.live.bridge import JackBridge
+from sendlearn.plugin.live.ring import Control
+from sendlearn.plugin.live.runner import DummyServer
+from sendlearn.plugin.live.virtual_port import wrap_delta
 from sendlearn.transport.sender import Sender
 
 RATE, PERIOD, CHANNELS = 48000, 128, 2

@@ -6,7 +6,7 @@ bare:  what rendering the session's audio costs anyway: per track, the tempo map
        instrument render (DawDreamer, ``plugin.render.render_stream``), effects (pedalboard,
        the whole stream in one call) and gain, and the render check. Nothing is captured,
        sent or written.
-chain: ``sendlearn render``'s own path (``sendlearn.plugin.send.capture_session``): the same
+chain: ``sendlearn render``'s own path (``sendlearn.plugin.offline.send.capture_session``): the same
        render, then CaptureProcessor -> Sender -> loopback websocket -> in-process receiver ->
        dataset files (fsynced, renamed into place), including starting and stopping the receiver.
 
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sendlearn.plugin.feed import apply_gain, automation_curve, automation_points, check_render
-from sendlearn.plugin.offline import stream_parts
-from sendlearn.plugin.render import render_stream
-from sendlearn.plugin.session import Session, load_session
-from sendlearn.plugin.timeline import Timeline
-from sendlearn.render import host_output_to_stderr
+from sendlearn.cli.render import host_output_to_stderr
+from sendlearn.plugin.chain.feed import apply_gain, automation_curve, automation_points, check_render
+from sendlearn.plugin.offline.dawdreamer import render_stream
+from sendlearn.plugin.offline.render import stream_parts
+from sendlearn.plugin.session.reader import Session, load_session
+from sendlearn.plugin.session.timeline import Timeline
 
 DEMO = Path(__file__).resolve().parent.parent / "plugin" / "demo" / "session.toml"
 TARGET = 1.5
@@ -61,7 +61,7 @@ def bare(session: Session) -> float:
     audio_seconds = 0.0
     for track in session.tracks:
         if track.recorded:  # a recording: read it and run its chain once (two streams: dry and wet)
-            from sendlearn.plugin.recording import read_recording
+            from sendlearn.plugin.chain.recording import read_recording
 
             audio = read_recording(track)
             apply_gain(apply_effects(audio, session.sample_rate, [(e.name, dict(e.options)) for e in track.effects]),
@@ -86,8 +86,8 @@ def bare(session: Session) -> float:
 
 def chain(session: Session, data_dir: Path) -> float:
     """The CLI's path into ``data_dir``; returns seconds of audio written."""
-    from sendlearn.plugin.send import capture_session
-    from sendlearn.render import LOCAL_COMMIT_INTERVAL
+    from sendlearn.cli.render import LOCAL_COMMIT_INTERVAL
+    from sendlearn.plugin.offline.send import capture_session
     from sendlearn.server.receiver import ReceiverThread
 
     with ReceiverThread(data_dir, commit_interval=LOCAL_COMMIT_INTERVAL) as receiver:  # as receiver_url does
@@ -121,7 +121,7 @@ def child(mode: str, session_path: Path) -> None:
     import pyarrow.parquet  # noqa: F401
     import soundfile  # noqa: F401
 
-    import sendlearn.plugin.send  # noqa: F401
+    import sendlearn.plugin.offline.send  # noqa: F401
     import sendlearn.server.receiver  # noqa: F401
 
     session = load_session(session_path)

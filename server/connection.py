@@ -16,17 +16,16 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from sendlearn.capture import StreamInfo
+from sendlearn.server import metrics
+from sendlearn.store.completed import StreamTarget, open_stream_writer
+from sendlearn.store.errors import Refused, StorageError, StreamMismatch
+from sendlearn.store.writer import StreamWriter
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Welcome
 from sendlearn.transport.protocol import Event
 from sendlearn.transport.ranges import seq_ranges
 
-from . import metrics
-from .completed import StreamTarget, open_stream_writer
-from .errors import Refused, StorageError, StreamMismatch
-from .writer import StreamWriter
-
 if TYPE_CHECKING:
-    from .receiver import Receiver
+    from sendlearn.server.receiver import Receiver
 
 log = logging.getLogger("sendlearn.receiver")
 

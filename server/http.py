@@ -19,12 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .metrics import exposition
+from sendlearn.server.metrics import exposition
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from .receiver import Receiver
+    from sendlearn.server.receiver import Receiver
 
 
 def respond(status: HTTPStatus, body: bytes, content_type: str) -> Response:

@@ -23,21 +23,20 @@ from typing import TypedDict, Unpack
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from sendlearn.server import metrics
+from sendlearn.server.auth import TokenEntry, Tokens, hash_token
+from sendlearn.server.budget import ByteBudget
+from sendlearn.server.connection import Connection
+from sendlearn.server.http import process_request
+from sendlearn.server.settings import Service
+from sendlearn.store.completed import StreamTarget
+from sendlearn.store.errors import StorageError
+from sendlearn.store.locks import StreamLocks
+from sendlearn.store.recovery import said_bye
+from sendlearn.store.writer import StreamWriter
 from sendlearn.transport import ErrorCode, Protocol, Role
 from sendlearn.transport.limits import Limits
 from sendlearn.transport.messages import DEFAULT_MAX_FRAME
-
-from . import metrics
-from .auth import TokenEntry, Tokens, hash_token
-from .budget import ByteBudget
-from .completed import StreamTarget
-from .connection import Connection
-from .errors import StorageError
-from .http import process_request
-from .locks import StreamLocks
-from .recovery import said_bye
-from .settings import Service
-from .writer import StreamWriter
 
 log = logging.getLogger("sendlearn.receiver")
 
@@ -106,7 +105,7 @@ class Receiver:
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
                     reuse_port: bool = False) -> Server:
         """Start listening; the returned server's ``sockets`` tell the bound port. Streams left
-        with a BYE and no files (server/recovery.py) are finalised in the background."""
+        with a BYE and no files (store/recovery.py) are finalised in the background."""
         # until its HELLO is accepted a connection may send only small frames (raised in Connection.accept)
         first = min(self.limits.max_hello_size, self.max_frame_size + 1)
         server = await serve(self.handle, host, port, compression=None, max_size=first, ssl=ssl_context, ping_interval=10, ping_timeout=20,
@@ -118,8 +117,8 @@ class Receiver:
         return server
 
     async def sweep(self) -> None:
-        """Remove work folders nobody came back for (server/expiry.py), now and then."""
-        from .expiry import expire, expired
+        """Remove work folders nobody came back for (store/expiry.py), now and then."""
+        from sendlearn.store.expiry import expire, expired
 
         while not self.stopping:
             busy = set(self._active) | set(self._lingering)

@@ -22,7 +22,7 @@ class Service:
     work_expiry: float = 7 * 86400.0  # seconds an untouched, unconnected .work folder is kept
     decode_workers: int = 2  # threads that decode, verify and store frames off the event loop
     inline_bytes: int = 65536  # frames up to this size, not zstd and without FLAC, are decoded on the loop
-    workers: int = 1  # receiver processes sharing the port (SO_REUSEPORT), one writer per stream (server/locks.py)
+    workers: int = 1  # receiver processes sharing the port (SO_REUSEPORT), one writer per stream (store/locks.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Service:

@@ -37,7 +37,7 @@ def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     Synchronous (``-S``): a cycle's output is read by the clients downstream of it within
     the same cycle, so frames can be compared across clients."""
     from jackplay import PERIOD, RATE, alive
-    from sendlearn.plugin.live import DummyServer
+    from sendlearn.plugin.live.runner import DummyServer
 
     log = tmp_path_factory.mktemp("jackd") / "jackd.log"
     jackd = DummyServer(rate=RATE, period=PERIOD, sync=True, log=log).start()

@@ -16,7 +16,7 @@ from pathlib import Path
 import mido
 
 from midi_files import conductor, seconds_at, timed_track
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 
 RATE, TPB = 48000, 480
 WINDOW, OVERLAP = 2.0, 0.5

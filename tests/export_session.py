@@ -16,7 +16,7 @@ import numpy as np
 
 from dataset_session import OVERLAP, WINDOW, render_session
 from sendlearn.capture import Playhead, StreamInfo
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.windows import Window
 from sendlearn.plugin import CaptureProcessor

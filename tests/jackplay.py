@@ -11,7 +11,7 @@ import time
 import jack
 import numpy as np
 
-from sendlearn.plugin.live import DummyServer
+from sendlearn.plugin.live.runner import DummyServer
 
 RATE, PERIOD = 48000, 128
 TICKS = 960.0

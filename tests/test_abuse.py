@@ -220,7 +220,7 @@ def test_many_dropped_ranges_are_refused_and_merging_them_is_not_quadratic(serve
         code, reason = refused(served.url, [hello_frame("dropped"), frame])
         assert code == ErrorCode.FRAME_TOO_LARGE and "16000 ranges" in reason, (code, reason)
     # within the limit, the ranges are merged one by one, and replayed from the journal alike
-    from sendlearn.server.writer import StreamWriter
+    from sendlearn.store.writer import StreamWriter
 
     info = StreamInfo("s", "d", SR, 2, 64)
     writer = StreamWriter(tmp_path, info)

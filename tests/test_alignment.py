@@ -21,7 +21,7 @@ import pytest
 
 import midi_files
 from helpers import read_stream
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 
 TPB = 384  # not a divisor of the dataset's 960: notes.mid ticks are scaled by 2.5
 # The conductor, in ticks: (tick, µs per quarter) and (tick, numerator, denominator).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def _pool_children(parent: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"sendlearn.plugin.pool" in argv and argv[-2:-1] == [str(parent).encode()]:
+        if b"sendlearn.plugin.batch.pool" in argv and argv[-2:-1] == [str(parent).encode()]:
             found.append(int(entry.name))
     return found
 
@@ -211,7 +211,7 @@ def test_sigterm_stops_a_batch_cleanly_and_a_rerun_finishes_it(corpus: Path, tmp
 
 
 def test_the_pool_bounds_tasks_in_flight_recycles_processes_and_survives_failures() -> None:
-    from sendlearn.plugin.pool import WorkerPool
+    from sendlearn.plugin.batch.pool import WorkerPool
 
     taken: list[int] = []
 
@@ -241,9 +241,9 @@ def test_the_pool_bounds_tasks_in_flight_recycles_processes_and_survives_failure
 
 
 def test_take_ids_digest_content_not_paths(corpus: Path, tmp_path: Path) -> None:
-    from sendlearn.plugin.instrument import bundled_instruments, faust_instrument
-    from sendlearn.plugin.session import session_from_midi
-    from sendlearn.plugin.takes import take_id
+    from sendlearn.plugin.session.instrument import bundled_instruments, faust_instrument
+    from sendlearn.plugin.session.reader import session_from_midi
+    from sendlearn.plugin.session.takes import take_id
 
     source = corpus / "set2" / "song0002.mid"
     moved = tmp_path / "elsewhere" / "song0002.mid"
@@ -276,7 +276,7 @@ def test_two_batches_on_one_directory_write_each_block_once(corpus: Path, tmp_pa
 
 
 def test_a_directory_holding_a_session_file_renders_its_midi_files_as_the_session(corpus: Path) -> None:
-    from sendlearn.batch import find_inputs
+    from sendlearn.cli.batch import find_inputs
 
     demo = ROOT / "plugin" / "demo"  # session.toml with keys.mid, bass.mid, drums.mid beside it
     assert [(i.path.name, i.name) for i in find_inputs([demo])] == [("session.toml", None)]

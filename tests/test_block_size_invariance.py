@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from midi_files import conductor, seconds_at, timed_track
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 
 RATE = 48000

@@ -17,9 +17,9 @@ import pytest
 import soundfile
 
 from helpers import read_stream
-from sendlearn.cli import main
-from sendlearn.plugin.chain import measure_latency
-from sendlearn.plugin.session import Effect, SessionError, load_session
+from sendlearn.cli.main import main
+from sendlearn.plugin.chain.effects import measure_latency
+from sendlearn.plugin.session.reader import Effect, SessionError, load_session
 
 RATE = 48000
 
@@ -225,7 +225,7 @@ def test_session_keys_for_recordings_and_effects(tmp_path: Path) -> None:
 
 
 def test_effect_changes_are_points_steps_and_per_block_ramps() -> None:
-    from sendlearn.plugin.feed import effect_changes
+    from sendlearn.plugin.chain.feed import effect_changes
 
     points = {"g.gain_db": [(0, 0.0), (1000, 0.0), (1000, -6.0), (2000, -6.0), (2600, 0.0)]}
     changes = effect_changes(points, 512)

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import read_stream
 from midi_files import write_tune
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.server.receiver import ReceiverThread
 
 STREAM_KEYS = {"input", "session", "track", "stream", "host", "seconds", "frames", "blocks", "events", "ok",

@@ -128,7 +128,7 @@ def test_notes_apply_the_sustain_pedal_and_retriggers() -> None:
 
 
 def test_the_writer_writes_the_readers_schemas(data_dir: Path) -> None:
-    """One definition serves both ends (server/tables.py imports it); the files on disk carry it."""
+    """One definition serves both ends (store/tables.py imports it); the files on disk carry it."""
     for stream in Dataset(data_dir).streams("band"):
         folder = data_dir / "sessions" / "band" / stream
         for name, schema in (("events", EVENTS_SCHEMA), ("blocks", BLOCKS_SCHEMA), ("params", PARAMS_SCHEMA)):

@@ -14,12 +14,12 @@ from disks import fill, tmpfs
 from helpers import make_audio, make_block, read_stream, wait_for
 from receiving import RawClient, blocks, closed, hello, joined
 from sendlearn.capture import Playhead, StreamInfo
+from sendlearn.files.records import iter_records
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
-from sendlearn.server.writer import StorageError, StreamWriter
+from sendlearn.store.writer import StorageError, StreamWriter
 from sendlearn.transport import BlocksReceived, ErrorCode, Quality
 from sendlearn.transport.codec import degrade
-from sendlearn.transport.journal import iter_records
 from sendlearn.transport.sender import Sender
 
 SR = 48000

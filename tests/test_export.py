@@ -14,7 +14,7 @@ import pytest
 import soundfile
 
 from export_session import check_sample, make_data, truth
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 
 
 @pytest.fixture(scope="module")

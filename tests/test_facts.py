@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sendlearn.plugin.live import BridgeStats
+from sendlearn.plugin.live.runner import BridgeStats
 from sendlearn.transport.errors import InvalidMessage
 from sendlearn.transport.messages import MAX_FACT_VALUES, Bye, Hello, decode_frame, encode_frame
 

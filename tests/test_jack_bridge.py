@@ -5,7 +5,7 @@ bridge's inputs and MIDI events at known frames into its MIDI port, while rollin
 transport as timebase master. A monitor client reads the bridge's outputs. Everything runs
 in one synchronous server (``jackd -S``), so a cycle's output is read by the clients
 downstream of it within the same cycle. The bridge's JACK client runs in a process of its
-own (plugin/jack_host.py); the blocks arrive here through its shared-memory ring.
+own (plugin/live/jack_host.py); the blocks arrive here through its shared-memory ring.
 
 Frames line up like this, measured and asserted below: a block captured from cycle L (JACK
 frame time L = ``bridge.frame_origin + block.start_sample``) holds exactly what the player
@@ -29,9 +29,9 @@ import rtmidi
 from jackplay import PERIOD, RATE, TICKS, Hog, Master, Monitor, Player, engine_now, noise
 from sendlearn.capture import STOPPED, Block
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.bridge import JackBridge
-from sendlearn.plugin.live import DummyServer, drain
-from sendlearn.plugin.ring import Control
+from sendlearn.plugin.live.bridge import JackBridge
+from sendlearn.plugin.live.ring import Control
+from sendlearn.plugin.live.runner import DummyServer, drain
 
 
 def collect(bridge: JackBridge) -> tuple[list[Block], threading.Thread]:
@@ -143,7 +143,7 @@ def check_playheads(blocks: list[Block], player: Player) -> None:
         ph = b.playhead
         bar, beat, tick = master.bbt(round(ph.seconds * RATE))
         assert (ph.bpm, ph.ts_num, ph.ts_den) == (master.quarter_bpm, num, den), f"block {b.seq}"
-        # a period the late master missed is its last position carried on (plugin/tempo.py): one tick at most
+        # a period the late master missed is its last position carried on (plugin/live/tempo.py): one tick at most
         beats = (bar - 1) * num + beat - 1 + tick / TICKS
         assert (ph.bar - 1) * num + ph.beat - 1 == pytest.approx(beats, abs=1.0001 / TICKS), f"block {b.seq}"
         assert ph.ppq == pytest.approx(((ph.bar - 1) * num + ph.beat - 1) * 4 / den, abs=1e-9)
@@ -280,7 +280,7 @@ def test_virtual_port_events_within_their_stored_bound(jack_server: DummyServer)
 
 def test_run_bridge_reports_and_finishes(jack_server: DummyServer) -> None:
     """``run_bridge`` (what ``sendlearn live`` will call) ticks, stops, and counts the last period."""
-    from sendlearn.plugin.live import run_bridge
+    from sendlearn.plugin.live.runner import run_bridge
 
     ticks = []
     stats = run_bridge(seconds=0.3, tick=0.1, on_tick=ticks.append, name="runner", audio_ports=1,

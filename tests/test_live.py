@@ -22,8 +22,8 @@ import rtmidi
 
 from helpers import read_stream
 from jackplay import PERIOD, RATE, TICKS, Hog, Player, frame_of, noise
-from sendlearn.cli import main
-from sendlearn.plugin.live import DummyServer
+from sendlearn.cli.main import main
+from sendlearn.plugin.live.runner import DummyServer
 
 
 def run_live(argv: list[str]) -> tuple[threading.Thread, dict]:

@@ -13,12 +13,12 @@ import pytest
 
 from midi_files import conductor, timed_track
 from sendlearn.capture import Block, StreamInfo
-from sendlearn.plugin.instrument import bundled_instruments, list_instruments, parse_instrument
-from sendlearn.plugin.offline import TrackResult, render_session
+from sendlearn.plugin.offline.dawdreamer import note_spans
+from sendlearn.plugin.offline.render import TrackResult, render_session
 from sendlearn.plugin.processor import CaptureProcessor
-from sendlearn.plugin.render import note_spans
-from sendlearn.plugin.session import Session, session_from_midi
-from sendlearn.plugin.timeline import Timeline
+from sendlearn.plugin.session.instrument import bundled_instruments, list_instruments, parse_instrument
+from sendlearn.plugin.session.reader import Session, session_from_midi
+from sendlearn.plugin.session.timeline import Timeline
 
 AMSYNTH = Path("/usr/lib/vst/amsynth_vst.so")
 SYSEX = bytes([0xF0, 0x7E, 0x7F, 0x09, 0x01, 0xF7])
@@ -234,7 +234,7 @@ def test_silent_render_fails_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_faust_automation_is_heard_and_reported(tmp_path: Path) -> None:
-    from sendlearn.plugin.session import Automation, Track
+    from sendlearn.plugin.session.reader import Automation, Track
 
     midi = mido.MidiFile(ticks_per_beat=480)
     midi.tracks.append(mido.MidiTrack([
@@ -252,7 +252,7 @@ def test_faust_automation_is_heard_and_reported(tmp_path: Path) -> None:
 
 def test_sustain_pedal_holds_faust_notes() -> None:
     def at(sample: int, *data: int):
-        from sendlearn.plugin.timeline import TimedEvent
+        from sendlearn.plugin.session.timeline import TimedEvent
         return TimedEvent(0, sample, bytes(data), 0, sample)
 
     events = [at(0, 0xB0, 64, 127), at(10, 0x90, 60, 100), at(20, 0x80, 60, 0), at(30, 0x90, 62, 90),
@@ -277,7 +277,7 @@ def test_bundled_instruments_load_and_sound() -> None:
 
 
 def test_dawdreamer_render_length_facts() -> None:
-    # plugin/render.py: render((N + 0.5) / sr) gives N frames; N / sr alone sometimes gives N - 1
+    # plugin/offline/dawdreamer.py: render((N + 0.5) / sr) gives N frames; N / sr alone sometimes gives N - 1
     engine = dawdreamer.RenderEngine(44100, 512)
     engine.load_graph([(engine.make_oscillator_processor("o", 440.0), [])])
     for frames in (1, 511, 519733, 197471):

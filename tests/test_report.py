@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dataset_session import OVERLAP, TRACKS, WINDOW, copy_of_session
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -15,7 +15,7 @@ import pytest
 import soundfile
 
 from dataset_session import OVERLAP, RATE, TRACKS, WINDOW, copy_of_session, notes, sample_at
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.features import FEATURES
 

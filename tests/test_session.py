@@ -8,10 +8,10 @@ import mido
 import pytest
 
 from sendlearn.capture import StreamInfo
-from sendlearn.plugin.instrument import GM_SOUNDFONT, bundled_instruments
-from sendlearn.plugin.offline import render_session
+from sendlearn.plugin.offline.render import render_session
 from sendlearn.plugin.processor import CaptureProcessor
-from sendlearn.plugin.session import SessionError, load_session, session_from_midi
+from sendlearn.plugin.session.instrument import GM_SOUNDFONT, bundled_instruments
+from sendlearn.plugin.session.reader import SessionError, load_session, session_from_midi
 
 DEMO = Path(__file__).resolve().parent.parent / "plugin" / "demo" / "session.toml"
 AMSYNTH = "/usr/lib/vst/amsynth_vst.so"

@@ -178,7 +178,7 @@ def test_a_new_user_renders_into_a_full_receiver_and_it_finishes_once_there_is_r
     import sys
     import threading
 
-    from sendlearn.cli import main
+    from sendlearn.cli.main import main
 
     tune = write_tune(tmp_path / "tune.mid", [(0, 60, 100), (480, 64, 90), (960, 67, 80), (1920, 72, 110)])
     with tmpfs(tmp_path / "disk", "8m") as disk:

@@ -1,4 +1,4 @@
-"""The playhead a JACK transport period becomes (plugin/tempo.py), period by period, against a
+"""The playhead a JACK transport period becomes (plugin/live/tempo.py), period by period, against a
 timebase master's own arithmetic (jackplay.Master): a master that misses periods leaves its
 song's tempo and meter in place, and its position carried on to one tick."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from jackplay import PERIOD, RATE, TICKS, Master
-from sendlearn.plugin.tempo import HOLD_SECONDS, POSITION_BBT, ROLLING, Meter, PlayheadReader, Transport
+from sendlearn.plugin.live.tempo import HOLD_SECONDS, POSITION_BBT, ROLLING, Meter, PlayheadReader, Transport
 
 START = 5 * RATE  # the transport frame the master's first position is published for
 

@@ -8,7 +8,7 @@ import mido
 import pytest
 
 from midi_files import conductor, timed_track
-from sendlearn.plugin.timeline import Timeline
+from sendlearn.plugin.session.timeline import Timeline
 
 TPB = 480
 

@@ -12,7 +12,7 @@ import mido
 
 from helpers import make_certificate, read_stream
 from receiving import free_port, start_receiver
-from sendlearn.cli import main
+from sendlearn.cli.main import main
 
 
 def tune(path: Path) -> Path:

@@ -23,10 +23,10 @@ import numpy as np
 
 from sendlearn.capture import Block, StreamInfo
 from sendlearn.errors import SendLearnError
+from sendlearn.files.records import Journal, iter_records, read_record_at, read_records
 
 from .decode import entry_from_wire
 from .encode import entry_to_wire
-from .journal import Journal, iter_records, read_record_at, read_records
 from .messages import BlockEntry
 from .ranges import seq_ranges
 

@@ -1,3 +1,0 @@
-from sendlearn.cli import main
-
-raise SystemExit(main())

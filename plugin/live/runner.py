@@ -1,0 +1,222 @@
+"""What the bridge, its tests, its benchmark and ``sendlearn live`` share.
+
+- ``DummyServer``: a private ``jackd -d dummy`` (tests, benchmarks, headless machines).
+- ``drain``: a thread emptying a hand-off, standing in for the sender where there is none.
+- ``bridge_stats`` / ``run_bridge``: run a bridge until told to stop, reporting as it goes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jack
+import numpy as np
+
+from sendlearn.capture import Block, HandOff
+from sendlearn.plugin.lifetime import die_with_parent
+from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream
+from sendlearn.plugin.live.ring import Control
+
+
+class DummyServer:
+    """``jackd -d dummy`` under a private server name, started and stopped by us.
+
+    ``sync=True`` passes ``-S``: jackd2 otherwise runs clients asynchronously, and under
+    load a late client's output comes from the previous cycle, which breaks any
+    frame-for-frame comparison across clients. ``JACK_NO_AUDIO_RESERVATION=1`` stops jackd
+    asking D-Bus for a sound card it does not use (there is no D-Bus in these containers).
+    While running, ``JACK_DEFAULT_SERVER`` names it in this process's environment: libjack
+    reads it when a client opens, and python-rtmidi's JACK clients have no other way to be
+    told which server to join. The previous value is restored on ``stop``.
+    """
+
+    def __init__(self, name: str | None = None, *, rate: int = 48000, period: int = 128,
+                 sync: bool = True, log: Path | None = None, timeout: float = 10.0) -> None:
+        self.name = name or f"sendlearn-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        self.rate, self.period, self.sync = rate, period, sync
+        self.log = log
+        self.timeout = timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._saved_env: str | None = None
+
+    def start(self) -> DummyServer:
+        command = ["jackd", "-n", self.name, *(["-S"] if self.sync else []),
+                   "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
+        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": self.name}
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+        try:
+            self._proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        finally:
+            if not isinstance(out, int):  # our log file, not subprocess.DEVNULL
+                out.close()
+        self._saved_env = os.environ.get("JACK_DEFAULT_SERVER")
+        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        jack.set_error_function(lambda message: None)  # "cannot connect" until it is up: expected
+        try:
+            self._poll_ready(deadline)
+        finally:
+            jack.set_error_function(None)
+
+    def _poll_ready(self, deadline: float) -> None:
+        while True:
+            if self._proc is None or self._proc.poll() is not None:
+                raise BridgeError(f"jackd exited with {self._proc and self._proc.returncode}"
+                                   + (f"; see {self.log}" if self.log else ""))
+            try:
+                probe = jack.Client("sendlearn-probe", no_start_server=True, servername=self.name)
+            except jack.JackOpenError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"jackd {self.name!r} accepted no client in {self.timeout} s") from None
+                time.sleep(0.05)
+                continue
+            probe.close()
+            return
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if os.environ.get("JACK_DEFAULT_SERVER") == self.name:
+            if self._saved_env is None:
+                os.environ.pop("JACK_DEFAULT_SERVER", None)
+            else:
+                os.environ["JACK_DEFAULT_SERVER"] = self._saved_env
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def __enter__(self) -> DummyServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def drain(handoff: HandOff, on_block: Callable[[Block], None] | None = None,
+          poll: float = 0.05) -> threading.Thread:
+    """Start a daemon thread that takes every block until the hand-off is finished."""
+
+    def run() -> None:
+        while not handoff.finished:
+            block = handoff.take(timeout=poll)
+            if block is not None and on_block is not None:
+                on_block(block)
+
+    thread = threading.Thread(target=run, name="sendlearn-drain", daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass(frozen=True)
+class BridgeStats:
+    """A snapshot for a status line, the panel and the stream's closing figures."""
+
+    seconds: float
+    blocks: int
+    dropped: int  # blocks lost before the sender had them: the JACK ring or the hand-off was full
+    queued: int
+    midi_events: int  # JACK MIDI events captured
+    midi_dropped: int  # JACK MIDI events the ring could not hold (or in a dropped period)
+    midi_rejected: int  # malformed MIDI the processor refused (JACK port and virtual port)
+    virtual_events: int  # messages the virtual port received
+    virtual_dropped: int  # ... and could not keep (ring full, message too long, arrived after the end)
+    virtual_late: int  # stamped a period or more into their cycle (their bound grew)
+    xruns: int
+    frame_jumps: int
+    missed_frames: int  # frames of JACK time no callback of ours ran in: gaps in the stream
+    callback_errors: int  # periods whose copy raised in the JACK process (audio still passed)
+    capture_errors: int  # periods this process could not turn into a block
+    playheads_held: int  # periods a late timebase master left without BBT: its last position carried on
+    callback_p50_us: float
+    callback_p99_us: float
+    callback_max_us: float
+    period_us: float
+    frame_origins: tuple[tuple[int, int], ...] = ()  # (stream sample, JACK frame of it) at start and jumps
+
+    def closing_figures(self, max_origins: int = 20_000) -> dict[str, Any]:
+        """The figures a live stream ends with (BYE ``stats``, so ``stream.json``): structured
+        values, the frame origins as ``[[sample, frame], ...]`` (at most ``max_origins``:
+        docs/protocol.md bounds a message's facts; more are counted, never joined into text)."""
+        origins = [list(pair) for pair in self.frame_origins[:max_origins]]
+        return {
+            "xruns": self.xruns, "frame_jumps": self.frame_jumps, "missed_frames": self.missed_frames, "callback_errors": self.callback_errors,
+            "capture_errors": self.capture_errors, "playheads_held": self.playheads_held,
+            "callback_p99_us": round(self.callback_p99_us, 1),
+            "callback_max_us": round(self.callback_max_us, 1), "midi_events": self.midi_events,
+            "midi_dropped": self.midi_dropped, "midi_rejected": self.midi_rejected,
+            "virtual_events": self.virtual_events, "virtual_dropped": self.virtual_dropped,
+            "virtual_late": self.virtual_late, "blocks_dropped": self.dropped,
+            "jack_frame_origin": self.frame_origins[0][1] if self.frame_origins else None,
+            "jack_frame_origins": origins,
+            "jack_frame_origins_left_out": max(0, len(self.frame_origins) - max_origins),
+        }
+
+
+def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
+    times = bridge.callback_times_ns()
+    p50, p99, top = (np.percentile(times, [50, 99, 100]) / 1000.0) if len(times) else (0.0, 0.0, 0.0)
+    processor = bridge.processor
+    virtual = bridge.virtual
+    return BridgeStats(
+        seconds=time.monotonic() - started, blocks=processor.next_seq,
+        dropped=processor.dropped, queued=len(processor.handoff),
+        midi_events=bridge.midi_events, midi_dropped=bridge.count(Control.DROPPED_EVENTS),
+        midi_rejected=processor.rejected_events + (virtual.rejected if virtual else 0),
+        virtual_events=bridge.count(Control.MESSAGES_RECEIVED),
+        virtual_dropped=bridge.count(Control.MESSAGES_DROPPED) + (virtual.left_over if virtual else 0),
+        virtual_late=virtual.late if virtual else 0,
+        xruns=bridge.xruns, frame_jumps=bridge.frame_jumps, missed_frames=bridge.missed_frames, callback_errors=bridge.count(Control.ERRORS),
+        capture_errors=bridge.capture_errors, playheads_held=bridge.playheads.held,
+        callback_p50_us=float(p50), callback_p99_us=float(p99), callback_max_us=float(top),
+        period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,
+        frame_origins=tuple(bridge.frame_origins),
+    )
+
+
+def run_bridge(
+    open_stream: OpenStream | None = None,
+    *,
+    seconds: float | None = None,
+    stop: threading.Event | None = None,
+    on_tick: Callable[[BridgeStats], None] | None = None,
+    tick: float = 0.5,
+    **bridge_options: Any,
+) -> BridgeStats:
+    """Run a ``JackBridge`` until ``stop`` is set or ``seconds`` pass (Ctrl-C also ends it),
+    calling ``on_tick`` every ``tick`` seconds; return the final stats, taken after the
+    bridge has captured every period the JACK process wrote."""
+    stop = stop or threading.Event()
+    with JackBridge(open_stream, **bridge_options) as bridge:
+        started = time.monotonic()
+        try:
+            while not stop.wait(tick):
+                if on_tick is not None:
+                    on_tick(bridge_stats(bridge, started))
+                if seconds is not None and time.monotonic() - started >= seconds:
+                    break
+        except KeyboardInterrupt:
+            pass
+    return bridge_stats(bridge, started)

@@ -1,0 +1,1 @@
+"""What is rendered: session files, tracks, instruments, MIDI timelines, inputs and take ids. No host library."""

@@ -1,0 +1,3 @@
+from sendlearn.cli.main import main
+
+raise SystemExit(main())
