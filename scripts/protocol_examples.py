@@ -14,7 +14,8 @@ import numpy as np
 
 from sendlearn.capture import Block, MidiEvent, ParamChange, Playhead
 from sendlearn.transport import Ack, Bye, Error, ErrorCode, Hello, Protocol, Quality, Role, Welcome, encode_frame
-from sendlearn.transport.messages import decode_frame, wire_form
+from sendlearn.transport.decode import decode_frame
+from sendlearn.transport.encode import wire_form
 
 HELLO = Hello("demo", "keys", "Keys", 48000, 1, 4, "dawdreamer", "t0ken", 0)
 

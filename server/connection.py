@@ -117,7 +117,8 @@ class Connection:
         self.protocol.receive_data(data)
         out = []
         for event in self.protocol.events_received():
-            stored = self.writer.add(event) if isinstance(event, BlocksReceived) and self.writer else []
+            stored = (self.writer.add(event.blocks, event.quality, backfill=event.backfill, dropped=event.dropped)
+                      if isinstance(event, BlocksReceived) and self.writer else [])
             out.append((event, stored))
         return out
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from sendlearn.capture import StreamInfo
+from sendlearn.capture import Block, Quality, StreamInfo
 from sendlearn.store.errors import InvalidBlocks, InvalidBye, StreamMismatch
 from sendlearn.store.finalise import remove_stale_temporaries
 from sendlearn.store.identity import check_same_stream, info_json
 from sendlearn.store.layout import WORK, stream_dir
 from sendlearn.store.writer import StreamWriter
-from sendlearn.transport import BlocksReceived
 
 log = logging.getLogger("sendlearn.receiver")
 
@@ -27,7 +27,8 @@ class StreamTarget(Protocol):
     through: int
     finalised: bool  # its files are written (a CompletedStream always)
 
-    def add(self, received: BlocksReceived) -> list[int]: ...
+    def add(self, blocks: Sequence[Block], quality: Quality = Quality.FLOAT32, *, backfill: bool = False,
+            dropped: Sequence[tuple[int, int]] = ()) -> list[int]: ...
 
     def bye(self, last_seq: int, stats: dict[str, Any] | None = None,
             dropped: tuple[tuple[int, int], ...] = ()) -> None: ...
@@ -57,11 +58,12 @@ class CompletedStream:
         self.last_seq: int = summary["last_seq"] if summary["last_seq"] is not None else -1
         self.through = self.last_seq
 
-    def add(self, received: BlocksReceived) -> list[int]:
-        for block in received.blocks:
+    def add(self, blocks: Sequence[Block], quality: Quality = Quality.FLOAT32, *, backfill: bool = False,
+            dropped: Sequence[tuple[int, int]] = ()) -> list[int]:
+        for block in blocks:
             if block.seq > self.last_seq:
                 raise InvalidBlocks(f"the stream is complete through seq {self.last_seq}; seq {block.seq} is new")
-        return [block.seq for block in received.blocks] if received.backfill else []
+        return [block.seq for block in blocks] if backfill else []
 
     def bye(self, last_seq: int, stats: dict[str, Any] | None = None,
             dropped: tuple[tuple[int, int], ...] = ()) -> None:

@@ -31,7 +31,6 @@ from sendlearn.store.finalise import finalise
 from sendlearn.store.layout import WORK, stream_dir
 from sendlearn.store.locks import StreamLocks
 from sendlearn.store.writer import StreamWriter
-from sendlearn.transport import BlocksReceived, Quality
 
 BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
 COMMIT_BLOCKS = 2048  # fsync this often while a long stream is written (a power cut loses less)
@@ -89,7 +88,7 @@ class DirectStream:
 
     def _write(self, batch: list[Block]) -> int:
         if batch:
-            self.writer.add(BlocksReceived(Quality.FLOAT32, tuple(batch), False, ()))
+            self.writer.add(batch)
             self.written += len(batch)
         return len(batch)
 

@@ -22,7 +22,7 @@ import bisect
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from sendlearn.store.errors import InvalidBlocks, InvalidBye, Overlap, StorageEr
 from sendlearn.store.finalise import finalise
 from sendlearn.store.identity import check_same_stream, info_json, read_info, record_info
 from sendlearn.store.layout import WORK, fsync_dir, storage, stream_dir, write_fully
-from sendlearn.transport import BlockEntry, BlocksReceived, Quality
+from sendlearn.transport import BlockEntry, Quality
 from sendlearn.transport.decode import entry_from_wire
 from sendlearn.transport.encode import entry_to_wire
 from sendlearn.transport.ranges import merge_range, range_holding
@@ -105,39 +105,44 @@ class StreamWriter:
 
     # --- accepting ------------------------------------------------------------------------
 
-    def add(self, received: BlocksReceived) -> list[int]:
-        """Store a BLOCK message's blocks. A seq already stored is ignored unless this audio is
-        of a better quality than what is stored, which then replaces it in place (backfill).
-        Returns the seqs of a backfill message, to be acknowledged as backfilled once durable."""
-        return self.guarded("writing blocks", lambda: self._add(received))
+    def add(self, blocks: Sequence[Block], quality: Quality = Quality.FLOAT32, *, backfill: bool = False,
+            dropped: Sequence[tuple[int, int]] = ()) -> list[int]:
+        """Store ``blocks``, whose audio is at ``quality``; ``dropped`` are seq ranges before them
+        that the producer lost (recorded as gaps). A seq already stored is ignored unless this
+        audio is of a better quality than what is stored, which then replaces it in place
+        (``backfill``). Returns the seqs of a backfill, to be acknowledged as backfilled once durable."""
+        return self.guarded("writing blocks", lambda: self._add(blocks, quality, backfill, dropped))
 
-    def _add(self, received: BlocksReceived) -> list[int]:
+    def _add(self, blocks: Sequence[Block], quality: Quality, backfill: bool,
+             dropped: Sequence[tuple[int, int]]) -> list[int]:
+        if not blocks:
+            return []
         journal, audio_fd = self._files()
-        first_seq = min(b.seq for b in received.blocks)
-        for first, last in received.dropped:
+        first_seq = min(b.seq for b in blocks)
+        for first, last in dropped:
             if last >= first_seq or last - first > MAX_SPAN:
                 raise InvalidBlocks(f"dropped range {first}..{last} is not a bounded range before seq {first_seq}")
             journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
         duplicates = 0
-        for block in received.blocks:
+        for block in blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
                 raise InvalidBlocks(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
             self._check_reach(block)
             seen = self._stored(block.seq)
-            if seen and (block.audio is None or received.quality >= self._stored_quality(block.seq)):
+            if seen and (block.audio is None or quality >= self._stored_quality(block.seq)):
                 duplicates += 1  # nothing better than what is on disk
                 continue
             self._check_place(block, seen)
             if block.audio is not None:
                 frame_bytes = self.info.channels * 4
                 write_fully(audio_fd, np.ascontiguousarray(block.audio.T).tobytes(), block.start_sample * frame_bytes)
-            journal.append(_block_record(block, received.quality, seen))
-            self._mark(block.seq, block.start_sample, block.end_sample, received.quality, replaced=seen)
+            journal.append(_block_record(block, quality, seen))
+            self._mark(block.seq, block.start_sample, block.end_sample, quality, replaced=seen)
         if duplicates:
             journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
-        return [block.seq for block in received.blocks] if received.backfill else []
+        return [block.seq for block in blocks] if backfill else []
 
     def _check_reach(self, block: Block) -> None:
         """Blocks sit where their seqs say, give or take their sizes: a block may run at most

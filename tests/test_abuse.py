@@ -28,7 +28,7 @@ from helpers import make_block
 from receiving import capture, check_dataset
 from sendlearn.capture import MAX_FRAMES, Block, StreamInfo
 from sendlearn.transport import ErrorCode, Hello, Protocol, Role, Welcome
-from sendlearn.transport.messages import encode_frame
+from sendlearn.transport.encode import encode_frame
 
 SR = 48000
 RSS_BOUND = 400 << 20  # bytes: the findings took it to 0.7-1.4 GB

@@ -143,9 +143,12 @@ def resumed(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial: list[str] = []
     while batch.poll() is None:
-        complete = list(data.rglob("stream.json"))
-        partial = [str(j.parent.parent.relative_to(data)) for j in data.rglob(".work/journal")
-                   if j.stat().st_size > 0 and not (j.parent.parent / "stream.json").exists()]
+        try:
+            complete = list(data.rglob("stream.json"))
+            partial = [str(j.parent.parent.relative_to(data)) for j in data.rglob(".work/journal")
+                       if j.stat().st_size > 0 and not (j.parent.parent / "stream.json").exists()]
+        except FileNotFoundError:  # a work folder removed while we walked it (its stream just completed)
+            continue
         if complete and partial:
             batch.send_signal(signal.SIGKILL)
             break

@@ -18,7 +18,7 @@ from sendlearn.files.records import iter_records
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.store.writer import StorageError, StreamWriter
-from sendlearn.transport import BlocksReceived, ErrorCode, Quality
+from sendlearn.transport import ErrorCode, Quality
 from sendlearn.transport.codec import degrade
 from sendlearn.transport.sender import Sender
 
@@ -88,20 +88,16 @@ def test_a_damaged_journal_record_costs_that_record_only(tmp_path: Path, receive
 
 # --- a write the disk takes only in part -----------------------------------------------------
 
-def received(sent: list, quality: Quality = Quality.FLOAT32) -> BlocksReceived:
-    return BlocksReceived(quality, tuple(sent), False, ())
-
-
 def test_a_write_the_disk_takes_only_in_part_is_never_acknowledged(tmp_path: Path) -> None:
     info = StreamInfo("sess", "keys", SR, 2, 300)
     sent = blocks(2, frames=300)  # 2,400 bytes each: the second crosses a page boundary
     with tmpfs(tmp_path / "disk", "256k") as disk:
         writer = StreamWriter(disk, info, take="t")
-        writer.add(received(sent[:1]))
+        writer.add(sent[:1])
         assert writer.commit() == 0
         filler = fill(disk)  # block 1's first 1,696 bytes still fit in block 0's page
         with pytest.raises(StorageError, match="No space left on device"):
-            writer.add(received(sent[1:]))
+            writer.add(sent[1:])
         assert writer.failed is not None
         with pytest.raises(StorageError):
             writer.commit()  # nothing more is made durable, so nothing more is acknowledged
@@ -109,7 +105,7 @@ def test_a_write_the_disk_takes_only_in_part_is_never_acknowledged(tmp_path: Pat
         filler.unlink()
         again = StreamWriter(disk, info, take="t")
         assert again.acknowledgeable == 0  # block 1 is not on disk: it will be sent again
-        again.add(received(sent[1:]))
+        again.add(sent[1:])
         again.bye(1)
         again.commit()
         again.finalise("bye")

@@ -21,7 +21,8 @@ from sendlearn.capture import Playhead
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import ErrorCode, Hello, Protocol, Quality, Role, State, Welcome
 from sendlearn.transport.codec import decode_audio
-from sendlearn.transport.messages import decode_frame, encode_frame
+from sendlearn.transport.decode import decode_frame
+from sendlearn.transport.encode import encode_frame
 
 SR = 48000
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from sendlearn.plugin.live.runner import BridgeStats
+from sendlearn.transport.decode import decode_frame
+from sendlearn.transport.encode import encode_frame
 from sendlearn.transport.errors import InvalidMessage
-from sendlearn.transport.messages import MAX_FACT_VALUES, Bye, Hello, decode_frame, encode_frame
+from sendlearn.transport.messages import MAX_FACT_VALUES, Bye, Hello
 
 
 def stats_with(origins: int) -> BridgeStats:

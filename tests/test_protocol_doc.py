@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sendlearn.transport import EXPLANATIONS, ErrorCode, decode_frame, encode_frame
 from sendlearn.transport.codec import Quality
-from sendlearn.transport.messages import wire_form
+from sendlearn.transport.encode import wire_form
 
 DOC = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
 EXAMPLES = re.findall(r"```hex\n(.*?)```\s*decodes to\s*```json\n(.*?)```", DOC, re.S)

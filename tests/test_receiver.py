@@ -204,7 +204,7 @@ def test_bad_clients_get_close_codes_and_a_good_one_is_unharmed(tmp_path: Path) 
 
 
 def _hello_map(hello: Hello) -> dict:
-    from sendlearn.transport.messages import wire_form
+    from sendlearn.transport.encode import wire_form
 
     return wire_form(hello)
 

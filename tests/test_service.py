@@ -29,7 +29,7 @@ from receiving import RawClient, blocks, capture, check_dataset, closed, hello
 from sendlearn.capture import StreamInfo
 from sendlearn.server.receiver import ReceiverThread
 from sendlearn.transport import Bye, ErrorCode, Hello, Protocol, Role, State, Welcome
-from sendlearn.transport.messages import encode_frame
+from sendlearn.transport.encode import encode_frame
 
 SR = 48000
 

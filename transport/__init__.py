@@ -1,10 +1,12 @@
 """The wire: a sans-I/O protocol shared by both ends, and the sender that drives it.
 
-``.messages`` is imported here before anything imports ``.decode`` or ``.encode``: it
-re-exports their functions at its end, and they import its types.
+Messages are types (``messages``); frames are made by ``encode`` and read by ``decode``, which
+import the types and nothing imports back.
 """
 
 from .codec import Quality
+from .decode import decode_frame
+from .encode import encode_frame
 from .errors import EXPLANATIONS, ErrorCode, InvalidMessage, InvalidState, ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
@@ -15,8 +17,6 @@ from .messages import (
     Error,
     Hello,
     Welcome,
-    decode_frame,
-    encode_frame,
 )
 from .protocol import BlocksReceived, Protocol
 from .state import Role, State

@@ -17,21 +17,13 @@ decoded as ``q / 2**(bits-1)``. Raw payloads are planar: channel 0's frames, the
 from __future__ import annotations
 
 import io
-from enum import IntEnum
 
 import numpy as np
 import soundfile
 
+from sendlearn.capture import Quality
+
 from .errors import ErrorCode, ProtocolError
-
-
-class Quality(IntEnum):
-    FLOAT32 = 0
-    PCM24 = 1
-    PCM16 = 2
-    REDUCED = 3
-    NONE = 4
-
 
 CODINGS = ("f32", "s24", "s16", "flac", "none")
 _BITS = {Quality.PCM24: 24, Quality.PCM16: 16}

@@ -3,8 +3,7 @@ construction, so a decoded message is a valid one. Pure: no bytes here.
 
 Building a bad message raises InvalidMessage (this end's mistake; the checks are in
 transport/checks.py). Frames are made in transport/encode.py and read in transport/decode.py
-(``decode_frame`` raises ProtocolError, the peer's mistake, and nothing else);
-``encode_frame``, ``decode_frame`` and ``wire_form`` are re-exported here.
+(``decode_frame`` raises ProtocolError, the peer's mistake, and nothing else).
 """
 
 from __future__ import annotations
@@ -210,12 +209,8 @@ class Error:
 Message = Hello | Welcome | BlockFrame | Ack | Bye | Error
 
 
-# The frame codec, found here too (its modules import the types above, so they come last).
-from .decode import decode_frame  # noqa: E402
-from .encode import encode_frame, wire_form  # noqa: E402
-
 __all__ = [
     "DEFAULT_MAX_FRAME", "FLAG_ZSTD", "MAX_BATCH", "MAX_FACT_VALUES", "MAX_TEXT", "MAX_TOKEN", "NOTHING",
     "PROTOCOL_VERSION", "Ack", "BlockEntry", "BlockFrame", "Bye", "Error", "Fact", "Hello", "Message", "StreamIds",
-    "Welcome", "decode_frame", "encode_frame", "wire_form",
+    "Welcome",
 ]
