@@ -14,9 +14,9 @@ these (tests/test_dataset_reader.py and tests/test_dataset_doc.py hold the two t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Self, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,13 +60,14 @@ class _Record:
     trailing ``_`` dropped: ``from_`` is ``from``), lists are tuples."""
 
     __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # what makes each subclass a dataclass, for fields()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        return cls(**{f.name: _tuples(data[f.name.rstrip("_")]) for f in fields(cls)})  # type: ignore[arg-type]
+        return cls(**{f.name: _tuples(data[f.name.rstrip("_")]) for f in fields(cls)})
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name.rstrip("_"): _lists(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name.rstrip("_"): _lists(getattr(self, f.name)) for f in fields(self)}
 
 
 def _tuples(value: Any) -> Any:
