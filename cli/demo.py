@@ -8,7 +8,6 @@ run next.
 from __future__ import annotations
 
 import argparse
-import json
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -42,18 +41,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _written(outcome: Outcome) -> dict[str, Any]:
-    """What the receiver wrote for a stream: its audio file and its MIDI events by kind."""
+    """What the store wrote for a stream, read through ``sendlearn.dataset``: its audio file and
+    its MIDI events by kind."""
     if outcome.path is None:
         return {"audio": None, "event_kinds": {}}
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+
+    from sendlearn.dataset import Dataset
 
     folder = Path(outcome.path)
-    info = json.loads((folder / "stream.json").read_text())
-    counts = pc.value_counts(pq.read_table(folder / "events.parquet", columns=["kind"])["kind"]).to_pylist()
+    stream = Dataset(folder.parent.parent.parent).stream(folder.parent.name, folder.name)
+    counts = pc.value_counts(stream.events()["kind"]).to_pylist()
     kinds = {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: -c["counts"])}
-    return {"audio": str(folder / info["audio"]["file"]), "complete": info["complete"], "event_kinds": kinds,
-            "params": info["params"], "meta": info.get("meta", {})}
+    return {"audio": str(stream.audio_path), "complete": stream.facts.complete, "event_kinds": kinds,
+            "params": stream.facts.params, "meta": stream.facts.meta}
 
 
 def print_demo(demo: LoadedInput, outcomes: list[Outcome], data_dir: Path, elapsed: float) -> None:

@@ -111,7 +111,7 @@ def _session_summary(dataset: Any, result: Any) -> dict[str, Any]:
 
 def run_quality(args: argparse.Namespace) -> int:
     from sendlearn.cli.output import print_table
-    from sendlearn.dataset.quality import write_quality
+    from sendlearn.dataset.sequences import write_quality
 
     dataset = _open(args)
     path, rows = write_quality(dataset)

@@ -12,9 +12,30 @@
 
 Status, sequences, quality, exports and the tests read a data directory through this package;
 nothing else parses its files. It imports no host and no wire library.
+
+Layers, each importing only those below it (an import-linter contract in pyproject.toml):
+    export, torch, report        what is made from a dataset
+    facade                       ``Dataset``: the reader plus ``windows(session)``
+    sequences                    the ``sequences/`` cache: stored windows, features, quality
+    measures                     flags and features worked out now
+    quality | features           the measures of a stream or a window
+    windows                      cutting a session into windows
+    reader                       ``DataDir``, ``Stream``: stream.json, audio and tables by sample range
+    notes, schema, errors        the format: ``FORMAT_VERSION``, ``StreamSummary``, Arrow schemas
 """
 
-from .reader import Dataset, Stream
-from .schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, NOTES_SCHEMA, PARAMS_SCHEMA, WINDOWS_SCHEMA
+from .errors import FormatError, FormatTooNew
+from .facade import Dataset
+from .reader import Stream
+from .schema import (
+    BLOCKS_SCHEMA,
+    EVENTS_SCHEMA,
+    FORMAT_VERSION,
+    NOTES_SCHEMA,
+    PARAMS_SCHEMA,
+    WINDOWS_SCHEMA,
+    StreamSummary,
+)
 
-__all__ = ["BLOCKS_SCHEMA", "EVENTS_SCHEMA", "NOTES_SCHEMA", "PARAMS_SCHEMA", "WINDOWS_SCHEMA", "Dataset", "Stream"]
+__all__ = ["BLOCKS_SCHEMA", "EVENTS_SCHEMA", "FORMAT_VERSION", "NOTES_SCHEMA", "PARAMS_SCHEMA", "WINDOWS_SCHEMA",
+           "Dataset", "FormatError", "FormatTooNew", "Stream", "StreamSummary"]

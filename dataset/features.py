@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sendlearn.errors import MissingExtra
 
 from .notes import piano_roll
-
-if TYPE_CHECKING:
-    from .windows import Window
+from .windows import Window
 
 HOP = 512
 N_FFT = 2048

@@ -23,14 +23,14 @@ fewer than ``min_events``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-if TYPE_CHECKING:
-    from .reader import Stream
-    from .windows import Window
+from .reader import Stream
+from .schema import QUALITY_SCHEMA
+from .windows import Window
 
 FRAME = 512
 SILENT_RMS = 1e-3  # -60 dBFS
@@ -157,7 +157,7 @@ def stream_quality(stream: Stream) -> dict[str, Any]:
         stop = min(start + CHUNK, stream.frames)
         tally = _add(tally, _audio_tally(stream.audio(start, stop), stream.valid(start, stop)))
     row = {"session": stream.session, "stream": stream.name, "window": None, "start_sample": 0,
-           "frames": stream.frames, "seconds": stream.frames / stream.sample_rate, "gaps": len(stream.info["gaps"]),
+           "frames": stream.frames, "seconds": stream.frames / stream.sample_rate, "gaps": len(stream.facts.gaps),
            **_audio_row(tally), **_note_row(stream, 0, stream.frames), "window_flags": None}
     row["flags"] = _flags(row, notes_sound=None)
     return row
@@ -195,26 +195,4 @@ def window_quality(window: Window, audio: dict[str, np.ndarray] | None = None) -
 
 
 def quality_table(rows: list[dict[str, Any]]) -> pa.Table:
-    from .schema import QUALITY_SCHEMA
-
     return pa.Table.from_pylist(rows, schema=QUALITY_SCHEMA)
-
-
-def write_quality(dataset: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """Measure every stream and every window of ``dataset`` (the windows ``sendlearn sequences``
-    stored, else the default cut) into ``sequences/quality.parquet``; the path and the rows."""
-    import pyarrow.parquet as pq
-
-    from sendlearn.files.aside import write_aside
-
-    from .sequences import SEQUENCES
-
-    rows: list[dict[str, Any]] = []
-    for session in dataset.sessions():
-        rows += [stream_quality(dataset.stream(session, name)) for name in dataset.streams(session)]
-        for window in dataset.windows(session):
-            rows += window_quality(window)["rows"]
-    path = dataset.path / SEQUENCES / "quality.parquet"
-    table = quality_table(rows)
-    write_aside(path, lambda tmp: pq.write_table(table, tmp), durable=False)
-    return path, rows

@@ -1,38 +1,36 @@
-"""``Dataset``: the one way to read a data directory (docs/dataset.md).
+"""The reader of a data directory's finished streams (docs/dataset.md): the bottom layer of
+``sendlearn.dataset``, under windows, measures, the sequences cache and the ``Dataset`` façade.
 
-Lazy like mirdata's tracks: opening a ``Dataset`` or a ``Stream`` reads only ``stream.json``;
-tables are read on first use and kept; audio is read by sample range, seeking in the file, so
-asking for a slice never reads the whole file.
+Lazy like mirdata's tracks: opening a ``DataDir`` or a ``Stream`` reads only ``stream.json``
+(as a ``StreamSummary``); tables are read on first use and kept; audio is read by sample range,
+seeking in the file, so asking for a slice never reads the whole file. A file a newer major
+format wrote is refused (``FormatTooNew``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mido
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import soundfile
 
 from sendlearn.capture import Playhead, check_name
 
 from .notes import note_table
-from .schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, FULL_QUALITY, PARAMS_SCHEMA
-
-if TYPE_CHECKING:
-    from .windows import Window
+from .schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, FULL_QUALITY, PARAMS_SCHEMA, StreamSummary, read_parquet
 
 WORK = ".work"  # the receiver's folder for a stream still open (docs/dataset.md, "Durability")
 
 
-class Dataset:
-    """A data directory: ``sessions/<session>/<stream>/`` as the receiver writes them."""
+class DataDir:
+    """A data directory: ``sessions/<session>/<stream>/`` as the store writes them. ``Dataset``
+    (sendlearn.dataset.facade) is this plus its windows."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.path = Path(data_dir)
@@ -41,7 +39,7 @@ class Dataset:
         self._streams: dict[tuple[str, str], Stream] = {}
 
     def __repr__(self) -> str:
-        return f"Dataset({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
     def sessions(self) -> list[str]:
         """Sessions with at least one finished stream (one whose ``stream.json`` is written)."""
@@ -74,32 +72,29 @@ class Dataset:
             raise ValueError(f"session {session}: streams at {sorted(rates)} Hz do not share one clock")
         return rates.pop()
 
-    def windows(self, session: str, window: float | None = None, overlap: float | None = None,
-                min_events: int | None = None) -> Iterator[Window]:
-        """Training windows of ``session`` (``sendlearn.dataset.windows``): the ones ``sendlearn
-        sequences`` stored, with their flags and cached features, when it has run with these
-        settings (or none given); otherwise cut now (defaults 30 s, 5 s overlap, 10 events)."""
-        from .windows import session_windows
-
-        return session_windows(self, session, window, overlap, min_events)
-
     def _session_dir(self, session: str) -> Path:
         return self.path / "sessions" / check_name(session, "session")
 
 
 class Stream:
-    """One stream: its ``stream.json`` facts, its tables, and its audio by sample range."""
+    """One stream: its ``stream.json`` facts (``facts``, typed; ``info``, the same as JSON), its
+    tables, and its audio by sample range."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder
-        self.info: dict[str, Any] = json.loads((folder / "stream.json").read_text())
-        self.session: str = self.info["session"]
-        self.name: str = self.info["stream"]
-        self.sample_rate: int = int(self.info["sample_rate"])
-        self.channels: int = int(self.info["channels"])
-        self.block_size: int = int(self.info["block_size"])
-        self.frames: int = int(self.info["audio"]["frames"])
-        self.audio_path = folder / self.info["audio"]["file"]
+        self.facts = StreamSummary.read(folder / "stream.json")
+        self.session = self.facts.session
+        self.name = self.facts.stream
+        self.sample_rate = self.facts.sample_rate
+        self.channels = self.facts.channels
+        self.block_size = self.facts.block_size
+        self.frames = self.facts.audio.frames
+        self.audio_path = folder / self.facts.audio.file
+
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        """stream.json's content (``facts.to_json()``)."""
+        return self.facts.to_json()
 
     def __repr__(self) -> str:
         return f"Stream({self.session!r}, {self.name!r}, {self.frames} frames at {self.sample_rate} Hz)"
@@ -113,7 +108,7 @@ class Stream:
     def state(self) -> str:
         if self.open:
             return "open"
-        return "complete" if self.info["complete"] else "ended: " + self.info["ended"]
+        return "complete" if self.facts.complete else "ended: " + self.facts.ended
 
     # --- audio ----------------------------------------------------------------------------
 
@@ -192,15 +187,15 @@ class Stream:
 
     @cached_property
     def _events(self) -> pa.Table:
-        return pq.read_table(self.path / "events.parquet", schema=EVENTS_SCHEMA)
+        return read_parquet(self.path / "events.parquet", EVENTS_SCHEMA)
 
     @cached_property
     def _blocks(self) -> pa.Table:
-        return pq.read_table(self.path / "blocks.parquet", schema=BLOCKS_SCHEMA)
+        return read_parquet(self.path / "blocks.parquet", BLOCKS_SCHEMA)
 
     @cached_property
     def _params(self) -> pa.Table:
-        return pq.read_table(self.path / "params.parquet", schema=PARAMS_SCHEMA)
+        return read_parquet(self.path / "params.parquet", PARAMS_SCHEMA)
 
     @cached_property
     def _notes(self) -> pa.Table:
@@ -254,12 +249,12 @@ class Stream:
 
     def summary(self) -> dict[str, Any]:
         """What ``sendlearn status`` shows of a finished stream."""
-        info = self.info
+        facts = self.facts
         return {
-            "session": self.session, "stream": self.name, "track": info.get("track", ""), "state": self.state,
-            "seconds": info["audio"]["seconds"], "blocks": info["blocks"], "events": info["events"],
-            "gaps": len(info["gaps"]), "gap_blocks": sum(g["last_seq"] - g["first_seq"] + 1 for g in info["gaps"]),
-            "audio": info["audio"]["file"], "path": str(self.path),
+            "session": self.session, "stream": self.name, "track": facts.track, "state": self.state,
+            "seconds": facts.audio.seconds, "blocks": facts.blocks, "events": facts.events, "gaps": len(facts.gaps),
+            "gap_blocks": sum(g.last_seq - g.first_seq + 1 for g in facts.gaps), "audio": facts.audio.file,
+            "path": str(self.path),
         }
 
 

@@ -28,9 +28,9 @@ import numpy as np
 from sendlearn.files.aside import write_aside
 
 from . import report_plots as plots
+from .facade import Dataset
 from .features import HOP
 from .quality import stream_quality, window_quality
-from .reader import Dataset
 from .windows import Window
 
 SUMMARY_FEATURES = ("rms", "spectral_centroid", "spectral_bandwidth", "onset_strength")
@@ -85,7 +85,7 @@ def build_report(data_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     for recorded in dataset:
         quality = stream_quality(recorded)
         streams.append({**recorded.summary(), "sample_rate": recorded.sample_rate, "channels": recorded.channels,
-                        "subtype": recorded.info["audio"].get("subtype"), "notes": len(recorded.notes()),
+                        "subtype": recorded.facts.audio.subtype, "notes": len(recorded.notes()),
                         **{k: quality[k] for k in ("peak", "rms", "silence_ratio", "clip_ratio", "note_density",
                                                    "polyphony_max", "complexity", "alignment_median", "flags")}})
     windows: list[Window] = [w for s in sessions for w in dataset.windows(s)]

@@ -3,10 +3,14 @@
     sequences/<session>/sequences.json              settings, streams' checksums, feature settings
     sequences/<session>/windows.parquet             one row per window (WINDOWS_SCHEMA), written last
     sequences/<session>/features/<stream>/<index:06d>.npz   one array per feature
+    sequences/quality.parquet                       every stream and window measured (``write_quality``)
 
 A cache is used only while its streams' checksums are those of the dataset; other settings or
 changed streams rebuild it. A build cut off midway resumes: feature files already written for
 the same settings are kept. Windows are computed in parallel, one window per task.
+
+This layer sits over the measures (it stores what they compute) and under the ``Dataset`` façade,
+whose ``windows`` is ``session_windows``.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import pyarrow.parquet as pq
 from sendlearn.files.aside import write_aside, write_json
 
 from .features import FEATURES, HOP, N_FFT, N_MFCC, warm_up, window_features
-from .quality import window_quality
-from .reader import Dataset
-from .schema import WINDOWS_SCHEMA
+from .measures import MEASURE_NOW
+from .quality import quality_table, stream_quality, window_quality
+from .reader import DataDir
+from .schema import WINDOWS_SCHEMA, read_parquet, stamp
 from .windows import Window, WindowSpec, cut
 
 SEQUENCES = "sequences"
@@ -50,12 +55,12 @@ def _librosa_version() -> str | None:
     return str(version)
 
 
-def _settings(dataset: Dataset, session: str, spec: WindowSpec) -> dict[str, Any]:
+def _settings(dataset: DataDir, session: str, spec: WindowSpec) -> dict[str, Any]:
     rate = dataset.session_rate(session)
     streams = {}
     for name in dataset.streams(session):
-        info = dataset.stream(session, name).info
-        streams[name] = {f: info["checksums"].get(f) for f in (info["audio"]["file"], "events.parquet")}
+        facts = dataset.stream(session, name).facts
+        streams[name] = {f: facts.checksums.get(f) for f in (facts.audio.file, "events.parquet")}
     return {"version": VERSION, "session": session, "window": spec.window, "overlap": spec.overlap,
             "min_events": spec.min_events, "sample_rate": rate, "frames": spec.frames(rate), "hop": spec.hop(rate),
             "streams": streams, "features": {"names": list(FEATURES), "hop_length": HOP, "n_fft": N_FFT,
@@ -74,14 +79,15 @@ def _same(now: dict[str, Any], stored: dict[str, Any], with_librosa: bool) -> bo
 
 
 class SequenceCache:
-    """The stored windows of one session, when they are still those of its streams."""
+    """The stored windows of one session, when they are still those of its streams; it is their
+    ``WindowMeasures``: stored flags and features, else measured now."""
 
     def __init__(self, root: Path, settings: dict[str, Any]) -> None:
         self.root, self.settings = root, settings
         self.spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
 
     @classmethod
-    def open(cls, dataset: Dataset, session: str, for_build: bool = False) -> SequenceCache | None:
+    def open(cls, dataset: DataDir, session: str, for_build: bool = False) -> SequenceCache | None:
         """The session's stored windows, or None when there are none or they are stale. Reading
         them needs no librosa; building (``for_build``) also wants the same librosa version."""
         root = session_root(dataset.path, session)
@@ -100,19 +106,37 @@ class SequenceCache:
     def spec_values(self) -> tuple[float, float, int]:
         return self.spec.window, self.spec.overlap, self.spec.min_events
 
-    def windows(self, dataset: Dataset) -> Iterator[Window]:
-        table = pq.read_table(self.root / "windows.parquet", schema=WINDOWS_SCHEMA).to_pylist()
+    def windows(self, dataset: DataDir) -> Iterator[Window]:
+        table = read_parquet(self.root / "windows.parquet", WINDOWS_SCHEMA).to_pylist()
         streams = tuple(sorted(self.settings["streams"]))
         for row in table:
             yield Window(dataset, self.settings["session"], row["index"], row["start_sample"], row["frames"],
-                         self.settings["sample_rate"], streams, self.spec, tuple(row["flags"]), self)
+                         self.settings["sample_rate"], streams, self.spec, self, tuple(row["flags"]))
 
-    def load(self, index: int, stream: str) -> dict[str, np.ndarray] | None:
-        path = feature_path(self.root, stream, index)
+    def flags(self, window: Window) -> tuple[str, ...]:
+        return MEASURE_NOW.flags(window)  # stored windows carry theirs: only a window made elsewhere asks
+
+    def features(self, window: Window, stream: str) -> dict[str, np.ndarray]:
+        path = feature_path(self.root, stream, window.index)
         if not path.is_file():
-            return None
+            return MEASURE_NOW.features(window, stream)
         with np.load(path) as stored:
             return {name: stored[name] for name in stored.files}
+
+
+def session_windows(dataset: DataDir, session: str, window: float | None = None, overlap: float | None = None,
+                    min_events: int | None = None) -> Iterator[Window]:
+    """The windows ``sendlearn sequences`` stored for ``session`` when their settings match the
+    ones asked for (or none is asked), with their flags and features cache; else cut afresh."""
+    cache = SequenceCache.open(dataset, session)
+    asked = (window, overlap, min_events)
+    if cache is not None and all(a is None or a == b for a, b in zip(asked, cache.spec_values, strict=True)):
+        yield from cache.windows(dataset)
+        return
+    default = WindowSpec()
+    spec = WindowSpec(default.window if window is None else window, default.overlap if overlap is None else overlap,
+                      default.min_events if min_events is None else min_events)
+    yield from cut(dataset, session, spec, MEASURE_NOW)
 
 
 def feature_path(root: Path, stream: str, index: int) -> Path:
@@ -132,10 +156,10 @@ class SequencesResult:
 def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int = 1,
                     progress: Callable[[int, int], None] | None = None) -> SequencesResult:
     """Cut ``session`` into windows, compute every stream's features and flags, store them."""
-    dataset = Dataset(data_dir)
+    dataset = DataDir(data_dir)
     root = session_root(dataset.path, session)
     settings = _settings(dataset, session, spec)
-    windows = list(cut(dataset, session, spec))
+    windows = list(cut(dataset, session, spec, MEASURE_NOW))
     cached = SequenceCache.open(dataset, session, for_build=True)
     if cached is not None and cached.spec == spec:
         stored = list(cached.windows(dataset))
@@ -156,13 +180,13 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
             progress(done, len(jobs))
     results.sort(key=lambda r: r["index"])
     table = pa.Table.from_pylist([{k: r[k] for k in WINDOWS_SCHEMA.names} for r in results], schema=WINDOWS_SCHEMA)
-    write_aside(root / "windows.parquet", lambda tmp: pq.write_table(table, tmp), durable=False)
+    write_aside(root / "windows.parquet", lambda tmp: pq.write_table(stamp(table), tmp), durable=False)
     computed = [r for r in results if r["computed"]]
     return SequencesResult(session, len(results), sum(bool(r["flags"]) for r in results), len(computed),
                            sum(r["audio_seconds"] for r in computed), root)
 
 
-def _run(jobs: list[tuple[Any, ...]], workers: int, dataset: Dataset) -> Iterator[dict[str, Any]]:
+def _run(jobs: list[tuple[Any, ...]], workers: int, dataset: DataDir) -> Iterator[dict[str, Any]]:
     if not jobs:
         return
     warm_up()  # before forking: the workers inherit the compiled kernels
@@ -187,15 +211,16 @@ def _ignore_interrupts() -> None:
 
 # One reader per worker process, so a stream's tables are read once per worker, not per window.
 # It lives as long as the pool's processes: the parent never fills it, so a fork starts empty.
-_WORKER_DATASETS: dict[str, Dataset] = {}
+_WORKER_DATASETS: dict[str, DataDir] = {}
 
 
-def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | None = None) -> dict[str, Any]:
+def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: DataDir | None = None) -> dict[str, Any]:
     data_dir, session, index, start, spec = job
     if dataset is None:
-        dataset = _WORKER_DATASETS.setdefault(data_dir, Dataset(data_dir))
+        dataset = _WORKER_DATASETS.setdefault(data_dir, DataDir(data_dir))
     rate = dataset.session_rate(session)
-    window = Window(dataset, session, index, start, spec.frames(rate), rate, tuple(dataset.streams(session)), spec)
+    window = Window(dataset, session, index, start, spec.frames(rate), rate, tuple(dataset.streams(session)), spec,
+                    MEASURE_NOW)
     audio = {stream: window.audio(stream) for stream in window.streams}  # read once, for quality and features
     quality = window_quality(window, audio)
     root = session_root(dataset.path, session)
@@ -215,3 +240,17 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: Dataset | N
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
         np.savez(f, allow_pickle=False, **arrays)  # plain arrays; and no feature can be taken for the flag
+
+
+def write_quality(dataset: DataDir) -> tuple[Path, list[dict[str, Any]]]:
+    """Measure every stream and every window of ``dataset`` (the windows ``sendlearn sequences``
+    stored, else the default cut) into ``sequences/quality.parquet``; the path and the rows."""
+    rows: list[dict[str, Any]] = []
+    for session in dataset.sessions():
+        rows += [stream_quality(dataset.stream(session, name)) for name in dataset.streams(session)]
+        for window in session_windows(dataset, session):
+            rows += window_quality(window)["rows"]
+    path = dataset.path / SEQUENCES / "quality.parquet"
+    table = stamp(quality_table(rows))
+    write_aside(path, lambda tmp: pq.write_table(table, tmp), durable=False)
+    return path, rows

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from .export.samples import Sample, iter_samples, plan, window_sample
-from .reader import Dataset
+from .facade import Dataset
 
 
 def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:

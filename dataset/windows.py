@@ -3,6 +3,9 @@
 Window ``k`` starts at sample ``k * hop`` with ``hop = round((window - overlap) * sr)`` and is
 ``round(window * sr)`` frames long. Only whole windows are cut: ``start + frames`` never passes
 the session's length (its longest stream). Every window holds every stream of the session.
+
+A window reads its data through the reader below it; its quality flags and features come from
+above (``WindowMeasures``: the measures, or the ``sequences/`` cache), so this layer imports neither.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -18,8 +21,7 @@ import pyarrow.compute as pc
 
 from sendlearn.capture import Playhead
 
-if TYPE_CHECKING:
-    from .reader import Dataset, Stream
+from .reader import DataDir, Stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +53,27 @@ class WindowSpec:
         return list(range(0, total_frames - frames + 1, hop)) if total_frames >= frames else []
 
 
+class WindowMeasures(Protocol):
+    """What a window asks the layers above for: its quality flags, and a stream's features."""
+
+    def flags(self, window: Window) -> tuple[str, ...]: ...
+
+    def features(self, window: Window, stream: str) -> dict[str, np.ndarray]: ...
+
+
 class Window:
     """One training window: every stream of the session over ``[start_sample, start_sample + frames)``.
 
     Samples in its tables are relative to the window's start. ``flags`` are those ``sendlearn
-    sequences`` stored, or worked out on first use (``sendlearn.dataset.quality``).
+    sequences`` stored, or asked of ``measures`` on first use (``sendlearn.dataset.quality``).
     """
 
-    def __init__(self, dataset: Dataset, session: str, index: int, start_sample: int, frames: int,
-                 sample_rate: int, streams: tuple[str, ...], spec: WindowSpec,
-                 flags: tuple[str, ...] | None = None, cache: Any = None) -> None:
+    def __init__(self, dataset: DataDir, session: str, index: int, start_sample: int, frames: int,
+                 sample_rate: int, streams: tuple[str, ...], spec: WindowSpec, measures: WindowMeasures,
+                 flags: tuple[str, ...] | None = None) -> None:
         self.dataset, self.session, self.index = dataset, session, index
         self.start_sample, self.frames, self.sample_rate = start_sample, frames, sample_rate
-        self.streams, self.spec, self._cache = streams, spec, cache
+        self.streams, self.spec, self._measures = streams, spec, measures
         if flags is not None:
             self.__dict__["flags"] = flags
 
@@ -77,9 +87,7 @@ class Window:
 
     @cached_property
     def flags(self) -> tuple[str, ...]:
-        from .quality import window_quality
-
-        return tuple(window_quality(self)["flags"])
+        return self._measures.flags(self)
 
     @property
     def event_count(self) -> int:
@@ -132,13 +140,8 @@ class Window:
     def features(self, stream: str) -> dict[str, np.ndarray]:
         """Name -> array, frames of 512 samples (``sendlearn.dataset.features``): read from the
         ``sequences/`` cache when ``sendlearn sequences`` computed them, else computed now."""
-        if self._cache is not None:
-            cached = self._cache.load(self.index, stream)
-            if cached is not None:
-                return cached
-        from .features import window_features
-
-        return window_features(self, stream)
+        self._stream(stream)  # an unknown stream is a KeyError, whoever measures
+        return self._measures.features(self, stream)
 
     def _stream(self, stream: str) -> Stream:
         if stream not in self.streams:
@@ -150,27 +153,10 @@ class Window:
         return table.set_column(table.schema.get_field_index("sample"), table.schema.field("sample"), relative)
 
 
-def session_windows(dataset: Dataset, session: str, window: float | None = None, overlap: float | None = None,
-                    min_events: int | None = None) -> Iterator[Window]:
-    """The windows ``sendlearn sequences`` stored for ``session`` when their settings match the
-    ones asked for (or none is asked), with their flags and features cache; else cut afresh."""
-    from .sequences import SequenceCache
-
-    cache = SequenceCache.open(dataset, session)
-    asked = (window, overlap, min_events)
-    if cache is not None and all(a is None or a == b for a, b in zip(asked, cache.spec_values, strict=True)):
-        yield from cache.windows(dataset)
-        return
-    default = WindowSpec()
-    spec = WindowSpec(default.window if window is None else window, default.overlap if overlap is None else overlap,
-                      default.min_events if min_events is None else min_events)
-    yield from cut(dataset, session, spec)
-
-
-def cut(dataset: Dataset, session: str, spec: WindowSpec) -> Iterator[Window]:
-    """Windows of ``session`` by ``spec``, flags worked out on first use, no features cache."""
+def cut(dataset: DataDir, session: str, spec: WindowSpec, measures: WindowMeasures) -> Iterator[Window]:
+    """Windows of ``session`` by ``spec``, their flags and features asked of ``measures``."""
     rate = dataset.session_rate(session)
     streams = tuple(dataset.streams(session))
     frames = spec.frames(rate)
     for index, start in enumerate(spec.starts(dataset.session_frames(session), rate)):
-        yield Window(dataset, session, index, start, frames, rate, streams, spec)
+        yield Window(dataset, session, index, start, frames, rate, streams, spec, measures)

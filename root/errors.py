@@ -23,6 +23,8 @@
     │   └── StreamMismatch                 a HELLO that disagrees with the stream on disk (STREAM_MISMATCH)
     ├── StorageError                       sendlearn.store.errors     the receiver's disk refused a write or a sync
     ├── StreamBusy                         sendlearn.store.errors     another writer holds the stream
+    ├── FormatError (ValueError)           sendlearn.dataset.errors   a dataset file this sendlearn cannot read
+    │   └── FormatTooNew                   written in a newer major format version (names both versions)
     ├── RenderError                        sendlearn.plugin.offline.errors     a render the host could not do
     ├── WorkerError                        sendlearn.plugin.batch.pool       no worker process could take a batch's task
     ├── ChainError                         sendlearn.plugin.chain.effects      an effect chain that cannot run

@@ -36,6 +36,7 @@ from sendlearn.capture.midi import delta_track
 from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
 from sendlearn.dataset.features import mono, warm_up
+from sendlearn.dataset.measures import MEASURE_NOW
 from sendlearn.dataset.sequences import SEQUENCES, build_sequences
 from sendlearn.dataset.windows import WindowSpec, cut
 
@@ -90,7 +91,7 @@ def naive_rate(data_dir: Path, spec: WindowSpec) -> float:
     """Hours per minute with librosa called once per feature (an STFT each), one process."""
     data = Dataset(data_dir)
     start, audio_seconds = time.perf_counter(), 0.0
-    for window in cut(data, "bench", spec):
+    for window in cut(data, "bench", spec, MEASURE_NOW):
         for stream in window.streams:
             y, sr = mono(window.audio(stream)), window.sample_rate
             librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13, hop_length=512)
@@ -107,7 +108,7 @@ def naive_rate(data_dir: Path, spec: WindowSpec) -> float:
 def reader_rates(data_dir: Path, spec: WindowSpec) -> tuple[float, float]:
     """(reader GB/s, soundfile GB/s) slicing every window of every stream, best of 3 passes."""
     data = Dataset(data_dir)
-    windows = list(cut(data, "bench", spec))
+    windows = list(cut(data, "bench", spec, MEASURE_NOW))
     slices = [(data.stream("bench", s), w.start_sample, w.frames) for w in windows for s in w.streams]
 
     def through_reader() -> int:

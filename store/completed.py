@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sendlearn.capture import Block, Quality, StreamInfo
+from sendlearn.dataset.schema import StreamSummary
 from sendlearn.store.errors import InvalidBlocks, InvalidBye, StreamMismatch
 from sendlearn.store.finalise import remove_stale_temporaries
 from sendlearn.store.identity import check_same_stream, info_json
@@ -97,10 +97,10 @@ def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | 
     folder = stream_dir(data_dir, info.session, info.stream)
     summary_path = folder / "stream.json"
     if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("complete"):
-            check_same_stream(summary, {**info_json(info), "take": take})
-            if not take or not summary.get("take"):
+        summary = StreamSummary.read(summary_path)  # FormatTooNew when a newer sendlearn wrote it
+        if summary.complete:
+            check_same_stream(summary.to_json(), {**info_json(info), "take": take})
+            if not take or not summary.take:
                 raise StreamMismatch(f"{info.session}/{info.stream} is complete on disk; "
                                      "give a new take its own session or stream id")
             if (folder / WORK).exists():
@@ -110,5 +110,5 @@ def open_stream_writer(data_dir: Path, info: StreamInfo, meta: dict[str, Any] | 
                 remove_stale_temporaries(folder)
             except OSError:
                 pass  # best effort: a read-only disk still serves the complete stream
-            return CompletedStream(summary, info)
+            return CompletedStream(summary.to_json(), info)
     return StreamWriter(data_dir, info, meta, take, **bounds)

@@ -19,6 +19,7 @@ import numpy as np
 import soundfile
 
 from sendlearn import __version__
+from sendlearn.dataset.schema import AudioFile, Backfill, Damage, Gap, QualityRun, StreamSummary
 from sendlearn.files.records import read_records
 from sendlearn.store.identity import info_json
 from sendlearn.store.layout import write_aside, write_json
@@ -57,28 +58,28 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     write_aside(folder / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
     write_aside(folder / "params.parquet", lambda p: write_parquet(params_table(stored), p))
     write_aside(folder / "notes.mid", lambda p: notes_midi(stored, info.sample_rate).save(p))
-    summary = {
+    summary = StreamSummary(
         **info_json(info),
-        "audio": {"file": audio_name, "subtype": subtype, "frames": writer.end_sample,
-                  "seconds": writer.end_sample / info.sample_rate},
-        "blocks": len(stored),
-        "events": sum(len(s.entry.midi) for s in stored),
-        "params": sum(len(s.entry.params) for s in stored),
-        "first_seq": stored[0].entry.seq if stored else None,
-        "last_seq": writer.last_seq if writer.last_seq is not None else (stored[-1].entry.seq if stored else None),
-        "complete": complete,
-        "ended": ended,
-        "take": writer.take,
-        "gaps": _gaps(writer, stored),
-        "damage": writer.damage,
-        "duplicates_ignored": writer.duplicates,
-        "quality": {"history": _quality_runs(stored), "backfills": backfill_log},
-        "meta": writer.meta,
-        "sender": writer.sender_stats,
-        "checksums": {name: _sha256(folder / name) for name in (audio_name, *PUBLIC_FILES)},
-        "finalised_at": time.time(),
-        "receiver": f"sendlearn {__version__}",
-    }
+        audio=AudioFile(audio_name, subtype, writer.end_sample, writer.end_sample / info.sample_rate),
+        blocks=len(stored),
+        events=sum(len(s.entry.midi) for s in stored),
+        params=sum(len(s.entry.params) for s in stored),
+        first_seq=stored[0].entry.seq if stored else None,
+        last_seq=writer.last_seq if writer.last_seq is not None else (stored[-1].entry.seq if stored else None),
+        complete=complete,
+        ended=ended,
+        take=writer.take,
+        gaps=tuple(map(Gap.from_json, _gaps(writer, stored))),
+        damage=tuple(map(Damage.from_json, writer.damage)),
+        duplicates_ignored=writer.duplicates,
+        history=tuple(map(QualityRun.from_json, _quality_runs(stored))),
+        backfills=tuple(map(Backfill.from_json, backfill_log)),
+        meta=writer.meta,
+        sender=writer.sender_stats,
+        checksums={name: _sha256(folder / name) for name in (audio_name, *PUBLIC_FILES)},
+        finalised_at=time.time(),
+        receiver=f"sendlearn {__version__}",
+    ).to_json()
     write_json(folder / "stream.json", summary)
     writer.close()
     if complete:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from sendlearn.capture import Playhead, midi_channel, midi_kind
 from sendlearn.capture.midi import delta_track
-from sendlearn.dataset.schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, PARAMS_SCHEMA
+from sendlearn.dataset.schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, PARAMS_SCHEMA, stamp
 from sendlearn.transport import BlockEntry, Quality
 
 TICKS_PER_BEAT = 960
@@ -70,7 +70,8 @@ def params_table(blocks: list[StoredBlock]) -> pa.Table:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd", row_group_size=65536)
+    """``table`` at ``path``, its schema stamped with the dataset's format version."""
+    pq.write_table(stamp(table), path, compression="zstd", row_group_size=65536)
 
 
 def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:

@@ -94,6 +94,14 @@ def test_quality_parquet_holds_every_stream_and_window(data_dir: Path, report: d
             assert (row["stream"] == "quiet" and row["notes"] > 0) <= ("silent" in row["flags"])
 
 
+def test_the_derived_tables_carry_the_format_version(data_dir: Path, report: dict) -> None:
+    from sendlearn.dataset import FORMAT_VERSION
+    from sendlearn.dataset.schema import FORMAT_KEY
+
+    for path in (data_dir / "sequences" / "quality.parquet", data_dir / "sequences" / "band" / "windows.parquet"):
+        assert pq.read_schema(path).metadata[FORMAT_KEY] == FORMAT_VERSION.encode(), path
+
+
 def test_degraded_audio_and_gaps_are_flagged(data_dir: Path, tmp_path: Path) -> None:
     import shutil
 

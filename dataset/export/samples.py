@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from sendlearn.dataset.reader import Dataset
+from sendlearn.dataset.facade import Dataset
 from sendlearn.dataset.windows import Window
 
 FLAC_MAX_CHANNELS = 8
@@ -129,7 +129,7 @@ def window_sample(window: Window, stream: str, with_features: bool = True) -> Sa
     return Sample(
         session=window.session, stream=stream, window=window.index, start_sample=window.start_sample,
         frames=window.frames, sample_rate=window.sample_rate, channels=source.channels,
-        subtype=str(source.info["audio"].get("subtype", "FLOAT")), flags=list(window.flags),
+        subtype=source.facts.audio.subtype, flags=list(window.flags),
         audio=np.ascontiguousarray(window.audio(stream)),
         midi_sample=events["sample"].to_numpy().astype(np.int64),
         midi_data=[bytes(d) for d in events["data"].to_pylist()],
