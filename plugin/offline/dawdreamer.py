@@ -45,8 +45,8 @@ __all__ = ["RENDER_BLOCK", "VOICE_SLACK", "RenderError", "note_spans", "render_s
 # capture's --block-size, so a stream's audio is the same at any block size (tests/test_chain.py);
 # 64 samples (1.3 ms at 48 kHz) is finer than any DAW's automation rate.
 RENDER_BLOCK = 64
-# Faust frees a voice at the end of a render block, once its release time has passed and it is
-# quiet: a note holds its voice up to two blocks past the release we model.
+# Faust's wrapper frees voices at the end of a render block: the voice plan holds each note two
+# blocks past its release, on the safe side (plugin/session/voices.py).
 VOICE_SLACK = 2 * RENDER_BLOCK
 
 
@@ -89,7 +89,6 @@ def _render_dawdreamer(
                 plan = voice_plan(instrument, spans, sample_rate)
                 proc = engine.make_faust_processor("instrument")
                 proc.num_voices = plan.voices
-                proc.release_length = _release(instrument)  # the host frees voices as the plan counts them
                 proc.set_dsp(str(instrument.path))
                 proc.compile()
                 for note, velocity, on, off in spans:
@@ -132,11 +131,6 @@ def stream_facts(instrument: Instrument, events: Sequence[TimedEvent], frames: i
         return voice_plan(instrument, note_spans(events, frames), sample_rate).meta()
     except RenderError:  # bad metadata fails the render itself
         return ()
-
-
-def _release(instrument: Instrument) -> float:
-    assert instrument.path is not None
-    return dsp_voicing(instrument.path).release
 
 
 def _parameter(proc: Any, name: str, instrument: Instrument) -> str:

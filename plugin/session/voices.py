@@ -1,18 +1,20 @@
 """How many voices a Faust instrument gets for one input, and which notes still lose theirs.
 
-Faust's polyphonic wrapper (the one DawDreamer runs) keeps a fixed pool of voices. A note
-holds its voice from its note-on until its release has ended: the wrapper frees a voice once
-``release_length`` seconds have passed since the note-off *and* the voice has gone quiet, and
-it checks that once per render block. A note-on that finds every voice busy steals one (the
-oldest voice in its release, else the oldest playing one: "Steal release voice" / "Steal
-playing voice" on the C stdout). A stolen voice is a note cut short (or a tail cut off) that
-the events still say is sounding; and a steal on the sample where the stolen voice started
-reads Faust's voice table out of bounds (DawDreamer 0.9): one wild, non-deterministic value
-on that sample (-3e7, 1e38, ...).
+Faust's polyphonic wrapper (the one DawDreamer runs) keeps a fixed pool of voices. A note-on
+that finds every voice busy steals one: the oldest voice in its release ("Steal release
+voice", a tail cut off), else the oldest playing one ("Steal playing voice", printed on
+stderr). In DawDreamer 0.9 a playing steal picks no voice at all (it prints ``voice = -4``):
+the new note is lost ("Playing pitch = N not found" at its note-off) and the wrapper writes
+outside its voice table, which gives the wild, non-deterministic values (-3e7, 1e38, ...) on
+the samples around the steal. Measured there too: the host ends a voice shortly after its
+note-off whatever ``release_length`` says, so a release tail holds a voice for less than the
+envelope's release. Counting the whole release, as we do, gives more voices than the host
+needs; the steals counted are those of a host that keeps every tail (tests/test_voices.py
+checks the count against the host's prints where the two agree: notes that start together).
 
 So the host gives each input enough voices: its maximum polyphony, counting each note from
-its note-on to its note-off plus the instrument's release (plus some slack for the
-once-a-block check), up to the instrument's limit, never below the
+its note-on to its note-off plus the instrument's release (plus two render blocks of
+slack: the wrapper frees voices once a block), up to the instrument's limit, never below the
 session's ``voices``. Where the polyphony is above the limit, the steals are counted with the
 same model: ``VoicePlan.stolen`` is the note-on sample of every note that found no free voice.
 
