@@ -221,3 +221,28 @@ def test_every_host_renders_the_same_input_bit_identically_in_fresh_processes(tm
     for stream, audio in one.items():
         assert float(np.abs(audio).max()) > 1e-3, stream
         assert np.array_equal(audio, two[stream]), f"{stream} differs between two renders"
+
+
+# -- a dense corpus ---------------------------------------------------------------------------------
+
+def test_a_dense_corpus_holds_chords_and_sample_0_events_and_renders_with_no_steal(tmp_path: Path) -> None:
+    import importlib.util
+
+    from sendlearn.plugin.session.timeline import Timeline
+
+    spec = importlib.util.spec_from_file_location("make_corpus", Path(__file__).parent.parent / "scripts" / "make_corpus.py")
+    assert spec is not None and spec.loader is not None
+    corpus_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpus_script)
+    written = corpus_script.make_corpus(tmp_path / "corpus", 2, (4.0, 6.0), seed=5, dense=True)
+    for path, _ in written:
+        events = Timeline(path, RATE).events
+        at_zero = [e.data[0] & 0xF0 for e in events if e.sample == 0]
+        assert {0x80, 0x90, 0xB0, 0xC0, 0xE0} <= set(at_zero)
+        assert at_zero.count(0x90) >= 8 and {e.data[0] & 0x0F for e in events if e.sample == 0} == set(range(16))
+    report = render_cli([str(tmp_path / "corpus"), "--workers", "1"], tmp_path / "data")
+    assert report["failed"] == 0, report["failures"]
+    for stream, meta in stream_meta(tmp_path / "data").items():
+        assert meta["polyphony"] > 8 and meta["voices"] == meta["polyphony"] and meta["voices_stolen"] == 0, stream
+    for stream, audio in stream_audio(tmp_path / "data").items():
+        assert np.isfinite(audio).all() and float(np.abs(audio).max()) < 16.0, stream
