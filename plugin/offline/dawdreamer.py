@@ -91,7 +91,9 @@ def _render_dawdreamer(
                 proc.num_voices = plan.voices
                 proc.set_dsp(str(instrument.path))
                 proc.compile()
-                for note, velocity, on, off in spans:
+                for index, (note, velocity, on, off) in enumerate(spans):
+                    if index in plan.dropped:  # every voice playing: the host would write out of bounds
+                        continue
                     proc.add_midi_note(note, velocity, (on + 0.5) / sample_rate, (off - on) / sample_rate)
             else:
                 proc = engine.make_plugin_processor("instrument", str(instrument.path))

@@ -17,6 +17,8 @@ its note-on to its note-off plus the instrument's release (plus two render block
 slack: the wrapper frees voices once a block), up to the instrument's limit, never below the
 session's ``voices``. Where the polyphony is above the limit, the steals are counted with the
 same model: ``VoicePlan.stolen`` is the note-on sample of every note that found no free voice.
+A note that finds every voice *playing* is not sent to the host at all (``VoicePlan.dropped``):
+the note would be lost in DawDreamer anyway, and leaving it out keeps the rest of the audio sane.
 
 The instrument's release and limit are read from its ``.dsp`` metadata::
 
@@ -86,18 +88,21 @@ def _voicing(path: str, size: int, mtime_ns: int) -> DspVoicing:
 
 @dataclass(frozen=True, slots=True)
 class VoicePlan:
-    """The voices an input gets, the polyphony that asked for them, and the note-on sample
-    of every note that still found every voice busy (sorted)."""
+    """The voices an input gets, the polyphony that asked for them, the note-on sample of
+    every note that found every voice busy (sorted), and which of those found every voice
+    *playing* (``dropped``: their indices in the notes given, which the host is not sent)."""
 
     voices: int
     polyphony: int
     stolen: tuple[int, ...]
+    dropped: frozenset[int] = frozenset()
 
     def meta(self) -> tuple[tuple[str, int | list[int]], ...]:
-        """Facts for stream.json: ``voices``, ``polyphony``, ``voices_stolen`` and the first
-        ``STOLEN_SAMPLES_CAP`` of ``stolen_samples``."""
+        """Facts for stream.json: ``voices``, ``polyphony``, ``voices_stolen``, the first
+        ``STOLEN_SAMPLES_CAP`` of ``stolen_samples``, and ``notes_dropped`` (how many of the
+        stolen found every voice playing and were left out)."""
         return (("voices", self.voices), ("polyphony", self.polyphony), ("voices_stolen", len(self.stolen)),
-                ("stolen_samples", list(self.stolen[:STOLEN_SAMPLES_CAP])))
+                ("stolen_samples", list(self.stolen[:STOLEN_SAMPLES_CAP])), ("notes_dropped", len(self.dropped)))
 
 
 def plan_voices(spans: Iterable[tuple[int, int]], *, release_frames: int, floor: int, limit: int,
@@ -107,11 +112,15 @@ def plan_voices(spans: Iterable[tuple[int, int]], *, release_frames: int, floor:
     A note is busy from ``on`` until ``off + release_frames + slack``. ``polyphony`` is the
     most notes busy at once; ``stolen`` replays the notes through that many voices the way
     Faust allocates them."""
-    notes = sorted((on, off) for on, off in spans)
+    notes = list(spans)
+    order = sorted(range(len(notes)), key=lambda i: (notes[i], i))
     hold = release_frames + slack
-    polyphony = _polyphony([(on, off + hold) for on, off in notes])
+    polyphony = _polyphony([(notes[i][0], notes[i][1] + hold) for i in order])
     voices = max(floor, min(polyphony, limit))
-    return VoicePlan(voices, polyphony, tuple(_steals(notes, voices, hold)) if polyphony > voices else ())
+    if polyphony <= voices:
+        return VoicePlan(voices, polyphony, ())
+    stolen, dropped = _steals([(i, *notes[i]) for i in order], voices, hold)
+    return VoicePlan(voices, polyphony, tuple(stolen), frozenset(dropped))
 
 
 def _polyphony(intervals: Sequence[tuple[int, int]]) -> int:
@@ -126,17 +135,26 @@ def _polyphony(intervals: Sequence[tuple[int, int]]) -> int:
     return most
 
 
-def _steals(notes: Sequence[tuple[int, int]], voices: int, hold: int) -> list[int]:
-    """Note-on samples of the notes that found all ``voices`` busy. A busy voice is (start,
-    off, free_at); a steal takes the oldest voice in its release, else the oldest playing."""
+def _steals(notes: Sequence[tuple[int, int, int]], voices: int, hold: int) -> tuple[list[int], list[int]]:
+    """(index, on, off) of every note, by note-on: the note-on samples of the notes that
+    found all ``voices`` busy, and the indices of those that found them all playing.
+
+    A busy voice is (on, off, free_at). A note that finds one in its release (its note-off
+    strictly before this note-on) takes the oldest such voice: its tail is cut. A note that
+    finds every voice playing is left out: Faust would steal the oldest playing voice, but
+    DawDreamer 0.9's wrapper picks no voice there and writes outside its voice table (the
+    blow-up), and the note is lost all the same."""
     pool: list[tuple[int, int, int]] = []
     stolen: list[int] = []
-    for on, off in notes:
+    dropped: list[int] = []
+    for index, on, off in notes:
         pool = [v for v in pool if v[2] > on]
         if len(pool) >= voices:
-            releasing = [v for v in pool if v[1] <= on]
-            victim = min(releasing or pool)
-            pool.remove(victim)
             stolen.append(on)
+            releasing = [v for v in pool if v[1] < on]
+            if not releasing:
+                dropped.append(index)
+                continue
+            pool.remove(min(releasing))
         pool.append((on, off, off + hold))
-    return stolen
+    return stolen, dropped
