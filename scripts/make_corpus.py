@@ -6,10 +6,13 @@ changes (4/4, 3/4, 7/8, 6/8); velocities, note lengths, sustain pedal and a pitc
 and there; lengths spread between ``--seconds MIN MAX``. Seeded: the same arguments write the
 same bytes.
 
-    python scripts/make_corpus.py OUT_DIR [--files 50] [--seconds 5 60] [--seed 1] [--nested]
+    python scripts/make_corpus.py OUT_DIR [--files 50] [--seconds 5 60] [--seed 1] [--nested] [--dense]
 
 ``--nested`` spreads the files over sub-folders (as real corpora are), two of them with the
-same file name. Prints one JSON object: the files, their total and longest seconds.
+same file name. ``--dense`` writes what stresses an instrument's polyphony, as a quartet or a
+piano score does: every file has all four parts plus a chords part (4-7 note chords that
+overlap their neighbours), and sample 0 holds, on every channel, a note-off, a program change,
+a pitch-wheel and a controller beside the parts' first notes and a chord. Prints one JSON object: the files, their total and longest seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ DRUM_NOTES = [35, 36, 38, 40, 42, 44, 46, 49, 51]  # kicks, snares, hats, crash,
 SCALE = [0, 2, 3, 5, 7, 8, 10]
 
 
-def make_file(path: Path, rng: random.Random, seconds: float) -> float:
+def make_file(path: Path, rng: random.Random, seconds: float, dense: bool = False) -> float:
     """One score of about ``seconds``; returns its length in seconds (from its tempo map)."""
     midi = mido.MidiFile(type=1, ticks_per_beat=TPB)
     tick, elapsed, tempo_events = 0, 0.0, []
@@ -47,11 +50,14 @@ def make_file(path: Path, rng: random.Random, seconds: float) -> float:
     midi.tracks.append(_track(tempo_events, end))  # the conductor
     root = rng.randint(36, 60)
     parts = [("lead", rng.choice([0, 4, 24, 40, 56, 73, 80]), 0), ("pad", rng.choice([48, 52, 88, 89]), 1),
-             ("bass", rng.choice([32, 33, 38]), 2), ("drums", 0, 9)][: rng.randint(2, 4)]
+             ("bass", rng.choice([32, 33, 38]), 2), ("drums", 0, 9)][: 4 if dense else rng.randint(2, 4)]
     if all(channel != 9 for _, _, channel in parts):
         parts.append(("drums", 0, 9))
     for _, program, channel in parts:
         midi.tracks.append(_part(rng, channel, program, root, end))
+    if dense:
+        midi.tracks.append(_chords(rng, 3, rng.choice([0, 19, 48, 61]), root, end))
+        midi.tracks.append(_sample_zero(rng, root, end))
     midi.save(str(path))
     return elapsed
 
@@ -82,12 +88,66 @@ def _part(rng: random.Random, channel: int, program: int, root: int, end: int) -
     return _track(events, end)
 
 
+def _chords(rng: random.Random, channel: int, program: int, root: int, end: int) -> mido.MidiTrack:
+    """4-7 note chords, one every half bar or so, each held past the next one's start."""
+    events: list[tuple[int, mido.Message]] = [(0, mido.Message("program_change", channel=channel, program=program))]
+    tick = 0
+    while tick < end - TPB:
+        size = rng.randint(4, 7)
+        base = root + rng.choice(SCALE)
+        notes = sorted({max(0, min(127, base + 12 * (k // 3) + (0, 4, 7)[k % 3])) for k in range(size)})
+        length = min(end - tick, int(TPB * rng.uniform(1.5, 3.0)))
+        for note in notes:
+            events.append((tick, mido.Message("note_on", channel=channel, note=note, velocity=rng.randint(70, 127))))
+            events.append((tick + length, mido.Message("note_off", channel=channel, note=note)))
+        tick += rng.choice([TPB, TPB * 2])
+    return _track(_unique_notes(events), end)
+
+
+def _sample_zero(rng: random.Random, root: int, end: int) -> mido.MidiTrack:
+    """On tick 0 of every channel: a note-off of a note not playing, a program change, a
+    pitch-wheel and a controller; and a chord on channel 4 held for a beat."""
+    events: list[tuple[int, mido.Message]] = []
+    for channel in range(16):
+        events += [(0, mido.Message("note_off", channel=channel, note=rng.randint(0, 127))),
+                   (0, mido.Message("pitchwheel", channel=channel, pitch=rng.randint(-8192, 8191))),
+                   (0, mido.Message("control_change", channel=channel, control=7, value=rng.randint(80, 127)))]
+        if channel != 9:
+            events.append((0, mido.Message("program_change", channel=channel, program=rng.randint(0, 127))))
+    for note in sorted({root + step for step in (0, 4, 7, 12, 16, 19, 24)}):
+        events.append((0, mido.Message("note_on", channel=4, note=note, velocity=rng.randint(60, 127))))
+        events.append((min(TPB, end), mido.Message("note_off", channel=4, note=note)))
+    return _track(events, end)
+
+
+def _unique_notes(events: list[tuple[int, mido.Message]]) -> list[tuple[int, mido.Message]]:
+    """Drop a note-on whose pitch is still held on its channel (and its note-off), so chords
+    that overlap never restart a sounding key."""
+    out: list[tuple[int, mido.Message]] = []
+    held: dict[tuple[int, int], int] = {}  # (channel, note) -> tick it is released
+    skip: set[tuple[int, int, int]] = set()
+    for tick, msg in sorted(events, key=lambda e: (e[0], e[1].type == "note_on")):
+        if msg.type == "note_on":
+            key = (msg.channel, msg.note)
+            if held.get(key, -1) > tick:
+                offs = [t for t, m in events if m.type == "note_off" and (m.channel, m.note) == key and t > tick]
+                skip.add((msg.channel, msg.note, min(offs)))
+                continue
+            offs = [t for t, m in events if m.type == "note_off" and (m.channel, m.note) == key and t > tick]
+            held[key] = min(offs) if offs else tick
+        elif msg.type == "note_off" and (msg.channel, msg.note, tick) in skip:
+            skip.discard((msg.channel, msg.note, tick))
+            continue
+        out.append((tick, msg))
+    return out
+
+
 def _track(events: list[tuple[int, mido.Message | mido.MetaMessage]], end: int) -> mido.MidiTrack:
     return delta_track(sorted(events, key=lambda e: (e[0], e[1].type == "note_on")), end)  # offs before ons
 
 
 def make_corpus(out: Path, files: int, seconds: tuple[float, float], seed: int = 1,
-                nested: bool = False) -> list[tuple[Path, float]]:
+                nested: bool = False, dense: bool = False) -> list[tuple[Path, float]]:
     """Write ``files`` scores under ``out``; returns (path, seconds) of each."""
     rng = random.Random(seed)
     written = []
@@ -96,7 +156,7 @@ def make_corpus(out: Path, files: int, seconds: tuple[float, float], seed: int =
         folder.mkdir(parents=True, exist_ok=True)
         name = "song.mid" if nested and index < 2 else f"song{index:04d}.mid"
         path = folder / name
-        written.append((path, make_file(path, rng, rng.uniform(*seconds))))
+        written.append((path, make_file(path, rng, rng.uniform(*seconds), dense)))
     return written
 
 
@@ -107,8 +167,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs=2, default=(5.0, 60.0), metavar=("MIN", "MAX"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nested", action="store_true", help="spread files over sub-folders")
+    parser.add_argument("--dense", action="store_true",
+                        help="all parts plus overlapping chords, and events on sample 0 on every channel")
     args = parser.parse_args()
-    written = make_corpus(args.out, args.files, tuple(args.seconds), args.seed, args.nested)
+    written = make_corpus(args.out, args.files, tuple(args.seconds), args.seed, args.nested, args.dense)
     print(json.dumps({"files": [str(p) for p, _ in written], "seconds": round(sum(s for _, s in written), 3),
                       "longest_seconds": round(max((s for _, s in written), default=0.0), 3)}))
 

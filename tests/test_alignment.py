@@ -117,7 +117,7 @@ def render(midi_file: Path, tmp_path_factory: pytest.TempPathFactory):
     return run
 
 
-def onsets(audio: np.ndarray, threshold: float = 0.1) -> list[int]:
+def onsets(audio: np.ndarray, threshold: float = 0.02) -> list[int]:
     """Samples where the audio jumps above ``threshold`` straight out of exact silence."""
     level = np.abs(audio).max(axis=0)
     silent_before = np.concatenate(([True], level[:-1] == 0.0))

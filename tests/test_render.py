@@ -83,7 +83,7 @@ def events_of(blocks: list[Block]) -> list[tuple[int, bytes]]:
     return [(sample, event.data) for b in blocks for sample, event in b.absolute_events()]
 
 
-def onsets(audio: np.ndarray, threshold: float = 0.1) -> list[int]:
+def onsets(audio: np.ndarray, threshold: float = 0.02) -> list[int]:
     """First sample above ``threshold`` after exact silence."""
     x = np.abs(audio).max(axis=0)
     loud = x > threshold

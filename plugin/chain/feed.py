@@ -25,6 +25,7 @@ from sendlearn.plugin.session.timeline import TimedEvent, Timeline
 from sendlearn.plugin.session.tracks import Automation, Effect
 
 SILENCE = 1e-6  # peak below -120 dBFS: the instrument made no sound
+MAX_LEVEL = 16.0  # +24 dBFS: a float render beyond it is a blown-up instrument, not music
 
 Progress = Callable[[str, int, int], None]  # (stream, frames done, frames in all)
 CHAIN_ERRORS = (ChainError, ValueError, TypeError)  # an effect chain that cannot be built
@@ -196,13 +197,23 @@ def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
 
 
 def check_render(audio: np.ndarray, frames: int) -> str | None:
-    """Why ``audio`` is not good data, or None."""
+    """Why ``audio`` is not good data, or None. A non-finite sample, or one beyond
+    ``MAX_LEVEL``, is named by channel, sample and value: an instrument blew up there
+    (the caller's failure names the input and the stream)."""
     if audio.ndim != 2 or audio.shape[0] < 1:
         return f"render returned an array of shape {audio.shape}"
     if audio.shape[1] != frames:
         return f"render is {audio.shape[1]} frames long, the timeline says {frames}"
-    if not np.isfinite(audio).all():
-        return "render holds NaN or infinite samples"
+    bad = ~np.isfinite(audio)
+    if not bad.any():
+        bad = np.abs(audio) > MAX_LEVEL
+    if bad.any():
+        flat = int(np.argmax(bad.any(axis=0)))
+        channel = int(np.argmax(bad[:, flat]))
+        count = int(np.count_nonzero(bad.any(axis=0)))
+        more = f" (and {count - 1} more samples)" if count > 1 else ""
+        return (f"render holds a sample that is not finite or beyond ±{MAX_LEVEL:g} (+24 dBFS): "
+                f"sample {flat} (channel {channel}) is {float(audio[channel, flat]):.6g}{more}")
     if float(np.max(np.abs(audio), initial=0.0)) < SILENCE:
         return "render is silent"
     return None

@@ -10,6 +10,11 @@ note lengths for it (capture/notes.py). Plugins hear every channel message and s
 them to a MIDI file whose tick is half a sample (``plugin.smf.write_clock_midi``), which
 DawDreamer plays on the exact sample. Soundfonts go to FluidSynth (plugin/offline/fluidsynth.py).
 
+A Faust instrument gets enough voices for the stream (``voice_plan``, the rules in
+plugin/session/voices.py): a voice steal cuts a sounding note, and one on the sample its voice
+started blows that sample up. The plan's facts (voices, polyphony, steals) go into the
+stream's meta (``stream_facts``).
+
 DawDreamer and plugins print to the C stdout. This module leaves file descriptors alone (a
 ``dup2`` here would redirect every thread's output); a command that owns stdout (``--json``)
 points fd 1 at stderr once, for the whole command (``sendlearn.cli.render.host_output_to_stderr``),
@@ -18,6 +23,7 @@ and batch workers run with their stdout on stderr (plugin/batch/pool.py).
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,13 +37,17 @@ from sendlearn.plugin.offline.fluidsynth import render_fluidsynth
 from sendlearn.plugin.offline.smf import write_clock_midi
 from sendlearn.plugin.session.instrument import Instrument
 from sendlearn.plugin.session.timeline import TimedEvent, Timeline
+from sendlearn.plugin.session.voices import VoicePlan, dsp_voicing, plan_voices
 
-__all__ = ["RENDER_BLOCK", "RenderError", "note_spans", "render_stream"]
+__all__ = ["RENDER_BLOCK", "VOICE_SLACK", "RenderError", "note_spans", "render_stream", "stream_facts", "voice_plan"]
 
 # DawDreamer applies automation once per render block. The render block is fixed, not the
 # capture's --block-size, so a stream's audio is the same at any block size (tests/test_chain.py);
 # 64 samples (1.3 ms at 48 kHz) is finer than any DAW's automation rate.
 RENDER_BLOCK = 64
+# Faust's wrapper frees voices at the end of a render block: the voice plan holds each note two
+# blocks past its release, on the safe side (plugin/session/voices.py).
+VOICE_SLACK = 2 * RENDER_BLOCK
 
 
 def render_stream(
@@ -75,11 +85,15 @@ def _render_dawdreamer(
     with tempfile.TemporaryDirectory(prefix="sendlearn-") as tmp:
         try:
             if instrument.kind == "faust":
+                spans = note_spans(events, frames)
+                plan = voice_plan(instrument, spans, sample_rate)
                 proc = engine.make_faust_processor("instrument")
-                proc.num_voices = instrument.voices
+                proc.num_voices = plan.voices
                 proc.set_dsp(str(instrument.path))
                 proc.compile()
-                for note, velocity, on, off in note_spans(events, frames):
+                for index, (note, velocity, on, off) in enumerate(spans):
+                    if index in plan.dropped:  # every voice playing: the host would write out of bounds
+                        continue
                     proc.add_midi_note(note, velocity, (on + 0.5) / sample_rate, (off - on) / sample_rate)
             else:
                 proc = engine.make_plugin_processor("instrument", str(instrument.path))
@@ -93,6 +107,32 @@ def _render_dawdreamer(
         engine.load_graph([(proc, [])])
         engine.render((frames + 0.5) / sample_rate)
         return np.ascontiguousarray(engine.get_audio(), dtype=np.float32)
+
+
+def voice_plan(instrument: Instrument, spans: Sequence[tuple[int, int, int, int]], sample_rate: int) -> VoicePlan:
+    """The voices Faust instrument ``instrument`` gets for notes ``spans`` (``note_spans``):
+    the notes' polyphony with the release the ``.dsp`` declares, up to its ``max_voices``,
+    never below the session's ``voices``. Raises RenderError on bad metadata."""
+    assert instrument.kind == "faust" and instrument.path is not None
+    try:
+        voicing = dsp_voicing(instrument.path)
+    except (OSError, ValueError) as exc:
+        raise RenderError(f"{instrument}: {exc}") from exc
+    return plan_voices(((on, off) for _, _, on, off in spans), release_frames=math.ceil(voicing.release * sample_rate),
+                       floor=instrument.voices, limit=voicing.max_voices, slack=VOICE_SLACK)
+
+
+def stream_facts(instrument: Instrument, events: Sequence[TimedEvent], frames: int,
+                 sample_rate: int) -> tuple[tuple[str, Any], ...]:
+    """Facts of a stream's render for stream.json: for Faust, the voices it was given, the
+    polyphony that asked for them, and the notes that still lost their voice
+    (``voices_stolen``, ``stolen_samples``); nothing for other hosts."""
+    if instrument.kind != "faust":
+        return ()
+    try:
+        return voice_plan(instrument, note_spans(events, frames), sample_rate).meta()
+    except RenderError:  # bad metadata fails the render itself
+        return ()
 
 
 def _parameter(proc: Any, name: str, instrument: Instrument) -> str:

@@ -34,7 +34,7 @@ from sendlearn.plugin.chain.feed import (
     feed_through_chain,
     track_chain,
 )
-from sendlearn.plugin.offline.dawdreamer import RenderError, render_stream
+from sendlearn.plugin.offline.dawdreamer import RenderError, render_stream, stream_facts
 from sendlearn.plugin.offline.fluidsynth import onset_lag
 from sendlearn.plugin.processor import CaptureProcessor, OpenStream
 from sendlearn.plugin.session.timeline import MIDI_ERRORS, TimedEvent, Timeline
@@ -161,6 +161,7 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
     except CHAIN_ERRORS as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"effects failed: {exc}")
     meta: tuple = () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
+    meta += stream_facts(instrument, part.events, frames, rate)  # Faust: voices given, notes stolen
     if track.effects:
         meta += latency.meta()
     info = StreamInfo(session.name, part.stream, rate, channels, size, track=track.name, host=instrument.host,

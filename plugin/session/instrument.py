@@ -8,6 +8,8 @@
 
 Faust and plugins render in DawDreamer and are sample-exact; FluidSynth is not (its onsets
 lag by tens of frames), so its streams are realistic stems, not ground truth for timing.
+A Faust file may declare its release and voice limit (``declare release "0.4";``,
+``declare max_voices "64";``): how many voices an input gets (plugin/session/voices.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 BUNDLED_DIR = Path(__file__).parent.parent / "instruments"  # plugin/instruments/
 GM_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 DEFAULT_INSTRUMENT = "faust:poly_saw"
-DEFAULT_VOICES = 8
+DEFAULT_VOICES = 8  # a floor: each input gets its polyphony, up to the .dsp's max_voices
 MAX_VOICES = 64
 KINDS = ("faust", "plugin", "soundfont", "gm")
 
@@ -32,7 +34,7 @@ class Instrument:
 
     kind: str
     path: Path | None
-    voices: int = DEFAULT_VOICES  # faust: polyphony
+    voices: int = DEFAULT_VOICES  # faust: the fewest voices an input gets (plugin/session/voices.py)
     program: int | None = None  # soundfont: GM program forced on every channel
 
     @property

@@ -24,7 +24,7 @@ from sendlearn.capture import StreamInfo
 from sendlearn.plugin.session.instrument import Instrument
 from sendlearn.plugin.session.tracks import Session, Track
 
-TAKE_FORMAT = 2  # bump when what goes into a take id changes
+TAKE_FORMAT = 3  # bump when what goes into a take id changes (3: Faust voices follow the input)
 
 
 def take_id(session: Session, track: Track, stream: str) -> str:
