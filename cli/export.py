@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sendlearn.cli.dataset_command import check_data_dir, dataset_parser, task_bars
 from sendlearn.cli.signals import interrupted_by_signals
@@ -82,7 +83,7 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokens_options(args: argparse.Namespace) -> dict[str, object]:
+def _tokens_options(args: argparse.Namespace) -> dict[str, Any]:
     """The tokens export's options, checked before anything is read: an unknown tokenizer, a config
     file that is not JSON or that miditok refuses, --merge-streams with a tokenizer that cannot."""
     from sendlearn.errors import UsageError

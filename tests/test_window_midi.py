@@ -42,7 +42,7 @@ def one_tick(window: Window, stream: str) -> float:
 
 def quarters_at(seconds: Fraction) -> Fraction:
     """Quarter notes of the band session's conductor at ``seconds``."""
-    quarters, at = Fraction(0), Fraction(0)
+    at = Fraction(0)
     for (tick, tempo), (next_tick, _) in zip(TEMPOS, [*TEMPOS[1:], (None, 0)], strict=True):
         length = None if next_tick is None else Fraction(next_tick - tick, TPB) * Fraction(tempo, 10**6)
         if length is None or seconds <= at + length:

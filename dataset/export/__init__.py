@@ -69,7 +69,7 @@ def export(fmt: str, data_dir: str | os.PathLike[str], out: str | os.PathLike[st
     chosen = plan(data_dir, sessions, include_flagged, **spec)
     if fmt == "tokens":
         out.mkdir(parents=True, exist_ok=True)
-        done = write(data_dir, chosen, out, include_flagged=include_flagged, progress=progress, **spec, **options)
+        done: Any = write(data_dir, chosen, out, include_flagged=include_flagged, progress=progress, **spec, **options)
         return ExportResult(fmt, out, done.rows, chosen.skipped + done.skipped, done.audio_seconds, done.files)
     seconds = [0.0]
 

@@ -355,7 +355,9 @@ def _write(data_dir: Path, the_plan: Plan, out: Path, tokenizer: miditok.MusicTo
         files = [f for writer in writers.values() for f in writer.publish()]
         tokenizer.save(out / "tokenizer.json")
         (out / "README.md").write_text(dataset_card(name, tokenizer, result, {s: w.rows for s, w in writers.items()},
-                                                    compound, merge_streams))
+                                                    compound, merge_streams,
+                                                    {s: sum(Path(f).stat().st_size for f in files
+                                                            if Path(f).name.startswith(f"{s}-")) for s in SPLITS}))
     except BaseException:
         for writer in writers.values():
             writer.discard()
@@ -406,7 +408,7 @@ def _rows(data_dir: Path, the_plan: Plan, tokenizer: miditok.MusicTokenizer, mer
 
 
 def dataset_card(name: str, tokenizer: miditok.MusicTokenizer, result: TokensResult, rows: dict[str, int],
-                 compound: bool, merge_streams: bool) -> str:
+                 compound: bool, merge_streams: bool, sizes: dict[str, int]) -> str:
     import yaml
 
     from .parquet import _yaml_feature
@@ -417,7 +419,8 @@ def dataset_card(name: str, tokenizer: miditok.MusicTokenizer, result: TokensRes
                      "data_files": [{"split": s, "path": f"data/{s}-*"} for s in rows if rows[s]]}],
         "dataset_info": {"config_name": "default",
                          "features": [{"name": n, **_yaml_feature(f)} for n, f in features.items()],
-                         "splits": [{"name": s, "num_examples": n} for s, n in rows.items() if n]},
+                         "splits": [{"name": s, "num_bytes": sizes.get(s, 0), "num_examples": n}
+                                    for s, n in rows.items() if n]},
         "tags": ["midi", "symbolic-music", "miditok", "sendlearn"],
     }
     grid = grid_quarters(tokenizer)
