@@ -107,16 +107,16 @@ def _tokens_options(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(config, dict):
             raise UsageError(f"--tokenizer-config {args.tokenizer_config}: not a JSON object of TokenizerConfig "
                              "arguments")
-    from sendlearn.dataset.export.tokens import TokensError, build_tokenizer, merges
+    from sendlearn.dataset.export.tokens import build_tokenizer, merges
 
     try:
         tokenizer = build_tokenizer(args.tokenizer, config)
-    except TokensError as exc:
+    except UsageError as exc:
         raise UsageError(f"--tokenizer-config {args.tokenizer_config}: {exc}") from None
     if args.merge_streams and not merges(tokenizer):
-        raise UsageError(f"--merge-streams: {args.tokenizer} writes one sequence per track (it needs use_programs "
-                         "and one_token_stream_for_programs on, and Structured ignores programs' streams); "
-                         "leave --merge-streams out for one sequence per stream")
+        raise UsageError(f"--merge-streams: {args.tokenizer} with this config writes one sequence per track (a "
+                         "multitrack sequence needs use_programs and one_token_stream_for_programs on); leave "
+                         "--merge-streams out for one sequence per stream")
     return {"tokenizer": args.tokenizer, "tokenizer_config": config, "merge_streams": args.merge_streams}
 
 

@@ -214,11 +214,12 @@ def _track(events: list[Any]) -> mido.MidiTrack:
 def window_clock(window: Window, stream: str) -> WindowClock:
     """The clock of ``stream`` over ``window`` (from its blocks.parquet rows)."""
     source = window.dataset.stream(window.session, stream)
-    blocks = source.blocks(None, window.stop_sample)
+    blocks = source.blocks()  # the stream's table, sliced (no copy): a window costs its own blocks only
     samples = blocks["sample"].to_numpy()
     first = max(0, int(np.searchsorted(samples, window.start_sample, side="right")) - 1)
+    stop = int(np.searchsorted(samples, window.stop_sample, side="left"))
     columns = ("sample", "frames", "playing", "ppq", "bpm", "ts_num", "ts_den", "beat")
-    rows = blocks.slice(first).select(list(columns)).to_pylist()
+    rows = blocks.slice(first, max(stop - first, 0)).select(list(columns)).to_pylist()
     playhead = window.playhead(stream)
     return WindowClock.from_blocks(rows, window.start_sample, window.stop_sample, window.sample_rate,
                                    (int(playhead.ts_num), int(playhead.ts_den)))
@@ -229,7 +230,9 @@ def window_parts(window: Window, stream: str) -> WindowMidi:
     source = window.dataset.stream(window.session, stream)
     clock = window_clock(window, stream)
     notes, channels = note_rows(window.notes(stream), window.frames)
-    controls = [(0, data) for data in state_at(source.events(None, window.start_sample))]
+    events = source.events()  # sliced, not filtered: no copy of the events before the window
+    before = events.slice(0, int(np.searchsorted(events["sample"].to_numpy(), window.start_sample, side="left")))
+    controls = [(0, data) for data in state_at(before)]
     events = window.events(stream)
     inside = events.filter(pc.invert(pc.is_in(events["kind"], pa.array(NOTE_KINDS))))
     for sample, data in zip(inside["sample"].to_pylist(), inside["data"].to_pylist(), strict=True):

@@ -60,7 +60,7 @@ def test_tokens_decode_to_the_windows_notes_and_each_pitch_token_is_on_its_note_
     grid = grid_quarters(tokenizer)
     assert f"{grid * 48000 * 60 / 120:g} samples at 120 bpm" in (out / "README.md").read_text()
     expected = truth(data_dir)
-    pitch_tokens = 0
+    pitch_tokens = events_tokens = 0
     for row in rows:
         window, stream = expected[(row["session"], row["stream"], row["window"])]
         notes = notes_of(window, stream)
@@ -87,6 +87,13 @@ def test_tokens_decode_to_the_windows_notes_and_each_pitch_token_is_on_its_note_
                 pitch = int(token.split("_")[1])
                 ends = {(p, e) for p, _, _, e in window_midi(window, stream).notes.tolist()}
                 assert (pitch, sample) in ends, (token, sample)
+            elif token.startswith(("PitchBend_", "Pedal_", "PedalOff_")):  # on a captured event of its kind
+                events = window.events(stream).to_pylist()
+                kind = "pitchwheel" if token.startswith("PitchBend_") else "control_change"
+                captured = {e["sample"] for e in events if e["kind"] == kind and (kind == "pitchwheel"
+                                                                                  or e["data"][1] == 64)}
+                assert sample in captured | {0}, (token, sample)  # 0: the state carried at the start
+                events_tokens += 1
             elif token.startswith(("Bar_", "Position_", "TimeShift_", "Rest_", "Family_")):
                 assert sample == -1, token
             else:
@@ -101,6 +108,9 @@ def test_tokens_decode_to_the_windows_notes_and_each_pitch_token_is_on_its_note_
         for pitch, _, quarters in notes:
             assert min(abs(q - quarters) for p, q in decoded if p == pitch) <= grid
     assert pitch_tokens > 100
+    # Structured, Octuple and CPWord take no pedal or bend tokens; PerTok no bends here, and the pcm pedal is
+    # never released (miditok keeps pedals that end)
+    assert events_tokens > 0 or name in ("Structured", "Octuple", "CPWord", "PerTok")
 
 
 def test_merge_streams_gives_one_multitrack_sequence_per_window_with_programs(data_dir: Path, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ and tokenized by miditok. ``token_sample`` is worked out from miditok's own even
 note (its pitch, and the program, velocity, duration and microtiming tokens miditok writes with it)
 gets the exact sample of that note's onset (a note-off token: its end), matched among the window's
 notes of that pitch by the nearest onset; a tempo, meter, pedal, pitch-bend or control token gets
-its tick taken back through the window's tempo map (exact to the tokenizer's grid); a token that
+the captured sample of the nearest such event (a tempo or meter change: where the window's clock puts
+it; none left: its tick taken back through the tempo map, exact to the grid); a token that
 carries no event (bar, position, time shift, rest, family, pad...) gets -1. Compound tokens (CPWord,
 Octuple) get their note's sample, or -1.
 
@@ -38,6 +39,7 @@ import symusic
 
 from sendlearn.dataset.reader import Dataset
 from sendlearn.dataset.window_midi import WindowClock, WindowMidi, merged_midi, window_midi
+from sendlearn.errors import UsageError
 
 from .samples import Plan
 
@@ -57,18 +59,15 @@ NOTE_PARTS = frozenset({"Velocity", "Duration", "MicroTiming"})  # written after
 ON_THE_CLOCK = frozenset({"Tempo", "TimeSig", "Pedal", "PedalOff", "PitchBend", "ControlChange", "Program"})
 SPLITS = ("train",)
 ROW_GROUP_ROWS = 1024
+ROW_GROUP_TOKENS = 2**18  # a row group's tokens: ~20 MB as Python lists before it is written
 SHARD_ROWS = 200_000
-
-
-class TokensError(ValueError):
-    """A tokenizer name, config or option the export cannot use (the message says why)."""
 
 
 def build_tokenizer(name: str, config: dict[str, Any] | None = None) -> miditok.MusicTokenizer:
     """miditok's ``name`` tokenizer with Send Learn's defaults under ``config`` (TokenizerConfig
     arguments; ``beat_res`` keys may be written ``"0_4"``, as miditok saves them)."""
     if name not in TOKENIZERS:
-        raise TokensError(f"unknown tokenizer {name!r}: one of {', '.join(TOKENIZERS)}")
+        raise UsageError(f"unknown tokenizer {name!r}: one of {', '.join(TOKENIZERS)}")
     given = dict(config or {})
     if isinstance(given.get("config"), dict):  # a tokenizer.json miditok saved
         given = dict(given["config"])
@@ -86,7 +85,7 @@ def build_tokenizer(name: str, config: dict[str, Any] | None = None) -> miditok.
             warnings.simplefilter("ignore")  # miditok warns of every option a tokenizer turns off
             return getattr(miditok, name)(miditok.TokenizerConfig(**arguments))
     except (ValueError, TypeError, KeyError, AssertionError) as exc:
-        raise TokensError(f"miditok refuses this {name} config: {exc}") from exc
+        raise UsageError(f"miditok refuses this {name} config: {exc}") from exc
 
 
 def grid_quarters(tokenizer: miditok.MusicTokenizer) -> float:
@@ -156,14 +155,44 @@ def _match(notes: dict[int, list[_Note]], pitch: int, program: int | None, quart
     return best.on
 
 
+def sources(parts: list[tuple[WindowMidi, int | None]], clock: WindowClock) -> dict[str, list[list[Any]]]:
+    """The window's events other than notes a token can come from, by token type: ``[quarters, sample,
+    used]`` each (tempo and meter changes where the clock puts them; pedals, bends, controls and program
+    changes on their captured samples)."""
+    out: dict[str, list[list[Any]]] = {"Tempo": [[float(q), round(s), False] for s, q, _ in clock.segments],
+                                       "TimeSig": [[float(q), int(clock.samples(q)), False] for q, _, _ in clock.meters]}
+    for midi, _ in parts:
+        for sample, data in midi.controls:
+            status = data[0] & 0xF0
+            if status == 0xB0 and data[1] == 64:
+                kind = "Pedal" if data[2] >= 64 else "PedalOff"
+            else:
+                kind = {0xB0: "ControlChange", 0xC0: "Program", 0xE0: "PitchBend"}.get(status, "")
+            if kind:
+                out.setdefault(kind, []).append([float(clock.quarters(sample)), sample, False])
+    return out
+
+
+def _nearest(candidates: list[list[Any]], quarters: float) -> int | None:
+    """The sample of the unused candidate nearest ``quarters`` (taken), or None."""
+    free = [c for c in candidates if not c[2]]
+    if not free:
+        return None
+    best = min(free, key=lambda c: abs(c[0] - quarters))
+    best[2] = True
+    return int(best[1])
+
+
 def token_samples(events: list[Any], tpq: int, clock: WindowClock, notes: dict[int, list[_Note]], frames: int,
-                  with_programs: bool) -> list[int]:
+                  with_programs: bool, others: dict[str, list[list[Any]]] | None = None) -> list[int]:
     """One sample per token of ``events`` (miditok ``Event``s, or lists of them for compound tokens)."""
     out: list[int] = []
     last_time, last_sample = None, -1
+    others = others or {}
 
-    def on_clock(time: int) -> int:
-        return int(np.clip(clock.samples(time / tpq), 0, max(frames - 1, 0)))
+    def on_clock(kind: str, time: int) -> int:
+        found = _nearest(others.get(kind, []), time / tpq)
+        return found if found is not None else int(np.clip(clock.samples(time / tpq), 0, max(frames - 1, 0)))
 
     for i, event in enumerate(events):
         if isinstance(event, list):  # compound: its note's sample, or none
@@ -183,7 +212,7 @@ def token_samples(events: list[Any], tpq: int, clock: WindowClock, notes: dict[i
             nxt = events[i + 1]
             sample = _peek(notes, int(nxt.value), _program(nxt, with_programs), nxt.time / tpq, nxt.type_ in NOTE_OFF)
         elif kind in ON_THE_CLOCK:
-            sample = on_clock(event.time)
+            sample = on_clock(kind, event.time)
         else:
             sample = -1
         out.append(sample)
@@ -211,14 +240,14 @@ def tokenize(tokenizer: miditok.MusicTokenizer, data: bytes, clock: WindowClock,
     if isinstance(sequence, list):  # one sequence per track: a stream's window has one track, or none
         sequence = [s for s in sequence if s.events]
         if len(sequence) > 1:
-            raise TokensError(f"{type(tokenizer).__name__} gave {len(sequence)} sequences for one stream")
+            raise RuntimeError(f"{type(tokenizer).__name__} gave {len(sequence)} sequences for one stream")
         if not sequence:
             return Tokens([], [])
         sequence = sequence[0]
     if not any(len(p.notes) for p, _ in parts):
         return Tokens([], [])
     samples = token_samples(sequence.events, score.ticks_per_quarter, clock, _notes(parts, clock), frames,
-                            with_programs=len(parts) > 1)
+                            with_programs=len(parts) > 1, others=sources(parts, clock))
     ids = [list(map(int, i)) if isinstance(i, list) else int(i) for i in sequence.ids]
     return Tokens(ids, samples)
 
@@ -266,13 +295,15 @@ class _SplitWriter:
         self.paths: list[Path] = []
         self.rows = 0
         self._pending: list[dict[str, Any]] = []
+        self._pending_tokens = 0
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
 
     def add(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
+        self._pending_tokens += len(row["input_ids"])
         self.rows += 1
-        if len(self._pending) >= self.group_rows:
+        if len(self._pending) >= self.group_rows or self._pending_tokens >= ROW_GROUP_TOKENS:
             self._flush()
 
     def _flush(self) -> None:
@@ -287,7 +318,7 @@ class _SplitWriter:
             self._in_shard = 0
         self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
         self._in_shard += len(self._pending)
-        self._pending = []
+        self._pending, self._pending_tokens = [], 0
 
     def close(self) -> None:
         self._flush()
@@ -326,7 +357,7 @@ def _write(data_dir: Path, the_plan: Plan, out: Path, tokenizer: miditok.MusicTo
            merge_streams: bool, include_flagged: bool, progress: Callable[[int, int], None] | None,
            group_rows: int, shard_rows: int, **spec: Any) -> TokensResult:
     if merge_streams and not merges(tokenizer):
-        raise TokensError(f"--merge-streams needs a tokenizer that writes several tracks in one sequence with "
+        raise UsageError(f"--merge-streams needs a tokenizer that writes several tracks in one sequence with "
                           f"programs; {name} with this config does not (its use_programs and "
                           f"one_token_stream_for_programs are not both on)")
     compound = bool(tokenizer.is_multi_voc)
@@ -339,10 +370,10 @@ def _write(data_dir: Path, the_plan: Plan, out: Path, tokenizer: miditok.MusicTo
         for row, clock, seconds in _rows(data_dir, the_plan, tokenizer, merge_streams, progress, **spec):
             if not row["input_ids"]:
                 row["flags"] = sorted(set(row["flags"]) | {"few_events"})
-            result.audio_seconds += seconds
             if row["flags"] and not include_flagged:
                 result.skipped += 1
                 continue
+            result.audio_seconds += seconds
             result.seconds_clock_windows += clock.source == "seconds"
             tempos += [bpm for _, _, bpm in clock.segments]
             result.sample_rates.add(int(row["sample_rate"]))
