@@ -470,9 +470,10 @@ def dataset_card(name: str, tokenizer: miditok.MusicTokenizer, result: TokensRes
                      f"{_grid_samples(grid, high, rate)} to {_grid_samples(grid, low, rate)} samples at {rate} Hz.")
     lines += ["", "`token_sample` holds, for every token, the window-relative sample of the event it came from: a "
               "note's tokens (program, pitch, velocity, duration) the exact sample of its note-on (a note-off token: "
-              "its note-off), as captured, not the grid's; tempo, meter, pedal, bend and control tokens the sample of "
-              "their tick on the window's tempo map (within the grid); -1 for tokens that carry no event (bar, "
-              "position, time shift, rest, pad). " + ("`input_ids` rows are compound tokens (one id per "
+              "its note-off), as captured, not the grid's; pedal, bend, control and program-change tokens the "
+              "captured sample of their event (0: the state carried at the start); tempo and meter tokens where the "
+              "window's clock puts the change; -1 for tokens that carry no event (bar, position, time shift, rest, "
+              "pad). Notes of one pitch closer than a grid step become one token. " + ("`input_ids` rows are compound tokens (one id per "
                                                        "sub-vocabulary)." if compound else ""), "",
               "## Clock", "",
               "Ticks come from the captured playhead (quarter notes): tick 0 is each window's first sample, so bars "
