@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sendlearn.cli.dataset_command import check_data_dir, dataset_parser, task_bars
 from sendlearn.cli.signals import interrupted_by_signals
 
-FORMATS = ("parquet", "webdataset", "hdf5", "tfrecord", "pytorch")
+FORMATS = ("parquet", "webdataset", "hdf5", "tfrecord", "pytorch", "tokens")
+TOKENIZERS = ("REMI", "TSD", "MIDILike", "Structured", "CPWord", "Octuple", "MMM", "PerTok")  # miditok's
 
 
 def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
@@ -29,6 +31,13 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
                         help="cut windows of this length instead of the stored ones")
     export.add_argument("--overlap", type=float, metavar="SECONDS")
     export.add_argument("--json", action="store_true", help="print one JSON object")
+    tokens = export.add_argument_group("tokens", "sendlearn export tokens (docs/export.md, \"tokens\")")
+    tokens.add_argument("--tokenizer", metavar="NAME", help=f"miditok tokenizer: {'|'.join(TOKENIZERS)}")
+    tokens.add_argument("--tokenizer-config", type=Path, metavar="FILE.json",
+                        help="miditok TokenizerConfig arguments over Send Learn's defaults (tempos, meters, "
+                        "pedals, bends and programs on)")
+    tokens.add_argument("--merge-streams", action="store_true",
+                        help="one multitrack sequence per window (a track and a program per stream)")
     export.set_defaults(run=run_export)
 
 
@@ -40,6 +49,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {args.out}: not an empty directory (an export never mixes with other files)")
     writer(args.format)  # a missing library is a MissingExtra naming the export extra
+    options = _tokens_options(args)
     interactive = sys.stderr.isatty() and not args.json
     with interrupted_by_signals(), task_bars(interactive) as bar:
         task = bar.add_task(f"export {args.format}", total=None)
@@ -47,7 +57,7 @@ def run_export(args: argparse.Namespace) -> int:
             result = export(args.format, args.data_dir, args.out, sessions=args.session,
                             include_flagged=args.include_flagged, with_features=not args.no_features,
                             window=args.window, overlap=args.overlap,
-                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+                            progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
         except KeyError as exc:
             raise UsageError(f"--session: {exc.args[0]}") from None
         except ValueError as exc:
@@ -71,6 +81,43 @@ def run_export(args: argparse.Namespace) -> int:
     if len(result.files) > 10:
         print(f"  ... {len(result.files) - 10} more")
     return 0
+
+
+def _tokens_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The tokens export's options, checked before anything is read: an unknown tokenizer, a config
+    file that is not JSON or that miditok refuses, --merge-streams with a tokenizer that cannot."""
+    from sendlearn.errors import UsageError
+
+    given = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--tokenizer-config", args.tokenizer_config),
+                                      ("--merge-streams", args.merge_streams)) if value]
+    if args.format != "tokens":
+        if given:
+            raise UsageError(f"{given[0]} is for `sendlearn export tokens` only")
+        return {}
+    if args.tokenizer is None:
+        raise UsageError(f"export tokens needs --tokenizer: one of {', '.join(TOKENIZERS)}")
+    if args.tokenizer not in TOKENIZERS:
+        raise UsageError(f"--tokenizer {args.tokenizer}: unknown; one of {', '.join(TOKENIZERS)}")
+    config = None
+    if args.tokenizer_config is not None:
+        try:
+            config = json.loads(args.tokenizer_config.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--tokenizer-config {args.tokenizer_config}: {exc}") from None
+        if not isinstance(config, dict):
+            raise UsageError(f"--tokenizer-config {args.tokenizer_config}: not a JSON object of TokenizerConfig "
+                             "arguments")
+    from sendlearn.dataset.export.tokens import build_tokenizer, merges
+
+    try:
+        tokenizer = build_tokenizer(args.tokenizer, config)
+    except UsageError as exc:
+        raise UsageError(f"--tokenizer-config {args.tokenizer_config}: {exc}") from None
+    if args.merge_streams and not merges(tokenizer):
+        raise UsageError(f"--merge-streams: {args.tokenizer} with this config writes one sequence per track (a "
+                         "multitrack sequence needs use_programs and one_token_stream_for_programs on); leave "
+                         "--merge-streams out for one sequence per stream")
+    return {"tokenizer": args.tokenizer, "tokenizer_config": config, "merge_streams": args.merge_streams}
 
 
 def _why_empty(args: argparse.Namespace, skipped: int) -> str:

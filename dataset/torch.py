@@ -37,6 +37,7 @@ def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:
     # a field by name: each has its own type (ids, sizes, arrays, dicts of lists)
     get: Callable[[str], Any] = sample.get if isinstance(sample, dict) else lambda name: getattr(sample, name)
     subtype = get("audio_subtype") if isinstance(sample, dict) else sample.subtype
+    features = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in get("features").items()}
     return {
         "session": get("session"), "stream": get("stream"), "window": int(get("window")),
         "start_sample": int(get("start_sample")), "frames": int(get("frames")), "sample_rate": int(get("sample_rate")),
@@ -46,9 +47,16 @@ def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:
         "midi_data": [bytes(m) for m in get("midi_data")], "midi_timing_error": list(get("midi_timing_error")),
         "playhead": dict(get("playhead")), "timeline": {k: list(v) for k, v in get("timeline").items()},
         "params": {k: list(v) for k, v in get("params").items()},
-        "features": {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in get("features").items()},
+        "features": features,
         "flags": list(get("flags")),
-    }
+        "midi_file": bytes(get("midi_file")),
+        "midi_notes": torch.from_numpy(np.asarray(get("midi_notes"), dtype=np.int64).reshape(-1, 4)),
+    } | _mfcc(features)
+
+
+def _mfcc(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``mfcc`` at the top level too (the seed's snippet reads it there): the same tensor."""
+    return {"mfcc": features["mfcc"]} if "mfcc" in features else {}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, list[Any]]:

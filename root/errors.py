@@ -48,7 +48,8 @@ EXTRAS: dict[str, str] = {
     "jack": "live", "rtmidi": "live",
     "librosa": "dataset",
     "h5py": "export", "webdataset": "export", "matplotlib": "export", "tfrecord": "export", "yaml": "export",
-    "torch": "export", "datasets": "export", "tfrecord_lite": "export",
+    "torch": "export", "datasets": "export", "tfrecord_lite": "export", "miditok": "export", "symusic": "export",
+    "pretty_midi": "export",
     "distributed": "batch",
 }
 

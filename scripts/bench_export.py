@@ -2,11 +2,13 @@
 allowed less memory than the dataset it exports.
 
     python scripts/bench_export.py [--minutes 40] [--streams 2] [--limit-mb 512] [--formats parquet ...]
+                                   [--tokenizer REMI]
 
 Builds a data directory (one session of ``--streams`` stereo float32 48 kHz streams, ``--minutes`` of
 audio in all, sent through the real sender and receiver; tones, noise and MIDI notes), runs
 ``sendlearn sequences`` (30 s windows, 5 s overlap; features computed once, not timed), then each
-``sendlearn export FORMAT --include-flagged`` in a process of its own whose data segment is capped at
+``sendlearn export FORMAT --include-flagged`` (``tokens`` with ``--tokenizer``, REMI by default: its
+hours are the audio of the windows it tokenized) in a process of its own whose data segment is capped at
 ``--limit-mb`` (RLIMIT_DATA: an export that held the dataset would fail). RSS is sampled every 0.1 s:
 the table shows the peak and the RSS at a quarter, half and three quarters of the run (flat = bounded).
 Prints a table, then one JSON object as its last line. Ends cleanly on SIGINT, SIGTERM and SIGHUP.
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 RATE, BLOCK, CHANNELS = 48000, 4096, 2
-FORMATS = ["parquet", "webdataset", "hdf5", "tfrecord", "pytorch"]
+FORMATS = ["parquet", "webdataset", "hdf5", "tfrecord", "pytorch", "tokens"]
 
 
 def build_dataset(data_dir: Path, minutes: float, streams: int) -> float:
@@ -74,12 +76,12 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def run_export(fmt: str, data_dir: Path, out: Path, limit: int) -> dict[str, Any]:
+def run_export(fmt: str, data_dir: Path, out: Path, limit: int, tokenizer: str = "REMI") -> dict[str, Any]:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
     command = [sys.executable, "-m", "sendlearn", "export", fmt, "--data-dir", str(data_dir), "--out", str(out),
-               "--include-flagged", "--json"]
+               "--include-flagged", "--json"] + (["--tokenizer", tokenizer] if fmt == "tokens" else [])
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=cap)
     samples: list[tuple[float, int]] = []
@@ -116,6 +118,7 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=2)
     parser.add_argument("--limit-mb", type=int, default=512, help="data segment each export may use")
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=FORMATS)
+    parser.add_argument("--tokenizer", default="REMI", help="miditok tokenizer of the tokens row")
     parser.add_argument("--data-dir", type=Path, help="keep the dataset here (reused when it holds the session)")
     args = parser.parse_args()
 
@@ -140,7 +143,7 @@ def main() -> int:
               f"{built:.0f} s, sequences {sequenced:.0f} s); each export capped at {args.limit_mb} MiB of data")
         for fmt in args.formats:
             out = scratch / f"out-{fmt}"
-            results.append(run_export(fmt, data_dir, out, args.limit_mb * 2**20))
+            results.append(run_export(fmt, data_dir, out, args.limit_mb * 2**20, args.tokenizer))
             shutil.rmtree(out, ignore_errors=True)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)

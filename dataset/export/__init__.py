@@ -29,6 +29,7 @@ FORMATS = {
     "hdf5": ("hdf5", "write_hdf5"),
     "tfrecord": ("tfrecord", "write_tfrecord"),
     "pytorch": ("pytorch", "write_pytorch"),
+    "tokens": ("tokens", "write_tokens"),  # windows, not samples: export() hands it the plan (tokens.py)
 }
 
 
@@ -66,6 +67,10 @@ def export(fmt: str, data_dir: str | os.PathLike[str], out: str | os.PathLike[st
     spec = {k: v for k, v in (("window", window), ("overlap", overlap), ("min_events", min_events)) if v is not None}
     data_dir, out = Path(data_dir), Path(out)
     chosen = plan(data_dir, sessions, include_flagged, **spec)
+    if fmt == "tokens":
+        out.mkdir(parents=True, exist_ok=True)
+        done: Any = write(data_dir, chosen, out, include_flagged=include_flagged, progress=progress, **spec, **options)
+        return ExportResult(fmt, out, done.rows, chosen.skipped + done.skipped, done.audio_seconds, done.files)
     seconds = [0.0]
 
     def counted() -> Any:

@@ -59,6 +59,8 @@ def _write_sample(group: h5py.Group, sample: Sample) -> None:
     data = midi.create_dataset("data", (len(sample.midi_data),), dtype=h5py.vlen_dtype(np.uint8))
     for i, message in enumerate(sample.midi_data):
         data[i] = np.frombuffer(message, dtype=np.uint8)
+    midi.create_dataset("file", data=np.void(sample.midi_file))
+    midi.create_dataset("notes", data=sample.midi_notes.reshape(-1, 4).astype(np.int64))
     midi.create_dataset("timing_error", data=np.array([-1 if e is None else e for e in sample.midi_timing_error],
                                                       dtype=np.int64))
     playhead = group.create_group("playhead")
@@ -121,6 +123,8 @@ def read_sample(group: h5py.Group) -> dict[str, Any]:
     out["midi_sample"] = group["midi/sample"][()]
     out["midi_data"] = [bytes(m) for m in group["midi/data"][()]]
     out["midi_timing_error"] = [None if e < 0 else int(e) for e in group["midi/timing_error"][()]]
+    out["midi_file"] = group["midi/file"][()].tobytes()
+    out["midi_notes"] = group["midi/notes"][()]
     out["playhead"] = {name: group["playhead"].attrs[name].item() for name in PLAYHEAD}
     out["timeline"] = {name: (group["timeline"][name].asstr()[()].tolist() if name == "quality"
                               else group["timeline"][name][()].tolist()) for name in TIMELINE}

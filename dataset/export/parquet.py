@@ -60,9 +60,12 @@ def hf_features(first: Sample) -> dict[str, Any]:
         "timeline": {name: _list(_value(_TIMELINE_TYPES[name])) for name in TIMELINE},
         "params": {"sample": _list(_value("int64")), "param": _list(_value("string")), "value": _list(_value("float64"))},
         "flags": _list(_value("string")),
+        "midi_file": _value("binary"), "midi_notes": _list(_list(_value("int64"))),
     }
     if features:  # an export without features has no such column (parquet has no empty struct)
         out["features"] = features
+        if "mfcc" in features:  # the seed's snippet reads it at the top level: the same array
+            out["mfcc"] = features["mfcc"]
     return out
 
 
@@ -131,16 +134,21 @@ def _batch(rows: list[Sample], schema: pa.Schema) -> pa.RecordBatch:
         struct("timeline", {n: [r.timeline[n] for r in rows] for n in TIMELINE}),
         struct("params", {n: [r.params[n] for r in rows] for n in ("sample", "param", "value")}),
         column("flags", [r.flags for r in rows]),
+        _binary([r.midi_file for r in rows]),
+        _nested([r.midi_notes.reshape(-1, 4) for r in rows], pa.int64()),
     ]
     if "features" in schema.names:
         kind = schema.field("features").type
         arrays.append(pa.StructArray.from_arrays(
             [_nested([r.features[f.name] for r in rows], _leaf(f.type)) for f in kind], fields=list(kind)))
+    if "mfcc" in schema.names:
+        arrays.append(_nested([r.features["mfcc"] for r in rows], _leaf(schema.field("mfcc").type)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _size(sample: Sample) -> int:
-    return len(sample.audio_bytes) + sum(a.nbytes for a in sample.features.values()) + 64 * len(sample.midi_data) + 4096
+    return (len(sample.audio_bytes) + sum(a.nbytes for a in sample.features.values()) + 64 * len(sample.midi_data)
+            + len(sample.midi_file) + sample.midi_notes.nbytes + 4096)
 
 
 class _Shards:

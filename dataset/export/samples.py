@@ -22,6 +22,7 @@ import numpy as np
 import soundfile
 
 from sendlearn.dataset.facade import Dataset
+from sendlearn.dataset.window_midi import window_midi
 from sendlearn.dataset.windows import Window
 
 FLAC_MAX_CHANNELS = 8
@@ -58,6 +59,10 @@ class Sample:
     timeline: dict[str, list[Any]]  # TIMELINE columns: one entry per block starting in the window
     params: dict[str, list[Any]]  # sample, param, value: automation, the value in force first
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    # the window as a Standard MIDI File (sendlearn.dataset.window_midi), and its notes as the reader
+    # pairs them: int64 (N, 4) pitch, velocity, start, end, relative to the window and clipped to it
+    midi_file: bytes = b""
+    midi_notes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
 
     @property
     def key(self) -> str:
@@ -88,6 +93,7 @@ class Sample:
             "midi_timing_error": list(self.midi_timing_error),
             "playhead": dict(self.playhead), "timeline": {k: list(v) for k, v in self.timeline.items()},
             "params": {k: list(v) for k, v in self.params.items()},
+            "midi_notes": self.midi_notes.tolist(),
             "features": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in self.features.items()},
         }
 
@@ -126,6 +132,7 @@ def window_sample(window: Window, stream: str, with_features: bool = True) -> Sa
     playhead = window.playhead(stream)
     blocks = window.blocks(stream)
     params = window.params(stream)
+    midi = window_midi(window, stream)
     return Sample(
         session=window.session, stream=stream, window=window.index, start_sample=window.start_sample,
         frames=window.frames, sample_rate=window.sample_rate, channels=source.channels,
@@ -138,6 +145,7 @@ def window_sample(window: Window, stream: str, with_features: bool = True) -> Sa
         timeline={name: blocks[name].to_pylist() for name in TIMELINE},
         params={name: params[name].to_pylist() for name in ("sample", "param", "value")},
         features=window.features(stream) if with_features else {},
+        midi_file=midi.data, midi_notes=midi.notes,
     )
 
 

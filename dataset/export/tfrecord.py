@@ -40,6 +40,8 @@ def example(sample: Sample) -> dict[str, tuple[Any, str]]:
         "audio": (sample.audio_bytes, "byte"),
         "midi_sample": (sample.midi_sample.tolist(), "int"), "midi_data": (list(sample.midi_data), "byte"),
         "flags": ([f.encode() for f in sample.flags], "byte"),
+        "midi_file": (sample.midi_file, "byte"),
+        "midi_notes": (sample.midi_notes.ravel().tolist(), "int"),  # (N, 4) row by row
         "meta": (json.dumps({k: meta[k] for k in ("playhead", "timeline", "params", "midi_timing_error")}).encode(),
                  "byte"),
     }

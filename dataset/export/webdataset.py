@@ -32,7 +32,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def record(sample: Sample) -> dict[str, Any]:
     """The sample as webdataset's writer takes it: extension -> bytes."""
     out: dict[str, Any] = {"__key__": sample.key, sample.audio_format: sample.audio_bytes,
-                           "json": json.dumps(sample.meta()).encode()}
+                           "json": json.dumps(sample.meta()).encode(), "mid": sample.midi_file}
     for name, array in sample.features.items():
         out[f"{name}.npy"] = npy_bytes(array)
     return out
