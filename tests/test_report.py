@@ -60,6 +60,6 @@ def test_report_is_one_self_contained_page_with_png_plots_and_json_beside_it(dat
     tempo = report["tempo"]["band"]
     assert sorted(set(tempo["bpm"])) == [120.0, 150.0]
     assert {(n, d) for n, d in zip(tempo["ts_num"], tempo["ts_den"], strict=True)} == {(4, 4), (3, 4), (6, 8)}
-    assert report["windows"] == report["windows_measured"] == 5
-    assert sum(report["window_flags"].values()) >= 5 and len(report["quality_rows"]) == 5 * len(TRACKS)
+    assert report["windows"] == report["windows_measured"] == 6
+    assert sum(report["window_flags"].values()) >= 6 and len(report["quality_rows"]) == 6 * len(TRACKS)
     assert np.isfinite([v["mean"] for f in report["feature_summary"].values() for v in f.values()]).all()
