@@ -109,6 +109,12 @@ class Window:
         return self._measures.flags(self)
 
     @property
+    def flags_known(self) -> bool:
+        """The flags are at hand (stored by ``sendlearn sequences``, or asked already): reading
+        them costs no measuring."""
+        return "flags" in self.__dict__
+
+    @property
     def event_count(self) -> int:
         """MIDI events of every stream inside the window."""
         return sum(len(self._stream(s).events(self.start_sample, self.stop_sample)) for s in self.streams)
