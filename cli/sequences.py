@@ -131,7 +131,7 @@ def run_quality(args: argparse.Namespace) -> int:
     print_table(f"{args.data_dir}: {len(streams)} streams, {len(windows)} windows ({len(flagged)} flagged)",
                 ["stream", "s", "peak", "silent", "clip", ">0dBFS", "n/s", "poly", "cx", "lag", "flags"],
                 [[f"{r['session']}/{r['stream']}", f"{r['seconds']:.1f}", f"{r['peak']:.2f}",
-                  f"{r['silence_ratio']:.0%}", f"{r['clip_ratio']:.1%}", f"{r['over_full_scale_ratio']:.1%}",
+                  f"{r['silence_ratio']:.0%}", f"{r['clip_ratio']:.1%}", f"{r['over_full_scale_ratio']:.2%}",
                   f"{r['note_density']:.1f}",
                   r["polyphony_max"], f"{r['complexity']:.2f}",
                   "-" if r["alignment_median"] is None else f"{r['alignment_median']:g}",

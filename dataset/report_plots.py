@@ -112,9 +112,10 @@ def corpus_summary(tempo: list[tuple[float, float]], meters: dict[str, int], ses
     axes[1].set_title("meter" + (f" (12 most common of {len(meters)})" if len(meters) > 12 else ""), fontsize=10)
     axes[1].set_ylabel("sessions")
     hours = np.array(session_seconds, dtype=np.float64) / 3600
-    axes[2].hist(hours if len(hours) else [0.0], bins=30, color="#2a9d3f")
+    minutes = len(hours) and hours.max() < 2  # short sessions read better in minutes
+    axes[2].hist((hours * 60 if minutes else hours) if len(hours) else [0.0], bins=30, color="#2a9d3f")
     axes[2].set_title(f"length of {len(hours)} sessions ({hours.sum():.1f} h)", fontsize=10)
-    axes[2].set_xlabel("hours per session")
+    axes[2].set_xlabel("minutes per session" if minutes else "hours per session")
     axes[2].set_ylabel("sessions")
     axes[3].hist(note_density or [0.0], bins=30, color="#d9822b")
     axes[3].set_title(f"note density ({len(note_density)} windows x streams)", fontsize=10)
@@ -158,6 +159,8 @@ def feature_boxes(values: dict[str, list[float]]) -> bytes:
 def quality_histograms(rows: list[dict[str, Any]], flags: dict[str, int]) -> bytes:
     """Histograms of the per-window, per-stream quality measures, and how often each flag is raised."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     measures = ["silence_ratio", "clip_ratio", "over_full_scale_ratio", "rms", "polyphony_mean", "complexity"]
     fig, axes = plt.subplots(2, 4, figsize=(13, 5.5))
     for ax, name in zip(axes.ravel(), measures, strict=False):
@@ -167,11 +170,16 @@ def quality_histograms(rows: list[dict[str, Any]], flags: dict[str, int]) -> byt
             name = "rms (dBFS)"
         ax.hist(values, bins=20, color="#3b6ea5")
         ax.set_title(name, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # small ratios' long labels would run into each other
     lags = [r["alignment_median"] for r in rows if r.get("alignment_median") is not None]
     axes.ravel()[6].hist(lags or [0], bins=20, color="#d9822b")
     axes.ravel()[6].set_title("alignment_median (samples)", fontsize=9)
     ax = axes.ravel()[7]
-    ax.bar(list(flags) or ["none"], list(flags.values()) or [0], color="#b23b3b")
+    ax.bar(list(flags), list(flags.values()), color="#b23b3b")
+    if not flags:
+        ax.text(0.5, 0.5, "no window flagged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_title("windows per flag", fontsize=9)
     ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     fig.tight_layout()
