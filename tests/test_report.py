@@ -71,3 +71,24 @@ def test_report_is_one_self_contained_page_with_png_plots_and_json_beside_it(dat
     (row,) = report["session_table"]
     assert (row["session"], row["streams"], row["windows"], row["flagged"]) == ("band", 4, 6, 6)
     assert row["flags"] == report["window_flags"] and report["flags_counted_over"] == "all windows"
+
+
+def test_a_corpus_report_details_a_few_sessions_evenly_and_tables_every_one(tmp_path: Path) -> None:
+    from written_streams import sine, write_stream
+
+    names = [f"piece{k:02d}" for k in range(7)]
+    for k, name in enumerate(names):
+        write_stream(tmp_path / "data", name, sine(0.3, 1.0 + 0.5 * k), note_every=2)
+    out = tmp_path / "report.html"
+    assert main(["report", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--max-sessions", "3",
+                 "--json"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["sessions_detailed"] == ["piece00", "piece03", "piece06"]  # evenly, first and last
+    assert sorted({s["session"] for s in report["streams"]}) == report["sessions_detailed"] == sorted(report["tempo"])
+    assert [row["session"] for row in report["session_table"]] == names  # every session, one row each
+    assert [row["windows"] for row in report["session_table"]] == [1] * 7  # shorter than 30 s: one padded window
+    assert report["hours"] * 3600 == pytest.approx(sum(1.0 + 0.5 * k for k in range(7)), abs=0.02)
+    assert report["tempo_hours"] == {"120": pytest.approx(report["hours"])} and report["meter_sessions"] == {"4/4": 7}
+    assert report["flags_counted_over"] == "measured windows"  # no sequences/: flags measured, not stored
+    page = out.read_text()
+    assert all(f"<td>{name}</td>" in page for name in names) and page.count("<h3>") == 2
