@@ -1,6 +1,7 @@
-"""``sendlearn quality`` catches what was planted in a real render: a silent stream (-90 dB), a
-clipped one (+24 dB) and an empty window (no track plays from 3 to 5 s); a clean, sample-exact
-stream is measured as clean and aligned to 0 samples."""
+"""``sendlearn quality`` catches what was planted in a real render: a silent stream (-90 dB), one
+over full scale (+24 dB in float: reported, not clipped) and an empty window (no track plays from 3
+to 5 s); a clean, sample-exact stream is measured as clean and aligned to 0 samples. Clipping on
+generated signals is in test_quality_signals.py."""
 
 from __future__ import annotations
 
