@@ -62,7 +62,8 @@ def _settings(dataset: DataDir, session: str, spec: WindowSpec) -> dict[str, Any
         facts = dataset.stream(session, name).facts
         streams[name] = {f: facts.checksums.get(f) for f in (facts.audio.file, "events.parquet")}
     return {"version": VERSION, "session": session, "window": spec.window, "overlap": spec.overlap,
-            "min_events": spec.min_events, "tail": spec.tail, "sample_rate": rate, "frames": spec.frames(rate), "hop": spec.hop(rate),
+            "min_events": spec.min_events, "tail": spec.tail, "sample_rate": rate, "frames": spec.frames(rate),
+            "hop": spec.hop(rate),
             "streams": streams, "features": {"names": list(FEATURES), "hop_length": HOP, "n_fft": N_FFT,
                                               "n_mfcc": N_MFCC, "librosa": _librosa_version()}}
 
