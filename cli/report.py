@@ -11,13 +11,17 @@ from pathlib import Path
 def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
     report = commands.add_parser(
         "report", help="write a self-contained HTML report of a data directory (and its JSON beside it)",
-        description="Streams table, one window's piano roll over its waveform with detected onsets, tempo and meter "
-        "over time, feature summaries and quality histograms; plots embedded as PNG data URIs.")
+        description="A corpus at a glance: hours per tempo (quarter notes), sessions per meter, hours per session, "
+        "note density, one box per feature over the measured windows, quality histograms and windows per flag; a "
+        "table of every session; streams and tempo over time for a few sessions chosen evenly; one window's piano "
+        "roll over its waveform with detected onsets. Plots embedded as PNG data URIs.")
     report.add_argument("--data-dir", type=Path, default=default_data_dir, metavar="DIR")
     report.add_argument("--out", type=Path, default=Path("report.html"), metavar="FILE",
                         help="the HTML file (default report.html); FILE with .json is written beside it")
     report.add_argument("--max-windows", type=int, default=200, metavar="N",
                         help="windows measured for the histograms, evenly spread (default 200)")
+    report.add_argument("--max-sessions", type=int, default=12, metavar="N",
+                        help="sessions shown in detail (their streams, tempo and meter), evenly chosen (default 12)")
     report.add_argument("--json", action="store_true", help="print one JSON object (paths and counts)")
     report.set_defaults(run=run_report)
 
@@ -32,6 +36,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     if args.max_windows < 1:
         raise UsageError("--max-windows must be at least 1")
+    if args.max_sessions < 1:
+        raise UsageError("--max-sessions must be at least 1")
     from sendlearn.dataset.report import build_report  # without the export extra: a MissingExtra (main)
     interactive = sys.stderr.isatty() and not args.json
     with interrupted_by_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -39,16 +45,20 @@ def run_report(args: argparse.Namespace) -> int:
         task = bar.add_task("measuring windows", total=None)
         try:
             report = build_report(args.data_dir, args.out, args.max_windows,
-                                  lambda done, total: bar.update(task, completed=done, total=total))
+                                  lambda done, total: bar.update(task, completed=done, total=total),
+                                  max_sessions=args.max_sessions)
         except KeyboardInterrupt:
             print("sendlearn report: stopped; no report written", file=sys.stderr)
             return 0
-    summary = {"html": str(args.out), "json": str(args.out.with_suffix(".json")), "streams": len(report["streams"]),
+    summary = {"html": str(args.out), "json": str(args.out.with_suffix(".json")), "bytes": args.out.stat().st_size,
+               "sessions": len(report["sessions"]), "sessions_detailed": len(report["sessions_detailed"]),
+               "streams": len(report["streams"]),
                "windows": report["windows"], "windows_measured": report["windows_measured"],
                "images": report["images"]}
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"report of {len(report['streams'])} streams, {report['windows']} windows: {args.out} "
-              f"(and {summary['json']})")
+        print(f"report of {len(report['sessions'])} sessions ({len(report['sessions_detailed'])} in detail), "
+              f"{report['windows']} windows ({report['windows_measured']} measured): {args.out}, "
+              f"{summary['bytes'] / 1e6:.1f} MB (and {summary['json']})")
     return 0

@@ -18,13 +18,17 @@ def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) ->
         commands, "sequences", default_data_dir, sessions=True,
         help="cut sessions into training windows with features and quality flags",
         description="Cut each session into windows on its clock (window k starts at k*(window-overlap) seconds; "
-        "only whole windows), compute every stream's features per window and flag windows that are silent, "
-        "clipped, degraded or have too few events. Stored under DATA_DIR/sequences/ (docs/dataset.md).")
+        "the last one, covering the session's tail or the whole of a shorter session, is padded with silence to the "
+        "full length and says how many frames are real: frames_valid), compute every stream's features per window and flag windows that are silent, "
+        "clipped, degraded, have stolen notes or too few events. Stored under DATA_DIR/sequences/ (docs/dataset.md).")
     sequences.add_argument("--window", type=float, default=30.0, metavar="SECONDS", help="window length (default 30)")
     sequences.add_argument("--overlap", type=float, default=5.0, metavar="SECONDS",
                            help="seconds shared by neighbouring windows (default 5)")
     sequences.add_argument("--min-events", type=int, default=10, metavar="N",
                            help="windows with fewer MIDI events (all streams) are flagged few_events (default 10)")
+    sequences.add_argument("--tail", choices=("pad", "drop"), default="pad",
+                           help="pad: a last window covers the tail, padded with silence (default); "
+                           "drop: whole windows only, a session shorter than one window yields none")
     sequences.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                            help="processes computing windows (default: one per core)")
     sequences.add_argument("--json", action="store_true", help="print one JSON object")
@@ -33,7 +37,8 @@ def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) ->
     quality = dataset_parser(
         commands, "quality", default_data_dir,
         help="measure every stream and window; write sequences/quality.parquet",
-        description="Silence, clipping, peak and RMS, note density, polyphony, velocity, pitch and tempo ranges, "
+        description="Silence, clipping (flat-topped runs in float audio, full-scale runs in 16/24-bit audio), "
+        "level over full scale (reported, not flagged), peak and RMS, note density, polyphony, velocity, pitch and tempo ranges, "
         "complexity, degraded audio, gaps and MIDI-to-audio alignment, per stream and per window (the windows "
         "`sendlearn sequences` cut, else 30 s with 5 s overlap).")
     quality.add_argument("--json", action="store_true", help="print one JSON object")
@@ -62,7 +67,7 @@ def run_sequences(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--session {unknown[0]}: no such session in {args.data_dir}")
     try:
-        spec = WindowSpec(args.window, args.overlap, args.min_events)
+        spec = WindowSpec(args.window, args.overlap, args.min_events, args.tail)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.workers < 1:
@@ -85,7 +90,7 @@ def run_sequences(args: argparse.Namespace) -> int:
     summary = [_session_summary(dataset, r) for r in results]
     if args.json:
         print(json.dumps({"data_dir": str(args.data_dir), "window": spec.window, "overlap": spec.overlap,
-                          "min_events": spec.min_events, "sessions": summary}))
+                          "min_events": spec.min_events, "tail": spec.tail, "sessions": summary}))
         return 0
     print_table(f"{args.data_dir}: windows of {spec.window:g} s, {spec.overlap:g} s overlap",
                 ["session", "windows", "flagged", "flags", "computed", "path"],
@@ -95,7 +100,7 @@ def run_sequences(args: argparse.Namespace) -> int:
         if s["windows"] == 0:
             seconds = dataset.session_frames(s["session"]) / dataset.session_rate(s["session"])
             print(f"{s['session']} is {seconds:.1f} s long, shorter than one {spec.window:g} s window "
-                  f"(--window sets the length)")
+                  f"(--tail pad keeps it, padded; --window sets the length)")
     return 0
 
 
@@ -124,9 +129,10 @@ def run_quality(args: argparse.Namespace) -> int:
                               {"session": s, "window": w, "flags": f} for (s, w), f in sorted(flagged.items())]}))
         return 0
     print_table(f"{args.data_dir}: {len(streams)} streams, {len(windows)} windows ({len(flagged)} flagged)",
-                ["stream", "s", "peak", "silent", "clip", "n/s", "poly", "cx", "lag", "flags"],
+                ["stream", "s", "peak", "silent", "clip", ">0dBFS", "n/s", "poly", "cx", "lag", "flags"],
                 [[f"{r['session']}/{r['stream']}", f"{r['seconds']:.1f}", f"{r['peak']:.2f}",
-                  f"{r['silence_ratio']:.0%}", f"{r['clip_ratio']:.1%}", f"{r['note_density']:.1f}",
+                  f"{r['silence_ratio']:.0%}", f"{r['clip_ratio']:.1%}", f"{r['over_full_scale_ratio']:.2%}",
+                  f"{r['note_density']:.1f}",
                   r["polyphony_max"], f"{r['complexity']:.2f}",
                   "-" if r["alignment_median"] is None else f"{r['alignment_median']:g}",
                   ", ".join(r["flags"]) or "-"] for r in streams])

@@ -19,8 +19,9 @@ class Dataset(DataDir):
     and ``windows(session)``."""
 
     def windows(self, session: str, window: float | None = None, overlap: float | None = None,
-                min_events: int | None = None) -> Iterator[Window]:
+                min_events: int | None = None, tail: str | None = None) -> Iterator[Window]:
         """Training windows of ``session`` (``sendlearn.dataset.windows``): the ones ``sendlearn
         sequences`` stored, with their flags and cached features, when it has run with these
-        settings (or none given); otherwise cut now (defaults 30 s, 5 s overlap, 10 events)."""
-        return session_windows(self, session, window, overlap, min_events)
+        settings (or none given); otherwise cut now (defaults 30 s, 5 s overlap, 10 events, the
+        tail padded: ``tail="drop"`` cuts whole windows only)."""
+        return session_windows(self, session, window, overlap, min_events, tail)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from .errors import FormatError, FormatTooNew
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 FORMAT_KEY = b"sendlearn.format_version"  # in a Parquet file's schema metadata
 UNVERSIONED = "1.0"  # what a file written before format versions is read as
 
@@ -262,6 +262,7 @@ WINDOWS_SCHEMA = pa.schema([
     pa.field("index", pa.int64(), nullable=False),
     pa.field("start_sample", pa.int64(), nullable=False),
     pa.field("frames", pa.int64(), nullable=False),
+    pa.field("frames_valid", pa.int64(), nullable=False),
     pa.field("events", pa.int64(), nullable=False),
     pa.field("flags", pa.list_(pa.string()), nullable=False),
 ])
@@ -274,11 +275,13 @@ QUALITY_SCHEMA = pa.schema([
     pa.field("window", pa.int64()),
     pa.field("start_sample", pa.int64(), nullable=False),
     pa.field("frames", pa.int64(), nullable=False),
+    pa.field("frames_valid", pa.int64(), nullable=False),
     pa.field("seconds", pa.float64(), nullable=False),
     pa.field("peak", pa.float64(), nullable=False),
     pa.field("rms", pa.float64(), nullable=False),
     pa.field("silence_ratio", pa.float64(), nullable=False),
     pa.field("clip_ratio", pa.float64(), nullable=False),
+    pa.field("over_full_scale_ratio", pa.float64(), nullable=False),
     pa.field("degraded_fraction", pa.float64(), nullable=False),
     pa.field("gaps", pa.int64()),
     pa.field("events", pa.int64(), nullable=False),

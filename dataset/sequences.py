@@ -40,7 +40,7 @@ from .schema import WINDOWS_SCHEMA, read_parquet, stamp
 from .windows import Window, WindowSpec, cut
 
 SEQUENCES = "sequences"
-VERSION = 1
+VERSION = 2  # 2: a padded tail window, frames_valid per window
 
 
 def session_root(data_dir: Path, session: str) -> Path:
@@ -62,7 +62,8 @@ def _settings(dataset: DataDir, session: str, spec: WindowSpec) -> dict[str, Any
         facts = dataset.stream(session, name).facts
         streams[name] = {f: facts.checksums.get(f) for f in (facts.audio.file, "events.parquet")}
     return {"version": VERSION, "session": session, "window": spec.window, "overlap": spec.overlap,
-            "min_events": spec.min_events, "sample_rate": rate, "frames": spec.frames(rate), "hop": spec.hop(rate),
+            "min_events": spec.min_events, "tail": spec.tail, "sample_rate": rate, "frames": spec.frames(rate),
+            "hop": spec.hop(rate),
             "streams": streams, "features": {"names": list(FEATURES), "hop_length": HOP, "n_fft": N_FFT,
                                               "n_mfcc": N_MFCC, "librosa": _librosa_version()}}
 
@@ -84,7 +85,7 @@ class SequenceCache:
 
     def __init__(self, root: Path, settings: dict[str, Any]) -> None:
         self.root, self.settings = root, settings
-        self.spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
+        self.spec = _spec(settings)
 
     @classmethod
     def open(cls, dataset: DataDir, session: str, for_build: bool = False) -> SequenceCache | None:
@@ -97,21 +98,25 @@ class SequenceCache:
             return None
         if not (root / "windows.parquet").is_file():
             return None
-        spec = WindowSpec(settings["window"], settings["overlap"], settings["min_events"])
+        try:
+            spec = _spec(settings)
+        except (KeyError, TypeError, ValueError):
+            return None  # written by another version: rebuilt
         if not _same(_settings(dataset, session, spec), settings, for_build):
             return None  # a stream was written again, or librosa changed: stale
         return cls(root, settings)
 
     @property
-    def spec_values(self) -> tuple[float, float, int]:
-        return self.spec.window, self.spec.overlap, self.spec.min_events
+    def spec_values(self) -> tuple[float, float, int, str]:
+        return self.spec.window, self.spec.overlap, self.spec.min_events, self.spec.tail
 
     def windows(self, dataset: DataDir) -> Iterator[Window]:
         table = read_parquet(self.root / "windows.parquet", WINDOWS_SCHEMA).to_pylist()
         streams = tuple(sorted(self.settings["streams"]))
         for row in table:
             yield Window(dataset, self.settings["session"], row["index"], row["start_sample"], row["frames"],
-                         self.settings["sample_rate"], streams, self.spec, self, tuple(row["flags"]))
+                         self.settings["sample_rate"], streams, self.spec, self, tuple(row["flags"]),
+                         row["frames_valid"])
 
     def flags(self, window: Window) -> tuple[str, ...]:
         return MEASURE_NOW.flags(window)  # stored windows carry theirs: only a window made elsewhere asks
@@ -124,18 +129,23 @@ class SequenceCache:
             return {name: stored[name] for name in stored.files}
 
 
+def _spec(settings: dict[str, Any]) -> WindowSpec:
+    return WindowSpec(settings["window"], settings["overlap"], settings["min_events"], settings["tail"])
+
+
 def session_windows(dataset: DataDir, session: str, window: float | None = None, overlap: float | None = None,
-                    min_events: int | None = None) -> Iterator[Window]:
+                    min_events: int | None = None, tail: str | None = None) -> Iterator[Window]:
     """The windows ``sendlearn sequences`` stored for ``session`` when their settings match the
     ones asked for (or none is asked), with their flags and features cache; else cut afresh."""
     cache = SequenceCache.open(dataset, session)
-    asked = (window, overlap, min_events)
+    asked = (window, overlap, min_events, tail)
     if cache is not None and all(a is None or a == b for a, b in zip(asked, cache.spec_values, strict=True)):
         yield from cache.windows(dataset)
         return
     default = WindowSpec()
     spec = WindowSpec(default.window if window is None else window, default.overlap if overlap is None else overlap,
-                      default.min_events if min_events is None else min_events)
+                      default.min_events if min_events is None else min_events,
+                      default.tail if tail is None else tail)
     yield from cut(dataset, session, spec, MEASURE_NOW)
 
 
@@ -219,8 +229,9 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: DataDir | N
     if dataset is None:
         dataset = _WORKER_DATASETS.setdefault(data_dir, DataDir(data_dir))
     rate = dataset.session_rate(session)
-    window = Window(dataset, session, index, start, spec.frames(rate), rate, tuple(dataset.streams(session)), spec,
-                    MEASURE_NOW)
+    frames = spec.frames(rate)
+    window = Window(dataset, session, index, start, frames, rate, tuple(dataset.streams(session)), spec,
+                    MEASURE_NOW, frames_valid=min(frames, dataset.session_frames(session) - start))
     audio = {stream: window.audio(stream) for stream in window.streams}  # read once, for quality and features
     quality = window_quality(window, audio)
     root = session_root(dataset.path, session)
@@ -232,7 +243,8 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: DataDir | N
         features = window_features(window, stream, audio[stream])
         write_aside(path, functools.partial(_save_npz, arrays=features), durable=False)
         computed += 1
-    return {"index": index, "start_sample": start, "frames": window.frames, "events": quality["events"],
+    return {"index": index, "start_sample": start, "frames": window.frames, "frames_valid": window.frames_valid,
+            "events": quality["events"],
             "flags": quality["flags"], "computed": computed > 0,
             "audio_seconds": computed * window.frames / rate}
 

@@ -40,7 +40,8 @@ def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:
     features = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in get("features").items()}
     return {
         "session": get("session"), "stream": get("stream"), "window": int(get("window")),
-        "start_sample": int(get("start_sample")), "frames": int(get("frames")), "sample_rate": int(get("sample_rate")),
+        "start_sample": int(get("start_sample")), "frames": int(get("frames")),
+        "frames_valid": int(get("frames_valid")), "sample_rate": int(get("sample_rate")),
         "channels": int(get("channels")), "audio_subtype": subtype,
         "audio": torch.from_numpy(np.ascontiguousarray(get("audio"), dtype=np.float32)),
         "midi_sample": torch.from_numpy(np.asarray(get("midi_sample"), dtype=np.int64)),

@@ -1,8 +1,12 @@
 """Training windows on a session's clock (``sendlearn sequences``; docs/dataset.md, "Sequences").
 
 Window ``k`` starts at sample ``k * hop`` with ``hop = round((window - overlap) * sr)`` and is
-``round(window * sr)`` frames long. Only whole windows are cut: ``start + frames`` never passes
-the session's length (its longest stream). Every window holds every stream of the session.
+``round(window * sr)`` frames long. Whole windows come first (``start + frames`` within the
+session's length, its longest stream); then, with ``tail="pad"`` (the default), one more window
+covers what is left after the last whole one (or the whole of a session shorter than a window),
+starting a hop after it and padded to the full length with silence and no events. Its
+``frames_valid`` says how many of its frames are real (every other window: all of them). With
+``tail="drop"`` only whole windows are cut. Every window holds every stream of the session.
 
 A window reads its data through the reader below it; its quality flags and features come from
 above (``WindowMeasures``: the measures, or the ``sequences/`` cache), so this layer imports neither.
@@ -32,10 +36,13 @@ class WindowSpec:
     window: float = 30.0
     overlap: float = 5.0
     min_events: int = 10
+    tail: str = "pad"  # or "drop": the last part of a session shorter than a window is left out
 
     def __post_init__(self) -> None:
         if not self.window > 0 or not 0 <= self.overlap < self.window:
             raise ValueError(f"need window > 0 and 0 <= overlap < window, got {self.window} and {self.overlap}")
+        if self.tail not in TAILS:
+            raise ValueError(f"tail must be one of {', '.join(TAILS)}, got {self.tail!r}")
         if self.min_events < 0:
             raise ValueError(f"min_events must be >= 0, got {self.min_events}")
 
@@ -46,11 +53,20 @@ class WindowSpec:
         return round((self.window - self.overlap) * sample_rate)
 
     def starts(self, total_frames: int, sample_rate: int) -> list[int]:
-        """First sample of every whole window of a session ``total_frames`` long."""
+        """First sample of every window of a session ``total_frames`` long: the whole ones, then
+        (``tail="pad"``) the one covering what they leave at the end."""
         frames, hop = self.frames(sample_rate), self.hop(sample_rate)
         if hop <= 0 or frames <= 0:
             raise ValueError(f"{self} is shorter than one sample at {sample_rate} Hz")
-        return list(range(0, total_frames - frames + 1, hop)) if total_frames >= frames else []
+        whole = list(range(0, total_frames - frames + 1, hop)) if total_frames >= frames else []
+        if self.tail == "pad" and total_frames > 0:
+            covered = whole[-1] + frames if whole else 0
+            if covered < total_frames:
+                whole.append(whole[-1] + hop if whole else 0)
+        return whole
+
+
+TAILS = ("pad", "drop")
 
 
 class WindowMeasures(Protocol):
@@ -64,22 +80,25 @@ class WindowMeasures(Protocol):
 class Window:
     """One training window: every stream of the session over ``[start_sample, start_sample + frames)``.
 
-    Samples in its tables are relative to the window's start. ``flags`` are those ``sendlearn
-    sequences`` stored, or asked of ``measures`` on first use (``sendlearn.dataset.quality``).
+    Samples in its tables are relative to the window's start. ``frames_valid`` of its ``frames``
+    are the session's (the last window of a session may be padded: silence and no events past
+    them). ``flags`` are those ``sendlearn sequences`` stored, or asked of ``measures`` on first
+    use (``sendlearn.dataset.quality``).
     """
 
     def __init__(self, dataset: DataDir, session: str, index: int, start_sample: int, frames: int,
                  sample_rate: int, streams: tuple[str, ...], spec: WindowSpec, measures: WindowMeasures,
-                 flags: tuple[str, ...] | None = None) -> None:
+                 flags: tuple[str, ...] | None = None, frames_valid: int | None = None) -> None:
         self.dataset, self.session, self.index = dataset, session, index
         self.start_sample, self.frames, self.sample_rate = start_sample, frames, sample_rate
+        self.frames_valid = frames if frames_valid is None else frames_valid
         self.streams, self.spec, self._measures = streams, spec, measures
         if flags is not None:
             self.__dict__["flags"] = flags
 
     def __repr__(self) -> str:
         return (f"Window({self.session!r}, {self.index}, start_sample={self.start_sample}, frames={self.frames}, "
-                f"flags={self.flags})")
+                f"frames_valid={self.frames_valid}, flags={self.flags})")
 
     @property
     def stop_sample(self) -> int:
@@ -88,6 +107,12 @@ class Window:
     @cached_property
     def flags(self) -> tuple[str, ...]:
         return self._measures.flags(self)
+
+    @property
+    def flags_known(self) -> bool:
+        """The flags are at hand (stored by ``sendlearn sequences``, or asked already): reading
+        them costs no measuring."""
+        return "flags" in self.__dict__
 
     @property
     def event_count(self) -> int:
@@ -157,6 +182,7 @@ def cut(dataset: DataDir, session: str, spec: WindowSpec, measures: WindowMeasur
     """Windows of ``session`` by ``spec``, their flags and features asked of ``measures``."""
     rate = dataset.session_rate(session)
     streams = tuple(dataset.streams(session))
-    frames = spec.frames(rate)
-    for index, start in enumerate(spec.starts(dataset.session_frames(session), rate)):
-        yield Window(dataset, session, index, start, frames, rate, streams, spec, measures)
+    frames, total = spec.frames(rate), dataset.session_frames(session)
+    for index, start in enumerate(spec.starts(total, rate)):
+        yield Window(dataset, session, index, start, frames, rate, streams, spec, measures,
+                     frames_valid=min(frames, total - start))

@@ -3,8 +3,8 @@
 receiver, writer) for the dataset reader, sequences and quality tests.
 
 The truth is worked out here by hand from the conductor this file writes. Tracks:
-``lead`` (hard_attack: sample-exact onsets), ``bass``, ``loud`` (+24 dB: clipped, with cutoff
-automation), ``quiet`` (-90 dB: silent). No track plays from 3.0 s to 5.0 s, so the window
+``lead`` (hard_attack: sample-exact onsets), ``bass``, ``loud`` (+24 dB: over full scale in
+float, so not clipped; with cutoff automation), ``quiet`` (-90 dB: silent). No track plays from 3.0 s to 5.0 s, so the window
 there (``--window 2 --overlap 0.5``) is empty.
 """
 

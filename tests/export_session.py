@@ -73,6 +73,7 @@ def check_sample(got: dict[str, Any], window: Window, stream: str) -> None:
     assert (got["session"], got["stream"], got["window"]) == (window.session, stream, window.index)
     assert (got["start_sample"], got["frames"], got["sample_rate"]) == (window.start_sample, window.frames,
                                                                        window.sample_rate)
+    assert got["frames_valid"] == window.frames_valid <= window.frames
     audio = window.audio(stream)
     assert got["audio"].dtype == np.float32 and got["audio"].shape == audio.shape
     assert got["audio"].tobytes() == np.ascontiguousarray(audio).tobytes()

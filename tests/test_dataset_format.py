@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -41,7 +42,7 @@ def edit_summary(data_dir: Path, change) -> Path:  # noqa: ANN001 (a function of
 
 
 def test_the_store_writes_the_version_into_stream_json_and_every_table(rendered: Path) -> None:
-    assert FORMAT_VERSION == "1.0"
+    assert FORMAT_VERSION == "1.1"
     for folder in sorted((rendered / "sessions" / "band").iterdir()):
         info = json.loads((folder / "stream.json").read_text())
         assert info["format_version"] == FORMAT_VERSION
@@ -54,9 +55,9 @@ def test_a_newer_major_stream_json_is_refused_naming_both_versions(data_dir: Pat
     path = edit_summary(data_dir, lambda info: info.update(format_version="2.0"))
     with pytest.raises(FormatTooNew) as refused:
         Dataset(data_dir).stream("band", "lead")
-    assert str(refused.value) == (f"{path}: dataset format 2.0 is newer than this sendlearn reads (1.0): "
+    assert str(refused.value) == (f"{path}: dataset format 2.0 is newer than this sendlearn reads (1.1): "
                                   "upgrade sendlearn")
-    assert (refused.value.found, refused.value.supported) == ("2.0", "1.0")
+    assert (refused.value.found, refused.value.supported) == ("2.0", "1.1")
     with pytest.raises(FormatTooNew):  # the store will not take it for one of its own either
         open_stream_writer(data_dir, StreamInfo("band", "lead", 48000, 1, 512), take="again")
 
@@ -68,7 +69,7 @@ def test_a_newer_major_parquet_file_is_refused_naming_both_versions(data_dir: Pa
     stream = Dataset(data_dir).stream("band", "lead")
     assert len(stream.blocks()) > 0  # the other tables still read
     with pytest.raises(FormatTooNew, match=r"events\.parquet: dataset format 3\.1 is newer than this sendlearn "
-                                           r"reads \(1\.0\): upgrade sendlearn"):
+                                           r"reads \(1\.1\): upgrade sendlearn"):
         stream.events()
 
 
@@ -77,7 +78,9 @@ def test_a_stream_json_from_before_versions_reads_as_1_0(data_dir: Path, rendere
     stream = Dataset(data_dir).stream("band", "lead")
     before = Dataset(rendered).stream("band", "lead")
     assert stream.facts.format_version == "1.0"
-    assert stream.facts == before.facts and stream.info == before.info
+    # the same facts, but for the version they say they are in
+    assert replace(stream.facts, format_version=FORMAT_VERSION) == before.facts
+    assert {**stream.info, "format_version": FORMAT_VERSION} == before.info
     assert stream.events().equals(before.events())
 
 

@@ -51,7 +51,7 @@ def test_parquet_loads_with_datasets_as_an_audio_column_and_every_row_is_its_win
     assert card["configs"][0]["data_files"][0]["path"] == "data/train-*"
     assert datasets.Features._from_yaml_list(card["dataset_info"]["features"]) == ds.features
     expected = truth(data_dir)
-    assert len(ds) == len(expected) == summary["samples"] == 5 * 4 + 2 * 2
+    assert len(ds) == len(expected) == summary["samples"] == 6 * 4 + 3 * 2  # with each session's padded last window
     rows = ds.cast_column("audio", datasets.Audio(decode=False))
     for row in rows:
         window, stream = expected[(row["session"], row["stream"], row["window"])]
@@ -75,14 +75,16 @@ def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Pat
     summary = run_export("parquet", data_dir, tmp_path / "pq")
     table = pq.read_table(tmp_path / "pq" / "data", columns=["session", "stream", "window", "flags"])
     keys = set(zip(*(table[c].to_pylist() for c in ("session", "stream", "window")), strict=True))
-    assert keys == set(truth(data_dir, include_flagged=False)) and len(keys) == 4
-    assert summary["skipped_windows"] == 5 and table["flags"].to_pylist() == [[]] * 4
+    assert keys == set(truth(data_dir, include_flagged=False)) and len(keys) == 6
+    assert summary["skipped_windows"] == 6 and table["flags"].to_pylist() == [[]] * 6
     assert main(["export", "parquet", "--data-dir", str(data_dir), "--out", str(tmp_path / "pq")]) == 2  # not empty
-    # a session shorter than one window: nothing exported, and the command says why
-    empty = run_export("parquet", data_dir, tmp_path / "none", "--window", "30", "--overlap", "5")
-    assert empty["samples"] == 0 and empty["files"] == [] and "band 8.3 s" in empty["why_empty"]
+    # sessions shorter than one window: each is one padded window (band's is flagged, pcm's exported)
+    short = run_export("parquet", data_dir, tmp_path / "short", "--window", "30", "--overlap", "5")
+    rows = pq.read_table(tmp_path / "short" / "data", columns=["session", "frames", "frames_valid"]).to_pylist()
+    assert (short["samples"], short["skipped_windows"]) == (2, 1)
+    assert rows == [{"session": "pcm", "frames": 30 * 48000, "frames_valid": 340 * 512}] * 2
     everything_flagged = run_export("parquet", data_dir, tmp_path / "flagged", "--session", "band")
-    assert everything_flagged["samples"] == 0 and everything_flagged["why_empty"].startswith("all 5 windows are flagged")
+    assert everything_flagged["samples"] == 0 and everything_flagged["why_empty"].startswith("all 6 windows are flagged")
 
 
 # --- webdataset -----------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def test_hdf5_read_by_h5py_is_the_windows_and_its_torch_dataset_loads_with_worke
     assert sorted(p.name for p in (tmp_path / "h5").iterdir()) == ["windows.h5"]
     expected = truth(data_dir)
     with h5py.File(path, "r") as f:
-        assert (f.attrs["format"], int(f.attrs["version"]), int(f.attrs["samples"])) == ("sendlearn-windows", 1, 24)
+        assert (f.attrs["format"], int(f.attrs["version"]), int(f.attrs["samples"])) == ("sendlearn-windows", 1, 30)
         keys = [k.decode() for k in f["index"]["key"]]
         assert sorted(keys) == sorted(f["samples"]) and len(keys) == len(expected)
         for key in keys:
@@ -162,7 +164,7 @@ def test_pytorch_window_dataset_with_workers_and_the_files_torch_load_reads(data
     assert sorted((i["session"], i["stream"], i["window"]) for i in items) == sorted(expected)
     for item in items:
         check_sample(_numpy(item), *expected[(item["session"], item["stream"], item["window"])])
-    assert len(WindowDataset(data_dir)) == len(truth(data_dir, include_flagged=False)) == 4
+    assert len(WindowDataset(data_dir)) == len(truth(data_dir, include_flagged=False)) == 6
 
     summary = run_export("pytorch", data_dir, tmp_path / "pt", "--include-flagged")
     files = sorted((tmp_path / "pt").glob("*.pt"))
@@ -208,7 +210,8 @@ def test_tfrecord_read_by_an_independent_parser_is_the_windows(data_dir: Path, t
     seen = set()
     for example in tf_record_iterator(str(files[0])):
         text = {k: example[k][0].decode() for k in ("session", "stream", "audio_format", "audio_subtype")}
-        ints = {k: int(example[k][0]) for k in ("window", "start_sample", "frames", "sample_rate", "channels")}
+        ints = {k: int(example[k][0]) for k in ("window", "start_sample", "frames", "frames_valid", "sample_rate",
+                                                   "channels")}
         key = (text["session"], text["stream"], ints["window"])
         audio, subtype = decode(example["audio"][0])
         assert subtype == text["audio_subtype"] and text["audio_format"] == ("flac" if key[0] == "pcm" else "wav")
@@ -273,7 +276,7 @@ def test_shards_roll_at_their_size_and_every_sample_is_in_exactly_one(data_dir: 
         keys += pq.read_table(name, columns=["session", "stream", "window"]).to_pylist()
     assert sorted((k["session"], k["stream"], k["window"]) for k in keys) == sorted(expected)
     result = export("webdataset", data_dir, tmp_path / "wds", include_flagged=True, shard_samples=5)
-    assert [Path(f).name for f in result.files] == [f"shard-{k:06d}.tar" for k in range(5)]
+    assert [Path(f).name for f in result.files] == [f"shard-{k:06d}.tar" for k in range(6)]
     got = [(i["json"]["session"], i["json"]["stream"], i["json"]["window"])
            for i in webdataset.WebDataset(result.files, shardshuffle=False).decode()]
     assert sorted(got) == sorted(expected)

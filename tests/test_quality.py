@@ -1,6 +1,7 @@
-"""``sendlearn quality`` catches what was planted in a real render: a silent stream (-90 dB), a
-clipped one (+24 dB) and an empty window (no track plays from 3 to 5 s); a clean, sample-exact
-stream is measured as clean and aligned to 0 samples."""
+"""``sendlearn quality`` catches what was planted in a real render: a silent stream (-90 dB), one
+over full scale (+24 dB in float: reported, not clipped) and an empty window (no track plays from 3
+to 5 s); a clean, sample-exact stream is measured as clean and aligned to 0 samples. Clipping on
+generated signals is in test_quality_signals.py."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def test_every_stream_is_named_and_planted_faults_are_flagged(report: dict) -> N
     streams = {s["stream"]: s for s in report["streams"]}
     assert sorted(streams) == sorted(TRACKS) and {s["session"] for s in report["streams"]} == {"band"}
     assert streams["quiet"]["flags"] == ["silent"] and streams["quiet"]["silence_ratio"] == 1.0
-    assert streams["loud"]["flags"] == ["clipped"] and streams["loud"]["peak"] > 1.0
+    # +24 dB in float: over full scale but not clipped (float holds it); reported, not flagged
+    assert streams["loud"]["flags"] == [] and streams["loud"]["peak"] > 1.0
+    assert streams["loud"]["clip_ratio"] == 0.0 and streams["loud"]["over_full_scale_ratio"] > 0.01
     assert streams["lead"]["flags"] == [] and streams["bass"]["flags"] == []
     assert streams["lead"]["clip_ratio"] == 0.0 and streams["lead"]["degraded_fraction"] == 0.0
 
@@ -63,8 +66,9 @@ def test_measures_against_the_audio_and_notes(data_dir: Path, report: dict) -> N
     assert lead["alignment_notes"] >= 10 and (lead["alignment_median"], lead["alignment_max_abs"]) == (0.0, 0)
 
 
-def test_windows_are_flagged_silent_clipped_and_empty(data_dir: Path, report: dict) -> None:
+def test_windows_are_flagged_silent_and_empty_and_over_full_scale_is_reported(data_dir: Path, report: dict) -> None:
     windows = list(Dataset(data_dir).windows("band"))
+    rows = pq.read_table(data_dir / "sequences" / "quality.parquet").to_pylist()
     empty = [w.index for w in windows if "empty" in w.flags]
     assert empty == [w.index for w in windows if w.start_sample == round(EMPTY[0] * RATE)] == [2]
     assert windows[2].event_count == 0 and "few_events" in windows[2].flags
@@ -75,8 +79,9 @@ def test_windows_are_flagged_silent_clipped_and_empty(data_dir: Path, report: di
             return any(sample_at(on) < stop and sample_at(off) > start for on, off, _, _ in notes(track))
 
         assert ("silent" in window.flags) == (sounds("quiet") or window.index == 2), window
-        assert ("clipped" in window.flags) == sounds("loud"), window
-        assert "degraded" not in window.flags
+        assert "clipped" not in window.flags and "degraded" not in window.flags
+        (loud,) = [r for r in rows if r["window"] == window.index and r["stream"] == "loud"]
+        assert (loud["over_full_scale_ratio"] > 0) == sounds("loud"), window
     flagged = {(w["session"], w["window"]): w["flags"] for w in report["flagged_windows"]}
     assert flagged == {("band", w.index): list(w.flags) for w in windows if w.flags}
 
@@ -87,10 +92,11 @@ def test_quality_parquet_holds_every_stream_and_window(data_dir: Path, report: d
     rows = table.to_pylist()
     assert sorted((r["stream"], r["window"]) for r in rows if r["window"] is None) == [(s, None) for s in sorted(TRACKS)]
     assert sorted((r["window"], r["stream"]) for r in rows if r["window"] is not None) == [
-        (w, s) for w in range(5) for s in sorted(TRACKS)]
+        (w, s) for w in range(6) for s in sorted(TRACKS)]
     for row in rows:
         if row["window"] is not None:
             assert row["frames"] == round(WINDOW * RATE) and row["start_sample"] == row["window"] * 72000
+            assert row["frames_valid"] == (row["frames"] if row["window"] < 5 else 398401 - 5 * 72000)
             assert (row["stream"] == "quiet" and row["notes"] > 0) <= ("silent" in row["flags"])
 
 

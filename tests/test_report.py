@@ -35,14 +35,14 @@ def test_report_is_one_self_contained_page_with_png_plots_and_json_beside_it(dat
     page = out.read_text()
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing outside the file
     images = [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
-    assert len(images) == 5
+    assert len(images) == 6
     for data in images:
         assert data.startswith(PNG) and len(data) > 5000
         pixels = matplotlib.image.imread(io.BytesIO(data), format="png")
         assert pixels.shape[0] > 150 and pixels.shape[1] > 500 and float(pixels[..., :3].std()) > 0.05  # drawn on
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["images"] == {"window": len(images[0]), "window_features": len(images[1]), "tempo": len(images[2]),
-                                "features": len(images[3]), "quality": len(images[4])}
+    assert report["images"] == {"corpus": len(images[0]), "quality": len(images[1]), "features": len(images[2]),
+                                "tempo": len(images[3]), "window": len(images[4]), "window_features": len(images[5])}
     dataset = Dataset(data_dir)
     assert sorted(s["stream"] for s in report["streams"]) == sorted(TRACKS)
     for row in report["streams"]:
@@ -60,6 +60,35 @@ def test_report_is_one_self_contained_page_with_png_plots_and_json_beside_it(dat
     tempo = report["tempo"]["band"]
     assert sorted(set(tempo["bpm"])) == [120.0, 150.0]
     assert {(n, d) for n, d in zip(tempo["ts_num"], tempo["ts_den"], strict=True)} == {(4, 4), (3, 4), (6, 8)}
-    assert report["windows"] == report["windows_measured"] == 5
-    assert sum(report["window_flags"].values()) >= 5 and len(report["quality_rows"]) == 5 * len(TRACKS)
-    assert np.isfinite([v["mean"] for f in report["feature_summary"].values() for v in f.values()]).all()
+    assert report["windows"] == report["windows_measured"] == 6
+    assert sum(report["window_flags"].values()) >= 6 and len(report["quality_rows"]) == 6 * len(TRACKS)
+    assert np.isfinite([v["mean"] for v in report["feature_summary"].values()]).all()
+    assert {v["values"] for v in report["feature_summary"].values()} == {6 * len(TRACKS)}  # over windows, not streams
+    # the corpus: hours at each tempo are the session's seconds at 120 and 150 bpm, its meters, its one table row
+    seconds = dataset.session_frames("band") / 48000
+    assert sum(report["tempo_hours"].values()) * 3600 == pytest.approx(seconds)
+    assert set(report["tempo_hours"]) == {"120", "150"} and report["meter_sessions"] == {"3/4": 1, "4/4": 1, "6/8": 1}
+    (row,) = report["session_table"]
+    assert (row["session"], row["streams"], row["windows"], row["flagged"]) == ("band", 4, 6, 6)
+    assert row["flags"] == report["window_flags"] and report["flags_counted_over"] == "all windows"
+
+
+def test_a_corpus_report_details_a_few_sessions_evenly_and_tables_every_one(tmp_path: Path) -> None:
+    from written_streams import sine, write_stream
+
+    names = [f"piece{k:02d}" for k in range(7)]
+    for k, name in enumerate(names):
+        write_stream(tmp_path / "data", name, sine(0.3, 1.0 + 0.5 * k), note_every=2)
+    out = tmp_path / "report.html"
+    assert main(["report", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--max-sessions", "3",
+                 "--json"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["sessions_detailed"] == ["piece00", "piece03", "piece06"]  # evenly, first and last
+    assert sorted({s["session"] for s in report["streams"]}) == report["sessions_detailed"] == sorted(report["tempo"])
+    assert [row["session"] for row in report["session_table"]] == names  # every session, one row each
+    assert [row["windows"] for row in report["session_table"]] == [1] * 7  # shorter than 30 s: one padded window
+    assert report["hours"] * 3600 == pytest.approx(sum(1.0 + 0.5 * k for k in range(7)), abs=0.02)
+    assert report["tempo_hours"] == {"120": pytest.approx(report["hours"])} and report["meter_sessions"] == {"4/4": 7}
+    assert report["flags_counted_over"] == "measured windows"  # no sequences/: flags measured, not stored
+    page = out.read_text()
+    assert all(f"<td>{name}</td>" in page for name in names) and page.count("<h3>") == 2

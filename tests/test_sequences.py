@@ -48,16 +48,25 @@ def files(data_dir: Path, stream: str) -> tuple[np.ndarray, dict]:
     return audio.T, {name: pq.read_table(folder / f"{name}.parquet") for name in ("events", "params")}
 
 
-def test_windows_start_every_hop_and_are_whole(data_dir: Path, report: dict) -> None:
+def test_windows_start_every_hop_and_the_tail_is_padded(data_dir: Path, report: dict) -> None:
     length = max(soundfile.info(str(data_dir / "sessions" / "band" / s / "audio.wav")).frames for s in TRACKS)
     hop, frames = round((WINDOW - OVERLAP) * RATE), round(WINDOW * RATE)
-    truth = [k * hop for k in range(length) if k * hop + frames <= length]
+    whole = [k * hop for k in range(length) if k * hop + frames <= length]
     windows = list(Dataset(data_dir).windows("band"))
-    assert [w.start_sample for w in windows] == truth and len(truth) == 5
+    assert len(whole) == 5 and whole[-1] + frames < length  # 8.3 s: 0.3 s after the last whole window
+    assert [w.start_sample for w in windows] == whole + [whole[-1] + hop]
+    assert [w.frames_valid for w in windows] == [frames] * 5 + [length - whole[-1] - hop]
     assert {(w.frames, w.sample_rate, w.streams) for w in windows} == {(frames, RATE, tuple(sorted(TRACKS)))}
-    assert [w.index for w in windows] == list(range(len(truth)))
+    assert [w.index for w in windows] == list(range(6))
     (session,) = report["sessions"]
-    assert (session["session"], session["windows"], session["computed"]) == ("band", 5, 5)
+    assert (session["session"], session["windows"], session["computed"]) == ("band", 6, 6)
+    last = windows[-1]
+    for stream in TRACKS:  # past the session's end: exact zeros and no event, in the audio and the features
+        assert not last.audio(stream)[:, last.frames_valid:].any() and last.audio(stream)[:, :last.frames_valid].any()
+        assert (last.events(stream)["sample"].to_numpy() < last.frames_valid).all()
+        assert last.features(stream)["rms"].shape == (1, 1 + frames // 512)
+    dropped = list(Dataset(data_dir).windows("band", WINDOW, OVERLAP, 3, tail="drop"))  # whole windows only
+    assert [(w.start_sample, w.frames_valid) for w in dropped] == [(s, frames) for s in whole]
 
 
 def test_window_slices_and_tables_are_the_streams_rebased(data_dir: Path, report: dict) -> None:
@@ -67,7 +76,9 @@ def test_window_slices_and_tables_are_the_streams_rebased(data_dir: Path, report
             start, stop = window.start_sample, window.start_sample + window.frames
             got = window.audio(name)
             assert got.dtype == np.float32 and got.shape == (2, window.frames)
-            assert got.tobytes() == np.ascontiguousarray(audio[:, start:stop]).tobytes()
+            padded = np.zeros((2, window.frames), np.float32)  # the last window: the tail, then zeros
+            padded[:, :window.frames_valid] = audio[:, start:stop]
+            assert audio[:, start:stop].shape[1] == window.frames_valid and got.tobytes() == padded.tobytes()
             events = tables["events"].filter(pc.and_(pc.greater_equal(tables["events"]["sample"], start),
                                                      pc.less(tables["events"]["sample"], stop)))
             rebased = window.events(name)
@@ -97,7 +108,9 @@ def test_features_equal_librosa_called_directly(data_dir: Path, report: dict) ->
     for window in Dataset(data_dir).windows("band"):
         for name in TRACKS:
             audio, _ = files(data_dir, name)
-            mono = audio[:, window.start_sample:window.start_sample + window.frames].mean(axis=0)
+            padded = np.zeros((2, window.frames), np.float32)  # the last window: padded with zeros
+            padded[:, :window.frames_valid] = audio[:, window.start_sample:window.start_sample + window.frames]
+            mono = padded.mean(axis=0)
             truth = {
                 "mfcc": librosa.feature.mfcc(y=mono, sr=RATE, n_mfcc=13, hop_length=512),
                 "chroma": librosa.feature.chroma_stft(y=mono, sr=RATE, hop_length=512),
@@ -133,13 +146,14 @@ def test_piano_roll_is_the_notes_sounding_at_each_frame(data_dir: Path, report: 
 def test_cache_is_reused_and_its_layout_documented(data_dir: Path, report: dict) -> None:
     root = data_dir / "sequences" / "band"
     settings = json.loads((root / "sequences.json").read_text())
-    assert (settings["window"], settings["overlap"], settings["min_events"], settings["windows"]) == (2.0, 0.5, 3, 5)
+    assert (settings["window"], settings["overlap"], settings["min_events"], settings["windows"]) == (2.0, 0.5, 3, 6)
+    assert settings["tail"] == "pad"
     assert (settings["hop"], settings["frames"], sorted(settings["streams"])) == (72000, 96000, sorted(TRACKS))
-    assert sorted(p.name for p in (root / "features" / "lead").iterdir()) == [f"{i:06d}.npz" for i in range(5)]
+    assert sorted(p.name for p in (root / "features" / "lead").iterdir()) == [f"{i:06d}.npz" for i in range(6)]
     stored = pq.read_table(root / "windows.parquet").to_pylist()
     windows = list(Dataset(data_dir).windows("band"))
-    assert [(r["index"], r["start_sample"], r["frames"]) for r in stored] == [
-        (w.index, w.start_sample, w.frames) for w in windows]
+    assert [(r["index"], r["start_sample"], r["frames"], r["frames_valid"]) for r in stored] == [
+        (w.index, w.start_sample, w.frames, w.frames_valid) for w in windows]
     assert [tuple(r["flags"]) for r in stored] == [w.flags for w in windows]
     assert [r["events"] for r in stored] == [w.event_count for w in windows]
     again = run_json(["sequences", "--data-dir", str(data_dir), "--window", str(WINDOW), "--overlap", str(OVERLAP),
@@ -178,7 +192,7 @@ except ImportError as exc:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["5 ('empty', 'few_events', 'silent') (13, 188)",
+    assert done.stdout.splitlines() == ["6 ('empty', 'few_events', 'silent') (13, 188)",
                                         "computing features needs librosa, which this install lacks "
                                         "(pip install 'sendlearn[dataset]')"]
 
@@ -202,10 +216,10 @@ def test_a_stopped_build_ends_cleanly_and_resumes(tmp_path_factory: pytest.TempP
     assert build.returncode == 0, err
     again = run_json(["sequences", "--data-dir", str(data_dir), "--window", "0.5", "--overlap", "0"])
     (session,) = again["sessions"]
-    assert session["windows"] == 16 and 0 <= session["computed"] <= 16
+    assert session["windows"] == 17 and 0 <= session["computed"] <= 17  # 16 whole, and 0.3 s padded
     for stream in TRACKS:  # every window's file is whole and holds every feature
         files = sorted((features / stream).glob("*.npz"))
-        assert [f.name for f in files] == [f"{i:06d}.npz" for i in range(16)]
+        assert [f.name for f in files] == [f"{i:06d}.npz" for i in range(17)]
         for file in files:
             with np.load(file) as stored:
                 assert set(stored.files) == set(FEATURES)

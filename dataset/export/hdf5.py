@@ -4,7 +4,7 @@
       attrs   format = "sendlearn-windows", version = 1, samples = N
       index   (N,) compound: key, session, stream (str), window, start_sample, frames, sample_rate, channels (int64)
       samples/<key>/                       one group per sample, in index order
-        attrs        session, stream, window, start_sample, frames, sample_rate, channels, audio_subtype, flags
+        attrs        session, stream, window, start_sample, frames, frames_valid, sample_rate, channels, audio_subtype, flags
         audio        float32 (channels, frames): the window's samples (exact for PCM sources too)
         midi/sample  int64 (n,): relative to the window's first sample
         midi/data    vlen uint8 (n,): each event's raw bytes
@@ -49,7 +49,7 @@ def _column(values: list[Any]) -> np.ndarray:
 
 
 def _write_sample(group: h5py.Group, sample: Sample) -> None:
-    for name in ("session", "stream", "window", "start_sample", "frames", "sample_rate", "channels"):
+    for name in ("session", "stream", "window", "start_sample", "frames", "frames_valid", "sample_rate", "channels"):
         group.attrs[name] = getattr(sample, name)
     group.attrs["audio_subtype"] = sample.subtype
     group.attrs["flags"] = np.array(sample.flags, dtype=STR)
@@ -117,7 +117,8 @@ def read_sample(group: h5py.Group) -> dict[str, Any]:
     """One ``samples/<key>`` group as plain Python and numpy values (the keys of an export sample)."""
     attrs = group.attrs
     out: dict[str, Any] = {name: _text(attrs[name]) for name in ("session", "stream", "audio_subtype")}
-    out.update({name: int(attrs[name]) for name in ("window", "start_sample", "frames", "sample_rate", "channels")})
+    out.update({name: int(attrs[name]) for name in ("window", "start_sample", "frames", "frames_valid", "sample_rate",
+                                                    "channels")})
     out["flags"] = [_text(flag) for flag in attrs["flags"]]
     out["audio"] = group["audio"][()]
     out["midi_sample"] = group["midi/sample"][()]

@@ -52,7 +52,8 @@ def hf_features(first: Sample) -> dict[str, Any]:
         features[name] = feature
     out = {
         "session": _value("string"), "stream": _value("string"), "window": _value("int64"),
-        "start_sample": _value("int64"), "frames": _value("int64"), "sample_rate": _value("int64"),
+        "start_sample": _value("int64"), "frames": _value("int64"), "frames_valid": _value("int64"),
+        "sample_rate": _value("int64"),
         "channels": _value("int64"), "audio": {"_type": "Audio"}, "audio_subtype": _value("string"),
         "midi_sample": _list(_value("int64")), "midi_data": _list(_value("binary")),
         "midi_timing_error": _list(_value("int32")),
@@ -123,7 +124,8 @@ def _batch(rows: list[Sample], schema: pa.Schema) -> pa.RecordBatch:
     arrays = [
         column("session", [r.session for r in rows]), column("stream", [r.stream for r in rows]),
         column("window", [r.window for r in rows]), column("start_sample", [r.start_sample for r in rows]),
-        column("frames", [r.frames for r in rows]), column("sample_rate", [r.sample_rate for r in rows]),
+        column("frames", [r.frames for r in rows]), column("frames_valid", [r.frames_valid for r in rows]),
+        column("sample_rate", [r.sample_rate for r in rows]),
         column("channels", [r.channels for r in rows]),
         pa.StructArray.from_arrays([_binary([r.audio_bytes for r in rows]), pa.array([r.audio_path for r in rows])],
                                    fields=list(schema.field("audio").type)),

@@ -47,6 +47,7 @@ class Sample:
     window: int
     start_sample: int  # on the session's clock
     frames: int
+    frames_valid: int  # the window's real frames; past them, padding: silence and no events
     sample_rate: int
     channels: int
     subtype: str  # the source's: FLOAT, PCM_16 or PCM_24
@@ -86,7 +87,8 @@ class Sample:
         """Everything but audio and features, as JSON (webdataset's ``.json``; TFRecord's ``meta``)."""
         return {
             "session": self.session, "stream": self.stream, "window": self.window,
-            "start_sample": self.start_sample, "frames": self.frames, "sample_rate": self.sample_rate,
+            "start_sample": self.start_sample, "frames": self.frames, "frames_valid": self.frames_valid,
+            "sample_rate": self.sample_rate,
             "channels": self.channels, "audio_format": self.audio_format, "audio_subtype": self.subtype,
             "flags": list(self.flags),
             "midi": [[int(s), list(d)] for s, d in zip(self.midi_sample.tolist(), self.midi_data, strict=True)],
@@ -135,7 +137,7 @@ def window_sample(window: Window, stream: str, with_features: bool = True) -> Sa
     midi = window_midi(window, stream)
     return Sample(
         session=window.session, stream=stream, window=window.index, start_sample=window.start_sample,
-        frames=window.frames, sample_rate=window.sample_rate, channels=source.channels,
+        frames=window.frames, frames_valid=window.frames_valid, sample_rate=window.sample_rate, channels=source.channels,
         subtype=source.facts.audio.subtype, flags=list(window.flags),
         audio=np.ascontiguousarray(window.audio(stream)),
         midi_sample=events["sample"].to_numpy().astype(np.int64),

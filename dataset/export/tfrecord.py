@@ -36,6 +36,7 @@ def example(sample: Sample) -> dict[str, tuple[Any, str]]:
         "session": (sample.session.encode(), "byte"), "stream": (sample.stream.encode(), "byte"),
         "audio_format": (sample.audio_format.encode(), "byte"), "audio_subtype": (sample.subtype.encode(), "byte"),
         "window": (sample.window, "int"), "start_sample": (sample.start_sample, "int"), "frames": (sample.frames, "int"),
+        "frames_valid": (sample.frames_valid, "int"),
         "sample_rate": (sample.sample_rate, "int"), "channels": (sample.channels, "int"),
         "audio": (sample.audio_bytes, "byte"),
         "midi_sample": (sample.midi_sample.tolist(), "int"), "midi_data": (list(sample.midi_data), "byte"),
