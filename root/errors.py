@@ -28,7 +28,7 @@
     ├── WorkerError                        sendlearn.plugin.batch.pool       no worker process could take a batch's task
     ├── ChainError                         sendlearn.plugin.chain.effects      an effect chain that cannot run
     ├── BridgeError                        sendlearn.plugin.live.bridge     the live bridge could not start or stopped
-    └── ServerDown                         sendlearn.plugin.offline.send       the receiver at --server cannot be reached
+    └── ServerDown                         sendlearn.transport.link       the receiver at --server cannot be reached
 
 Local misuse (``InvalidMessage``, ``InvalidState``) is kept apart from what a peer sent
 (``ProtocolError``): a sender that builds a bad BYE learns that its BYE is bad, not that the
