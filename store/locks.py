@@ -10,6 +10,7 @@ another process is about to lock would let two writers hold "the" lock at once).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -30,6 +31,9 @@ class StreamLocks:
         if key in self._held:
             return True
         fd = self._open(f"{key[0]}+{key[1]}.lock")
+        if fd is None:
+            self._held[key] = -1
+            return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -43,14 +47,18 @@ class StreamLocks:
 
     def release(self, key: tuple[str, str]) -> None:
         fd = self._held.pop(key, None)
-        if fd is not None:
+        if fd is not None and fd >= 0:
             os.close(fd)  # closing the descriptor drops the flock
 
-    def _open(self, name: str) -> int:
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.dir.is_symlink() or not self.dir.is_dir():
-            raise StorageError(f"{self.dir} is not a folder of this data dir (a symlink?): refusing to lock in it")
+    def _open(self, name: str) -> int | None:
+        """The lock file's descriptor; None on a read-only file system, where this process can
+        write nothing, so it can hold a stream (serve a complete one) without excluding anyone."""
         try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.dir.is_symlink() or not self.dir.is_dir():
+                raise StorageError(f"{self.dir} is not a folder (a symlink?): refusing to lock in it")
             return os.open(self.dir / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StorageError(f"cannot open the lock file {self.dir / name}: {exc.strerror or exc}") from None
+            if exc.errno == errno.EROFS:
+                return None
+            raise StorageError(f"lock file {name}: {exc.strerror or exc}") from None
