@@ -4,8 +4,10 @@ restarts: each holds the stream's lock file (``flock``) while it writes the stre
 The lock files live inside the data dir, in ``<data-dir>/.locks/`` (mode 0700), one per stream,
 opened with O_NOFOLLOW (a planted symlink is refused, not followed) and mode 0600: only who may
 write the data dir may hold its streams. The kernel drops a lock when its process dies, so a
-killed writer never leaves a stream locked; the files themselves stay (removing a lock file
-another process is about to lock would let two writers hold "the" lock at once).
+killed writer never leaves a stream locked. A holder removes its lock file when it lets go
+(HELLOs alone leave nothing behind); a taker that finds it locked a file since removed or
+replaced (its inode is no longer the path's) lets go and takes the new one, so two writers
+never hold two files of one stream.
 """
 
 from __future__ import annotations
@@ -24,31 +26,51 @@ class StreamLocks:
     def __init__(self, data_dir: Path) -> None:
         self.dir = Path(data_dir) / LOCKS
         self._held: dict[tuple[str, str], int] = {}
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            pass  # a read-only or missing data dir: said when a lock is taken
 
     def acquire(self, key: tuple[str, str], *, wait: bool = False) -> bool:
         """Take the stream's lock; False if another process holds it (``wait``: block until it
         is free instead). Ids are names: no '+' in them."""
         if key in self._held:
             return True
-        fd = self._open(f"{key[0]}+{key[1]}.lock")
-        if fd is None:
-            self._held[key] = -1
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        self._held[key] = fd
-        return True
+        name = f"{key[0]}+{key[1]}.lock"
+        while True:
+            fd = self._open(name)
+            if fd is None:
+                self._held[key] = -1
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if self._still_the_file(fd, name):
+                    self._held[key] = fd
+                    return True
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # its holder removed it as we waited: take the one there now
 
     def release(self, key: tuple[str, str]) -> None:
         fd = self._held.pop(key, None)
         if fd is not None and fd >= 0:
+            try:
+                os.unlink(self.dir / f"{key[0]}+{key[1]}.lock")  # while still held: no one holds a removed file for long
+            except OSError:
+                pass
             os.close(fd)  # closing the descriptor drops the flock
+
+    def _still_the_file(self, fd: int, name: str) -> bool:
+        try:
+            on_disk = os.stat(self.dir / name, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
     def _open(self, name: str) -> int | None:
         """The lock file's descriptor; None on a read-only file system, where this process can

@@ -110,6 +110,9 @@ def test_a_stream_lock_excludes_other_processes_and_dies_with_its_holder(tmp_pat
         holder.send_signal(signal.SIGKILL)
         holder.wait(30)
     assert locks.acquire(("sess", "keys"))  # the kernel dropped the dead holder's flock
+    locks.release(("sess", "keys"))
+    locks.release(("sess", "other"))
+    assert not list((tmp_path / ".locks").iterdir())  # a holder that lets go leaves no file
 
 
 def test_a_planted_symlink_is_never_followed(tmp_path: Path) -> None:
