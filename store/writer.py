@@ -141,7 +141,8 @@ class StreamWriter:
             self._check_place(block, seen)
             if block.audio is not None:
                 frame_bytes = self.info.channels * 4
-                write_fully(audio_fd, np.ascontiguousarray(block.audio.T).tobytes(), block.start_sample * frame_bytes)
+                # interleaved, as audio.f32 and the WAV hold it: the one copy the store makes of a block
+                write_fully(audio_fd, np.ascontiguousarray(block.audio.T).data, block.start_sample * frame_bytes)
             journal.append(block_record(block, quality, seen))
             self._mark(block.seq, block.start_sample, block.end_sample, quality, replaced=seen)
         if duplicates:
