@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -130,6 +130,7 @@ class StreamWriter:
             journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
         duplicates = 0
+        run: list[Block] = []  # blocks with audio, each starting where the one before ends: one pwrite
         for block in blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
                 raise InvalidBlocks(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
@@ -140,15 +141,30 @@ class StreamWriter:
                 continue
             self._check_place(block, seen)
             if block.audio is not None:
-                frame_bytes = self.info.channels * 4
-                # interleaved, as audio.f32 and the WAV hold it: the one copy the store makes of a block
-                write_fully(audio_fd, np.ascontiguousarray(block.audio.T).data, block.start_sample * frame_bytes)
+                if run and run[-1].end_sample != block.start_sample:
+                    self._write_run(audio_fd, run)
+                run.append(block)
             journal.append(block_record(block, quality, seen))
             self._mark(block.seq, block.start_sample, block.end_sample, quality, replaced=seen)
+        self._write_run(audio_fd, run)  # before add returns: commit covers all it added
         if duplicates:
             journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in blocks] if backfill else []
+
+    def _write_run(self, audio_fd: int, run: list[Block]) -> None:
+        """Write consecutive blocks' audio interleaved, as audio.f32 and the WAV hold it: the one
+        copy the store makes of a block's samples, into one buffer for one pwrite."""
+        if not run:
+            return
+        channels = self.info.channels
+        interleaved = np.empty((sum(b.frames for b in run), channels), dtype=np.float32)
+        at = 0
+        for block in run:
+            interleaved[at:at + block.frames] = cast(np.ndarray, block.audio).T
+            at += block.frames
+        write_fully(audio_fd, interleaved.data, run[0].start_sample * channels * 4)
+        run.clear()
 
     def _check_reach(self, block: Block) -> None:
         """Blocks sit where their seqs say, give or take their sizes: a block may run at most
