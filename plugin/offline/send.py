@@ -15,6 +15,7 @@ from typing import Any
 
 from sendlearn.capture import StreamInfo
 from sendlearn.capture.sink import Sink, SinkStream
+from sendlearn.errors import SendLearnError
 from sendlearn.plugin.chain.feed import Progress, TrackResult
 from sendlearn.plugin.offline.render import render_session
 from sendlearn.plugin.processor import CaptureProcessor
@@ -50,6 +51,22 @@ class Outcome:
                    result.frames, result.blocks, result.events, result.ok, result.reason, result.lag)
 
 
+class Refused:
+    """A stream the sink would not open: nothing to finish or abort."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def finish(self) -> str | None:
+        return self.reason
+
+    def abort(self, reason: str) -> None:
+        pass
+
+    def figures(self) -> dict[str, Any]:
+        return {}
+
+
 def capture_session(session: Session, sink: Sink, *, progress: Progress | None = None, input_name: str = "",
                     timelines: Mapping[str, Timeline] | None = None) -> list[Outcome]:
     """Render ``session`` and capture every track into ``sink``.
@@ -64,7 +81,11 @@ def capture_session(session: Session, sink: Sink, *, progress: Progress | None =
 
     def open_stream(info: StreamInfo) -> CaptureProcessor:
         processor = CaptureProcessor.for_stream(info, realtime=False)  # offline: wait, never drop
-        streams[info.stream] = sink.open(info, processor.handoff, render_take(session, info))
+        try:
+            streams[info.stream] = sink.open(info, processor.handoff, render_take(session, info))
+        except SendLearnError as exc:  # refused (another take complete on disk, the disk): this stream fails
+            processor.handoff.fail(str(exc))  # its render stops at its first block and says why
+            streams[info.stream] = Refused(str(exc))
         return processor
 
     try:
