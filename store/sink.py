@@ -100,6 +100,7 @@ class StoreStream:
             self._unlock()
 
     def abort(self, reason: str) -> None:
+        self.handoff.fail(reason)  # a producer still putting (Ctrl-C in another thread) stops instead of waiting
         self.handoff.close()  # the producer may have stopped without closing: let the drain end
         self._thread.join()
         try:

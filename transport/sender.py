@@ -124,6 +124,7 @@ class Sender:
         marked complete. The connection closes; the receiver keeps what arrived, incomplete
         (a sender of the same take resumes it). Never raises: the failure is the producer's."""
         self._aborted = reason
+        self.handoff.fail(reason)  # a producer still putting stops instead of waiting for room
         self.handoff.close()
         self._thread.join(timeout)
 
