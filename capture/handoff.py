@@ -1,21 +1,24 @@
 """The bounded hand-off between a host's audio thread and whoever drains it.
 
-One producer (the audio thread), one consumer (the sender's thread). The producer's
+One producer (the audio thread), one consumer (the sink's thread). The producer's
 ``offer`` never waits and takes no lock: ``deque.append``/``popleft`` are atomic under the
 GIL, and only the producer grows the queue, so its length check cannot be raced past the
 capacity. When full, the block is dropped and counted. Offline hosts are not real-time and
 call ``put`` instead, which waits for room (back-pressure), so a render never loses a block.
+
+Offline both sides block on one condition, never a sleep loop: ``put``, ``close`` and
+``fail`` wake a waiting ``take``; ``take`` wakes a waiting ``put``. ``offer`` notifies no one
+(that would take the condition's lock on the audio thread), so a consumer of a real-time
+producer takes with a short timeout: the timeout is its polling period.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from collections import deque
 
 from .block import Block
 from .errors import ConsumerFailed
-
-_POLL_SECONDS = 0.0005
 
 
 class HandOff:
@@ -28,6 +31,7 @@ class HandOff:
         self._offered = 0
         self._closed = False
         self._failure: str | None = None
+        self._changed = threading.Condition(threading.Lock())  # offline waits only: ``offer`` never takes it
 
     def offer(self, block: Block) -> bool:
         """Queue ``block`` if there is room; otherwise count it as dropped. Never waits."""
@@ -45,34 +49,45 @@ class HandOff:
 
     def put(self, block: Block, timeout: float | None = None) -> None:
         """Queue ``block``, waiting for room. For offline hosts only."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._failure is not None or len(self._queue) >= self.capacity:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._failure is not None or len(self._queue) < self.capacity,
+                                          timeout):
+                raise TimeoutError(f"hand-off stayed full for {timeout} s")
             if self._failure is not None:
                 raise ConsumerFailed(f"the consumer failed: {self._failure}")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"hand-off stayed full for {timeout} s")
-            time.sleep(_POLL_SECONDS)
-        self._offered += 1
-        self._queue.append(block)
+            self._offered += 1
+            self._queue.append(block)
+            self._changed.notify_all()
 
-    def take(self, timeout: float = 0.0) -> Block | None:
-        """The oldest queued block, waiting up to ``timeout`` seconds; None if there is none."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._queue.popleft()
-            except IndexError:
-                if time.monotonic() >= deadline:
+    def take(self, timeout: float | None = 0.0) -> Block | None:
+        """The oldest queued block, waiting up to ``timeout`` seconds (None: until a block comes
+        or the producer closes); None if there is none."""
+        try:
+            block = self._queue.popleft()
+        except IndexError:
+            if timeout is not None and timeout <= 0:
+                return None
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._queue) or self._closed, timeout)
+                if not self._queue:
                     return None
-                time.sleep(_POLL_SECONDS)
+                block = self._queue.popleft()
+        if self.capacity - len(self._queue) <= 1:  # there was no room before this take: a put may be waiting
+            with self._changed:
+                self._changed.notify_all()
+        return block
 
     def close(self) -> None:
         """The producer has finished: no block will follow."""
-        self._closed = True
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
     def fail(self, reason: str) -> None:
         """The consumer has given up: a producer waiting in ``put`` raises instead of hanging."""
-        self._failure = reason
+        with self._changed:
+            self._failure = reason
+            self._changed.notify_all()
 
     @property
     def failure(self) -> str | None:

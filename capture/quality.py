@@ -20,3 +20,8 @@ class Quality(IntEnum):
     PCM16 = 2
     REDUCED = 3
     NONE = 4
+
+
+# A fact of the FLAC format, not of our wire: a FLAC stream holds at most 8 channels. The wire
+# codes wider degraded audio otherwise, and the store writes it to a WAV at the same depth.
+FLAC_MAX_CHANNELS = 8

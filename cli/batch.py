@@ -1,36 +1,36 @@
 """The batch job: one input rendered in a worker process (``sendlearn.cli.batch:render_input``).
 
 ``plugin.batch`` runs it per input, in ``plugin.pool``'s worker processes or on a Dask cluster.
-It puts together what no layer below may join: the render (``plugin``) and the receiver's
-writer (``server.direct``), which may not import each other.
+It is where the render (``plugin``) meets its sink (``cli.sinks``), which plugin may not import:
+the same ``capture_session`` as ``render FILE``, into the store or over the link.
 
-Resumable: streams are written with the receiver's writer straight into ``--data-dir``
-(``server.direct``), and a stream whose ``stream.json`` is complete under the same take id
-(``plugin.takes``: a digest of the inputs' content, never their paths) is skipped, so a rerun
-renders only what is missing; a stream cut off midway resumes after its last stored block.
-With ``--server`` the blocks go over the wire instead (that receiver acknowledges a complete
-take at once, but the input is rendered again to find out).
+Resumable: streams are written by the store sink straight into ``--data-dir``, and a stream
+whose ``stream.json`` is complete under the same take id (``plugin.takes``: a digest of the
+inputs' content, never their paths) is skipped, so a rerun renders only what is missing; a
+stream cut off midway resumes after its last stored block. With ``--server`` the blocks go
+over the wire instead (that receiver acknowledges a complete take at once, but the input is
+rendered again to find out).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sendlearn.capture import StreamInfo
-from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.offline.render import render_session, session_streams
-from sendlearn.plugin.offline.send import Outcome, capture_session
+from sendlearn.cli.sinks import choose_sink
+from sendlearn.plugin.offline.render import session_streams
+from sendlearn.plugin.offline.send import capture_session
 from sendlearn.plugin.session.inputs import SUFFIXES, LoadedInput, find_inputs, load_input, midi_problem
-from sendlearn.plugin.session.reader import Session, SessionError
-from sendlearn.plugin.session.takes import render_take, take_id
-from sendlearn.plugin.session.timeline import MIDI_ERRORS, Timeline
-from sendlearn.store.direct import DirectStream, is_complete
+from sendlearn.plugin.session.reader import SessionError
+from sendlearn.plugin.session.takes import take_id
+from sendlearn.plugin.session.timeline import MIDI_ERRORS
+from sendlearn.store.sink import is_complete
 from sendlearn.transport.tls import client_context
 
-__all__ = ["capture_direct", "find_inputs", "render_input"]  # find_inputs (plugin.inputs) stays importable here
+SENDER = "sendlearn render (store, batch worker)"
+
+__all__ = ["find_inputs", "render_input"]  # find_inputs (plugin.inputs) stays importable here
 
 
 def render_input(payload: dict[str, Any]) -> dict[str, Any]:
@@ -46,14 +46,17 @@ def render_input(payload: dict[str, Any]) -> dict[str, Any]:
     except (SessionError, *MIDI_ERRORS) as exc:
         return {"skipped": False, "error": _unreadable(path, exc), "outcomes": []}
     shown = payload.get("shown", str(path))
-    if payload["server"] is not None:
-        outcomes = capture_session(loaded.session, payload["server"], token=payload["token"], input_name=shown,
-                                   timelines=loaded.timelines, ssl_context=client_context(payload.get("ca_file")))
-        return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in outcomes]}
-    data_dir = Path(payload["data_dir"])
-    if _all_complete(loaded, data_dir):
+    server = payload["server"]
+    data_dir = None if server is not None else Path(payload["data_dir"])
+    if data_dir is not None and _all_complete(loaded, data_dir):
         return {"skipped": True, "error": None, "outcomes": []}
-    outcomes = capture_direct(loaded.session, data_dir, shown, loaded.timelines)
+    sink = choose_sink(server, data_dir, writer=SENDER, token=payload["token"],
+                       ssl_context=client_context(payload.get("ca_file")) if server is not None else None)
+    outcomes = capture_session(loaded.session, sink, input_name=shown, timelines=loaded.timelines)
+    if data_dir is not None:
+        for outcome in outcomes:
+            if outcome.ok:
+                outcome.path = str(data_dir / "sessions" / loaded.session.name / outcome.stream)
     return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in outcomes]}
 
 
@@ -73,38 +76,3 @@ def _all_complete(loaded: LoadedInput, data_dir: Path) -> bool:
     streams = session_streams(session, loaded.timelines)
     return bool(streams) and all(
         is_complete(data_dir, session.name, stream, take_id(session, track, stream)) for track, stream in streams)
-
-
-def capture_direct(session: Session, data_dir: Path, input_name: str,
-                   timelines: Mapping[str, Timeline] | None = None) -> list[Outcome]:
-    """Render ``session`` and write each stream straight into ``data_dir`` (``DirectStream``):
-    one outcome per stream, as ``plugin.send.capture_session`` gives for a receiver."""
-    streams: dict[str, DirectStream] = {}
-
-    def open_stream(info: StreamInfo) -> CaptureProcessor:
-        processor = CaptureProcessor.for_stream(info, realtime=False)
-        streams[info.stream] = DirectStream(data_dir, info, processor.handoff, render_take(session, info))
-        return processor
-
-    try:
-        results = render_session(session, open_stream, timelines=timelines)
-    except BaseException:
-        for opened in streams.values():  # work files kept for a resume; the failure is the task's
-            opened.finish(False)
-        raise
-    outcomes = []
-    for result in results:
-        outcome = Outcome.of(input_name, session, result)
-        stream = streams.get(result.stream)
-        if stream is not None:
-            problem = stream.finish(result.ok)
-            if result.ok and problem is not None:
-                outcome.ok, outcome.reason = False, problem
-            outcome.extra = {"resumed": stream.resumed, "blocks_written": stream.written}
-        if outcome.ok:
-            outcome.path = str(data_dir / "sessions" / session.name / result.stream)
-        outcomes.append(outcome)
-    for name, opened in streams.items():  # a stream opened but missing from the results: its render raised
-        if all(r.stream != name for r in results):
-            opened.finish(False)
-    return outcomes

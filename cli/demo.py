@@ -16,7 +16,7 @@ from sendlearn.cli.output import print_table
 from sendlearn.cli.render import host_output_to_stderr, load_inputs, render_all, report, show_progress
 from sendlearn.plugin.offline.send import Outcome
 from sendlearn.plugin.session.inputs import LoadedInput
-from sendlearn.store.direct import remove_sessions
+from sendlearn.store.sink import remove_sessions
 
 
 def demo_session_path() -> Path:
@@ -30,7 +30,7 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir = args.data_dir.resolve()
     remove_sessions(data_dir, [loaded[0].session.name])  # the demo is ours: each run writes it afresh
     with host_output_to_stderr():
-        outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args))
+        outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args), writer="sendlearn demo (store)")
         for outcome in outcomes:
             outcome.extra.update(_written(outcome))
         if args.json:

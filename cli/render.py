@@ -1,9 +1,9 @@
 """``sendlearn render``: MIDI and session files rendered offline through the whole chain.
 
 Every input is loaded and checked before anything renders, so bad input (exit 2) never
-leaves half a dataset behind. Each track then goes render -> CaptureProcessor -> Sender ->
-websocket -> receiver -> dataset (``plugin.send``): to ``--server``, or to a receiver started
-in this process on ``--data-dir``. A directory, ``--workers`` or ``--scheduler`` make it a
+leaves half a dataset behind. Each track then goes render -> CaptureProcessor -> sink
+(``plugin.offline.send``): the store, writing straight into ``--data-dir``, or the link to
+``--server`` (``cli.sinks``). A directory, ``--workers`` or ``--scheduler`` make it a
 batch (render_batch.py). ``sendlearn demo`` (demo.py) renders its session through here too.
 """
 
@@ -24,15 +24,14 @@ from typing import Any
 
 from sendlearn.cli.output import print_table
 from sendlearn.cli.progress import ProgressView
+from sendlearn.cli.sinks import choose_sink
 from sendlearn.errors import MissingExtra, UsageError
-from sendlearn.plugin.offline.send import Outcome, ServerDown, capture_session, check_server
+from sendlearn.plugin.offline.send import Outcome, capture_session
 from sendlearn.plugin.session.inputs import SUFFIXES, LoadedInput, load_input
+from sendlearn.transport.link import ServerDown, check_server
 from sendlearn.transport.tls import client_context
 
-# The in-process receiver ACKs after each commit, and a sender says BYE only once every block
-# is ACKed: at the service's 0.25 s each stream idles ~0.25 s at its end, longer than the
-# stream's own send (0.15 s for the demo's 24 s tracks). A local receiver commits more often.
-LOCAL_COMMIT_INTERVAL = 0.05
+SENDER = "sendlearn render (store)"  # stream.json's ``sender`` for what this command writes to --data-dir
 
 SPEC_FORMS = [
     ("faust:NAME", "a bundled Faust instrument (below)"),
@@ -69,7 +68,7 @@ def run_render(args: argparse.Namespace) -> int:
     if args.replace:
         if data_dir is None:
             raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
-        from sendlearn.store.direct import remove_sessions
+        from sendlearn.store.sink import remove_sessions
 
         remove_sessions(data_dir, [item.session.name for item in loaded])
     with host_output_to_stderr():
@@ -158,35 +157,18 @@ def host_output_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-@contextmanager
-def receiver_url(server: str | None, data_dir: Path) -> Iterator[str]:
-    """The URL blocks go to: ``server``, or an in-process receiver writing to ``data_dir``."""
-    if server is not None:
-        yield server
-        return
-    from sendlearn.server.receiver import ReceiverThread
-
-    try:
-        receiver = ReceiverThread(data_dir, commit_interval=LOCAL_COMMIT_INTERVAL).start()  # creates data_dir
-    except OSError as exc:
-        raise UsageError(f"--data-dir {data_dir}: {exc.strerror or exc}") from None
-    try:
-        yield receiver.url
-    finally:
-        receiver.stop()
-
-
 def render_all(loaded: list[LoadedInput], server: str | None, data_dir: Path | None, token: str | None,
-               progress: bool, ssl_context: ssl.SSLContext | None = None) -> tuple[list[Outcome], float]:
-    """Every input through ``capture_session``, to ``server`` or to a receiver on ``data_dir``;
-    the outcomes and the seconds it took."""
+               progress: bool, ssl_context: ssl.SSLContext | None = None,
+               writer: str = SENDER) -> tuple[list[Outcome], float]:
+    """Every input through ``capture_session``, to ``server`` or straight into ``data_dir``;
+    the outcomes and the seconds it took. ``writer`` names the command in stream.json."""
     started = time.monotonic()
+    sink = choose_sink(server, data_dir, writer=writer, token=token, ssl_context=ssl_context)
     outcomes: list[Outcome] = []
-    with receiver_url(server, data_dir or Path()) as url, ProgressView(len(loaded), progress) as view:
+    with ProgressView(len(loaded), progress) as view:
         for item in loaded:
-            outcomes += capture_session(item.session, url, token=token, progress=view.for_session(item.session.name),
-                                        input_name=str(item.path), compression_level=3 if server else 0,
-                                        ssl_context=ssl_context, timelines=item.timelines)
+            outcomes += capture_session(item.session, sink, progress=view.for_session(item.session.name),
+                                        input_name=str(item.path), timelines=item.timelines)
             view.input_done()
     if data_dir is not None:
         for outcome in outcomes:

@@ -38,7 +38,7 @@ def is_batch(args: argparse.Namespace) -> bool:
 def run_batch_command(args: argparse.Namespace) -> int:
     from importlib.util import find_spec
 
-    from sendlearn.plugin.offline.send import ServerDown, check_server
+    from sendlearn.transport.link import ServerDown, check_server
 
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers is for the local pool; a --scheduler's cluster has its own workers")
@@ -75,7 +75,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.replace:
         if data_dir is None:
             raise UsageError("--replace works on a --data-dir; a --server keeps what it has")
-        from sendlearn.store.direct import remove_sessions
+        from sendlearn.store.sink import remove_sessions
 
         remove_sessions(data_dir, [n for n in map(session_name, inputs) if n is not None])
     if data_dir is not None:

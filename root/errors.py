@@ -16,12 +16,13 @@
     ├── SpoolMismatch (ValueError)         sendlearn.transport.spool   a spool folder that belongs to another stream
     ├── SenderError                        sendlearn.transport.retry   the stream could not be delivered
     ├── LinkLost                           sendlearn.transport.retry   one connection ended; the sender reconnects
-    ├── Refused                            sendlearn.store.errors     what a stream cannot take (close code in ``code``)
+    ├── Refused                            sendlearn.store.errors     what a stream cannot take (close code: server.errors.close_code)
     │   ├── InvalidBlocks                  blocks that break the stream (INVALID_BLOCK)
     │   ├── Overlap                        samples over stored audio of another seq (OVERLAP)
     │   ├── InvalidBye                     a BYE that does not fit the stream (INVALID_BYE)
     │   └── StreamMismatch                 a HELLO that disagrees with the stream on disk (STREAM_MISMATCH)
     ├── StorageError                       sendlearn.store.errors     the receiver's disk refused a write or a sync
+    │   └── OldJournal                     sendlearn.store.errors     a work folder in a journal format this store does not read
     ├── StreamBusy                         sendlearn.store.errors     another writer holds the stream
     ├── FormatError (ValueError)           sendlearn.dataset.errors   a dataset file this sendlearn cannot read
     │   └── FormatTooNew                   written in a newer major format version (names both versions)
@@ -29,7 +30,7 @@
     ├── WorkerError                        sendlearn.plugin.batch.pool       no worker process could take a batch's task
     ├── ChainError                         sendlearn.plugin.chain.effects      an effect chain that cannot run
     ├── BridgeError                        sendlearn.plugin.live.bridge     the live bridge could not start or stopped
-    └── ServerDown                         sendlearn.plugin.offline.send       the receiver at --server cannot be reached
+    └── ServerDown                         sendlearn.transport.link       the receiver at --server cannot be reached
 
 Local misuse (``InvalidMessage``, ``InvalidState``) is kept apart from what a peer sent
 (``ProtocolError``): a sender that builds a bad BYE learns that its BYE is bad, not that the

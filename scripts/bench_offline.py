@@ -1,14 +1,20 @@
 """Offline render through the whole chain against the bare render of the same session.
 
     .venv/bin/python scripts/bench_offline.py [--runs 5] [--session plugin/demo/session.toml]
+    .venv/bin/python scripts/bench_offline.py --processes --minutes 20 [--runs 3]
+
+``--processes``: whole processes, wall time, interleaved: ``sendlearn render song.mid --data-dir D``
+of a generated MINUTES-long MIDI file (the default instrument) against a bare process that
+renders the same notes with the same instrument through DawDreamer and writes a float WAV
+(soundfile), and nothing else. Aim: render <= 1.2x bare (issue 21).
 
 bare:  what rendering the session's audio costs anyway: per track, the tempo map, the
        instrument render (DawDreamer, ``plugin.render.render_stream``), effects (pedalboard,
        the whole stream in one call) and gain, and the render check. Nothing is captured,
        sent or written.
 chain: ``sendlearn render``'s own path (``sendlearn.plugin.offline.send.capture_session``): the same
-       render, then CaptureProcessor -> Sender -> loopback websocket -> in-process receiver ->
-       dataset files (fsynced, renamed into place), including starting and stopping the receiver.
+       render, then CaptureProcessor -> hand-off -> store sink -> dataset files (fsynced, renamed
+       into place).
 
 The modes run interleaved (the order flips every run, after one warm-up of each) so drift in
 machine load hits both. Memory: one run per mode in a fresh subprocess, peak RSS (VmHWM)
@@ -86,12 +92,11 @@ def bare(session: Session) -> float:
 
 def chain(session: Session, data_dir: Path) -> float:
     """The CLI's path into ``data_dir``; returns seconds of audio written."""
-    from sendlearn.cli.render import LOCAL_COMMIT_INTERVAL
+    from sendlearn.cli.sinks import choose_sink
     from sendlearn.plugin.offline.send import capture_session
-    from sendlearn.server.receiver import ReceiverThread
 
-    with ReceiverThread(data_dir, commit_interval=LOCAL_COMMIT_INTERVAL) as receiver:  # as receiver_url does
-        outcomes = capture_session(session, receiver.url, compression_level=0)  # as render_all does in-process
+    sink = choose_sink(None, data_dir, writer="bench_offline")  # as render_all does for --data-dir
+    outcomes = capture_session(session, sink)
     failed = [f"{o.stream}: {o.reason}" for o in outcomes if not o.ok]
     if failed:
         raise RuntimeError("; ".join(failed))
@@ -122,7 +127,7 @@ def child(mode: str, session_path: Path) -> None:
     import soundfile  # noqa: F401
 
     import sendlearn.plugin.offline.send  # noqa: F401
-    import sendlearn.server.receiver  # noqa: F401
+    import sendlearn.store.sink  # noqa: F401
 
     session = load_session(session_path)
     baseline = _status_kib("VmRSS")
@@ -138,6 +143,91 @@ def memory(mode: str, session_path: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# --- whole processes: sendlearn render vs a bare DawDreamer render + WAV write --------------
+
+PROCESS_TARGET = 1.2
+
+
+def write_long_midi(path: Path, minutes: float) -> int:
+    """A MINUTES-long piano part at 120 bpm (chords and a melody, 4 notes a beat); its note count."""
+    import mido
+
+    tpb, notes = 480, 0
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000)])
+    beats = int(minutes * 120)
+    pending = 0
+    for beat in range(beats):
+        chord = [48 + (beat // 4) % 12, 55 + (beat // 4) % 12, 60 + (beat * 7) % 12 + 12]
+        for i, note in enumerate(chord):
+            track.append(mido.Message("note_on", note=note, velocity=70 + i * 10, time=pending if i == 0 else 0))
+            pending = 0
+        track.append(mido.Message("note_off", note=chord[0], velocity=0, time=tpb * 3 // 4))
+        for note in chord[1:]:
+            track.append(mido.Message("note_off", note=note, velocity=0, time=0))
+        pending = tpb // 4
+        notes += len(chord)
+    midi = mido.MidiFile(type=0, ticks_per_beat=tpb)
+    midi.tracks.append(track)
+    midi.save(path)
+    return notes
+
+
+def bare_file(midi: Path, wav: Path) -> None:
+    """The bare process: the same notes, the same instrument, through DawDreamer, to a float WAV."""
+    import soundfile
+
+    from sendlearn.plugin.offline.dawdreamer import render_stream
+    from sendlearn.plugin.session.inputs import load_input
+
+    loaded = load_input(midi)  # the default instrument, as ``sendlearn render song.mid`` picks it
+    (track,) = loaded.session.tracks
+    timeline = loaded.timelines[track.name] if track.name in loaded.timelines else Timeline(track.midi, 48000)
+    (part,) = stream_parts(track, timeline)
+    rate = loaded.session.sample_rate
+    audio = render_stream(track.instrument, part.events, timeline.length, rate, timeline=timeline)
+    soundfile.write(wav, audio.T, rate, subtype="FLOAT")
+
+
+def run_process(mode: str, midi: Path, out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    if mode == "bare":
+        command = [sys.executable, __file__, "--bare-file", str(midi), str(out / "bare.wav")]
+    else:
+        command = [sys.executable, "-m", "sendlearn", "render", str(midi), "--data-dir", str(out / "data"), "--json"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def measure_processes(args: argparse.Namespace) -> None:
+    times: dict[str, list[float]] = {"bare": [], "render": []}
+    with tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
+        scratch = Path(tmp)
+        midi = scratch / "song.mid"
+        notes = write_long_midi(midi, args.minutes)
+        for warm in ("bare", "render"):  # page cache, Faust's first compile
+            run_process(warm, midi, scratch / f"warm-{warm}")
+        for run in range(args.runs):
+            for mode in (("bare", "render") if run % 2 == 0 else ("render", "bare")):
+                times[mode].append(run_process(mode, midi, scratch / f"{mode}-{run}"))
+    best = {mode: min(t) for mode, t in times.items()}
+    median = {mode: statistics.median(t) for mode, t in times.items()}
+    print(f"{'process':<10}{'runs (s)':<40}{'best':>8}{'median':>8}")
+    for mode in ("bare", "render"):
+        print(f"{mode:<10}{' '.join(f'{t:.2f}' for t in times[mode]):<40}{best[mode]:>8.2f}{median[mode]:>8.2f}")
+    ratio = best["render"] / best["bare"]
+    print(f"{args.minutes:g} min of MIDI ({notes} notes): render/bare {ratio:.2f}x best-of, "
+          f"{median['render'] / median['bare']:.2f}x median (target <= {PROCESS_TARGET}x)")
+    print(json.dumps({
+        "bench": "offline_processes", "minutes": args.minutes, "notes": notes, "runs": args.runs,
+        "bare_seconds": [round(t, 3) for t in times["bare"]], "render_seconds": [round(t, 3) for t in times["render"]],
+        "best_ratio": round(ratio, 3), "median_ratio": round(median["render"] / median["bare"], 3),
+        "target_ratio": PROCESS_TARGET, "within_target": ratio <= PROCESS_TARGET,
+        "bare": "DawDreamer render of the notes (default instrument) + soundfile float WAV, one process",
+        "render": "sendlearn render song.mid --data-dir D --json, one process",
+    }))
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -145,8 +235,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--session", type=Path, default=DEMO)
+    parser.add_argument("--processes", action="store_true", help="whole processes on a long MIDI file")
+    parser.add_argument("--minutes", type=float, default=20.0, help="--processes: the MIDI file's length")
     parser.add_argument("--child", choices=["bare", "chain"], help=argparse.SUPPRESS)
+    parser.add_argument("--bare-file", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_file:
+        with host_output_to_stderr():
+            bare_file(*args.bare_file)
+        return
+    if args.processes:
+        measure_processes(args)
+        return
     if args.child:
         child(args.child, args.session)
         return

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sendlearn.capture import StreamInfo
 from sendlearn.server import metrics
+from sendlearn.server.errors import close_code
 from sendlearn.store.completed import StreamTarget, open_stream_writer
 from sendlearn.store.errors import Refused, StorageError, StreamMismatch
 from sendlearn.store.writer import StreamWriter
@@ -93,7 +94,7 @@ class Connection:
                     if self.done:
                         return  # files written, closed with 1000
                 except Refused as exc:
-                    self.protocol.fail(exc.code, str(exc))
+                    self.protocol.fail(close_code(exc), str(exc))
                 except StorageError as exc:
                     self.storage_failed(exc)
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
@@ -208,7 +209,7 @@ class Connection:
         except StreamMismatch as exc:
             if lingering is not None:
                 receiver.linger_then_finalise(key, lingering)  # still its own sender's to resume
-            self.refuse(exc.code, str(exc))
+            self.refuse(close_code(exc), str(exc))
             return
         except StorageError as exc:
             self.storage_failed(exc)  # release() abandons a lingering writer that failed here

@@ -19,15 +19,15 @@ import numpy as np
 import soundfile
 
 from sendlearn import __version__
+from sendlearn.capture import Quality
+from sendlearn.capture.quality import FLAC_MAX_CHANNELS
+from sendlearn.capture.ranges import runs
 from sendlearn.dataset.schema import AudioFile, Backfill, Damage, Gap, QualityRun, StreamSummary
 from sendlearn.files.records import read_records
 from sendlearn.store.identity import info_json
 from sendlearn.store.layout import write_aside, write_json
+from sendlearn.store.record import check_version, read_block
 from sendlearn.store.tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
-from sendlearn.transport import BlockEntry, Quality
-from sendlearn.transport.codec import FLAC_MAX_CHANNELS
-from sendlearn.transport.decode import entry_from_wire
-from sendlearn.transport.ranges import runs
 
 if TYPE_CHECKING:
     from sendlearn.store.writer import StreamWriter
@@ -101,7 +101,8 @@ def _load(journal: Path) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
     for record in records:
         if record.get("k") != "block":
             continue
-        entry: BlockEntry = entry_from_wire(record["entry"])
+        check_version(record, journal.parent)
+        entry = read_block(record)
         quality = Quality(record["quality"])
         if entry.seq in latest:
             if quality >= latest[entry.seq].quality:

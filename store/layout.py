@@ -10,10 +10,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sendlearn.capture import check_name
 from sendlearn.files.aside import fsync_dir, write_aside, write_json
 from sendlearn.store.errors import StorageError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 WORK = ".work"
 
@@ -27,9 +31,10 @@ def stream_dir(data_dir: Path, session: str, stream: str) -> Path:
     return path
 
 
-def write_fully(fd: int, data: bytes, offset: int) -> None:
-    """pwrite all of ``data``: a full disk may take part of it and refuse the rest."""
-    view = memoryview(data)
+def write_fully(fd: int, data: Buffer, offset: int) -> None:
+    """pwrite all of ``data`` (bytes, or a C-contiguous array: written from its own memory, no
+    copy): a full disk may take part of it and refuse the rest."""
+    view = memoryview(data).cast("B")
     while view:
         n = os.pwrite(fd, view, offset)
         if n == 0:  # no progress and no error: treat as a full disk

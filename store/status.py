@@ -24,11 +24,18 @@ def open_stream_summaries(data_dir: Path, finished: set[tuple[str, str]]) -> lis
             continue
         records, _ = read_records(info_json.parent / "journal")
         blocks = [r for r in records if r.get("k") == "block" and not r.get("backfill")]
-        frames = max((r["entry"]["start"] + r["entry"]["frames"] for r in blocks), default=0)
+        frames = max((_body(r)["start"] + _body(r)["frames"] for r in blocks), default=0)
         summaries.append({
             "session": info["session"], "stream": info["stream"], "track": info.get("track", ""),
             "state": "streaming", "seconds": frames / info["sample_rate"], "blocks": len(blocks),
-            "events": sum(len(r["entry"]["midi"]) for r in blocks), "gaps": None, "gap_blocks": None,
+            "events": sum(len(_body(r)["midi"]) for r in blocks), "gaps": None, "gap_blocks": None,
             "audio": None, "path": str(info_json.parent.parent),
         })
     return summaries
+
+
+def _body(record: dict[str, Any]) -> dict[str, Any]:
+    """A block record's header fields: format 1 holds them in the record, format 0 (an old work
+    folder, which the writer refuses to resume) in its wire map under "entry". Status only
+    counts them, so it shows both."""
+    return record["entry"] if "entry" in record and "v" not in record else record

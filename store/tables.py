@@ -1,6 +1,6 @@
 """The dataset's tables (docs/dataset.md): schemas, and building them from a stream's blocks.
 
-A "row source" here is the list of accepted BlockEntry values of one stream, in seq order,
+A "row source" here is the list of accepted block records (``store.record``) of one stream, in seq order,
 each with the quality its audio was finally stored at.
 """
 
@@ -13,10 +13,10 @@ import mido
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sendlearn.capture import Playhead, midi_channel, midi_kind
+from sendlearn.capture import Playhead, Quality, midi_channel, midi_kind
 from sendlearn.capture.midi import delta_track
 from sendlearn.dataset.schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, PARAMS_SCHEMA, stamp
-from sendlearn.transport import BlockEntry, Quality
+from sendlearn.store.record import BlockRecord
 
 TICKS_PER_BEAT = 960
 
@@ -25,7 +25,7 @@ TICKS_PER_BEAT = 960
 
 @dataclass(frozen=True, slots=True)
 class StoredBlock:
-    entry: BlockEntry
+    entry: BlockRecord
     quality: Quality
     backfilled: bool
 

@@ -21,23 +21,20 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from sendlearn.capture import Block, StreamInfo
+from sendlearn.capture import Block, Quality, StreamInfo
+from sendlearn.capture.ranges import merge_range, range_holding
 from sendlearn.files.records import Damage, Journal
-from sendlearn.store.errors import InvalidBlocks, InvalidBye, Overlap, StorageError
+from sendlearn.store.errors import InvalidBlocks, InvalidBye, OldJournal, Overlap, StorageError
 from sendlearn.store.finalise import finalise
 from sendlearn.store.identity import check_same_stream, info_json, read_info, record_info
 from sendlearn.store.layout import WORK, fsync_dir, storage, stream_dir, write_fully
-from sendlearn.transport import BlockEntry, Quality
-from sendlearn.transport.decode import entry_from_wire
-from sendlearn.transport.encode import entry_to_wire
-from sendlearn.transport.ranges import merge_range, range_holding
+from sendlearn.store.record import block_record, check_version, record_span
 
 log = logging.getLogger("sendlearn.receiver")
 
@@ -92,6 +89,14 @@ class StreamWriter:
         recorded = read_info(self.work)
         self.meta, self.take = recorded.get("meta", {}), recorded.get("take")
         self.journal, records, damage = Journal.open_checked(self.work / "journal")
+        try:  # before anything is replayed: a work folder in another format is refused whole, and left as it is
+            for record in records:
+                if record.get("k") == "block":
+                    check_version(record, self.work)
+        except OldJournal:
+            self.journal.abandon()
+            self.journal = None
+            raise
         self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
         for record in records:
             self._replay(record)
@@ -125,6 +130,7 @@ class StreamWriter:
             journal.append({"k": "dropped", "first": first, "last": last})
             self._declare_dropped(first, last)
         duplicates = 0
+        run: list[Block] = []  # blocks with audio, each starting where the one before ends: one pwrite
         for block in blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
                 raise InvalidBlocks(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
@@ -135,14 +141,30 @@ class StreamWriter:
                 continue
             self._check_place(block, seen)
             if block.audio is not None:
-                frame_bytes = self.info.channels * 4
-                write_fully(audio_fd, np.ascontiguousarray(block.audio.T).tobytes(), block.start_sample * frame_bytes)
-            journal.append(_block_record(block, quality, seen))
+                if run and run[-1].end_sample != block.start_sample:
+                    self._write_run(audio_fd, run)
+                run.append(block)
+            journal.append(block_record(block, quality, seen))
             self._mark(block.seq, block.start_sample, block.end_sample, quality, replaced=seen)
+        self._write_run(audio_fd, run)  # before add returns: commit covers all it added
         if duplicates:
             journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in blocks] if backfill else []
+
+    def _write_run(self, audio_fd: int, run: list[Block]) -> None:
+        """Write consecutive blocks' audio interleaved, as audio.f32 and the WAV hold it: the one
+        copy the store makes of a block's samples, into one buffer for one pwrite."""
+        if not run:
+            return
+        channels = self.info.channels
+        interleaved = np.empty((sum(b.frames for b in run), channels), dtype=np.float32)
+        at = 0
+        for block in run:
+            interleaved[at:at + block.frames] = cast(np.ndarray, block.audio).T
+            at += block.frames
+        write_fully(audio_fd, interleaved.data, run[0].start_sample * channels * 4)
+        run.clear()
 
     def _check_reach(self, block: Block) -> None:
         """Blocks sit where their seqs say, give or take their sizes: a block may run at most
@@ -289,9 +311,8 @@ class StreamWriter:
     def _replay(self, record: dict[str, Any]) -> None:
         kind = record.get("k")
         if kind == "block":
-            entry = entry_from_wire(record["entry"])
-            self._mark(entry.seq, entry.start_sample, entry.start_sample + entry.frames,
-                       Quality(record["quality"]), replaced=self._stored(entry.seq))
+            seq, start, end = record_span(record)
+            self._mark(seq, start, end, Quality(record["quality"]), replaced=self._stored(seq))
         elif kind == "dropped":
             self._declare_dropped(record["first"], record["last"])
         elif kind == "bye":
@@ -302,7 +323,7 @@ class StreamWriter:
     def _record_damage(self, records: list[dict[str, Any]], damage: list[Damage]) -> None:
         """Name the seqs each damaged stretch held: those missing between the block records
         on either side of it (a record may be out of seq order, so this is the best bound)."""
-        seqs = [r["entry"]["seq"] if r.get("k") == "block" else None for r in records]
+        seqs = [record_span(r)[0] if r.get("k") == "block" else None for r in records]
         for stretch in damage:
             before = [s for s in seqs[:stretch.before] if s is not None]
             after = [s for s in seqs[stretch.before:] if s is not None]
@@ -350,7 +371,3 @@ class StreamWriter:
             fd, self._audio_fd = self._audio_fd, None
             os.close(fd)
 
-
-def _block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:
-    return {"k": "block", "quality": int(quality), "backfill": backfill, "at": time.time(),
-            "entry": entry_to_wire(BlockEntry.of(block))}

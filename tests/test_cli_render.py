@@ -19,6 +19,7 @@ from sendlearn.server.receiver import ReceiverThread
 
 STREAM_KEYS = {"input", "session", "track", "stream", "host", "seconds", "frames", "blocks", "events", "ok",
                "reason", "lag", "bytes_sent", "path"}
+STORE_KEYS = {"resumed", "blocks_written"}  # the store sink's figures (--data-dir), as a batch reports them
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_render_writes_a_stream_and_reports_it(files: dict[str, Path], tmp_path:
     assert report["ok"] is True and report["failures"] == [] and report["server"] is None
     assert report["data_dir"] == str(tmp_path.resolve())
     (stream,) = report["streams"]
-    assert set(stream) == STREAM_KEYS
+    assert set(stream) == STREAM_KEYS | STORE_KEYS
     assert (stream["session"], stream["stream"], stream["host"], stream["ok"]) == ("tune", "tune", "dawdreamer", True)
     assert stream["events"] == 6 and stream["blocks"] == -(-stream["frames"] // 512)
     assert stream["seconds"] == pytest.approx(stream["frames"] / 48000)

@@ -63,7 +63,7 @@ def test_a_damaged_journal_record_costs_that_record_only(tmp_path: Path, receive
     middle = journal.stat().st_size // 2
     offset, record = max((o, r) for o, r in offsets if o <= middle)
     assert record["k"] == "block"
-    damaged = record["entry"]["seq"]
+    damaged = record["seq"]
     data = bytearray(journal.read_bytes())
     data[offset + 40] ^= 0x01  # a flipped bit inside that record
     journal.write_bytes(bytes(data))

@@ -22,13 +22,13 @@ import numpy as np
 import soundfile
 
 from sendlearn.capture import Quality
+from sendlearn.capture.quality import FLAC_MAX_CHANNELS
 
 from .errors import ErrorCode, ProtocolError
 
 CODINGS = ("f32", "s24", "s16", "flac", "none")
 _BITS = {Quality.PCM24: 24, Quality.PCM16: 16}
 _FLAC_SUBTYPE = {16: "PCM_16", 24: "PCM_24"}
-FLAC_MAX_CHANNELS = 8
 
 
 def quantize(audio: np.ndarray, bits: int) -> np.ndarray:

@@ -38,7 +38,10 @@ from .retry import FATAL_CODES, LinkLost, SenderError, backoff
 from .spool import Spool
 from .state import Role
 
-IDLE_POLL = 0.002  # seconds between looks at an empty hand-off
+# seconds between looks at an empty hand-off. The intake polls: it runs on the sender's event
+# loop, which must not block on the hand-off's condition, and a live producer's ``offer`` wakes
+# no one (it never takes a lock on the audio thread).
+IDLE_POLL = 0.002
 SYNC_INTERVAL = 1.0  # seconds between spool fsyncs
 
 
@@ -95,6 +98,7 @@ class Sender:
         # stream state, shared by the intake and the connections (one event loop: no locks)
         self.outbox = Outbox(self.spool, info.block_size, quality)
         self._intake_done = False
+        self._aborted: str | None = None  # set by ``abort``: the stream ends without BYE
         self._held: Block | None = None  # a block the full spool could not take yet (offline)
         self._started = self._finished = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sendlearn-sender-{info.stream}", daemon=True)
@@ -114,6 +118,15 @@ class Sender:
             raise SenderError(f"stream {self.info.stream} still sending after {timeout} s")
         if self.error is not None:
             raise self.error
+
+    def abort(self, reason: str, timeout: float | None = 30.0) -> None:
+        """End the stream without BYE: the producer failed partway, so the stream must never be
+        marked complete. The connection closes; the receiver keeps what arrived, incomplete
+        (a sender of the same take resumes it). Never raises: the failure is the producer's."""
+        self._aborted = reason
+        self.handoff.fail(reason)  # a producer still putting stops instead of waiting for room
+        self.handoff.close()
+        self._thread.join(timeout)
 
     def __enter__(self) -> Sender:
         return self.start()
@@ -207,12 +220,17 @@ class Sender:
                 intake.result()
             if self.durable_through > acked_before:
                 attempt, last_progress = 0, time.monotonic()
+            self._check_aborted()
             if not self.reconnect:
                 raise SenderError(f"connection to {self.url} failed: {reason}")
             if time.monotonic() - last_progress > self.give_up_after:
                 raise SenderError(f"no progress for {self.give_up_after:.0f} s; last failure: {reason}")
             attempt += 1
             await asyncio.sleep(backoff(attempt))
+
+    def _check_aborted(self) -> None:
+        if self._aborted is not None:
+            raise SenderError(f"aborted, no BYE: {self._aborted}")
 
     # --- intake: hand-off -> spool, independent of the link --------------------------------
 
@@ -289,6 +307,7 @@ class Sender:
         outbox = self.outbox
         finished_at: float | None = None
         while True:
+            self._check_aborted()
             if acks.done():
                 acks.result()
                 raise LinkLost("receiver closed the connection")
@@ -310,6 +329,7 @@ class Sender:
                 if time.monotonic() - finished_at > self.backfill_timeout:
                     break  # the link never recovered enough: the degraded audio stays, marked
             await asyncio.sleep(IDLE_POLL)
+        self._check_aborted()  # the last look before BYE: an aborted stream never says it
         # seqs after the last block taken were dropped by the audio thread: say so, not "lost"
         protocol.send(Bye(outbox.last_seq, self._closing_figures(), outbox.tail_dropped()))
         await self._flush(ws, protocol)

@@ -1,0 +1,40 @@
+"""Where a producer's blocks go: one interface, two implementations (docs/dataflow.md).
+
+    Sink.open(info, handoff, take) -> SinkStream   a stream begins; its blocks arrive through ``handoff``
+    (add)                                          the producer's ``handoff.put`` (offline) or ``offer`` (live)
+    SinkStream.finish() -> reason | None           the producer is done: the stream is complete, or why not
+    SinkStream.abort(reason)                       the capture failed: the stream is never marked complete
+
+The **store** (``sendlearn.store.sink.StoreSink``) writes straight into a data dir; the **link**
+(``sendlearn.transport.link.LinkSink``) sends over the wire to a receiver (``--server`` only).
+Adding is the hand-off's, not a method here: the sink drains it on a thread of its own, so the
+host renders the next block while the last one is written, and a real-time producer's ``offer``
+never waits. Producers (``plugin``) see only this module; the command (``cli``) picks the sink.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .handoff import HandOff
+from .stream import StreamInfo
+
+
+class SinkStream(Protocol):
+    def finish(self) -> str | None:
+        """No more blocks: wait until every one is durable and the stream complete. Returns why
+        it could not be (and the stream is left incomplete), or None."""
+
+    def abort(self, reason: str) -> None:
+        """The capture failed partway: end the stream without completing it (a rerun resumes it)."""
+
+    def figures(self) -> dict[str, Any]:
+        """What the sink did with the stream, for the command's report (bytes sent, resumed, …)."""
+
+
+class Sink(Protocol):
+    name: str  # what wrote the stream, as stream.json's ``sender`` or a report names it
+
+    def open(self, info: StreamInfo, handoff: HandOff, take: str | None) -> SinkStream:
+        """Begin ``info``'s stream, drained from ``handoff``; ``take`` names the render's inputs
+        (a stream complete under the same take is not written again)."""
