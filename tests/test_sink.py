@@ -120,9 +120,13 @@ def test_a_capture_that_fails_partway_says_no_bye_to_a_real_receiver(tmp_path: P
             assert error is RuntimeError and not outcomes[0].ok
         except Interrupted:
             assert error is Interrupted
-    # the receiver stopped with the stream open: finalised as it ended, incomplete
-    partial = json.loads((tmp_path / "served/sessions/tune/tune/stream.json").read_text())
-    assert not partial["complete"] and partial["ended"] != "bye" and partial["blocks"] > 0
+    # the receiver stopped with the stream open: finalised as it ended, incomplete. On a loaded
+    # machine the abort can come before the sender's first frame left (a HELLO alone leaves
+    # nothing on disk); what must never be is a complete stream.
+    summary = tmp_path / "served/sessions/tune/tune/stream.json"
+    if summary.exists():
+        partial = json.loads(summary.read_text())
+        assert not partial["complete"] and partial["ended"] != "bye" and partial["blocks"] > 0
     with serve(tmp_path / "served") as url:  # a rerun of the same take resumes it
         (outcome,) = _capture(tune, LinkSink(url))
         assert outcome.ok

@@ -119,8 +119,9 @@ def test_merge_streams_gives_one_multitrack_sequence_per_window_with_programs(da
 
     export(data_dir, tmp_path / "merged", "--tokenizer", "REMI", "--merge-streams", "--include-flagged", "--json")
     table = pq.read_table(tmp_path / "merged" / "data").to_pylist()
-    assert sorted((r["session"], r["window"]) for r in table) == [("band", k) for k in range(5)] + [("pcm", 0),
-                                                                                                      ("pcm", 1)]
+    # every piece yields windows: the padded tail window is the last of each session
+    assert sorted((r["session"], r["window"]) for r in table) == [("band", k) for k in range(6)] + [
+        ("pcm", k) for k in range(3)]
     assert {r["stream"] for r in table} == {"bass+lead+loud+quiet", "s16+s24"}
     tokenizer = miditok.REMI(params=tmp_path / "merged" / "tokenizer.json")
     band = next(r for r in table if (r["session"], r["window"]) == ("band", 0))
@@ -157,7 +158,7 @@ def test_bad_input_exits_2_with_the_reason_and_a_stopped_export_leaves_nothing(d
         "export tokens needs miditok, which this install lacks (pip install 'sendlearn[export]')"
     # flagged windows (every band window) left out unless asked, and with them the one without notes
     summary, _ = export(data_dir, tmp_path / "g", "--tokenizer", "REMI", "--json")
-    assert summary["samples"] == 4 and summary["skipped_windows"] == 5  # windows, as the other exports count them
+    assert summary["samples"] == 6 and summary["skipped_windows"] == 6  # windows, as the other exports count them
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM"])
