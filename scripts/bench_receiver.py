@@ -117,9 +117,12 @@ def tree_rss_mib(pid: int) -> float:
     return total / (1 << 20)
 
 
-def run_step(streams: int, seconds: float, workers: int, senders: int, where: str | None) -> dict[str, Any]:
+def run_step(streams: int, seconds: float, workers: int, senders: int, where: str | None,
+             profile: str | None = None) -> dict[str, Any]:
+    # --profile: one receiver process under cProfile (it writes its figures when SIGTERM ends it)
+    python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
     with tempfile.TemporaryDirectory(dir=where) as tmp:
-        server = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir", tmp,
+        server = subprocess.Popen([*python, "-m", "sendlearn", "serve", "--port", "0", "--data-dir", tmp,
                                    "--workers", str(workers), "--max-connections-per-address", str(streams + 16)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = server.stdout.readline()
@@ -174,10 +177,14 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=4, help="sender processes")
     parser.add_argument("--dir", help="where the data directories go (default: the temporary directory); "
                         "/dev/shm takes the disk's fsyncs out of the measure")
+    parser.add_argument("--profile", metavar="FILE", help="run one receiver process (--workers 1) under cProfile, "
+                        "its figures written to FILE")
     args = parser.parse_args()
+    if args.profile:
+        args.workers = 1
     results = []
     for n in args.streams:
-        r = run_step(n, args.seconds, args.workers, args.senders, args.dir)
+        r = run_step(n, args.seconds, args.workers, args.senders, args.dir, args.profile)
         results.append(r)
         print(f"{n:3d} streams: {'held' if r['ok'] else 'FAILED'}; complete {r['complete']}/{n}; ACK lag p99 "
               f"{r['ack_lag_p99_s'] * 1000:.0f} ms (worst {r['worst_ack_backlog_s']:.2f} s); receiver "

@@ -20,6 +20,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from sendlearn.server.metrics import exposition
+from sendlearn.server.registry import StreamState
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -67,7 +68,9 @@ def status(receiver: Receiver) -> dict[str, Any]:
         })
     return {
         "connections": sum(receiver.connections.values()), "streams": streams,
-        "lingering": len(receiver._lingering), "streams_finalised": receiver.streams_finalised,
+        "lingering": receiver.registry.count(StreamState.LINGERING),
+        "finalising": receiver.registry.count(StreamState.FINALISING),
+        "streams_finalised": receiver.streams_finalised,
         "storage_error": receiver.storage_error, "storage_failures": receiver.storage_failures,
         "refused": {code.name: n for code, n in receiver.refused.items()},
         "memory_in_flight": receiver.memory.held, "memory_in_flight_peak": receiver.memory.peak,
