@@ -12,7 +12,7 @@ costs (``decoded_bytes``) before it pays for the audio codec and the digests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,9 +78,9 @@ def with_blocks(received: Received, hello: Hello | None, limits: Limits) -> Rece
         return received
     assert isinstance(received.message, BlockFrame)
     try:
-        return replace(received, event=blocks_of(received.message, hello, limits))
+        return Received(received.message, blocks_of(received.message, hello, limits))
     except ProtocolError as exc:
-        return replace(received, error=exc)
+        return Received(received.message, None, exc)
 
 
 def decode_received(data: bytes, hello: Hello | None, limits: Limits) -> Received:
