@@ -144,7 +144,10 @@ def run_step(streams: int, seconds: float, workers: int, senders: int, where: st
     """One step: ``streams`` streams into a fresh receiver (of the package tree ``code``, if
     given: the baseline of a side-by-side run)."""
     # --profile: one receiver process under cProfile (it writes its figures when SIGTERM ends it)
-    python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
+    python = [sys.executable]
+    if profile:  # a .txt figure file: pyinstrument (sampling, light); anything else: cProfile's stats
+        python += (["-m", "pyinstrument", "-r", "text", "-o", profile] if profile.endswith(".txt")
+                   else ["-m", "cProfile", "-o", profile])
     env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
     with tempfile.TemporaryDirectory(dir=where) as tmp:
         server = subprocess.Popen([*python, "-m", "sendlearn", "serve", "--port", "0", "--data-dir", tmp,
@@ -239,7 +242,7 @@ def main() -> None:
     parser.add_argument("--dir", help="where the data directories go (default: the temporary directory); "
                         "/dev/shm takes the disk's fsyncs out of the measure")
     parser.add_argument("--profile", metavar="FILE", help="run one receiver process (--workers 1) under cProfile, "
-                        "its figures written to FILE")
+                        "its figures written to FILE (FILE.txt: under pyinstrument, if installed)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the receiver of git revision REV, each "
                         "step side by side with this checkout's (same run, same machine load)")
     args = parser.parse_args()
