@@ -245,6 +245,7 @@ def main() -> None:
                         "its figures written to FILE (FILE.txt: under pyinstrument, if installed)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the receiver of git revision REV, each "
                         "step side by side with this checkout's (same run, same machine load)")
+    parser.add_argument("--keep-going", action="store_true", help="measure every step, not only up to the first failure")
     args = parser.parse_args()
     if args.profile:
         args.workers = 1
@@ -262,7 +263,7 @@ def main() -> None:
                 r["load_before"] = load
                 results[label].append(r)
                 print(row(label, r), flush=True)
-            if not results["this"][-1]["ok"]:
+            if not results["this"][-1]["ok"] and not args.keep_going:
                 break
     summary: dict[str, Any] = {}
     for label, steps in results.items():
