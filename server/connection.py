@@ -109,16 +109,11 @@ class Connection:
         await self.flush_and_close()
 
     async def receive(self, data: bytes) -> None:
-        """One frame: decoded (a pure function of the frame and the HELLO), applied to the
-        protocol on the loop, its events handled."""
-        received = await self.decode(data)
-        self.protocol.receive_decoded(received)
-        await self.handle(self.protocol.events_received(), len(data))
-
-    async def decode(self, data: bytes) -> Received:
-        """Small work on the loop, the rest on a decode thread within the receiver's budget of
-        bytes in flight. A plain frame's msgpack is bounded by its size; a zstd body is not,
-        nor is a BLOCK's audio, which costs what its header says it decodes to."""
+        """One frame: decoded by pure functions of the frame and the HELLO, applied to the
+        protocol on the loop, its events handled. Small work runs on the loop; the rest on a
+        decode thread, within the receiver's budget of bytes in flight. A plain frame's msgpack
+        is bounded by its size; a zstd body is not, nor is a BLOCK's audio, which costs what its
+        header says it decodes to (whatever its coding)."""
         receiver, limits = self.receiver, self.receiver.limits
         inline = receiver.service.inline_bytes
         if len(data) <= inline and data[:1] == b"\x00":
@@ -127,14 +122,22 @@ class Connection:
             async with receiver.memory.hold(2 * len(data)):
                 received = await self.off_loop(lambda: parse(data, limits))
         hello = self.protocol.hello  # set on the loop by the HELLO, never changed after it
-        if not received.needs_blocks or hello is None:
-            return received
-        assert isinstance(received.message, BlockFrame)
-        audio = min(decoded_bytes(received.message, hello.channels), limits.max_decoded_bytes)
-        if audio <= inline:
-            return with_blocks(received, hello, limits)
-        async with receiver.memory.hold(len(data) + 2 * audio):  # the frame, its audio decoded and as blocks
-            return await self.off_loop(lambda: with_blocks(received, hello, limits))
+        if received.needs_blocks and hello is not None:
+            assert isinstance(received.message, BlockFrame)
+            audio = min(decoded_bytes(received.message, hello.channels), limits.max_decoded_bytes)
+            if audio > inline:
+                # the frame, its audio decoded and as blocks, held until the blocks are stored
+                async with receiver.memory.hold(len(data) + 2 * audio):
+                    decoded = received
+                    received = await self.off_loop(lambda: with_blocks(decoded, hello, limits))
+                    await self.apply(received, len(data))
+                return
+            received = with_blocks(received, hello, limits)
+        await self.apply(received, len(data))
+
+    async def apply(self, received: Received, size: int) -> None:
+        self.protocol.receive_decoded(received)
+        await self.handle(self.protocol.events_received(), size)
 
     async def off_loop(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.receiver.decode_pool, work)
