@@ -15,7 +15,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -25,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from sendlearn.capture import StreamInfo
 from sendlearn.server import metrics
 from sendlearn.server.errors import close_code
+from sendlearn.server.figures import StreamFigures
 from sendlearn.server.registry import StreamState
 from sendlearn.store.completed import StreamTarget, open_stream_writer
 from sendlearn.store.errors import Refused, StorageError, StreamBusy, StreamMismatch
@@ -60,16 +60,8 @@ class Connection:
         self.committing: asyncio.Task[None] | None = None
         self.released = False
         self.done = False  # BYE handled: the files are written and the connection closed
-        # figures for /status and /metrics
-        self.started = time.monotonic()
         self.peer = str(ws.remote_address[0]) if ws.remote_address else "?"
-        self.host = ""
-        self.blocks = self.bytes = self.midi_events = self.gap_blocks = 0
-        self.quality: int | None = None
-        self.ack_lag: float | None = None
-        self._arrived: deque[tuple[int, float]] = deque()  # (highest seq of a frame, when it arrived)
-        self._flushed: tuple[int, int, int, int] = (0, 0, 0, 0)  # blocks, bytes, events, gaps sent to metrics
-        self._flushed_quality: int | None = None
+        self.figures = StreamFigures(self.peer)  # for /status and /metrics
         self.welcomed = False
 
     async def run(self) -> None:
@@ -160,38 +152,6 @@ class Connection:
         ids = {"session": self.key[0], "stream": self.key[1]} if self.key else {}
         return {"peer": self.peer, **ids, **more}
 
-    def count(self, received: BlocksReceived, size: int) -> None:
-        events = sum(len(block.midi) for block in received.blocks)
-        gaps = sum(last - first + 1 for first, last in received.dropped)
-        self.blocks += len(received.blocks)
-        self.bytes += size
-        self.midi_events += events
-        self.gap_blocks += gaps
-        self.quality = int(received.quality)
-        self._arrived.append((max(block.seq for block in received.blocks), time.monotonic()))
-
-    def flush_metrics(self) -> None:
-        """The figures counted since the last flush, to Prometheus: once per commit, not per
-        frame (in multiprocess mode each update writes to a shared file)."""
-        counted = (self.blocks, self.bytes, self.midi_events, self.gap_blocks)
-        for metric, now, before in zip((metrics.BLOCKS, metrics.BYTES, metrics.EVENTS, metrics.GAPS), counted,
-                                       self._flushed, strict=True):
-            if now > before:
-                metric.inc(now - before)
-        self._flushed = counted
-        if self.quality is not None and self.quality != self._flushed_quality and self.key is not None:
-            metrics.QUALITY.labels(*self.key).set(self.quality)
-            self._flushed_quality = self.quality
-
-    def acknowledged(self, through: int) -> None:
-        """ACK lag: from the arrival of the last frame the ACK covers to now."""
-        arrived = None
-        while self._arrived and self._arrived[0][0] <= through:
-            arrived = self._arrived.popleft()[1]
-        if arrived is not None:
-            self.ack_lag = time.monotonic() - arrived
-            metrics.ACK_LAG.observe(self.ack_lag)
-
     async def handle(self, events: list[Event], size: int) -> None:
         for event in events:
             if isinstance(event, Hello):
@@ -199,7 +159,7 @@ class Connection:
             elif isinstance(event, BlocksReceived):
                 self.backfilled += await self.store(event)
                 self.dirty = True
-                self.count(event, size)
+                self.figures.count(event, size)
             elif isinstance(event, Bye):
                 await self.finish(event)
                 if self.protocol.close_code is None:
@@ -262,7 +222,7 @@ class Connection:
         self.acked = durable
         receiver.storage_error = None
         self.ws.protocol.max_message_size = receiver.max_frame_size + 1  # accepted: full-size frames now
-        self.host, self.welcomed = hello.host, True
+        self.figures.host, self.welcomed = hello.host, True
         metrics.STREAMS.inc()
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
@@ -294,7 +254,7 @@ class Connection:
         goes on reading meanwhile: a slow disk must not keep it from answering pings."""
         if self.writer is None or not self.dirty or (self.committing is not None and not self.committing.done()):
             return
-        self.flush_metrics()
+        self.figures.flush(self.key)
         through, backfilled = self.writer.acknowledgeable, self.backfilled
         self.backfilled = []
         self.dirty = False
@@ -315,7 +275,7 @@ class Connection:
             if through != self.acked or backfilled:
                 self.protocol.send(Ack(through, seq_ranges(backfilled)))
                 self.acked = through
-                self.acknowledged(through)
+                self.figures.acknowledged(through)
                 await self.flush()
         except ConnectionClosed:
             pass
@@ -372,7 +332,7 @@ class Connection:
         try:
             if self.committing is not asyncio.current_task():  # a failed commit releases from its own task
                 await self.committed()
-            self.flush_metrics()
+            self.figures.flush(key)
             if key is None or not receiver.registry.owned_by(key, self):
                 return  # never accepted, or finished (BYE) already
             writer = self.writer

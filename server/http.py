@@ -10,7 +10,6 @@ Any other path goes on to the websocket handshake.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -52,20 +51,8 @@ def process_request(receiver: Receiver) -> Callable[[ServerConnection, Request],
 
 
 def status(receiver: Receiver) -> dict[str, Any]:
-    now = time.monotonic()
-    streams = []
-    for connection in list(receiver.open_connections):
-        if connection.key is None:
-            continue
-        seconds = max(now - connection.started, 1e-9)
-        streams.append({
-            "session": connection.key[0], "stream": connection.key[1], "host": connection.host,
-            "peer": connection.peer, "connected_seconds": round(seconds, 3),
-            "blocks": connection.blocks, "bytes": connection.bytes, "mbps": round(connection.bytes * 8 / seconds / 1e6, 3),
-            "midi_events": connection.midi_events, "quality": connection.quality,
-            "acked_through": connection.acked, "ack_lag_seconds": connection.ack_lag,
-            "gap_blocks": connection.gap_blocks,
-        })
+    streams = [connection.figures.status(connection.key, connection.acked)
+               for connection in list(receiver.open_connections) if connection.key is not None]
     return {
         "connections": sum(receiver.connections.values()), "streams": streams,
         "lingering": receiver.registry.count(StreamState.LINGERING),
