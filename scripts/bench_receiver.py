@@ -265,8 +265,9 @@ def main() -> None:
         print(f"{'receiver':>9} {'N':>4} {'':>6} {'done':>4} {'p99 ms':>8} {'worst s':>7} {'cores':>6} "
               f"{'mc/str':>7} {'send c':>6} {'late s':>6} {'MiB/st':>6} {'load':>5}", flush=True)
         results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in receivers}
-        for n in args.streams:
-            for label, code in receivers:
+        for step, n in enumerate(args.streams):
+            # ABBA: the machine's load drifts, so which receiver goes first alternates
+            for label, code in (receivers if step % 2 == 0 else receivers[::-1]):
                 load = os.getloadavg()[0]  # other work on the machine: the figures are shared-CPU ones
                 r = run_step(n, args.seconds, args.workers, args.senders, args.dir, args.profile, code)
                 r["load_before"] = load
