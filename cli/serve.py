@@ -49,7 +49,8 @@ HELP = {
     "memory_in_flight": "bytes of frames being decoded and stored at once",
     "work_expiry": "seconds an untouched work folder of an unconnected stream is kept",
     "decode_workers": "threads that decode, verify and store frames",
-    "inline_bytes": "plain frames (no zstd, no FLAC) up to this size are decoded on the event loop",
+    "inline_bytes": "plain frames up to this size are parsed, and BLOCKs whose audio decodes to at most this "
+                    "many bytes are decoded and stored, on the event loop",
     "workers": "receiver processes sharing the port (SO_REUSEPORT); each stream is written by one",
 }
 

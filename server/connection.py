@@ -2,15 +2,21 @@
 in the background and ACKs once they are durable, BYE and the files. Its failures end only
 itself, with a close code and a reason (``STORAGE`` when the disk refuses); its stream is
 released before the close handshake, so a sender that reconnects finds it free.
+
+The protocol object is driven from the event loop only. A frame is decoded by the pure
+functions of transport/received.py, on the loop when its work is small (by what the decoded
+BLOCK header says its audio decodes to) or else on a decode thread, and the result is applied to
+the protocol on the loop. The stream's lifecycle is the registry's (server/registry.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -18,17 +24,22 @@ from websockets.exceptions import ConnectionClosed
 from sendlearn.capture import StreamInfo
 from sendlearn.server import metrics
 from sendlearn.server.errors import close_code
+from sendlearn.server.figures import StreamFigures
+from sendlearn.server.registry import StreamState
 from sendlearn.store.completed import StreamTarget, open_stream_writer
-from sendlearn.store.errors import Refused, StorageError, StreamMismatch
+from sendlearn.store.errors import Refused, StorageError, StreamBusy, StreamMismatch
 from sendlearn.store.writer import StreamWriter
 from sendlearn.transport import Ack, BlocksReceived, Bye, Error, ErrorCode, Hello, Protocol, Welcome
-from sendlearn.transport.protocol import Event
+from sendlearn.transport.messages import BlockFrame
 from sendlearn.transport.ranges import seq_ranges
+from sendlearn.transport.received import Event, Received, decoded_bytes, parse, with_blocks
 
 if TYPE_CHECKING:
     from sendlearn.server.receiver import Receiver
 
 log = logging.getLogger("sendlearn.receiver")
+
+T = TypeVar("T")
 
 TAKEOVER_WAIT = 2.0  # seconds a HELLO waits for the same stream's previous connection to finish
 
@@ -49,26 +60,20 @@ class Connection:
         self.committing: asyncio.Task[None] | None = None
         self.released = False
         self.done = False  # BYE handled: the files are written and the connection closed
-        # figures for /status and /metrics
-        self.started = time.monotonic()
         self.peer = str(ws.remote_address[0]) if ws.remote_address else "?"
-        self.host = ""
-        self.blocks = self.bytes = self.midi_events = self.gap_blocks = 0
-        self.quality: int | None = None
-        self.ack_lag: float | None = None
-        self._arrived: deque[tuple[int, float]] = deque()  # (highest seq of a frame, when it arrived)
+        self.figures = StreamFigures(self.peer)  # for /status and /metrics
         self.welcomed = False
 
     async def run(self) -> None:
         service = self.receiver.service
         hello_by = time.monotonic() + service.hello_timeout
         last_message = time.monotonic()
-        loop = asyncio.get_running_loop()
         while self.protocol.close_code is None:
             now = time.monotonic()
             timeout = hello_by - now if self.writer is None else self.receiver.commit_interval
             try:
-                data = await asyncio.wait_for(self.ws.recv(), max(timeout, 0.001))
+                async with asyncio.timeout(max(timeout, 0.001)):  # no task per frame, unlike wait_for
+                    data = await self.ws.recv()
             except TimeoutError:
                 if self.writer is None:
                     self.protocol.fail(ErrorCode.TIMEOUT, f"no HELLO within {service.hello_timeout:g} s")
@@ -82,85 +87,79 @@ class Connection:
             if isinstance(data, str):
                 self.protocol.fail(ErrorCode.MALFORMED, "text frames are not part of the protocol")
                 break
-            # decoding (zstd, msgpack, the audio codec, digests) and storing run on the decode
-            # threads (small plain frames excepted), within the receiver's budget of bytes in flight
-            async with self.receiver.memory.hold(self.cost(data)):
-                try:
-                    if self.small(data):  # bounded by its size: cheaper here than a hop to a thread
-                        events = self.decode(data)
-                    else:
-                        events = await loop.run_in_executor(self.receiver.decode_pool, self.decode, data)
-                    await self.handle(events, len(data))
-                    if self.done:
-                        return  # files written, closed with 1000
-                except Refused as exc:
-                    self.protocol.fail(close_code(exc), str(exc))
-                except StorageError as exc:
-                    self.storage_failed(exc)
+            try:
+                await self.receive(data)
+                if self.done:
+                    return  # files written, closed with 1000
+            except (Refused, StreamBusy) as exc:
+                self.protocol.fail(close_code(exc), str(exc))
+            except StorageError as exc:
+                self.storage_failed(exc)
             if self.dirty and time.monotonic() - self.last_commit >= self.receiver.commit_interval:
                 self.commit_soon()
             await self.flush()
         await self.flush_and_close()
 
-    def small(self, data: bytes) -> bool:
-        """A frame whose whole work is bounded by its size: short, not zstd, no FLAC (the one
-        coding that can decode to far more than it holds)."""
-        return len(data) <= self.receiver.service.inline_bytes and data[:1] == b"\x00" and b"\xa4flac" not in data
+    async def receive(self, data: bytes) -> None:
+        """One frame: decoded by pure functions of the frame and the HELLO, applied to the
+        protocol on the loop, its events handled. Small work runs on the loop; the rest on a
+        decode thread, within the receiver's budget of bytes in flight. A plain frame's msgpack
+        is bounded by its size; a zstd body is not, nor is a BLOCK's audio, which costs what its
+        header says it decodes to (whatever its coding)."""
+        receiver, limits = self.receiver, self.receiver.limits
+        inline = receiver.service.inline_bytes
+        if len(data) <= inline and data[:1] == b"\x00":
+            received = parse(data, limits)
+        else:
+            async with receiver.memory.hold(2 * len(data)):
+                received = await self.off_loop(lambda: parse(data, limits))
+        hello = self.protocol.hello  # set on the loop by the HELLO, never changed after it
+        if received.needs_blocks and hello is not None:
+            assert isinstance(received.message, BlockFrame)
+            audio = min(decoded_bytes(received.message, hello.channels), limits.max_decoded_bytes)
+            if audio > inline:
+                # the frame, its audio decoded and as blocks, held until the blocks are stored
+                async with receiver.memory.hold(len(data) + 2 * audio):
+                    decoded = received
+                    received = await self.off_loop(lambda: with_blocks(decoded, hello, limits))
+                    await self.apply(received, len(data))
+                return
+            received = with_blocks(received, hello, limits)
+        await self.apply(received, len(data))
 
-    def cost(self, data: bytes) -> int:
-        """Bytes a frame may occupy while it is handled: itself, its body, its decoded audio."""
-        return 2 * len(data) + min(self.receiver.limits.max_decoded_bytes, 4 * len(data) + (1 << 16))
+    async def apply(self, received: Received, size: int) -> None:
+        self.protocol.receive_decoded(received)
+        await self.handle(self.protocol.events_received(), size)
 
-    def decode(self, data: bytes) -> list[tuple[Event, list[int]]]:
-        """On a decode thread: the frame to events, and a BLOCK's blocks stored at once (one hop
-        off the loop per frame; the connection awaits it, so nothing else drives its protocol or
-        adds to its writer meanwhile). Each event comes with the seqs to acknowledge as backfilled."""
-        self.protocol.receive_data(data)
-        out = []
-        for event in self.protocol.events_received():
-            stored = (self.writer.add(event.blocks, event.quality, backfill=event.backfill, dropped=event.dropped)
-                      if isinstance(event, BlocksReceived) and self.writer else [])
-            out.append((event, stored))
-        return out
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.receiver.decode_pool, work)
+
+    async def store(self, received: BlocksReceived) -> list[int]:
+        """The blocks to the writer: on the loop when they are small, else on a decode thread
+        (this connection awaits it, so nothing else adds to its writer meanwhile). Returns the
+        seqs to acknowledge as backfilled."""
+        writer = self.writer
+        assert writer is not None  # BLOCKs come only after the WELCOME that set it
+        size = sum(block.frames for block in received.blocks) * writer.info.channels * 4
+        if size <= self.receiver.service.inline_bytes:
+            return writer.add(received.blocks, received.quality, backfill=received.backfill,
+                              dropped=received.dropped)
+        return await self.off_loop(lambda: writer.add(received.blocks, received.quality, backfill=received.backfill,
+                                                      dropped=received.dropped))
 
     def fields(self, **more: object) -> dict[str, object]:
         """Structured log fields (cli/serve.py prints them as JSON): the peer and the stream's ids."""
         ids = {"session": self.key[0], "stream": self.key[1]} if self.key else {}
         return {"peer": self.peer, **ids, **more}
 
-    def count(self, received: BlocksReceived, size: int) -> None:
-        events = sum(len(block.midi) for block in received.blocks)
-        gaps = sum(last - first + 1 for first, last in received.dropped)
-        self.blocks += len(received.blocks)
-        self.bytes += size
-        self.midi_events += events
-        self.gap_blocks += gaps
-        self.quality = int(received.quality)
-        self._arrived.append((max(block.seq for block in received.blocks), time.monotonic()))
-        metrics.BLOCKS.inc(len(received.blocks))
-        metrics.BYTES.inc(size)
-        metrics.EVENTS.inc(events)
-        metrics.GAPS.inc(gaps)
-        assert self.key is not None  # blocks come only after the HELLO that set it
-        metrics.QUALITY.labels(*self.key).set(self.quality)
-
-    def acknowledged(self, through: int) -> None:
-        """ACK lag: from the arrival of the last frame the ACK covers to now."""
-        arrived = None
-        while self._arrived and self._arrived[0][0] <= through:
-            arrived = self._arrived.popleft()[1]
-        if arrived is not None:
-            self.ack_lag = time.monotonic() - arrived
-            metrics.ACK_LAG.observe(self.ack_lag)
-
-    async def handle(self, events: list[tuple[Event, list[int]]], size: int) -> None:
-        for event, backfilled in events:
+    async def handle(self, events: list[Event], size: int) -> None:
+        for event in events:
             if isinstance(event, Hello):
                 await self.accept(event)
             elif isinstance(event, BlocksReceived):
-                self.backfilled += backfilled
+                self.backfilled += await self.store(event)
                 self.dirty = True
-                self.count(event, size)
+                self.figures.count(event, size)
             elif isinstance(event, Bye):
                 await self.finish(event)
                 if self.protocol.close_code is None:
@@ -178,21 +177,27 @@ class Connection:
             self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
             return
         key = (hello.session, hello.stream)
+        registry = receiver.registry
         deadline = time.monotonic() + TAKEOVER_WAIT
-        while key in receiver._active and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # a reconnect can beat the old connection's clean-up by a little
-        while key not in receiver._active and not receiver.locks.acquire(key) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # another worker process has it (connected, lingering or finalising)
-        if key in receiver._active or not receiver.locks.acquire(key):
-            self.refuse(ErrorCode.STREAM_BUSY, f"stream {hello.session}/{hello.stream} is already connected")
-            return
+        while True:
+            state = registry.state(key)
+            if state in (StreamState.FREE, StreamState.LINGERING):
+                try:
+                    before = registry.move(key, StreamState.CONNECTED, owner=self)
+                    break
+                except StreamBusy:
+                    pass  # another worker process has it (connected, lingering or finalising)
+            if time.monotonic() >= deadline:
+                self.refuse(ErrorCode.STREAM_BUSY, f"stream {hello.session}/{hello.stream} is already connected")
+                return
+            # a reconnect can beat the old connection's clean-up by a little
+            await asyncio.sleep(0.02 if state is not StreamState.FREE else 0.05)
         info = StreamInfo(hello.session, hello.stream, hello.sample_rate, hello.channels, hello.block_size,
                           hello.track, hello.host)
-        receiver._active[key] = self.ws
         self.key = key
-        lingering = receiver.take_lingering(key)
+        lingering = before.writer if before is not None else None
         try:
-            if lingering is not None:
+            if isinstance(lingering, StreamWriter):
                 lingering.check_resume(info, hello.take)
                 self.writer = lingering
                 # what the last connection added after its last commit must be durable before WELCOME
@@ -207,8 +212,8 @@ class Connection:
                 self.writer = opened
                 durable = opened.acknowledgeable  # the writer fsynced what it recovered when it opened
         except StreamMismatch as exc:
-            if lingering is not None:
-                receiver.linger_then_finalise(key, lingering)  # still its own sender's to resume
+            if isinstance(lingering, StreamWriter):
+                receiver.keep_for_resume(key, lingering)  # still its own sender's to resume
             self.refuse(close_code(exc), str(exc))
             return
         except StorageError as exc:
@@ -217,7 +222,7 @@ class Connection:
         self.acked = durable
         receiver.storage_error = None
         self.ws.protocol.max_message_size = receiver.max_frame_size + 1  # accepted: full-size frames now
-        self.host, self.welcomed = hello.host, True
+        self.figures.host, self.welcomed = hello.host, True
         metrics.STREAMS.inc()
         self.protocol.send(Welcome(durable, receiver.max_frame_size))
         log.info("stream %s/%s from %s (%s), resuming after seq %d", *key, self.ws.remote_address,
@@ -225,7 +230,7 @@ class Connection:
                  extra=self.fields(resume_after=durable))
 
     async def finish(self, bye: Bye) -> None:
-        assert self.writer is not None
+        assert self.writer is not None and self.key is not None
         await self.committed()
         if self.protocol.close_code is not None:
             return  # the last commit failed: nothing more is written or acknowledged
@@ -235,7 +240,8 @@ class Connection:
             self.protocol.send(Ack(through, seq_ranges(self.backfilled)))
             self.backfilled = []
             await self.flush()
-            await self.receiver.finalise(self.writer, "bye")
+            self.receiver.registry.move(self.key, StreamState.FINALISING)
+            await self.receiver.finalise_held(self.key, self.writer, "bye")
         except StorageError as exc:
             # BYE is durable if its ACK went out: a sender that comes back says BYE again, and
             # the files are written then
@@ -248,6 +254,7 @@ class Connection:
         goes on reading meanwhile: a slow disk must not keep it from answering pings."""
         if self.writer is None or not self.dirty or (self.committing is not None and not self.committing.done()):
             return
+        self.figures.flush(self.key)
         through, backfilled = self.writer.acknowledgeable, self.backfilled
         self.backfilled = []
         self.dirty = False
@@ -268,7 +275,7 @@ class Connection:
             if through != self.acked or backfilled:
                 self.protocol.send(Ack(through, seq_ranges(backfilled)))
                 self.acked = through
-                self.acknowledged(through)
+                self.figures.acknowledged(through)
                 await self.flush()
         except ConnectionClosed:
             pass
@@ -317,37 +324,58 @@ class Connection:
             pass
 
     async def release(self) -> None:
+        """Leave the stream to the registry: lingering for its sender, finalised, or free."""
         if self.released:
             return
         self.released = True
+        receiver, key = self.receiver, self.key
         try:
             if self.committing is not asyncio.current_task():  # a failed commit releases from its own task
                 await self.committed()
+            self.figures.flush(key)
+            if key is None or not receiver.registry.owned_by(key, self):
+                return  # never accepted, or finished (BYE) already
             writer = self.writer
             if isinstance(writer, StreamWriter) and not writer.opened:
                 writer.abandon()  # nothing stored: nothing on disk, nothing to linger for
+                receiver.registry.move(key, StreamState.FREE)
             elif isinstance(writer, StreamWriter) and writer.failed is not None:
                 writer.abandon()  # no commit runs now; a new writer resumes from what is synced
+                receiver.registry.move(key, StreamState.FAILED)
             elif isinstance(writer, StreamWriter) and not writer.finalised:
-                if writer.last_seq is None and not self.receiver.stopping and self.receiver.linger > 0:
-                    assert self.key is not None  # set with the writer
-                    self.receiver.linger_then_finalise(self.key, writer)  # its sender may come back
+                if writer.last_seq is None and not receiver.stopping and receiver.linger > 0:
+                    receiver.keep_for_resume(key, writer)  # its sender may come back
                 else:
                     ended = ("bye" if writer.last_seq is not None else "receiver stopped"
-                             if self.receiver.stopping else "connection lost")
+                             if receiver.stopping else "connection lost")
+                    receiver.registry.move(key, StreamState.FINALISING)
                     try:
-                        await self.receiver.finalise(writer, ended)
+                        await receiver.finalise_held(key, writer, ended)
                     except Exception:
                         pass  # logged by finalise; the work folder stays for a resume
+            else:
+                receiver.registry.move(key, StreamState.FREE)  # no writer of its own, or a complete stream
         finally:
             if self.welcomed:
-                assert self.key is not None  # set before the WELCOME
+                assert key is not None  # set before the WELCOME
                 metrics.STREAMS.dec()
                 try:
-                    metrics.QUALITY.remove(*self.key)
+                    metrics.QUALITY.remove(*key)
                 except KeyError:
                     pass
-            # always: a stream left marked active would refuse its sender (STREAM_BUSY) for good
-            if self.key is not None and self.receiver._active.get(self.key) is self.ws:
-                del self.receiver._active[self.key]
-                self.receiver.unlock_if_free(self.key)
+            # always: a stream left connected would refuse its sender (STREAM_BUSY) for good
+            if key is not None and receiver.registry.owned_by(key, self):
+                receiver.registry.move(key, StreamState.FREE)
+
+
+def loop_thread_guard() -> Callable[[], None]:
+    """A ``Protocol.guard`` that refuses any thread but the caller's (the event loop's): a debug
+    check, on when SENDLEARN_CHECK_PROTOCOL_THREAD is set (tests/test_receiver_loop.py)."""
+    owner = threading.get_ident()
+
+    def guard() -> None:
+        if threading.get_ident() != owner:
+            raise RuntimeError(f"the protocol object was driven from thread {threading.current_thread().name}, "
+                               "not the event loop's")
+
+    return guard

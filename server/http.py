@@ -10,7 +10,6 @@ Any other path goes on to the websocket handshake.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from sendlearn.server.metrics import exposition
+from sendlearn.server.registry import StreamState
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -51,23 +51,13 @@ def process_request(receiver: Receiver) -> Callable[[ServerConnection, Request],
 
 
 def status(receiver: Receiver) -> dict[str, Any]:
-    now = time.monotonic()
-    streams = []
-    for connection in list(receiver.open_connections):
-        if connection.key is None:
-            continue
-        seconds = max(now - connection.started, 1e-9)
-        streams.append({
-            "session": connection.key[0], "stream": connection.key[1], "host": connection.host,
-            "peer": connection.peer, "connected_seconds": round(seconds, 3),
-            "blocks": connection.blocks, "bytes": connection.bytes, "mbps": round(connection.bytes * 8 / seconds / 1e6, 3),
-            "midi_events": connection.midi_events, "quality": connection.quality,
-            "acked_through": connection.acked, "ack_lag_seconds": connection.ack_lag,
-            "gap_blocks": connection.gap_blocks,
-        })
+    streams = [connection.figures.status(connection.key, connection.acked)
+               for connection in list(receiver.open_connections) if connection.key is not None]
     return {
         "connections": sum(receiver.connections.values()), "streams": streams,
-        "lingering": len(receiver._lingering), "streams_finalised": receiver.streams_finalised,
+        "lingering": receiver.registry.count(StreamState.LINGERING),
+        "finalising": receiver.registry.count(StreamState.FINALISING),
+        "streams_finalised": receiver.streams_finalised,
         "storage_error": receiver.storage_error, "storage_failures": receiver.storage_failures,
         "refused": {code.name: n for code, n in receiver.refused.items()},
         "memory_in_flight": receiver.memory.held, "memory_in_flight_peak": receiver.memory.peak,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,12 @@ from websockets.exceptions import ConnectionClosed
 from sendlearn.server import metrics
 from sendlearn.server.auth import TokenEntry, Tokens, hash_token
 from sendlearn.server.budget import ByteBudget
-from sendlearn.server.connection import Connection
+from sendlearn.server.connection import Connection, loop_thread_guard
 from sendlearn.server.http import process_request
+from sendlearn.server.registry import Key, StreamRegistry, StreamState
 from sendlearn.server.settings import Service
 from sendlearn.store.completed import StreamTarget
-from sendlearn.store.errors import StorageError
+from sendlearn.store.errors import StorageError, StreamBusy
 from sendlearn.store.locks import StreamLocks
 from sendlearn.store.recovery import said_bye
 from sendlearn.store.writer import StreamWriter
@@ -43,7 +45,6 @@ log = logging.getLogger("sendlearn.receiver")
 COMMIT_INTERVAL = 0.25  # seconds between fsyncs while blocks arrive (docs/dataset.md, "Durability")
 LINGER = 30.0  # seconds a stream cut without BYE waits for its sender before it is finalised
 FINALISE_WORKERS = 2  # streams finalised at once (each reads its whole audio and journal)
-_FINALISING = object()  # stands in _active for a lingering stream being finalised
 
 
 class ReceiverOptions(TypedDict, total=False):
@@ -88,8 +89,7 @@ class Receiver:
         self.locks = StreamLocks(self.data_dir)  # one writer per stream across worker processes
         self.commit_interval = commit_interval
         self.linger = linger
-        self._active: dict[tuple[str, str], object] = {}
-        self._lingering: dict[tuple[str, str], tuple[StreamWriter, asyncio.Task[None]]] = {}
+        self.registry = StreamRegistry(self.locks)  # each stream's lifecycle (server/registry.py)
         self.refused: dict[ErrorCode, int] = {}
         self.streams_finalised = 0
         # fsync waits on the disk, not the CPU: enough threads that many streams' commits overlap
@@ -116,51 +116,55 @@ class Receiver:
         self._sweeping = asyncio.create_task(self.sweep())
         return server
 
+    def claim_to_finalise(self, key: Key) -> bool:
+        """FREE -> FINALISING for a stream nobody streams; False if it is held, here or elsewhere."""
+        if self.stopping or self.registry.state(key) is not StreamState.FREE:
+            return False
+        try:
+            self.registry.move(key, StreamState.FINALISING)
+        except StreamBusy:
+            return False  # another worker process has it
+        return True
+
     async def sweep(self) -> None:
         """Remove work folders nobody came back for (store/expiry.py), now and then."""
         from sendlearn.store.expiry import expire, expired
 
         while not self.stopping:
-            busy = set(self._active) | set(self._lingering)
+            busy = self.registry.keys()
             for work in await asyncio.to_thread(expired, self.data_dir, self.service.work_expiry, busy):
                 key = (work.parent.parent.name, work.parent.name)
-                if key in self._active or key in self._lingering or self.stopping or not self.locks.acquire(key):
-                    continue
-                self._active[key] = _FINALISING  # a HELLO meanwhile waits, then hears STREAM_BUSY
+                if not self.claim_to_finalise(key):
+                    continue  # a HELLO meanwhile waits, then hears STREAM_BUSY
                 try:
                     await asyncio.get_running_loop().run_in_executor(self.finalise_pool, expire, work)
+                    self.registry.move(key, StreamState.COMPLETE)
                 except Exception as exc:
                     log.error("could not expire %s: %s", work, exc)
-                finally:
-                    if self._active.get(key) is _FINALISING:
-                        del self._active[key]
-                    self.unlock_if_free(key)
+                    self.registry.move(key, StreamState.FAILED)
             await asyncio.sleep(min(self.service.work_expiry / 4, 600.0))
 
     async def recover(self) -> None:
         for info, meta, take in await asyncio.to_thread(lambda: list(said_bye(self.data_dir))):
             key = (info.session, info.stream)
-            if key in self._active or key in self._lingering or self.stopping or not self.locks.acquire(key):
+            if not self.claim_to_finalise(key):
                 continue  # its sender is back (here or in another worker): it finishes the stream itself
-            self._active[key] = _FINALISING
             try:
                 writer = await asyncio.to_thread(StreamWriter, self.data_dir, info, meta, take)
-                await self.finalise(writer, "bye")
+            except Exception as exc:
+                log.error("could not open %s/%s left with a BYE: %s", *key, exc)
+                self.registry.move(key, StreamState.FAILED)
+                continue
+            try:
+                await self.finalise_held(key, writer, "bye")
                 log.info("finished %s/%s, left with a BYE and no files", *key)
-            except Exception as exc:  # logged by finalise, or the work files did not open
+            except Exception as exc:  # logged by finalise
                 log.error("could not finish %s/%s left with a BYE: %s", *key, exc)
-            finally:
-                if self._active.get(key) is _FINALISING:
-                    del self._active[key]
-                self.unlock_if_free(key)
-
-    def unlock_if_free(self, key: tuple[str, str]) -> None:
-        """Let other workers have the stream once this one neither has it connected nor lingering."""
-        if key not in self._active and key not in self._lingering:
-            self.locks.release(key)
 
     async def handle(self, ws: ServerConnection) -> None:
         protocol = Protocol(Role.RECEIVER, limits=self.limits)
+        if os.environ.get("SENDLEARN_CHECK_PROTOCOL_THREAD"):
+            protocol.guard = loop_thread_guard()
         connection = Connection(self, ws, protocol)
         address = str(ws.remote_address[0]) if ws.remote_address else "?"
         total = sum(self.connections.values())
@@ -213,31 +217,29 @@ class Receiver:
             writer.abandon()
             raise
 
-    def linger_then_finalise(self, key: tuple[str, str], writer: StreamWriter) -> None:
-        """Keep ``writer`` open for its sender to come back; finalise it if it does not."""
+    async def finalise_held(self, key: Key, writer: StreamTarget, ended: str) -> None:
+        """A FINALISING stream's files, then COMPLETE; FAILED (and the error raised) if they fail."""
+        try:
+            await self.finalise(writer, ended)
+        except BaseException:
+            self.registry.move(key, StreamState.FAILED)
+            raise
+        self.registry.move(key, StreamState.COMPLETE)
+
+    def keep_for_resume(self, key: Key, writer: StreamWriter) -> None:
+        """CONNECTED -> LINGERING: ``writer`` stays open for its sender to come back; it is
+        finalised when ``linger`` seconds pass without it."""
         async def later() -> None:
             await asyncio.sleep(self.linger)
-            if self._lingering.get(key, (None,))[0] is not writer:
+            if self.registry.lingering_writer(key) is not writer:
                 return
-            del self._lingering[key]
-            self._active[key] = _FINALISING  # a HELLO meanwhile waits, then hears STREAM_BUSY
+            self.registry.move(key, StreamState.FINALISING)  # a HELLO meanwhile waits, then hears STREAM_BUSY
             try:
-                await self.finalise(writer, "connection lost")
+                await self.finalise_held(key, writer, "connection lost")
             except Exception:
                 pass  # logged by finalise
-            finally:
-                if self._active.get(key) is _FINALISING:
-                    del self._active[key]
-                self.unlock_if_free(key)
 
-        self._lingering[key] = (writer, asyncio.create_task(later()))
-
-    def take_lingering(self, key: tuple[str, str]) -> StreamWriter | None:
-        if key not in self._lingering:
-            return None
-        writer, task = self._lingering.pop(key)
-        task.cancel()
-        return writer
+        self.registry.move(key, StreamState.LINGERING, writer=writer, timer=asyncio.create_task(later()))
 
     async def shutdown(self) -> None:
         """Finalise every lingering stream (the server has stopped taking connections)."""
@@ -246,14 +248,15 @@ class Receiver:
             self._sweeping.cancel()
         if self._recovering is not None:
             await self._recovering  # it stops after the stream it is finishing
-        for key in list(self._lingering):
-            writer = self.take_lingering(key)
-            if writer is not None:  # else its linger ran out (and it was finalised) while another was
-                try:
-                    await self.finalise(writer, "receiver stopped")
-                except Exception:
-                    pass  # logged by finalise
-            self.unlock_if_free(key)
+        for key in self.registry.keys():
+            writer = self.registry.lingering_writer(key)
+            if writer is None:
+                continue  # its linger ran out (and it is being finalised) while another was, or it is connected
+            self.registry.move(key, StreamState.FINALISING)
+            try:
+                await self.finalise_held(key, writer, "receiver stopped")
+            except Exception:
+                pass  # logged by finalise
 
 
 class ReceiverThread:

@@ -21,7 +21,9 @@ class Service:
     memory_in_flight: int = 256 * MiB  # bytes of frames being decoded and stored at once, all connections
     work_expiry: float = 7 * 86400.0  # seconds an untouched, unconnected .work folder is kept
     decode_workers: int = 2  # threads that decode, verify and store frames off the event loop
-    inline_bytes: int = 65536  # frames up to this size, not zstd and without FLAC, are decoded on the loop
+    # a plain frame up to this size is parsed on the loop, and a BLOCK whose audio decodes to at most
+    # this many bytes is decoded and stored there; the rest goes to the decode threads
+    inline_bytes: int = 65536
     workers: int = 1  # receiver processes sharing the port (SO_REUSEPORT), one writer per stream (store/locks.py)
 
     @classmethod

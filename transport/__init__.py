@@ -18,7 +18,8 @@ from .messages import (
     Hello,
     Welcome,
 )
-from .protocol import BlocksReceived, Protocol
+from .protocol import Protocol
+from .received import BlocksReceived
 from .state import Role, State
 
 __all__ = [

@@ -8,21 +8,23 @@ Like python-websockets' ``Protocol``: the websocket library only moves frames.
     protocol.data_to_send()           # frames to write to the websocket
     protocol.close_code, close_reason # set once the connection must end on an error
 
+A receiver that decodes frames off its event loop does it with the pure functions of
+transport/received.py and hands the result to ``receive_decoded``; the object itself is driven
+from one thread (``guard``, when set, is called on every entry to check that).
+
 ``receive_data`` never raises: a bad frame becomes an ERROR to send, state CLOSED, and a
 close code with a reason. Blocks come out as ``capture.Block`` — the one block type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sendlearn.capture import Block, CaptureError, DigestMismatch, block_digest
+from sendlearn.capture import Block, block_digest
 
-from .codec import Quality, decode_audio, degrade, encode_audio
-from .decode import decode_frame
+from .codec import Quality, degrade, encode_audio
 from .encode import encode_frame, encode_frame_sized
 from .errors import ErrorCode, InvalidMessage, InvalidState, ProtocolError
 from .limits import Limits
@@ -38,22 +40,11 @@ from .messages import (
     Message,
     Welcome,
 )
+from .received import Event, Received, blocks_of, decode_received
 from .state import Role, State, next_state
 
 MAX_CLOSE_REASON = 123  # bytes a websocket close frame's reason may hold
 
-
-@dataclass(frozen=True, slots=True)
-class BlocksReceived:
-    """A BLOCK message, decoded and verified into capture Blocks of the stream."""
-
-    quality: Quality
-    blocks: tuple[Block, ...]
-    backfill: bool
-    dropped: tuple[tuple[int, int], ...]
-
-
-Event = Hello | Welcome | BlocksReceived | Ack | Bye | Error
 
 _KIND = {Hello: "hello", Welcome: "welcome", BlockFrame: "block", Ack: "ack", Bye: "bye", Error: "error"}
 
@@ -79,12 +70,15 @@ class Protocol:
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self.last_audio_payload = 0  # bytes of coded audio in the last BLOCK frame sent
+        self.guard: Callable[[], None] | None = None  # called on every entry (a debug check of the thread)
 
     # --- sending --------------------------------------------------------------------------
 
     def send(self, message: Message, frame: bytes | None = None) -> None:
         """Queue ``message`` (already encoded as ``frame``, if given); raises InvalidState
         if this end may not send it now."""
+        if self.guard is not None:
+            self.guard()
         kind = _KIND[type(message)]
         after = next_state(self.state, kind, self.role)
         if after is None:
@@ -148,6 +142,8 @@ class Protocol:
 
     def fail(self, code: ErrorCode, reason: str) -> None:
         """End the connection on an error: queue ERROR, go CLOSED, set the close code."""
+        if self.guard is not None:
+            self.guard()
         if self.state is State.CLOSED:
             return
         reason = _clip(reason)
@@ -157,6 +153,8 @@ class Protocol:
         self.close_reason = reason
 
     def data_to_send(self) -> list[bytes]:
+        if self.guard is not None:
+            self.guard()
         frames, self._outgoing = self._outgoing, []
         return frames
 
@@ -166,17 +164,31 @@ class Protocol:
         """Take one whole frame from the peer. Never raises."""
         if self.state is State.CLOSED:
             return
+        self.receive_decoded(decode_received(data, self.hello, self.limits))
+
+    def receive_decoded(self, received: Received) -> None:
+        """Take one frame decoded by ``transport.received`` (on any thread, against this
+        connection's HELLO). Never raises."""
+        if self.guard is not None:
+            self.guard()
+        if self.state is State.CLOSED:
+            return
         try:
-            message = decode_frame(data, self.max_frame_size, self.limits)
-            self._receive(message)
+            self._receive(received)
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason)
 
     def events_received(self) -> list[Event]:
+        if self.guard is not None:
+            self.guard()
         events, self._events = self._events, []
         return events
 
-    def _receive(self, message: Message) -> None:
+    def _receive(self, received: Received) -> None:
+        message = received.message
+        if message is None:
+            assert received.error is not None
+            raise received.error
         kind = _KIND[type(message)]
         after = next_state(self.state, kind, self.peer)
         if after is None:
@@ -197,35 +209,14 @@ class Protocol:
                     f"protocol version {message.version} is not supported (this end speaks {PROTOCOL_VERSION})",
                 )
             self.hello = message
-        event: Event = self._blocks(message) if isinstance(message, BlockFrame) else message
+        if received.error is not None:
+            raise received.error
+        event = received.event
+        if event is None:  # a BLOCK parsed without its blocks: built now, against this connection's HELLO
+            assert isinstance(message, BlockFrame)
+            event = blocks_of(message, self._require_hello(), self.limits)
         self.state = after
         self._events.append(event)
-
-    def _blocks(self, frame: BlockFrame) -> BlocksReceived:
-        hello = self._require_hello()
-        largest = self.limits.max_block_frames(hello.block_size)
-        for entry in frame.entries:
-            if entry.frames > largest:
-                raise ProtocolError(ErrorCode.INVALID_BLOCK, f"block {entry.seq} holds {entry.frames} frames, over "
-                                    f"{largest} (HELLO's block_size {hello.block_size} x {self.limits.block_factor})")
-        if frame.quality is not Quality.NONE and frame.frames * hello.channels * 4 > self.limits.max_decoded_bytes:
-            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"the frame's audio decodes to "
-                                f"{frame.frames * hello.channels * 4} bytes, over {self.limits.max_decoded_bytes}")
-        audio = decode_audio(frame.coding, frame.audio, hello.channels, frame.frames, frame.quality)
-        blocks = []
-        offset = 0
-        for entry in frame.entries:
-            part = None if audio is None else np.ascontiguousarray(audio[:, offset:offset + entry.frames])
-            offset += entry.frames
-            try:
-                blocks.append(entry.to_block(hello, part))
-            except DigestMismatch as exc:
-                raise ProtocolError(ErrorCode.BAD_DIGEST, str(exc)) from None
-            except CaptureError as exc:
-                raise ProtocolError(ErrorCode.INVALID_BLOCK, str(exc)) from None
-            except (ValueError, OverflowError, TypeError) as exc:  # a value our checks missed: still only this
-                raise ProtocolError(ErrorCode.INVALID_BLOCK, f"block {entry.seq}: {exc}") from None
-        return BlocksReceived(frame.quality, tuple(blocks), frame.backfill, frame.dropped)
 
     def _require_hello(self) -> Hello:
         if self.hello is None:
