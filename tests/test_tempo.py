@@ -6,10 +6,12 @@ in place, and its position carried on to one tick."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from jackplay import PERIOD, RATE, TICKS, Master
-from sendlearn.capture.tempo import DENOMINATOR, QUARTER, settle, to_quarter_notes
+from sendlearn.capture.tempo import DENOMINATOR, QUARTER, settle, settle_blocks, to_quarter_notes
 from sendlearn.plugin.live.tempo import HOLD_SECONDS, POSITION_BBT, ROLLING, Meter, PlayheadReader, Transport
 
 START = 5 * RATE  # the transport frame the master's first position is published for
@@ -110,10 +112,18 @@ def test_ardour_in_6_8_is_decided_quarter_from_its_beats_not_its_ticks() -> None
     decided = reader.decisions[0][0] // PERIOD
     assert decided * PERIOD / RATE <= 0.6 + 2 * PERIOD / RATE  # two eighth-note boundaries: at most 0.6 s
     assert reader.figures()["tempo_unit_at"] == decided * PERIOD
-    assert all(h.bpm == 100.0 for h in heads[decided:])
+    assert all(h.bpm == 100.0 for h in heads)
     assert reader.provisional == decided  # before it: stored as published, noted
-    assert reader.figures()["tempo_provisional_spans"] == [[0, decided * PERIOD]]
-    for k, head in enumerate(heads[decided:], start=decided):
+    figures = reader.figures()
+    assert figures["tempo_provisional_spans"] == [[0, decided * PERIOD]]
+    assert figures["tempo_units"] == [[decided * PERIOD, QUARTER, QUARTER]]  # its ticks count quarter notes
+    # settled as finalise settles them, the provisional blocks are right too
+    settled = settle_blocks([k * PERIOD for k in range(len(heads))], [h.bpm for h in heads], [h.ts_num for h in heads],
+                            [h.ts_den for h in heads], [h.bar for h in heads], [h.beat for h in heads],
+                            [h.ppq for h in heads], figures)
+    heads = [h if k >= decided else replace(h, bpm=settled.bpm[k], beat=settled.beat[k], ppq=settled.ppq[k])
+             for k, h in enumerate(heads)]
+    for k, head in enumerate(heads):
         record = ardour.at(k * PERIOD)
         assert (head.ts_num, head.ts_den, head.bar) == (6, 8, record.bar), k
         assert head.beat == pytest.approx(record.beat + record.tick / 960.0, abs=1e-9), k  # to a tick
@@ -136,8 +146,8 @@ def test_the_unit_is_decided_from_beats_whichever_convention(master: Master) -> 
     provisional_blocks = figures["tempo_provisional"]
     assert provisional_blocks > 0 and figures["tempo_provisional_spans"] == [[0, provisional_blocks * PERIOD]]
     # finalise settles the provisional blocks: what they stored, in the unit decided after them
-    (start, end, unit), = settle(figures["tempo_provisional_spans"], figures["tempo_units"])
-    assert (start, end, unit) == (0, provisional_blocks * PERIOD, reader.unit)
+    (start, end, unit, ticks), = settle(figures["tempo_provisional_spans"], figures["tempo_units"])
+    assert (start, end, unit, ticks) == (0, provisional_blocks * PERIOD, reader.unit, "beat")  # TICKS per beat
     assert to_quarter_notes(master.published_bpm, master.meter[1], unit) == pytest.approx(master.quarter_bpm)
 
 
@@ -177,7 +187,7 @@ def test_a_meter_change_mid_song_is_decided_again() -> None:
     assert [s[0] for s in spans] == [sections[1][1], sections[2][1]]
     assert [s[1] for s in spans] == [d[0] for d in reader.decisions]
     assert all(head.bpm == 120.0 for _, head in heads)  # Ardour publishes quarters: as published is right
-    assert [u for *_, u in settle(spans, reader.figures()["tempo_units"])] == [QUARTER, QUARTER]
+    assert [u[2:] for u in settle(spans, reader.figures()["tempo_units"])] == [(QUARTER, QUARTER)] * 2
 
 
 NONSENSE = {"bpm 0": {"bpm": 0.0}, "bpm -5": {"bpm": -5.0}, "bpm nan": {"bpm": float("nan")},
@@ -208,6 +218,6 @@ def test_to_quarter_notes() -> None:
     assert to_quarter_notes(100.0, 8, None) == 100.0
     with pytest.raises(ValueError):
         to_quarter_notes(100.0, 8, "eighths")
-    assert settle([[0, 10], [50, 60], [90, 95]], [[10, QUARTER], [60, DENOMINATOR]]) == \
-        [(0, 10, QUARTER), (50, 60, DENOMINATOR), (90, 95, DENOMINATOR)]
-    assert settle([[0, 10]], []) == [(0, 10, None)]
+    assert settle([[0, 10], [50, 60], [90, 95]], [[10, QUARTER, QUARTER], [60, DENOMINATOR, "beat"]]) == \
+        [(0, 10, QUARTER, QUARTER), (50, 60, DENOMINATOR, "beat"), (90, 95, DENOMINATOR, "beat")]
+    assert settle([[0, 10]], []) == [(0, 10, None, "beat")]

@@ -12,9 +12,9 @@ The unit is read off whole beats and bars over time (capture/tempo.py names the 
 the frames between two beat boundaries (a change of the master's beat count, bars included)
 are measured against the beat lengths the two readings of ``beats_per_minute`` give, which
 differ by ``den / 4``. Once one reading alone fits, the unit is decided (``decisions``: the
-stream sample and the unit), and the master's tick scale with it (the last tick of a beat
-tells whether its ticks count that beat or a quarter note). Until then (stopped, fewer than two
-boundaries rolled, a tempo ramp) a block stores what the master publishes and is noted
+stream sample, the unit, and what the master's ``ticks_per_beat`` counts, "beat" or "quarter":
+the last tick before a beat boundary tells). Until then (stopped, fewer than two boundaries
+rolled, a tempo ramp) a block stores what the master publishes, tempo and ticks, and is noted
 provisional (``provisional_spans``), unless the meter is x/4, where both units are one number.
 A meter change is decided again from scratch. A master publishing nonsense (bpm ≤ 0, a
 ``beat_type`` not a power of two, no beats per bar, …) is stored as no master: the manual
@@ -104,11 +104,11 @@ class PlayheadReader:
         self.held = 0  # periods a late master left without BBT, carried on from its last position
         self.provisional = 0  # blocks stored with the tempo as published, the unit not yet decided
         self.provisional_spans: list[list[int]] = []  # [[first sample, end sample), ...] of those
-        self.decisions: list[list[Any]] = []  # [[stream sample, unit], ...]: every decision, meter by meter
+        self.decisions: list[list[Any]] = []  # [[stream sample, unit, ticks], ...]: every decision, meter by meter
         self.own_unit = own_unit
         self.unit: str | None = own_unit  # the current meter's decided unit (None: not yet, or x/4)
         if own_unit is not None:
-            self.decisions.append([0, own_unit])
+            self.decisions.append([0, own_unit, "beat"])
         self._ticks_per_beat: float | None = None  # the master's ticks per beat of 1/den, once decided
         self._metre: tuple[float, float] | None = None  # the meter the decision above belongs to
         self._prev: Transport | None = None  # the last valid rolling position, for boundaries
@@ -189,7 +189,9 @@ class PlayheadReader:
         if len(fits) == 1:
             if record.beat_type != 4.0:
                 self.unit = fits[0]
-                self.decisions.append([sample, fits[0]])
+                scale = self._ticks_per_beat or record.ticks_per_beat
+                ticks = QUARTER if scale != record.ticks_per_beat else "beat"  # what its ticks_per_beat counts
+                self.decisions.append([sample, fits[0], ticks])
         elif not fits:
             self._first = (prev.frame, record.frame, _beat_index(record), record.bpm)  # a ramp: start again
 
@@ -206,8 +208,9 @@ class PlayheadReader:
     # -- playheads --------------------------------------------------------------------------
 
     def _ticks(self, record: Transport) -> float:
-        """The master's ticks per beat of 1/den: as decided, else as published."""
-        return self._ticks_per_beat or record.ticks_per_beat
+        """The master's ticks per beat of 1/den once its unit is decided, else as published (a
+        provisional block is all as published: capture/tempo.py settles it whole)."""
+        return (self._ticks_per_beat if self.unit is not None else None) or record.ticks_per_beat
 
     def _carried_on(self, record: Transport) -> Transport | None:
         """The master's last position moved on to ``record.frame`` at its tempo, or None."""
