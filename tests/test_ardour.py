@@ -265,3 +265,57 @@ def test_missing_ardour_fails_naming_the_package(jack_server: DummyServer, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ArdourError, match="Debian's 'ardour' package"):
         Ardour(jack_server, tmp_path / "home")
+
+
+def test_sendlearn_live_beside_ardour_in_6_8_stores_100_quarter_notes(daw: Ardour, jack_server: DummyServer,
+                                                                      tmp_path: Path) -> None:
+    """What a user sees: `sendlearn live` beside Ardour in 6/8 at 100 quarter notes a minute. Issue 26
+    saw every block stored at bpm 50; now blocks.parquet holds 100, the stream says its master's unit
+    (stream.json sender: tempo_unit "quarter", where decided), and the events are Ardour's."""
+    import contextlib
+    import io
+    import json
+
+    from helpers import read_stream
+    from sendlearn.cli.main import main
+
+    daw.set_tempo_map([(100.0, 6, 8, 0)])
+    daw.locate(0)
+    sources = {name: daw.port(name) for name in (f"{SYNTH}/audio_out 1", f"{SYNTH}/audio_out 2", f"{NOTES}/midi_out 1")}
+    connect = [f"{sources[f'{SYNTH}/audio_out 1']}=in_1", f"{sources[f'{SYNTH}/audio_out 2']}=in_2",
+               f"{sources[f'{NOTES}/midi_out 1']}=midi_in"]
+    result: dict = {}
+
+    def live() -> None:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            result["code"] = main(["live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name,
+                                   "--jack-name", "user-live", "--session", "ardour", "--stream", "six-eight",
+                                   "--seconds", "4", "--json", *[arg for pair in connect for arg in ("--connect", pair)]])
+        result["out"] = out.getvalue()
+
+    thread = threading.Thread(target=live)
+    thread.start()
+    deadline = time.monotonic() + 60  # a hang guard only
+    while not daw.jack.get_all_connections(sources[f"{NOTES}/midi_out 1"]):
+        assert thread.is_alive() and time.monotonic() < deadline, result
+        time.sleep(0.05)
+    daw.roll()
+    thread.join(60)
+    daw.stop()
+    assert result["code"] == 0, result
+    got = read_stream(tmp_path, "ardour", "six-eight")
+    sender = got["info"]["sender"]
+    table = got["blocks"].to_pydict()
+    rolling = [k for k, playing in enumerate(table["playing"]) if playing]
+    assert len(rolling) > RATE // 128
+    assert {table["bpm"][k] for k in rolling} == {100.0}  # as stored, before finalise settles anything
+    assert {(table["ts_num"][k], table["ts_den"][k]) for k in rolling} == {(6, 8)}
+    assert sender["tempo_unit"] == QUARTER and sender["tempo_invalid"] == 0
+    assert sender["tempo_units"][0][1:] == [QUARTER, QUARTER] and sender["tempo_provisional"] > 0
+    assert sum(1 for data in got["events"].to_pydict()["data"] if data[0] & 0xF0 == 0x90) >= 3
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["status", "--data-dir", str(tmp_path)]) == 0
+    print(out.getvalue())
+    print(json.dumps({k: sender[k] for k in sorted(sender) if k.startswith("tempo")}))
