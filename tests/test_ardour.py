@@ -189,8 +189,11 @@ def check(daw: Ardour, blocks: list[Block], bridge: JackBridge, witness: Witness
                 assert (said["bar"], said["beat"], said["tick"]) in earlier, (b.seq, said, (bars, beats, ticks), earlier)
                 lagging += 1
                 continue
-        assert ph.bar == bars, (b.seq, ph, (bars, beats, ticks))
-        assert abs(ph.beat - (beats + ticks / per_beat)) <= 1.0001 / per_beat, (b.seq, ph, (bars, beats, ticks))
+        # a block whose cycle the witness missed (a loaded machine): Ardour's BBT there or, Ardour
+        # lagging, at one of the periods before, as the witness saw it publish elsewhere
+        candidates = [(bars, beats, ticks), *(() if said is not None else earlier)]
+        assert any(ph.bar == c[0] and abs(ph.beat - (c[1] + c[2] / per_beat)) <= 1.0001 / per_beat
+                   for c in candidates), (b.seq, ph, candidates)
     assert sum(frame in witness.positions for frame in frames) >= 0.9 * len(frames)
     print(f"{lagging} of {len(rolling)} rolling blocks: Ardour published its BBT of a period or more before")
     # events: each on the JACK frame the witness saw it at, none invented or lost
@@ -229,7 +232,7 @@ def test_ardour_as_master_tempo_in_quarter_notes_bbt_and_events_exact(
 
 
 def test_ardour_meter_change_mid_song_reaches_jack_as_bar_and_beat_only(daw: Ardour, jack_server: DummyServer) -> None:
-    """4/4 for a bar, 6/8 for two, then 7/8, at 180 quarter notes a minute.
+    """4/4 for a bar, 6/8 for one, then 7/8, at 180 quarter notes a minute.
 
     Ardour 7.3 as JACK timebase master publishes the tempo and meter of the session's start all
     song long: libs/backends/jack/jack_session.cc calls ``TempoMap::metric_at(tf)`` with a sample
@@ -242,7 +245,7 @@ def test_ardour_meter_change_mid_song_reaches_jack_as_bar_and_beat_only(daw: Ard
     and asserts the published meter is the start's. With an Ardour that publishes the change,
     that last assertion fails: then assert what tests/test_tempo.py's meter change asserts (the
     unit decided again at each change, its sample in ``tempo_units``)."""
-    daw.set_tempo_map([(180.0, 4, 4, 0), (180.0, 6, 8, 4), (180.0, 7, 8, 10)])
+    daw.set_tempo_map([(180.0, 4, 4, 0), (180.0, 6, 8, 4), (180.0, 7, 8, 7)])
     blocks, bridge, witness = play(daw, jack_server, 4.5)
     published = {(p["beats_per_bar"], p["beat_type"], p["beats_per_minute"]) for p in witness.positions.values()}
     assert published == {(4.0, 4.0, 180.0)}, f"Ardour published {published}: it now publishes the meter change"

@@ -221,3 +221,16 @@ def test_to_quarter_notes() -> None:
     assert settle([[0, 10], [50, 60], [90, 95]], [[10, QUARTER, QUARTER], [60, DENOMINATOR, "beat"]]) == \
         [(0, 10, QUARTER, QUARTER), (50, 60, DENOMINATOR, "beat"), (90, 95, DENOMINATOR, "beat")]
     assert settle([[0, 10]], []) == [(0, 10, None, "beat")]
+
+
+def test_a_late_master_repeating_its_last_position_still_gets_decided() -> None:
+    """On a loaded machine a late Python master leaves JACK publishing its previous position (the
+    same frame) for a period: that is no locate, and the beats still decide the unit."""
+    master = Master(137.0, (7, 8))
+    reader = PlayheadReader(RATE, 120.0, Meter(4, 4))
+    last = published(master, START)
+    for k in range(int(1.2 * RATE / PERIOD)):
+        record = published(master, START + k * PERIOD) if k % 3 else last  # every third period: stale
+        last = record
+        reader.read(record, k * PERIOD, PERIOD)
+    assert reader.unit == DENOMINATOR

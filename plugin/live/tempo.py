@@ -161,7 +161,10 @@ class PlayheadReader:
         if metre != self._metre:  # a new meter (or the first): decided again, from scratch
             self._metre, self.unit, self._ticks_per_beat = metre, self.own_unit, None
             self._prev = self._first = None
-        prev, self._prev = self._prev, (record if record.state == ROLLING else None)
+        prev = self._prev
+        if prev is not None and record.state == ROLLING and record.frame == prev.frame:
+            return  # the same position again (a master late for a period): nothing new to see
+        self._prev = record if record.state == ROLLING else None
         if prev is None or record.state != ROLLING or not 0 < record.frame - prev.frame <= self.rate:
             self._first = None  # stopped, a locate, or the first period: no boundary to see
             return
