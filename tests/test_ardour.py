@@ -16,6 +16,7 @@ A missing Ardour fails (tests/ardour.py names the package), never a skip."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from sendlearn.plugin.live.runner import DummyServer, drain
 
 SYNTH, NOTES = "synth", "notes"
 TICKS = 1920  # Ardour's ticks per quarter note (Temporal::ticks_per_beat)
-LAG = 4  # periods Ardour's published BBT may trail JACK's frame (its transport behind JACK's)
+LAG = 16  # periods Ardour's published BBT may trail JACK's frame (its transport behind: 6 seen under two CPU hogs)
 START_ATTEMPTS = 3  # jackd now and then drops Ardour's client as it sets up (tests/ardour.py, ArdourDropped)
 
 
@@ -172,7 +173,7 @@ def check(daw: Ardour, blocks: list[Block], bridge: JackBridge, witness: Witness
     assert DENOMINATOR not in {d[1] for d in figures["tempo_units"]}
     # bar and beat: what Ardour published for each block's transport frame (the witness read it
     # too), and Ardour's own BBT there (its tempo map, asked over Lua), to a tick. Where Ardour's
-    # timebase callback published its map's BBT of a period or two before that frame (its own
+    # timebase callback published its map's BBT of a few periods before that frame (its own
     # transport, which its callback reads, behind JACK's: seen as it starts to roll), the block
     # holds what Ardour published, and that is checked to be its map's BBT of that earlier period.
     frames = [round(b.playhead.seconds * RATE) for b in rolling]
@@ -196,13 +197,20 @@ def check(daw: Ardour, blocks: list[Block], bridge: JackBridge, witness: Witness
                    for c in candidates), (b.seq, ph, candidates)
     assert sum(frame in witness.positions for frame in frames) >= 0.9 * len(frames)
     print(f"{lagging} of {len(rolling)} rolling blocks: Ardour published its BBT of a period or more before")
-    # events: each on the JACK frame the witness saw it at, none invented or lost
-    first = bridge.jack_frame(blocks[0].start_sample)
-    last = bridge.jack_frame(blocks[-1].start_sample) + blocks[-1].frames
+    # events: each on the JACK frame the witness saw it at, none invented or lost, in every cycle
+    # both ran in (on a loaded machine a period can be dropped by either, and is then not compared)
+    cycles = {bridge.jack_frame(b.start_sample) for b in blocks} & set(witness.cycles)
+    assert len(cycles) >= 0.9 * len(blocks)
     got = [(bridge.jack_frame(s), e.data) for b in blocks for s, e in b.absolute_events()]
     assert all(e.timing_error is None for b in blocks for _, e in b.absolute_events())
-    seen = [e for e in witness.events if first <= e[0] < last]
-    assert got == seen
+    starts = sorted(cycles)
+
+    def compared(frame: int) -> bool:
+        index = bisect.bisect_right(starts, frame) - 1
+        return index >= 0 and frame < starts[index] + PERIOD
+
+    seen = [e for e in witness.events if compared(e[0])]
+    assert [e for e in got if compared(e[0])] == seen
     assert sum(1 for _, data in got if data[0] & 0xF0 == 0x90) >= 3, got  # Ardour played notes
     # the synth's audio, bit for bit, wherever the witness ran in that cycle
     compared = 0
