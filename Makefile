@@ -4,7 +4,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := libsndfile1 jackd2 amsynth dpf-plugins-vst fluidsynth timgm6mb-soundfont
+APT_PACKAGES := libsndfile1 jackd2 amsynth dpf-plugins-vst fluidsynth timgm6mb-soundfont ardour
 STAMPS := .stamps
 
 .PHONY: demo test lint bench install system clean
@@ -29,7 +29,8 @@ bench: install
 	$(BIN)/python scripts/bench_batch.py --files 12
 	$(BIN)/python scripts/bench_export.py --minutes 60 --limit-mb 1024
 
-# Debian packages the instruments and the live bridge need (skipped when all are present).
+# Debian packages the instruments and the live bridge need (skipped when all are present); `ardour`
+# (7.3, with ardour7-lua and ACE Reasonable Synth) is the real DAW tests/test_ardour.py drives headless.
 system: $(STAMPS)/system
 $(STAMPS)/system: Makefile
 	@mkdir -p $(STAMPS)

@@ -28,6 +28,7 @@ import rtmidi
 
 from jackplay import PERIOD, RATE, TICKS, Hog, Master, Monitor, Player, engine_now, noise
 from sendlearn.capture import STOPPED, Block
+from sendlearn.capture.tempo import settle_bpms
 from sendlearn.plugin import CaptureProcessor
 from sendlearn.plugin.live.bridge import JackBridge
 from sendlearn.plugin.live.ring import Control
@@ -68,7 +69,7 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
         # Transport: start, roll, locate while rolling, roll, stop.
         player.client.transport_frame = 0
         player.client.transport_start()
-        time.sleep(0.25)
+        time.sleep(1.0)  # two of the master's beat boundaries (0.44 s a beat): its tempo unit decided
         locate_to = 5 * RATE + 17
         player.client.transport_frame = locate_to
         time.sleep(0.25)
@@ -119,8 +120,8 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
     # Playhead: the master's bar, beat and meter at each block's transport frame, its tempo
     # in quarter notes (137 eighths a minute in 7/8 is 68.5 quarter notes).
     rolling = [b for b in blocks if b.playhead.playing]
-    assert len(rolling) > 60  # 0.5 s rolling: about 187 on a quiet machine
-    check_playheads(blocks, player)
+    assert len(rolling) > 60  # 1.25 s rolling: about 470 on a quiet machine
+    check_playheads(blocks, player, bridge.playheads.figures())
 
     # Start, locate and stop show up: rolling starts near 0, the located frame is a block's
     # transport frame, and playing stops.
@@ -131,26 +132,35 @@ def test_bridge_captures_what_was_played_exactly(jack_server: DummyServer) -> No
     assert not blocks[first_rolling - 1].playhead.playing
 
 
-def check_playheads(blocks: list[Block], player: Player) -> None:
+def check_playheads(blocks: list[Block], player: Player, figures: dict) -> None:
     """Each block's playhead is the master's at its transport frame, wherever the master's
     timebase callback ran for that frame (a late Python master leaves JACK publishing its
-    previous position on a loaded machine: captured as it was, but not checkable here)."""
+    previous position on a loaded machine: captured as it was, but not checkable here). Its
+    tempo is in quarter notes once settled as finalise settles it (capture/tempo.py): blocks
+    before the master's unit was decided stored what it published, and are noted provisional."""
     master = player.master
     num, den = master.meter
+    if den != 4:
+        assert figures["tempo_unit"] == ("quarter" if master.quarter_notes else "denominator"), figures
+    settled = dict(zip([b.start_sample for b in blocks], settle_bpms(
+        [b.start_sample for b in blocks], [b.playhead.bpm for b in blocks], [b.playhead.ts_den for b in blocks],
+        figures), strict=True))
+    provisional = {b.start_sample for b in blocks if settled[b.start_sample] != b.playhead.bpm}
+    assert all(b.playhead.bpm == master.published_bpm for b in blocks if b.start_sample in provisional)
     checked = [b for b in blocks if round(b.playhead.seconds * RATE) in player.published or not b.playhead.playing]
     assert len(checked) >= 0.5 * len(blocks)
     for b in checked:
         ph = b.playhead
         bar, beat, tick = master.bbt(round(ph.seconds * RATE))
-        assert (ph.bpm, ph.ts_num, ph.ts_den) == (master.quarter_bpm, num, den), f"block {b.seq}"
+        assert (settled[b.start_sample], ph.ts_num, ph.ts_den) == (master.quarter_bpm, num, den), f"block {b.seq}"
         # a period the late master missed is its last position carried on (plugin/live/tempo.py): one tick at most
         beats = (bar - 1) * num + beat - 1 + tick / TICKS
         assert (ph.bar - 1) * num + ph.beat - 1 == pytest.approx(beats, abs=1.0001 / TICKS), f"block {b.seq}"
         assert ph.ppq == pytest.approx(((ph.bar - 1) * num + ph.beat - 1) * 4 / den, abs=1e-9)
     # once the master has published, no rolling period falls back to another tempo or meter
-    first = next(i for i, b in enumerate(blocks) if b.playhead.playing and b.playhead.bpm == master.quarter_bpm)
-    assert {(b.playhead.bpm, b.playhead.ts_num, b.playhead.ts_den) for b in blocks[first:] if b.playhead.playing} \
-        == {(master.quarter_bpm, num, den)}
+    first = next(i for i, b in enumerate(blocks) if b.playhead.playing and b.playhead.ts_den == den)
+    assert {(settled[b.start_sample], b.playhead.ts_num, b.playhead.ts_den) for b in blocks[first:]
+            if b.playhead.playing} == {(master.quarter_bpm, num, den)}
 
 
 def test_xruns_are_counted(jack_server: DummyServer) -> None:
@@ -180,20 +190,20 @@ def test_xruns_are_counted(jack_server: DummyServer) -> None:
                                     Master(90.0, (3, 4))], ids=["jack-7/8", "ardour-6/8", "jack-3/4"])
 def test_tempo_is_stored_in_quarter_notes_whoever_is_master(jack_server: DummyServer, master: Master) -> None:
     """JACK's definition (beats of the denominator) and Ardour's (quarter notes, whatever the
-    meter) give the same quarter-note tempo: the unit is read off the master's own motion."""
+    meter) give the same quarter-note tempo: the unit is read off the master's beats and bars."""
     player = Player(jack_server, 1, master, name="tempo-player")
     with player.client, JackBridge(name="tempo", audio_ports=1, servername=jack_server.name) as bridge:
         blocks, drainer = collect(bridge)
         player.client.activate()
         player.client.transport_frame = 0
         player.client.transport_start()
-        time.sleep(0.3)
+        time.sleep(1.1)  # two beat boundaries at 137 eighths a minute: 0.88 s at most
         player.client.transport_stop()
         time.sleep(0.05)
     drainer.join(5)
     rolling = [b for b in blocks if b.playhead.playing]
     assert len(rolling) > 50
-    check_playheads(rolling, player)
+    check_playheads(rolling, player, bridge.playheads.figures())
 
 
 @pytest.mark.parametrize("meter", [(3, 4), (7, 8)])

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sendlearn.capture import StreamInfo
+from sendlearn.capture.tempo import DENOMINATOR
 from sendlearn.errors import SendLearnError
 from sendlearn.plugin.live.ring import Control, Float, Int, Layout, RunState, SharedRings
 from sendlearn.plugin.live.tempo import Meter, PlayheadReader, Transport
@@ -117,7 +118,8 @@ class JackBridge:
         if not self.processor.realtime:
             raise ValueError("a live stream needs a realtime processor: it must never wait")
         self.timebase_master: bool = ready["timebase_master"]
-        self.playheads = PlayheadReader(rate, bpm, meter)
+        # as the timebase master we publish JACK's definition ourselves: nothing to measure
+        self.playheads = PlayheadReader(rate, bpm, meter, own_unit=DENOMINATOR if self.timebase_master else None)
         self.virtual = (VirtualEvents(self.rings, ready["block_size"], ready["margin"])
                         if ready["virtual_port"] else None)
         self._origin: int | None = None
@@ -177,7 +179,7 @@ class JackBridge:
                 length = frames if following is None else \
                     (int(following["ints"][Int.ENTRY_NS]) - ints[Int.ENTRY_NS]) * self.info.sample_rate // 10**9
                 midi += self.virtual.take(cycle, length, jump)
-            playhead = self.playheads.read(transport(record), None if following is None else transport(following))
+            playhead = self.playheads.read(transport(record), self.processor.position, frames)
             self.processor.process(record["audio"][:, :frames], midi, playhead)
         except Exception as exc:  # one bad period must not end the capture
             self.capture_errors += 1
