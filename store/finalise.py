@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from sendlearn import __version__
 from sendlearn.capture import Quality
 from sendlearn.capture.quality import FLAC_MAX_CHANNELS
 from sendlearn.capture.ranges import runs
+from sendlearn.capture.tempo import settle_blocks
 from sendlearn.dataset.schema import AudioFile, Backfill, Damage, Gap, QualityRun, StreamSummary
 from sendlearn.files.records import read_records
 from sendlearn.store.identity import info_json
@@ -52,6 +54,7 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     folder, info = writer.dir, writer.info
     remove_stale_temporaries(folder)
     stored, backfill_log = _load(writer.work / "journal")
+    stored = _settle_tempo(stored, writer.sender_stats)
     complete = writer.last_seq is not None
     audio_name, subtype = _write_audio(writer, stored)
     write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
@@ -85,6 +88,22 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     if complete:
         shutil.rmtree(writer.work, ignore_errors=True)
     return summary
+
+
+def _settle_tempo(stored: list[StoredBlock], figures: dict[str, Any]) -> list[StoredBlock]:
+    """Blocks a live capture stored before it knew its timebase master's tempo unit (stored as the
+    master published them: ``tempo_provisional``) put in quarter notes, as every other block is
+    (capture/tempo.py). The journal keeps what was published, so finalising again settles again
+    from the same source: never twice over."""
+    if not figures.get("tempo_provisional") or not stored:
+        return stored
+    heads = [s.entry.playhead for s in stored]
+    settled = settle_blocks([s.entry.start_sample for s in stored], [h.bpm for h in heads],
+                            [h.ts_num for h in heads], [h.ts_den for h in heads], [h.bar for h in heads],
+                            [h.beat for h in heads], [h.ppq for h in heads], figures)
+    return [s if (bpm, beat, ppq) == (h.bpm, h.beat, h.ppq) else
+            replace(s, entry=replace(s.entry, playhead=replace(h, bpm=bpm, beat=beat, ppq=ppq)))
+            for s, h, bpm, beat, ppq in zip(stored, heads, settled.bpm, settled.beat, settled.ppq, strict=True)]
 
 
 def remove_stale_temporaries(folder: Path) -> None:
