@@ -60,7 +60,8 @@ def _written(outcome: Outcome) -> dict[str, Any]:
 def print_demo(demo: LoadedInput, outcomes: list[Outcome], data_dir: Path, elapsed: float) -> None:
     session = demo.session
     print(f"Rendered the demo session in {elapsed:.1f} s: {len(session.tracks)} tracks at {session.sample_rate} Hz, "
-          f"{_tempo_story(demo)};\nevery block went capture -> websocket -> receiver -> dataset.")
+          f"{_tempo_story(demo)};\nevery block went capture -> hand-off -> store -> dataset (the writer a receiver uses; "
+          "--server sends blocks over the wire instead: docs/dataflow.md).")
     folder = data_dir / "sessions" / session.name
     print_table(f"written to {folder}", ["stream", "seconds", "blocks", "events", "MIDI", "audio"],
                 [[o.stream, f"{o.seconds:.2f}", o.blocks, o.events,

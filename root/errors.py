@@ -24,6 +24,7 @@
     ├── StorageError                       sendlearn.store.errors     the receiver's disk refused a write or a sync
     │   └── OldJournal                     sendlearn.store.errors     a work folder in a journal format this store does not read
     ├── StreamBusy                         sendlearn.store.errors     another writer holds the stream
+    ├── IllegalTransition                  sendlearn.server.registry  a stream move the receiver's table forbids (a bug, never the peer's)
     ├── FormatError (ValueError)           sendlearn.dataset.errors   a dataset file this sendlearn cannot read
     │   └── FormatTooNew                   written in a newer major format version (names both versions)
     ├── RenderError                        sendlearn.plugin.offline.errors     a render the host could not do

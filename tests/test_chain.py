@@ -1,7 +1,7 @@
 """pedalboard as a streaming host: recorded tracks through effect chains, read back from the dataset.
 
 Real pedalboard effects, real renders through ``sendlearn render`` (CaptureProcessor ->
-Sender -> loopback websocket -> receiver -> files), real files read back through
+hand-off -> store sink -> files), real files read back through
 ``sendlearn.dataset``. Signals are generated here, not stored.
 """
 
