@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sendlearn.cli.host_logs import HostOutput, printed
 from sendlearn.cli.sinks import choose_sink
 from sendlearn.plugin.offline.render import session_streams
 from sendlearn.plugin.offline.send import capture_session
@@ -52,7 +53,11 @@ def render_input(payload: dict[str, Any]) -> dict[str, Any]:
         return {"skipped": True, "error": None, "outcomes": []}
     sink = choose_sink(server, data_dir, writer=SENDER, token=payload["token"],
                        ssl_context=client_context(payload.get("ca_file")) if server is not None else None)
-    outcomes = capture_session(loaded.session, sink, input_name=shown, timelines=loaded.timelines)
+    log_dir = payload.get("log_dir")
+    with HostOutput(Path(log_dir) if log_dir else None) as host, host.input(loaded.session.name) as log:
+        outcomes = capture_session(loaded.session, sink, input_name=shown, timelines=loaded.timelines)
+    for outcome in outcomes:
+        outcome.extra["host_log"] = printed(log)
     if data_dir is not None:
         for outcome in outcomes:
             if outcome.ok:

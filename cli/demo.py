@@ -12,8 +12,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from sendlearn.cli.host_logs import report_host_logs
 from sendlearn.cli.output import print_table
-from sendlearn.cli.render import host_output_to_stderr, load_inputs, render_all, report, show_progress
+from sendlearn.cli.render import host_output, load_inputs, render_all, report, show_progress
 from sendlearn.plugin.offline.send import Outcome
 from sendlearn.plugin.session.inputs import LoadedInput
 from sendlearn.store.sink import remove_sessions
@@ -29,13 +30,15 @@ def run_demo(args: argparse.Namespace) -> int:
     loaded = load_inputs([path], instrument=None, sample_rate=None, block_size=None)
     data_dir = args.data_dir.resolve()
     remove_sessions(data_dir, [loaded[0].session.name])  # the demo is ours: each run writes it afresh
-    with host_output_to_stderr():
-        outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args), writer="sendlearn demo (store)")
+    with host_output(args) as host:
+        outcomes, elapsed = render_all(loaded, None, data_dir, None, show_progress(args), writer="sendlearn demo (store)",
+                                       host=host)
         for outcome in outcomes:
             outcome.extra.update(_written(outcome))
         if args.json:
             report(args, outcomes, data_dir, elapsed)
         else:
+            report_host_logs({o.input: o.extra.get("host_log") for o in outcomes})
             print_demo(loaded[0], outcomes, data_dir, elapsed)
     return 0 if all(o.ok for o in outcomes) else 1
 

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--instrument", metavar="SPEC", help="instrument for .mid inputs (see --list-instruments)")
     render.add_argument("--list-instruments", action="store_true", help="list instrument specs and exit")
     render.add_argument("--json", action="store_true", help="print one JSON object")
+    render.add_argument("--verbose", action="store_true",
+                        help="show the hosts' own prints on stderr, live, instead of in <data-dir>/renders/<session>.log")
     render.add_argument("--replace", action="store_true",
                         help="delete the inputs' sessions from --data-dir first (a complete stream is never "
                              "overwritten otherwise: rendering it again fails with STREAM_MISMATCH)")
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="render the bundled demo session into a dataset")
     demo.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--verbose", action="store_true", help="show the hosts' own prints on stderr, live")
     demo.set_defaults(run=_lazy("demo", "run_demo"))
 
     from sendlearn.cli import live  # its module imports no host library; run_live imports jack when it runs

@@ -10,18 +10,17 @@ batch (render_batch.py). ``sendlearn demo`` (demo.py) renders its session throug
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import ssl
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sendlearn.cli.host_logs import LOGS, HostOutput, printed, report_host_logs
 from sendlearn.cli.output import print_table
 from sendlearn.cli.progress import ProgressView
 from sendlearn.cli.sinks import choose_sink
@@ -71,8 +70,9 @@ def run_render(args: argparse.Namespace) -> int:
         from sendlearn.store.sink import remove_sessions
 
         remove_sessions(data_dir, [item.session.name for item in loaded])
-    with host_output_to_stderr():
-        outcomes, elapsed = render_all(loaded, args.server, data_dir, args.token, show_progress(args), context)
+    with host_output(args) as host:
+        outcomes, elapsed = render_all(loaded, args.server, data_dir, args.token, show_progress(args), context,
+                                       host=host)
         report(args, outcomes, data_dir, elapsed)
     return 0 if all(o.ok for o in outcomes) else 1
 
@@ -126,49 +126,29 @@ def _check_unique(loaded: list[LoadedInput]) -> None:
             seen[key] = item.path
 
 
-@contextmanager
-def host_output_to_stderr() -> Iterator[None]:
-    """For the whole command: file descriptor 1 goes to stderr, Python's ``sys.stdout`` stays
-    on the real stdout.
-
-    DawDreamer, Faust and plugins print to the C stdout, and this command's stdout is its
-    output (the table, or ``--json``'s one object). A process-wide setting, so the command makes
-    it once, in its main thread, before a render or sender thread starts; the hosts leave file
-    descriptors alone (a ``dup2`` around each render redirected every thread's output, and two
-    overlapping renders could restore the wrong one). Batch workers need none of this: their
-    stdout is stderr from the start (plugin/batch/pool.py)."""
-    sys.stdout.flush()
-    python_stdout = sys.stdout
-    try:
-        on_fd_1 = python_stdout.fileno() == 1
-    except (AttributeError, OSError, ValueError):  # captured (pytest's capsys): C output cannot reach it anyway
-        on_fd_1 = False
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    if on_fd_1:
-        sys.stdout = io.TextIOWrapper(io.FileIO(saved, "w", closefd=False), encoding=python_stdout.encoding,
-                                      errors=python_stdout.errors, line_buffering=bool(python_stdout.line_buffering))
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stdout = python_stdout
-        os.dup2(saved, 1)
-        os.close(saved)
+def host_output(args: argparse.Namespace) -> HostOutput:
+    """Where the hosts' own prints go for this command: a log per input under the data dir
+    (``--server`` too: ``--data-dir``'s default), or stderr with ``--verbose``."""
+    return HostOutput(None if args.verbose else args.data_dir.resolve() / LOGS)
 
 
 def render_all(loaded: list[LoadedInput], server: str | None, data_dir: Path | None, token: str | None,
                progress: bool, ssl_context: ssl.SSLContext | None = None,
-               writer: str = SENDER) -> tuple[list[Outcome], float]:
+               writer: str = SENDER, host: HostOutput | None = None) -> tuple[list[Outcome], float]:
     """Every input through ``capture_session``, to ``server`` or straight into ``data_dir``;
-    the outcomes and the seconds it took. ``writer`` names the command in stream.json."""
+    the outcomes and the seconds it took. ``writer`` names the command in stream.json; ``host``
+    (entered) puts each input's host prints in its log, named in its outcomes' ``host_log``."""
     started = time.monotonic()
     sink = choose_sink(server, data_dir, writer=writer, token=token, ssl_context=ssl_context)
     outcomes: list[Outcome] = []
     with ProgressView(len(loaded), progress) as view:
         for item in loaded:
-            outcomes += capture_session(item.session, sink, progress=view.for_session(item.session.name),
-                                        input_name=str(item.path), timelines=item.timelines)
+            with host.input(item.session.name) if host is not None else nullcontext() as log:
+                done = capture_session(item.session, sink, progress=view.for_session(item.session.name),
+                                       input_name=str(item.path), timelines=item.timelines)
+            for outcome in done:
+                outcome.extra["host_log"] = printed(log)
+            outcomes += done
             view.input_done()
     if data_dir is not None:
         for outcome in outcomes:
@@ -207,6 +187,7 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], data_dir: Path | N
     for o in outcomes:  # on stderr in both modes: a person watching sees what failed and why
         if not o.ok:
             print(f"{o.input}: {o.stream}: {o.reason}", file=sys.stderr)
+    report_host_logs({o.input: o.extra.get("host_log") for o in outcomes})
     if args.json:
         print(json.dumps(summary(outcomes, data_dir, server, elapsed)))
         return

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sendlearn.cli.host_logs import LOGS, report_host_logs
 from sendlearn.cli.output import print_table
 from sendlearn.cli.progress import StderrBars
 from sendlearn.cli.signals import interrupted_by_signals
@@ -81,6 +82,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     options = {"instrument": args.instrument, "sample_rate": args.sample_rate, "block_size": args.block_size,
+               "log_dir": None if args.verbose else str(args.data_dir.resolve() / LOGS),
                "data_dir": None if data_dir is None else str(data_dir), "server": args.server, "token": args.token,
                "ca_file": args.ca_file}
     workers = args.workers or 1
@@ -145,6 +147,7 @@ def report(args: argparse.Namespace, result: BatchResult, inputs: int, data_dir:
     for failure in result.failures:  # on stderr in both modes: whoever watches sees what failed and why
         where = f": {failure['stream']}" if failure.get("stream") else ""
         print(f"{failure['input']}{where}: {failure['reason']}", file=sys.stderr)
+    report_host_logs({o["input"]: (o.get("extra") or {}).get("host_log") for o in result.outcomes})
     if result.interrupted:
         left = inputs - result.done - result.skipped - result.failed
         print(f"sendlearn render: stopped with {left} of {inputs} inputs not done; run it again to resume",

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sendlearn.cli.render import host_output_to_stderr
+from sendlearn.cli.host_logs import HostOutput
 from sendlearn.plugin.chain.feed import apply_gain, automation_curve, automation_points, check_render
 from sendlearn.plugin.offline.dawdreamer import render_stream
 from sendlearn.plugin.offline.render import stream_parts
@@ -131,7 +131,7 @@ def child(mode: str, session_path: Path) -> None:
 
     session = load_session(session_path)
     baseline = _status_kib("VmRSS")
-    with host_output_to_stderr(), tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
+    with HostOutput(None), tempfile.TemporaryDirectory(prefix="sendlearn-bench-") as tmp:
         _, audio = timed(mode, session, Path(tmp), 0)
     peak = _status_kib("VmHWM")
     print(json.dumps({"mode": mode, "baseline_kib": baseline, "peak_kib": peak, "audio_seconds": audio}))
@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--bare-file", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_file:
-        with host_output_to_stderr():
+        with HostOutput(None):
             bare_file(*args.bare_file)
         return
     if args.processes:
@@ -250,7 +250,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.session)
         return
-    with host_output_to_stderr():
+    with HostOutput(None):
         measure(args)
 
 

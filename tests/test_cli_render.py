@@ -18,7 +18,7 @@ from sendlearn.cli.main import main
 from sendlearn.server.receiver import ReceiverThread
 
 STREAM_KEYS = {"input", "session", "track", "stream", "host", "seconds", "frames", "blocks", "events", "ok",
-               "reason", "lag", "bytes_sent", "path"}
+               "reason", "lag", "bytes_sent", "path", "host_log"}  # host_log: where its host's prints went (None: it printed nothing)
 STORE_KEYS = {"resumed", "blocks_written"}  # the store sink's figures (--data-dir), as a batch reports them
 
 

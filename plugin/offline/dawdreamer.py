@@ -15,10 +15,9 @@ plugin/session/voices.py): a voice steal cuts a sounding note, and one on the sa
 started blows that sample up. The plan's facts (voices, polyphony, steals) go into the
 stream's meta (``stream_facts``).
 
-DawDreamer and plugins print to the C stdout. This module leaves file descriptors alone (a
-``dup2`` here would redirect every thread's output); a command that owns stdout (``--json``)
-points fd 1 at stderr once, for the whole command (``sendlearn.cli.render.host_output_to_stderr``),
-and batch workers run with their stdout on stderr (plugin/batch/pool.py).
+DawDreamer and plugins print to the C stdout and stderr. This module leaves file descriptors
+alone (a ``dup2`` here would redirect every thread's output); the command that renders points
+them at a log per input (``sendlearn.cli.host_logs``), one input at a time.
 """
 
 from __future__ import annotations
