@@ -90,8 +90,8 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream, p
         wet.check_all_fed()
     except CAPTURE_ERRORS as exc:
         return failed(frames, len(events), f"capture failed: {exc}")
-    finally:
-        dry_processor.close()
-        wet_processor.close()
+    # closed only once whole: a failed capture is left for its sink to abort (plugin/offline/render.py)
+    dry_processor.close()
+    wet_processor.close()
     return [TrackResult(track.name, name, host, frames / rate, frames, len(events), feeder.blocks, True)
             for name, host, feeder in ((dry_name, DRY_HOST, dry), (wet_name, WET_HOST, wet))]

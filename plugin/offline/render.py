@@ -178,8 +178,10 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
         feeder.check_all_fed()
     except CAPTURE_ERRORS as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"capture failed: {exc}")
-    finally:
-        processor.close()
+    # closed only when every block is in: a link's sender says BYE once its hand-off is closed and
+    # drained, so closing a failed capture here could complete a short stream before the sink's
+    # abort lands. A failed one is left open for the sink to abort (plugin/offline/send.py).
+    processor.close()
     return TrackResult(track.name, part.stream, instrument.host, frames / rate, frames, len(part.events),
                        feeder.blocks, True, None, lag)
 
