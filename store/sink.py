@@ -193,6 +193,8 @@ class StoreStream:
                 else:
                     writer.bye(self.last_seq, {"written_by": self.name})
             finalise(writer, "bye")
+            if writer.last_seq is not None:
+                self.durable = writer.last_seq  # finalised: every seq is on disk or a recorded gap
         except Exception as exc:
             if not writer.finalised:
                 _release(writer)
