@@ -24,6 +24,7 @@ import rtmidi
 
 from helpers import read_stream
 from jackplay import PERIOD, RATE, TICKS, Hog, Player, frame_of, noise
+from receiving import free_port, start_receiver
 from sendlearn.cli.main import main
 from sendlearn.plugin.live.runner import DummyServer
 from sendlearn.store.sink import SENDER_LIVE, StoreStream
@@ -47,18 +48,21 @@ def run_live(argv: list[str]) -> tuple[threading.Thread, dict]:
 
 
 def check_stream(data_dir: Path, session: str, stream: str, player: Player, blocks: int,
-                 refused: bool = False) -> dict:
+                 refused: bool = False, link: bool = False) -> dict:
     """The dataset against what the player played: complete, ended by BYE, written by the store,
     every block from the first connected one bit-for-bit what the player wrote in that cycle
     (cycles the Python player itself missed are silence: skipped), every event outside a gap on
     its exact frame, and the playhead the master's, its tempo in quarter notes. ``refused``:
-    the hand-off was made to refuse blocks, so gaps hold whole periods beyond the missed frames."""
+    the hand-off was made to refuse blocks, so gaps hold whole periods beyond the missed frames.
+    ``link``: sent with ``--server`` to a receiver, which wrote it."""
     got = read_stream(data_dir, session, stream)
     info = got["info"]
     assert info["host"] == "jack" and info["complete"] and info["ended"] == "bye"
     sender = info["sender"]
-    # written by the store, in this process: no link, so none of a link's figures (connections, …)
-    assert sender["written_by"] == SENDER_LIVE and not {"connections", "blocks_backfilled"} & set(sender)
+    if link:  # the link's own figures, and no store's
+        assert sender["connections"] >= 1 and "written_by" not in sender
+    else:  # written by the store, in this process: no link, so none of a link's figures (connections, …)
+        assert sender["written_by"] == SENDER_LIVE and not {"connections", "blocks_backfilled"} & set(sender)
     assert sender["blocks_dropped_by_audio_thread"] == sender["blocks_dropped"]
     origins = [tuple(pair) for pair in sender["jack_frame_origins"]]
     assert origins[0] == (0, sender["jack_frame_origin"]) and len(origins) <= sender["frame_jumps"] + 1
@@ -151,6 +155,39 @@ def test_live_capture_lands_in_the_dataset_exactly(jack_server: DummyServer, tmp
     assert written["blocks_written"] == summary["blocks"] and written["durable_through"] == summary["blocks"] - 1
     assert player.sent == events
     info = check_stream(tmp_path, "gig", "stage", player, summary["blocks"])
+    assert info["sender"]["xruns"] == summary["xruns"]
+
+
+def test_live_with_a_server_goes_through_the_link(jack_server: DummyServer, tmp_path: Path) -> None:
+    """``--server``: the same capture sent to a real ``sendlearn serve`` (its own process), which
+    writes the same exact stream, with the bridge's closing figures and the link's in ``sender``."""
+    port = free_port()
+    receiver = start_receiver(port, tmp_path)
+    try:
+        player = Player(jack_server, 2)
+        with player.client:
+            player.client.activate()
+            player.client.transport_frame = 0
+            player.client.transport_start()
+            thread, result = run_live([
+                "live", "--server", f"ws://127.0.0.1:{port}", "--jack-server", jack_server.name,
+                *connections("llive"), "--session", "gig", "--stream", "linked", "--seconds", "2", "--json"])
+            wait_connected(player, thread)
+            start = player.client.last_frame_time + 4 * PERIOD
+            events = [(start + k * 997 + (k % 3), bytes((0x90 | k % 4, 40 + k, 100))) for k in range(20)]
+            player.play(events)
+            thread.join(60)
+            player.client.transport_stop()
+    finally:
+        receiver.terminate()
+        receiver.wait(60)
+    assert result["code"] == 0, result
+    summary = json.loads(result["out"])
+    assert summary["sink"] == "link" and summary["failures"] == [] and summary["dropped"] == 0
+    (sent,) = summary["sent"]
+    assert sent["blocks_acked"] == summary["blocks"] and sent["connections"] >= 1
+    assert player.sent == events
+    info = check_stream(tmp_path, "gig", "linked", player, summary["blocks"], link=True)
     assert info["sender"]["xruns"] == summary["xruns"]
 
 
@@ -270,3 +307,25 @@ def test_virtual_port_events_land_with_their_bound(jack_server: DummyServer, tmp
     assert all(b is not None and b >= PERIOD for b in bounds)  # estimated, never "exact"
     # in order; two messages may share a cycle (and so a sample) when a loaded machine delays one
     assert all(b >= a for a, b in zip(table["sample"], table["sample"][1:], strict=False))
+
+
+def test_a_second_live_take_under_the_same_ids_is_refused_and_the_first_kept(jack_server: DummyServer,
+                                                                            tmp_path: Path) -> None:
+    """Each live take is a take of its own: a rerun under the same session and stream is refused
+    before it captures (as a receiver refuses it), and the stream on disk stays as it was."""
+    argv = ["live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, "--jack-name", "twice",
+            "--audio-ports", "1", "--session", "gig", "--stream", "once", "--seconds", "0.5", "--json"]
+    thread, first = run_live(argv)
+    thread.join(60)
+    assert first["code"] == 0, first
+    summary = tmp_path / "sessions" / "gig" / "once" / "stream.json"
+    before = summary.read_bytes()
+    thread, second = run_live(argv)
+    thread.join(60)
+    assert second["code"] != 0 and second["out"] == ""
+    assert summary.read_bytes() == before
+
+
+def test_spool_goes_with_a_server(tmp_path: Path) -> None:
+    code = main(["live", "--data-dir", str(tmp_path / "data"), "--spool", str(tmp_path / "spool"), "--seconds", "1"])
+    assert code == 2 and not (tmp_path / "spool").exists()

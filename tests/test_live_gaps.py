@@ -187,3 +187,25 @@ def test_an_aborted_live_store_stream_is_never_complete(tmp_path: Path) -> None:
     stream.abort("the capture failed: BridgeError: the JACK process died")
     folder = tmp_path / "sessions" / "gig" / "failed"
     assert (folder / ".work" / "journal").exists() and not (folder / "stream.json").exists()
+
+
+def test_the_live_panel_shows_the_store_when_there_is_no_link(tmp_path: Path) -> None:
+    """Without a link there is no sender: the panel shows what the store wrote, how far it is
+    durable and what was dropped, instead of link and ACK figures."""
+    from sendlearn.cli.live import _Panel
+
+    info = StreamInfo("gig", "panel", 48000, 2, FRAMES, host="jack")
+    handoff = HandOff(1024)
+    stream = StoreSink(tmp_path, SENDER_LIVE).open_live(info, handoff, lambda: {})
+    processor = CaptureProcessor.for_stream(info, realtime=True, handoff=handoff)
+    audio = make_audio(2, FRAMES * 3, seed=11)
+    for k in range(3):
+        processor.process(audio[:, k * FRAMES:(k + 1) * FRAMES])
+    processor.skip(2, 2 * FRAMES)
+    wait_for(lambda: stream.figures()["blocks_written"] == 3, what="the blocks written")
+    rows = dict(_Panel._stream_rows(info, stream))
+    assert set(rows) == {"store", "written", "dropped"}
+    assert rows["written"].startswith("3 blocks") and rows["dropped"].startswith("2 blocks")
+    processor.close()
+    assert stream.finish() is None
+    assert dict(_Panel._stream_rows(info, stream))["written"] == "3 blocks, durable through seq 4"
