@@ -329,3 +329,36 @@ def test_a_second_live_take_under_the_same_ids_is_refused_and_the_first_kept(jac
 def test_spool_goes_with_a_server(tmp_path: Path) -> None:
     code = main(["live", "--data-dir", str(tmp_path / "data"), "--spool", str(tmp_path / "spool"), "--seconds", "1"])
     assert code == 2 and not (tmp_path / "spool").exists()
+
+
+def _jack_process() -> int | None:
+    """The pid of this process's child running the bridge's JACK client, if there is one."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"sendlearn.plugin.live.jack_host" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def test_a_capture_whose_jack_process_dies_is_aborted_never_complete(jack_server: DummyServer,
+                                                                     tmp_path: Path) -> None:
+    """The JACK process killed mid-capture: a capture that failed partway. The command fails
+    (exit 1) and the stream is aborted: what was written stays in the work folder, and no
+    stream.json says it is complete."""
+    thread, result = run_live(["live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name,
+                               "--jack-name", "dying", "--audio-ports", "1", "--stream", "dies", "--json"])
+    folder = tmp_path / "sessions" / "live" / "dies"
+    deadline = time.monotonic() + 60  # a hang guard only
+    while (pid := _jack_process()) is None or not (folder / ".work" / "journal").exists():
+        assert thread.is_alive() and time.monotonic() < deadline, result
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive() and result["code"] == 1, result
+    assert (folder / ".work" / "journal").stat().st_size > 0 and not (folder / "stream.json").exists()
