@@ -183,8 +183,8 @@ def test_live_with_a_server_goes_through_the_link(jack_server: DummyServer, tmp_
         receiver.wait(60)
     assert result["code"] == 0, result
     summary = json.loads(result["out"])
-    assert summary["sink"] == "link" and summary["failures"] == [] and summary["dropped"] == 0
-    (sent,) = summary["sent"]
+    assert summary["sink"] == "link" and summary["failures"] == []
+    (sent,) = summary["sent"]  # every seq acknowledged: stored, or a recorded gap (cycles JACK missed)
     assert sent["blocks_acked"] == summary["blocks"] and sent["connections"] >= 1
     assert player.sent == events
     info = check_stream(tmp_path, "gig", "linked", player, summary["blocks"], link=True)
