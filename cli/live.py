@@ -64,7 +64,7 @@ def run_live(args: argparse.Namespace) -> int:
         connect.append((source, ours))
     if args.spool is not None and args.server is None:
         raise UsageError("--spool keeps blocks a receiver has not acknowledged: it goes with --server "
-                         "(with --data-dir every block is written durably as it comes)")
+                         "(with --data-dir the store writes every block itself, fsynced each second)")
     from importlib.util import find_spec
 
     needed = ["jack", *(["rtmidi"] if args.virtual_port else [])]
