@@ -12,20 +12,26 @@ from typing import TYPE_CHECKING, Any
 from sendlearn.transport.tls import client_context
 
 if TYPE_CHECKING:  # imported where they run: the CLI starts without JACK or the sender's libraries
+    from sendlearn.capture import StreamInfo
+    from sendlearn.capture.sink import LiveStream
     from sendlearn.plugin.live.runner import BridgeStats
-    from sendlearn.transport.sender import Sender
+
+# blocks the hand-off holds between the capturing thread and the sink's drain: ~2.7 s of
+# 128-frame periods at 48 kHz. A block offered to a full hand-off is dropped, counted, and
+# recorded in the dataset as a gap ("dropped by the sender's audio thread").
+HANDOFF_BLOCKS = 1024
 
 
 def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
     live = commands.add_parser("live", help="capture beside a running DAW through JACK")
     where = live.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=default_data_dir,
-                       help="write here with an in-process receiver (default %(default)s)")
+                       help="write here, straight into the store (default %(default)s)")
     where.add_argument("--server", help="stream to this receiver (ws:// or wss:// URL)")
     live.add_argument("--token", help="token for --server")
     live.add_argument("--ca-file", help="CA certificate for a wss:// --server")
-    live.add_argument("--spool", type=Path, help="keep unacknowledged blocks here; a restart on it goes on "
-                      "with the same take (one folder per session-stream inside)")
+    live.add_argument("--spool", type=Path, help="with --server: keep unacknowledged blocks here; a restart on it "
+                      "goes on with the same take (one folder per session-stream inside)")
     live.add_argument("--session", default="live", help="session id (default %(default)s)")
     live.add_argument("--stream", default="jack", help="stream id (default %(default)s)")
     live.add_argument("--jack-name", default="sendlearn", help="our JACK client name")
@@ -56,82 +62,90 @@ def run_live(args: argparse.Namespace) -> int:
         if not source or not ours:
             raise UsageError(f"--connect {pair!r}: write it as SOURCE_PORT=OUR_PORT")
         connect.append((source, ours))
+    if args.spool is not None and args.server is None:
+        raise UsageError("--spool keeps blocks a receiver has not acknowledged: it goes with --server "
+                         "(with --data-dir the store writes every block itself, fsynced each second)")
     from importlib.util import find_spec
 
     needed = ["jack", *(["rtmidi"] if args.virtual_port else [])]
     missing = [name for name in needed if find_spec(name) is None]
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
         raise MissingExtra(missing[0], "live capture")
-    from sendlearn.capture import StreamInfo, check_name
+    from sendlearn.capture import HandOff, check_name
     from sendlearn.cli.signals import stopped_by_signals
+    from sendlearn.cli.sinks import choose_sink
     from sendlearn.plugin import CaptureProcessor
     from sendlearn.plugin.live.bridge import BridgeError
     from sendlearn.plugin.live.runner import run_bridge
-    from sendlearn.server.receiver import ReceiverThread
-    from sendlearn.transport.sender import Sender, SenderError
-    from sendlearn.transport.spool import Spool
+    from sendlearn.store.sink import SENDER_LIVE
 
     for name, value in (("--session", args.session), ("--stream", args.stream)):
         try:
             check_name(value, name)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    context = client_context(args.ca_file)  # a wss:// --server's CA
-    receiver = None if args.server else ReceiverThread(args.data_dir).start()
-    url = args.server if receiver is None else receiver.url
-    senders: list[Sender] = []
-    closing: dict[str, Any] = {}  # the bridge's final figures, for BYE (and so stream.json)
-    closed = threading.Event()
-
-    def closing_figures() -> dict[str, Any]:
-        closed.wait(30)  # the sender may reach BYE a moment before run_bridge has returned
-        return dict(closing)
+    # the store straight into --data-dir, or the link to --server: no receiver in this process
+    sink = choose_sink(args.server, None if args.server else args.data_dir, writer=SENDER_LIVE, token=args.token,
+                       ssl_context=client_context(args.ca_file), spool=args.spool)
+    streams: list[tuple[StreamInfo, LiveStream]] = []
+    closing: dict[str, Any] = {}  # the bridge's final figures, for stream.json's sender (either sink)
 
     def open_stream(info: StreamInfo) -> CaptureProcessor:  # the bridge's OpenStream
-        # a spool left by an earlier run of this stream: go on from its next seq and sample
-        spool = Spool(None if args.spool is None else args.spool / f"{info.session}-{info.stream}", info)
-        processor = CaptureProcessor.for_stream(info, realtime=True, first_seq=spool.next_seq,
-                                                start_sample=spool.next_sample)
-        sender = Sender(url, info, processor.handoff, token=args.token, adaptive=True, spool=spool, ssl_context=context,
-                        stats=closing_figures)
-        senders.append(sender.start())
-        return processor
+        handoff = HandOff(HANDOFF_BLOCKS)
+        stream = sink.open_live(info, handoff, lambda: dict(closing))
+        streams.append((info, stream))
+        # a link's spool left by an earlier run: go on from its next seq and sample
+        return CaptureProcessor.for_stream(info, realtime=True, handoff=handoff, first_seq=stream.first_seq,
+                                           start_sample=stream.start_sample)
 
     stop = threading.Event()
-    panel = _Panel(senders) if sys.stdout.isatty() and not args.json else None
+    broken: list[str] = []  # a store that cannot write: capturing on would only drop every block
+    panel = _Panel(streams) if sys.stdout.isatty() and not args.json else None
+
+    def on_tick(stats: BridgeStats) -> None:
+        for _, stream in streams:
+            error = stream.figures().get("error")
+            if error and error not in broken:
+                broken.append(error)
+                stop.set()
+        if panel is not None:
+            panel.update(stats)
+
     try:
         with stopped_by_signals(stop):
             final: BridgeStats = run_bridge(
-                open_stream, seconds=args.seconds, stop=stop, on_tick=panel.update if panel else None,
+                open_stream, seconds=args.seconds, stop=stop, on_tick=on_tick,
                 connect=connect, name=args.jack_name, servername=args.jack_server, audio_ports=args.audio_ports,
                 virtual_port=args.virtual_port, session=args.session, stream=args.stream, bpm=args.bpm,
                 meter=(num, den), timebase_master=args.timebase_master)
-    except BridgeError as exc:
-        if receiver is not None:
-            receiver.stop()
-        print(f"sendlearn live: {exc} (is jackd running? e.g. `jackd -d dummy`)", file=sys.stderr)
-        return 1
+    except BaseException as exc:  # the capture failed partway: its stream is never marked complete
+        for _, stream in streams:
+            stream.abort(f"the capture failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, BridgeError):
+            print(f"sendlearn live: {exc} (is jackd running? e.g. `jackd -d dummy`)", file=sys.stderr)
+            return 1
+        raise
     finally:
         if panel is not None:
             panel.stop()
     closing.update(final.closing_figures())
-    closed.set()
     failed = []
-    for sender in senders:
-        try:
-            sender.close(timeout=300)
-        except SenderError as exc:
-            failed.append(str(exc))
-    if receiver is not None:
-        receiver.stop()
+    for _, stream in streams:  # stopped (a signal, --seconds, a broken store): end each stream
+        problem = stream.finish()
+        if problem is not None:
+            failed.append(problem)
     summary = {"seconds": final.seconds, "blocks": final.blocks, "dropped": final.dropped,
                "midi_events": final.midi_events, "midi_dropped": final.midi_dropped,
                "midi_rejected": final.midi_rejected, "virtual_events": final.virtual_events,
                "virtual_dropped": final.virtual_dropped, "xruns": final.xruns, "frame_jumps": final.frame_jumps,
                "callback_p99_us": final.callback_p99_us, "period_us": final.period_us,
-               "sent": [{"stream": s.info.stream, "blocks_acked": s.blocks_acked, "bytes": s.bytes_sent,
-                         "connections": s.connections, "backfilled": s.blocks_backfilled} for s in senders],
+               "sink": "link" if args.server else "store",
+               "streams": [{"stream": info.stream, **stream.figures()} for info, stream in streams],
                "destination": args.server or str(args.data_dir), "failures": failed}
+    senders = [sender for _, stream in streams if (sender := getattr(stream, "sender", None)) is not None]
+    if senders:  # the link's own figures, as before
+        summary["sent"] = [{"stream": s.info.stream, "blocks_acked": s.blocks_acked, "bytes": s.bytes_sent,
+                            "connections": s.connections, "backfilled": s.blocks_backfilled} for s in senders]
     if args.json:
         print(json.dumps(summary))
     else:
@@ -145,12 +159,13 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 class _Panel:
-    """A live terminal panel: connection, rate, blocks, events, latency, xruns, quality."""
+    """A live terminal panel: blocks, events, xruns, callback times, and per stream either the
+    link's figures (connection, rate, ACK latency, quality) or the store's (written, durable, dropped)."""
 
-    def __init__(self, senders: list[Sender]) -> None:
+    def __init__(self, streams: list[tuple[StreamInfo, LiveStream]]) -> None:
         from rich.live import Live
 
-        self.senders = senders
+        self.streams = streams
         self.live = Live(refresh_per_second=4, transient=False)
         self.live.start()
 
@@ -167,15 +182,28 @@ class _Panel:
                 ("xruns", f"{stats.xruns} ({stats.frame_jumps} clock jumps)"),
                 ("callback", f"p50 {stats.callback_p50_us:.0f} µs, p99 {stats.callback_p99_us:.0f} µs "
                              f"of {stats.period_us:.0f} µs")]
-        for sender in self.senders:
-            state = "error" if sender.error else ("connected" if sender.connections else "connecting")
-            rtt = f"{sender.rtt_seconds * 1000:.0f} ms" if sender.rtt_seconds is not None else "-"
-            rows += [("link", f"{state} ({sender.connections} connections) to {sender.url}"),
-                     ("rate", f"{sender.send_rate * 8 / 1e6:.2f} Mbps"), ("ack latency", rtt),
-                     ("quality", f"{sender.level.name}, backlog {sender.backlog_seconds:.2f} s")]
+        for info, stream in self.streams:
+            rows += self._stream_rows(info, stream)
         for key, value in rows:
             table.add_row(key, value)
         self.live.update(table)
+
+    @staticmethod
+    def _stream_rows(info: StreamInfo, stream: LiveStream) -> list[tuple[str, str]]:
+        sender = getattr(stream, "sender", None)
+        if sender is None:  # the store: no link, no ACKs
+            figures = stream.figures()
+            durable = figures.get("durable_through", -1)
+            state = f"error: {figures['error']}" if figures.get("error") else "writing"
+            return [("store", f"{state}: {info.session}/{info.stream}"),
+                    ("written", f"{figures.get('blocks_written', 0)} blocks, durable through seq "
+                                f"{durable if durable >= 0 else '-'}"),
+                    ("dropped", f"{figures.get('blocks_dropped', 0)} blocks (recorded as gaps)")]
+        state = "error" if sender.error else ("connected" if sender.connections else "connecting")
+        rtt = f"{sender.rtt_seconds * 1000:.0f} ms" if sender.rtt_seconds is not None else "-"
+        return [("link", f"{state} ({sender.connections} connections) to {sender.url}"),
+                ("rate", f"{sender.send_rate * 8 / 1e6:.2f} Mbps"), ("ack latency", rtt),
+                ("quality", f"{sender.level.name}, backlog {sender.backlog_seconds:.2f} s")]
 
     def stop(self) -> None:
         self.live.stop()

@@ -11,13 +11,14 @@ from sendlearn.errors import UsageError
 
 
 def choose_sink(server: str | None, data_dir: Path | None, *, writer: str, token: str | None = None,
-                ssl_context: ssl.SSLContext | None = None) -> Sink:
+                ssl_context: ssl.SSLContext | None = None, spool: Path | None = None) -> Sink:
     """The link to ``server`` when one is named, else the store on ``data_dir`` (created here);
-    ``writer`` names the command in each stream.json's ``sender`` (store only)."""
+    ``writer`` names the command in each stream.json's ``sender`` (store only); ``spool``
+    holds a live link's unacknowledged blocks (link only)."""
     if server is not None:
         from sendlearn.transport.link import LinkSink
 
-        return LinkSink(server, token=token, ssl_context=ssl_context)
+        return LinkSink(server, token=token, ssl_context=ssl_context, spool=spool)
     if data_dir is None:
         raise UsageError("give --data-dir or --server")
     from sendlearn.store.sink import StoreSink

@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterable
+import time
+import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from sendlearn.capture import Block, HandOff, StreamInfo
 from sendlearn.store.completed import CompletedStream, open_stream_writer
+from sendlearn.store.errors import StreamMismatch
 from sendlearn.store.finalise import finalise
 from sendlearn.store.layout import stream_dir
 from sendlearn.store.locks import StreamLocks
@@ -33,6 +36,13 @@ from sendlearn.store.writer import StreamWriter
 BATCH_BLOCKS = 64  # blocks per writer.add: one journal append loop, not one call per block
 COMMIT_BLOCKS = 2048  # fsync this often while a long stream is written (a power cut loses less)
 SENDER = "sendlearn render (store)"
+SENDER_LIVE = "sendlearn live (store)"  # stream.json's sender.written_by for a live stream the store wrote
+# A live drain's nap when the hand-off is empty. ``offer`` takes no lock, so it cannot notify a
+# waiting ``take``: the drain's timed ``take`` sleeps this long on the consumer's side only, and
+# no lock or wait is ever added to the audio thread. 10 ms is ~4 periods of 128 frames at 48 kHz,
+# far below what the hand-off holds (1024 blocks by default: seconds), and costs ~100 wake-ups/s.
+LIVE_POLL = 0.01
+LIVE_COMMIT_SECONDS = 1.0  # a live stream is fsynced this often: a power cut loses about this much
 
 
 class StoreSink:
@@ -44,12 +54,19 @@ class StoreSink:
     def open(self, info: StreamInfo, handoff: HandOff, take: str | None) -> StoreStream:
         return StoreStream(self.data_dir, info, handoff, take, self.name)
 
+    def open_live(self, info: StreamInfo, handoff: HandOff, closing: Callable[[], dict[str, Any]]) -> StoreStream:
+        return StoreStream(self.data_dir, info, handoff, uuid.uuid4().hex[:16], self.name, closing=closing)
+
 
 class StoreStream:
-    """One stream: drains ``handoff`` on a thread into the stream's writer."""
+    """One stream: drains ``handoff`` on a thread into the stream's writer. ``closing`` makes it
+    a live stream (module docstring): the producer's closing figures, asked for at ``finish``."""
 
-    def __init__(self, data_dir: Path, info: StreamInfo, handoff: HandOff, take: str | None, name: str) -> None:
+    def __init__(self, data_dir: Path, info: StreamInfo, handoff: HandOff, take: str | None, name: str,
+                 closing: Callable[[], dict[str, Any]] | None = None) -> None:
         self.info, self.handoff, self.name = info, handoff, name
+        self.closing = closing
+        self.live = closing is not None
         self._key = (info.session, info.stream)
         self._locks: StreamLocks | None = StreamLocks(data_dir)
         self._locks.acquire(self._key, wait=True)  # a second writer of this stream (a Dask retry) waits here
@@ -61,34 +78,76 @@ class StoreStream:
         complete = isinstance(self.writer, CompletedStream)
         self.durable: int = self.writer.through  # every seq at or below it is on disk already (resumed, or complete)
         self.resumed = not complete and self.durable >= 0
+        if self.live and (complete or self.resumed):  # a fresh take resumes nothing (the writer refuses
+            if not isinstance(self.writer, CompletedStream):  # another take's folder): never write after one
+                self.writer.close()
+            self._unlock()
+            raise StreamMismatch(f"{info.session}/{info.stream} is on disk already; give this live take its own "
+                                 "session or stream id")
+        self.first_seq, self.start_sample = 0, 0  # where a live producer starts (a fresh take: at 0)
         self.last_seq = -1
+        self.expected = self.first_seq  # the seq the next block should have: a later one means seqs were lost
         self.written = 0
+        self.dropped_seqs = 0  # seqs declared dropped so far (the tail's are declared at BYE)
         self.error: str | None = None
         self._thread = threading.Thread(target=self._drain, name=f"sendlearn-store-{info.stream}", daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
-        batch: list[Block] = []
-        since_commit = 0
         try:
-            while (block := self.handoff.take(timeout=None)) is not None:  # None: closed and drained
-                self.last_seq = block.seq
-                if block.seq > self.durable:
-                    batch.append(block)
-                if len(batch) >= BATCH_BLOCKS:
-                    since_commit += self._write(batch)
-                    batch = []
-                    if since_commit >= COMMIT_BLOCKS:
-                        self.writer.commit()
-                        since_commit = 0
-            self._write(batch)
+            if self.live:
+                self._drain_live()
+            else:
+                self._drain_offline()
         except Exception as exc:  # StorageError, Refused: the render stops (put raises) and says why
             self.error = f"writing {self.info.session}/{self.info.stream} failed: {exc}"
             self.handoff.fail(self.error)
 
-    def _write(self, batch: list[Block]) -> int:
+    def _drain_offline(self) -> None:
+        batch: list[Block] = []
+        since_commit = 0
+        while (block := self.handoff.take(timeout=None)) is not None:  # None: closed and drained
+            self.last_seq = block.seq
+            if block.seq > self.durable:
+                batch.append(block)
+            if len(batch) >= BATCH_BLOCKS:
+                since_commit += self._write(batch)
+                batch = []
+                if since_commit >= COMMIT_BLOCKS:
+                    self.writer.commit()
+                    since_commit = 0
+        self._write(batch)
+
+    def _drain_live(self) -> None:
+        """Poll the hand-off (``LIVE_POLL``: ``offer`` wakes no one), write whatever is queued at
+        each look, fsync every ``LIVE_COMMIT_SECONDS``. A block after a hole begins a new batch
+        that declares the hole: ``add``'s dropped ranges must all come before its blocks."""
+        batch: list[Block] = []
+        holes: list[tuple[int, int]] = []
+        committed = time.monotonic()
+        while self.handoff.failure is None:  # ``abort``: stop here, even if the producer still offers
+            block = self.handoff.take(timeout=LIVE_POLL if not batch else 0)
+            if block is not None:
+                if block.seq > self.expected:  # the producer lost these: a recorded gap
+                    self._write(batch, holes)
+                    batch, holes = [], [(self.expected, block.seq - 1)]
+                    self.dropped_seqs += block.seq - self.expected
+                self.expected = max(self.expected, block.seq + 1)
+                self.last_seq = max(self.last_seq, block.seq)
+                batch.append(block)
+                if len(batch) < BATCH_BLOCKS:
+                    continue
+            self._write(batch, holes)  # a full batch, or the hand-off is empty for now
+            batch, holes = [], []
+            if time.monotonic() - committed >= LIVE_COMMIT_SECONDS:
+                self.durable = self.writer.commit()
+                committed = time.monotonic()
+            if block is None and self.handoff.finished:  # closed, and everything offered taken
+                return
+
+    def _write(self, batch: list[Block], holes: list[tuple[int, int]] | None = None) -> int:
         if batch:
-            self.writer.add(batch)
+            self.writer.add(batch, dropped=holes or ())
             self.written += len(batch)
         return len(batch)
 
@@ -110,7 +169,10 @@ class StoreStream:
             self._unlock()
 
     def figures(self) -> dict[str, Any]:
-        return {"resumed": self.resumed, "blocks_written": self.written}
+        figures: dict[str, Any] = {"resumed": self.resumed, "blocks_written": self.written}
+        if self.live:  # for the live panel and summary: what the store holds, and what it never got
+            figures.update(durable_through=self.durable, blocks_dropped=self.handoff.dropped, error=self.error)
+        return figures
 
     def _unlock(self) -> None:
         if self._locks is not None:
@@ -126,13 +188,32 @@ class StoreStream:
             return self.error
         try:
             if writer.last_seq is None:  # else an end is on disk already: killed while writing the files
-                writer.bye(self.last_seq, {"written_by": self.name})
+                if self.live:
+                    self._bye_live(writer)
+                else:
+                    writer.bye(self.last_seq, {"written_by": self.name})
             finalise(writer, "bye")
+            if writer.last_seq is not None:
+                self.durable = writer.last_seq  # finalised: every seq is on disk or a recorded gap
         except Exception as exc:
             if not writer.finalised:
                 _release(writer)
             return f"writing {self.info.session}/{self.info.stream} failed: {exc}"
         return None
+
+
+    def _bye_live(self, writer: StreamWriter) -> None:
+        """The end of a live stream, as a sender's BYE says it: the last seq the producer used
+        (``offered`` counts the blocks it lost too), the seqs after the last block taken declared
+        dropped, and the figures: the producer's closing ones plus the sender's own keys that
+        mean something without a link (``blocks_dropped_by_audio_thread``), and ``written_by``."""
+        last = self.first_seq + self.handoff.offered - 1
+        tail = ((self.expected, last),) if last >= self.expected else ()
+        stats: dict[str, Any] = {"blocks_dropped_by_audio_thread": self.handoff.dropped}
+        if self.closing is not None:
+            stats.update(self.closing())
+        stats["written_by"] = self.name
+        writer.bye(max(last, self.last_seq), dict(sorted(stats.items())), tail)
 
 
 def _release(writer: StreamWriter) -> None:

@@ -209,12 +209,17 @@ def run_bridge(
 ) -> BridgeStats:
     """Run a ``JackBridge`` until ``stop`` is set or ``seconds`` pass (Ctrl-C also ends it),
     calling ``on_tick`` every ``tick`` seconds; return the final stats, taken after the
-    bridge has captured every period the JACK process wrote."""
+    bridge has captured every period the JACK process wrote. A JACK process that ends on its
+    own (killed, crashed) raises ``BridgeError``: a capture that failed partway, which the
+    command aborts rather than completes."""
     stop = stop or threading.Event()
     with JackBridge(open_stream, **bridge_options) as bridge:
         started = time.monotonic()
         try:
             while not stop.wait(tick):
+                if _gone(bridge.pid):  # not asked to stop: the capture failed partway, say so
+                    raise BridgeError("the JACK process ended during the capture"
+                                      + (f" ({bridge.last_error})" if bridge.last_error else ""))
                 if on_tick is not None:
                     on_tick(bridge_stats(bridge, started))
                 if seconds is not None and time.monotonic() - started >= seconds:
@@ -222,3 +227,15 @@ def run_bridge(
         except KeyboardInterrupt:
             pass
     return bridge_stats(bridge, started)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` (the bridge's JACK process, a child of ours) has ended: its reader
+    reaps it within a poll, after which the pid no longer exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
