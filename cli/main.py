@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file, or a directory of them (searched recursively)")
     where = render.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
-                       help=f"write here through an in-process receiver (default ./{DEFAULT_DATA_DIR})")
+                       help=f"write straight into this data dir (the store; default ./{DEFAULT_DATA_DIR})")
     where.add_argument("--server", metavar="URL", help="send to a running receiver (ws:// or wss://)")
     render.add_argument("--token", help="token the receiver at --server expects")
     render.add_argument("--ca-file", help="CA certificate for a wss:// --server")

@@ -9,7 +9,7 @@ callback copies every period into a shared-memory ring and returns, and reads th
 on a thread: each period becomes one ``CaptureProcessor.process`` call with the period's
 audio, its JACK MIDI events (exact frames, ``timing_error`` None), the virtual port's
 messages (estimated, with their bound) and the transport as a ``Playhead`` (tempo in
-quarter notes: plugin/live/tempo.py). So the sender, the receiver and the panel can live in this
+quarter notes: plugin/live/tempo.py). So the sink (the store or the link) and the panel can live in this
 process without ever taking the GIL from the audio callback.
 
 A period is captured once the next one is in the ring: rtmidi's virtual port delivers its
