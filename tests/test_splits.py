@@ -24,7 +24,8 @@ FIRST, MORE = ["s00", "s01", "s02", "s03"], ["s04", "s05", "s06", "s07"]
 def run(*argv: str, code: int = 0) -> tuple[str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        assert main(list(argv)) == code
+        got = main(list(argv))
+    assert got == code, stderr.getvalue()
     return stdout.getvalue(), stderr.getvalue()
 
 
@@ -238,3 +239,29 @@ def test_report_shows_hours_windows_and_sessions_per_split(two_splits: Path, tmp
                                                        / dataset.session_rate(session) / 3600, rel=0.01)
     assert splits["test"] == {"hours": 0.0, "windows": 0, "sessions": 0}
     assert "<h2>Splits</h2>" in (tmp_path / "r.html").read_text()
+
+
+def test_split_by_a_fact_of_the_session_file_keeps_its_sessions_together(tmp_path: Path) -> None:
+    from split_corpus import write_melody
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    performers = {"a1": "ana", "a2": "ana", "a3": "ana", "b1": "ben", "b2": "ben", "x1": None}
+    for name, performer in performers.items():
+        write_melody(folder / f"{name}.mid", 3.0, name)
+        meta = f'\n[meta]\nperformer = "{performer}"\npiece = "{name}"\n' if performer else ""
+        (folder / f"{name}.toml").write_text(
+            f'name = "{name}"\nsample_rate = 48000\nblock_size = 512\n{meta}\n[[track]]\nname = "keys"\n'
+            f'midi = "{name}.mid"\ninstrument = {{ faust = "poly_saw", voices = 8 }}\n')
+    data_dir = tmp_path / "data"
+    run("render", *[str(folder / f"{n}.toml") for n in performers], "--data-dir", str(data_dir), "--json")
+    meta = json.loads((data_dir / "sessions" / "a1" / "keys" / "stream.json").read_text())["meta"]
+    assert meta["performer"] == "ana" and meta["piece"] == "a1"
+    summary = sequences(data_dir, "--split", "34/33/33", "--split-by", "performer")
+    got = {s["session"]: (s["split"], s["split_key"], s["split_fallback"]) for s in summary["sessions"]}
+    assert len({got[n][0] for n in ("a1", "a2", "a3")}) == 1 and len({got[n][0] for n in ("b1", "b2")}) == 1
+    assert got["a1"][1] == "performer=ana" and got["b2"][1] == "performer=ben"
+    assert got["x1"][1:] == ("session=x1", True) and summary["split"]["fallback_sessions"] == 1
+    out, _ = run("export", "tokens", "--tokenizer", "TSD", "--data-dir", str(data_dir), "--out", str(tmp_path / "t"),
+                 "--include-flagged", "--json")
+    assert "1 of 6 sessions have no `performer`" in (tmp_path / "t" / "README.md").read_text()

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import symusic
 
 from sendlearn.dataset.facade import Dataset
+from sendlearn.dataset.splits import SPLITS
 from sendlearn.dataset.window_midi import WindowClock, WindowMidi, merged_midi, window_midi
 from sendlearn.errors import UsageError
 
@@ -57,7 +58,6 @@ NOTE_ON = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NOTE_OFF = frozenset({"NoteOff", "DrumOff"})
 NOTE_PARTS = frozenset({"Velocity", "Duration", "MicroTiming"})  # written after their note's pitch
 ON_THE_CLOCK = frozenset({"Tempo", "TimeSig", "Pedal", "PedalOff", "PitchBend", "ControlChange", "Program"})
-SPLITS = ("train",)
 ROW_GROUP_ROWS = 1024
 ROW_GROUP_TOKENS = 2**18  # a row group's tokens: ~20 MB as Python lists before it is written
 SHARD_ROWS = 200_000
