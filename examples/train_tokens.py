@@ -76,9 +76,9 @@ def loss_of(model: nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]], voc
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="a `sendlearn export tokens` folder")
-    parser.add_argument("--length", type=int, default=64, help="tokens per training sequence (default 64)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--length", type=int, default=32, help="tokens per training sequence (default 32)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     random.seed(args.seed)

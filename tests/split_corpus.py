@@ -37,5 +37,5 @@ def render_corpus(data_dir: Path, names: list[str], seconds: float = 4.0) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         write_melody(folder / f"{name}.mid", seconds, name)
-    assert main(["render", str(folder), "--data-dir", str(data_dir), "--workers", "1", "--json"]) == 0
+    assert main(["render", str(folder), "--data-dir", str(data_dir), "--workers", "2", "--json"]) == 0
     return data_dir
