@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import sys
+from pathlib import Path
 
 import datasets
 import torch
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
 
-    splits = datasets.load_dataset(args.export)  # a DatasetDict: the splits the export holds
+    # a DatasetDict of the splits the export holds; the folder's absolute path, so that a folder named
+    # like one of datasets' own builders ("parquet", "json") is read as the folder it is
+    splits = datasets.load_dataset(str(Path(args.export).resolve()))
     if "train" not in splits or "validation" not in splits:
         print(f"{args.export} has splits {sorted(splits)}; this example needs train and validation "
               "(`sendlearn sequences --split` chooses the percentages)", file=sys.stderr)

@@ -30,8 +30,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_example(script: str, export: Path, home: Path) -> tuple[dict, str]:
     env = {**os.environ, "HF_HOME": str(home), "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, str(EXAMPLES / script), str(export)], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=home)
+    # as a user types it: the folder's name, relative (named "parquet" like datasets' own builder)
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), export.name], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=export.parent)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
 
