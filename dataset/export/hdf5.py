@@ -111,14 +111,17 @@ def _text(value: Any) -> str:
 def read_index(f: h5py.File) -> list[dict[str, Any]]:
     """The ``index`` rows: key, session, stream, split, window, start_sample, frames, sample_rate, channels."""
     rows = f["index"][()]
-    return [{name: (_text(row[name]) if name in _TEXT_COLUMNS else int(row[name])) for name, _ in INDEX_COLUMNS}
-            for row in rows]
+    present = [name for name, _ in INDEX_COLUMNS if name in rows.dtype.names]
+    before_splits = {} if "split" in present else {"split": "train"}  # an export from before splits: all train
+    return [{name: (_text(row[name]) if name in _TEXT_COLUMNS else int(row[name])) for name in present}
+            | before_splits for row in rows]
 
 
 def read_sample(group: h5py.Group) -> dict[str, Any]:
     """One ``samples/<key>`` group as plain Python and numpy values (the keys of an export sample)."""
     attrs = group.attrs
-    out: dict[str, Any] = {name: _text(attrs[name]) for name in ("session", "stream", "split", "audio_subtype")}
+    out: dict[str, Any] = {name: _text(attrs[name]) for name in ("session", "stream", "audio_subtype")}
+    out["split"] = _text(attrs.get("split", "train"))  # an export from before splits: all train
     out.update({name: int(attrs[name]) for name in ("window", "start_sample", "frames", "frames_valid", "sample_rate",
                                                     "channels")})
     out["flags"] = [_text(flag) for flag in attrs["flags"]]
