@@ -54,11 +54,13 @@ def run_report(args: argparse.Namespace) -> int:
                "sessions": len(report["sessions"]), "sessions_detailed": len(report["sessions_detailed"]),
                "streams": len(report["streams"]),
                "windows": report["windows"], "windows_measured": report["windows_measured"],
-               "images": report["images"]}
+               "images": report["images"], "splits": report["splits"]}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"report of {len(report['sessions'])} sessions ({len(report['sessions_detailed'])} in detail), "
               f"{report['windows']} windows ({report['windows_measured']} measured): {args.out}, "
               f"{summary['bytes'] / 1e6:.1f} MB (and {summary['json']})")
+        for name, split in report["splits"].items():
+            print(f"  {name}: {split['hours']:.3f} h, {split['windows']} windows, {split['sessions']} sessions")
     return 0

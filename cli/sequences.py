@@ -29,6 +29,13 @@ def add_parsers(commands: argparse._SubParsersAction, default_data_dir: Path) ->
     sequences.add_argument("--tail", choices=("pad", "drop"), default="pad",
                            help="pad: a last window covers the tail, padded with silence (default); "
                            "drop: whole windows only, a session shorter than one window yields none")
+    sequences.add_argument("--split", default="80/10/10", metavar="TRAIN/VALIDATION/TEST",
+                           help="percentages of sessions in train, validation and test, summing to 100 (default "
+                           "80/10/10); a session's split comes from a hash of its id, so adding sessions never "
+                           "moves one, and all its windows and streams are in it")
+    sequences.add_argument("--split-by", metavar="KEY",
+                           help="group sessions by the session fact KEY (stream.json meta, e.g. performer or piece) "
+                           "instead of their id; sessions without it fall back to their id")
     sequences.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                            help="processes computing windows (default: one per core)")
     sequences.add_argument("--json", action="store_true", help="print one JSON object")
@@ -58,6 +65,7 @@ def _interactive(args: argparse.Namespace) -> bool:
 def run_sequences(args: argparse.Namespace) -> int:
     from sendlearn.cli.output import print_table
     from sendlearn.dataset.sequences import build_sequences
+    from sendlearn.dataset.splits import SplitSpec
     from sendlearn.dataset.windows import WindowSpec
     from sendlearn.errors import UsageError
 
@@ -70,6 +78,10 @@ def run_sequences(args: argparse.Namespace) -> int:
         spec = WindowSpec(args.window, args.overlap, args.min_events, args.tail)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        split = SplitSpec.parse(args.split, args.split_by)
+    except ValueError as exc:
+        raise UsageError(f"--split: {exc}") from None
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     results = []
@@ -81,21 +93,31 @@ def run_sequences(args: argparse.Namespace) -> int:
                 bar.update(task, completed=done, total=total)
 
             try:
-                results.append(build_sequences(args.data_dir, session, spec, args.workers, shown))
+                results.append(build_sequences(args.data_dir, session, spec, args.workers, shown, split))
             except ValueError as exc:  # streams of one session at different rates: no shared clock
                 raise UsageError(str(exc)) from None
             except KeyboardInterrupt:  # SIGINT, SIGTERM or SIGHUP: what is written stays, a rerun resumes
                 print(f"sendlearn sequences: stopped in session {session}; run it again to resume", file=sys.stderr)
                 return 0
     summary = [_session_summary(dataset, r) for r in results]
+    fallback = sum(r.split.fallback for r in results)
+    if split.by is not None and results and fallback == len(results):
+        print(f"sendlearn sequences: warning: no session has the fact {split.by!r} (stream.json meta); "
+              f"splitting by session id instead", file=sys.stderr)
+    splits = {"spec": split.text, "by": split.by, "fallback_sessions": fallback if split.by else 0,
+              "sessions": {name: sum(s["split"] == name for s in summary) for name in ("train", "validation", "test")}}
     if args.json:
         print(json.dumps({"data_dir": str(args.data_dir), "window": spec.window, "overlap": spec.overlap,
-                          "min_events": spec.min_events, "tail": spec.tail, "sessions": summary}))
+                          "min_events": spec.min_events, "tail": spec.tail, "split": splits, "sessions": summary}))
         return 0
-    print_table(f"{args.data_dir}: windows of {spec.window:g} s, {spec.overlap:g} s overlap",
-                ["session", "windows", "flagged", "flags", "computed", "path"],
-                [[s["session"], s["windows"], s["flagged"], ", ".join(f"{k} {v}" for k, v in s["flags"].items()) or "-",
+    print_table(f"{args.data_dir}: windows of {spec.window:g} s, {spec.overlap:g} s overlap, split {split.text}"
+                + (f" by {split.by}" if split.by else ""),
+                ["session", "split", "windows", "flagged", "flags", "computed", "path"],
+                [[s["session"], s["split"], s["windows"], s["flagged"],
+                  ", ".join(f"{k} {v}" for k, v in s["flags"].items()) or "-",
                   s["computed"], s["path"]] for s in summary])
+    if split.by is not None and 0 < fallback < len(results):
+        print(f"{fallback} of {len(results)} sessions have no {split.by!r}: split by their id")
     for s in summary:
         if s["windows"] == 0:
             seconds = dataset.session_frames(s["session"]) / dataset.session_rate(s["session"])
@@ -109,7 +131,8 @@ def _session_summary(dataset: Any, result: Any) -> dict[str, Any]:
     for window in dataset.windows(result.session):
         for flag in window.flags:
             counts[flag] = counts.get(flag, 0) + 1
-    return {"session": result.session, "windows": result.windows, "flagged": result.flagged,
+    return {"session": result.session, "split": result.split.split, "split_key": result.split.key,
+            "split_fallback": result.split.fallback, "windows": result.windows, "flagged": result.flagged,
             "flags": dict(sorted(counts.items())), "computed": result.computed,
             "audio_seconds": result.audio_seconds, "path": str(result.path)}
 

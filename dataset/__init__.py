@@ -20,6 +20,7 @@ Layers, each importing only those below it (an import-linter contract in pyproje
     measures                     flags and features worked out now
     quality | features           the measures of a stream or a window
     windows                      cutting a session into windows
+    splits                       train/validation/test per session, from a stable hash
     reader                       ``DataDir``, ``Stream``: stream.json, audio and tables by sample range
     notes, schema, errors        the format: ``FORMAT_VERSION``, ``StreamSummary``, Arrow schemas
 """

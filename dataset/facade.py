@@ -23,5 +23,7 @@ class Dataset(DataDir):
         """Training windows of ``session`` (``sendlearn.dataset.windows``): the ones ``sendlearn
         sequences`` stored, with their flags and cached features, when it has run with these
         settings (or none given); otherwise cut now (defaults 30 s, 5 s overlap, 10 events, the
-        tail padded: ``tail="drop"`` cuts whole windows only)."""
+        tail padded: ``tail="drop"`` cuts whole windows only). Each window's ``split`` is the
+        session's (``train``, ``validation`` or ``test``: ``sendlearn sequences --split``, else
+        80/10/10 by a hash of the session id)."""
         return session_windows(self, session, window, overlap, min_events, tail)

@@ -39,6 +39,7 @@ from . import report_plots as plots
 from .facade import Dataset
 from .features import HOP
 from .quality import stream_quality, window_quality
+from .splits import SPLITS, SplitSpec, session_split
 from .windows import Window
 
 SUMMARY_FEATURES = ("rms", "spectral_centroid", "spectral_bandwidth", "spectral_rolloff", "onset_strength")
@@ -103,7 +104,8 @@ def _session_row(dataset: Dataset, session: str, windows: list[Window], line: di
     for window in known:
         for flag in window.flags:
             flags[flag] = flags.get(flag, 0) + 1
-    return {"session": session, "streams": len(streams), "seconds": line["end"],
+    split = windows[0].split if windows else session_split(dataset, session, SplitSpec()).split
+    return {"session": session, "split": split, "streams": len(streams), "seconds": line["end"],
             "events": sum(s.facts.events for s in streams), "windows": len(windows),
             "flagged": sum(bool(w.flags) for w in known) if len(known) == len(windows) else None,
             "flags": dict(sorted(flags.items())), "tempo_min": min(line["bpm"]), "tempo_max": max(line["bpm"]),
@@ -194,6 +196,7 @@ def build_report(data_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
         "data_dir": str(dataset.path), "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sessions": sessions, "sessions_detailed": detailed, "session_table": table, "streams": streams,
         "hours": sum(row["seconds"] for row in table) / 3600, "windows": len(windows),
+        "splits": _splits(table),
         "windows_measured": len(chosen), "window_flags": dict(sorted(flags.items())),
         "flags_counted_over": "all windows" if all_known else "measured windows",
         "tempo_hours": _hours_by(spans, lambda bpm: f"{bpm:g}"), "meter_sessions": dict(sorted(meters.items())),
@@ -206,6 +209,17 @@ def build_report(data_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     write_aside(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(report, default=_plain) + "\n"),
                 durable=False)
     return report
+
+
+def _splits(table: list[dict[str, Any]]) -> dict[str, dict[str, float | int]]:
+    """Hours, windows and sessions in each split (all of a session's in its one)."""
+    out: dict[str, dict[str, float | int]] = {name: {"hours": 0.0, "windows": 0, "sessions": 0} for name in SPLITS}
+    for row in table:
+        split = out.setdefault(row["split"], {"hours": 0.0, "windows": 0, "sessions": 0})
+        split["hours"] += row["seconds"] / 3600
+        split["windows"] += row["windows"]
+        split["sessions"] += 1
+    return out
 
 
 def _hours_by(spans: list[tuple[float, float, str]], key: Callable[[float], str]) -> dict[str, float]:
@@ -245,7 +259,7 @@ def _table(columns: list[str], rows: list[dict[str, Any]]) -> str:
 def render_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
     stream_columns = ["session", "stream", "state", "seconds", "sample_rate", "channels", "subtype", "events",
                       "notes", "gaps", *STREAM_MEASURES]
-    session_columns = ["session", "streams", "seconds", "events", "windows", "flagged", "flags", "tempo_min",
+    session_columns = ["session", "split", "streams", "seconds", "events", "windows", "flagged", "flags", "tempo_min",
                        "tempo_max", "meters"]
     flags = ", ".join(f"{k}: {v}" for k, v in report["window_flags"].items()) or "none"
     esc = html.escape
@@ -267,6 +281,9 @@ th {{ background: #f0f0f0; position: sticky; top: 0; }} td {{ text-align: right;
 <h1>Send Learn report</h1>
 <p>{esc(report['data_dir'])}: {total} sessions, {report['hours']:.2f} h, {report['windows']} windows
 ({report['windows_measured']} measured). Generated {esc(report['generated_at'])}.</p>
+<h2>Splits</h2><p>Every window and stream of a session is in the session's split (<code>sendlearn sequences
+--split</code>).</p>{_table(["split", "hours", "windows", "sessions"],
+                            [{"split": k, **v} for k, v in report["splits"].items()])}
 <h2>The corpus</h2><p>Hours at each tempo, sessions per meter, hours per session, and the note density of the
 measured windows (streams with notes).</p>
 {_img(images, 'corpus', 'corpus summaries')}

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from .errors import FormatError, FormatTooNew
 
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 FORMAT_KEY = b"sendlearn.format_version"  # in a Parquet file's schema metadata
 UNVERSIONED = "1.0"  # what a file written before format versions is read as
 
@@ -265,6 +265,7 @@ WINDOWS_SCHEMA = pa.schema([
     pa.field("frames_valid", pa.int64(), nullable=False),
     pa.field("events", pa.int64(), nullable=False),
     pa.field("flags", pa.list_(pa.string()), nullable=False),
+    pa.field("split", pa.string(), nullable=False),  # 1.2: the session's, train/validation/test
 ])
 # Audio levels whose samples are the host's own (lossless); anything else is degraded or missing.
 FULL_QUALITY = frozenset({"FLOAT32", "PCM24", "PCM16"})

@@ -1,12 +1,13 @@
 """Windows and their features cached on disk (``sendlearn sequences``; docs/dataset.md, "Sequences").
 
-    sequences/<session>/sequences.json              settings, streams' checksums, feature settings
+    sequences/<session>/sequences.json              settings, streams' checksums, feature settings, split
     sequences/<session>/windows.parquet             one row per window (WINDOWS_SCHEMA), written last
     sequences/<session>/features/<stream>/<index:06d>.npz   one array per feature
     sequences/quality.parquet                       every stream and window measured (``write_quality``)
 
 A cache is used only while its streams' checksums are those of the dataset; other settings or
-changed streams rebuild it. A build cut off midway resumes: feature files already written for
+changed streams rebuild it. The session's split (``splits.py``) is stored with it and in every
+row of windows.parquet; another split asked for rewrites windows.parquet and keeps the features. A build cut off midway resumes: feature files already written for
 the same settings are kept. Windows are computed in parallel, one window per task.
 
 This layer sits over the measures (it stores what they compute) and under the ``Dataset`` façade,
@@ -37,10 +38,11 @@ from .measures import MEASURE_NOW
 from .quality import quality_table, stream_quality, window_quality
 from .reader import DataDir
 from .schema import WINDOWS_SCHEMA, read_parquet, stamp
+from .splits import SessionSplit, SplitSpec, session_split
 from .windows import Window, WindowSpec, cut
 
 SEQUENCES = "sequences"
-VERSION = 2  # 2: a padded tail window, frames_valid per window
+VERSION = 3  # 2: a padded tail window, frames_valid per window; 3: the session's split
 
 
 def session_root(data_dir: Path, session: str) -> Path:
@@ -74,7 +76,7 @@ def _same(now: dict[str, Any], stored: dict[str, Any], with_librosa: bool) -> bo
         features = dict(settings.get("features", {}))
         if not with_librosa:
             features.pop("librosa", None)
-        return {**{k: v for k, v in settings.items() if k != "windows"}, "features": features}
+        return {**{k: v for k, v in settings.items() if k not in ("windows", "split")}, "features": features}
 
     return key(now) == key(stored)
 
@@ -116,7 +118,12 @@ class SequenceCache:
         for row in table:
             yield Window(dataset, self.settings["session"], row["index"], row["start_sample"], row["frames"],
                          self.settings["sample_rate"], streams, self.spec, self, tuple(row["flags"]),
-                         row["frames_valid"])
+                         row["frames_valid"], row["split"])
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """How the session's split was decided: ``spec`` (parts, by), ``split``, ``key``, ``fallback``."""
+        return dict(self.settings["split"])
 
     def flags(self, window: Window) -> tuple[str, ...]:
         return MEASURE_NOW.flags(window)  # stored windows carry theirs: only a window made elsewhere asks
@@ -136,7 +143,8 @@ def _spec(settings: dict[str, Any]) -> WindowSpec:
 def session_windows(dataset: DataDir, session: str, window: float | None = None, overlap: float | None = None,
                     min_events: int | None = None, tail: str | None = None) -> Iterator[Window]:
     """The windows ``sendlearn sequences`` stored for ``session`` when their settings match the
-    ones asked for (or none is asked), with their flags and features cache; else cut afresh."""
+    ones asked for (or none is asked), with their flags and features cache; else cut afresh, in
+    the split ``sendlearn sequences`` chose for the session (else the default: 80/10/10 by id)."""
     cache = SequenceCache.open(dataset, session)
     asked = (window, overlap, min_events, tail)
     if cache is not None and all(a is None or a == b for a, b in zip(asked, cache.spec_values, strict=True)):
@@ -146,7 +154,7 @@ def session_windows(dataset: DataDir, session: str, window: float | None = None,
     spec = WindowSpec(default.window if window is None else window, default.overlap if overlap is None else overlap,
                       default.min_events if min_events is None else min_events,
                       default.tail if tail is None else tail)
-    yield from cut(dataset, session, spec, MEASURE_NOW)
+    yield from cut(dataset, session, spec, MEASURE_NOW, None if cache is None else cache.split["split"])
 
 
 def feature_path(root: Path, stream: str, index: int) -> Path:
@@ -161,19 +169,24 @@ class SequencesResult:
     computed: int  # windows whose features were computed in this run (the rest were on disk)
     audio_seconds: float  # audio whose features were computed: window seconds x streams
     path: Path
+    split: SessionSplit
 
 
 def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int = 1,
-                    progress: Callable[[int, int], None] | None = None) -> SequencesResult:
-    """Cut ``session`` into windows, compute every stream's features and flags, store them."""
+                    progress: Callable[[int, int], None] | None = None,
+                    split: SplitSpec | None = None) -> SequencesResult:
+    """Cut ``session`` into windows in its split (``split``, default 80/10/10 by session id),
+    compute every stream's features and flags, store them."""
     dataset = DataDir(data_dir)
     root = session_root(dataset.path, session)
-    settings = _settings(dataset, session, spec)
-    windows = list(cut(dataset, session, spec, MEASURE_NOW))
+    split = SplitSpec() if split is None else split
+    chosen = session_split(dataset, session, split)
+    settings = {**_settings(dataset, session, spec), "split": {"spec": split.as_dict(), **chosen.as_dict()}}
+    windows = list(cut(dataset, session, spec, MEASURE_NOW, chosen.split))
     cached = SequenceCache.open(dataset, session, for_build=True)
-    if cached is not None and cached.spec == spec:
+    if cached is not None and cached.spec == spec and cached.settings.get("split") == settings["split"]:
         stored = list(cached.windows(dataset))
-        return SequencesResult(session, len(stored), sum(bool(w.flags) for w in stored), 0, 0.0, root)
+        return SequencesResult(session, len(stored), sum(bool(w.flags) for w in stored), 0, 0.0, root, chosen)
     try:
         previous = json.loads((root / "sequences.json").read_text())
     except (OSError, ValueError):
@@ -182,7 +195,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
         shutil.rmtree(root, ignore_errors=True)  # other settings or other streams: nothing in it is ours
     (root / "windows.parquet").unlink(missing_ok=True)
     write_json(root / "sequences.json", {**settings, "windows": len(windows)}, durable=False)
-    jobs = [(str(dataset.path), session, w.index, w.start_sample, spec) for w in windows]
+    jobs = [(str(dataset.path), session, w.index, w.start_sample, spec, chosen.split) for w in windows]
     results = []
     for done, result in enumerate(_run(jobs, workers, dataset), 1):
         results.append(result)
@@ -193,7 +206,7 @@ def build_sequences(data_dir: Path, session: str, spec: WindowSpec, workers: int
     write_aside(root / "windows.parquet", lambda tmp: pq.write_table(stamp(table), tmp), durable=False)
     computed = [r for r in results if r["computed"]]
     return SequencesResult(session, len(results), sum(bool(r["flags"]) for r in results), len(computed),
-                           sum(r["audio_seconds"] for r in computed), root)
+                           sum(r["audio_seconds"] for r in computed), root, chosen)
 
 
 def _run(jobs: list[tuple[Any, ...]], workers: int, dataset: DataDir) -> Iterator[dict[str, Any]]:
@@ -224,14 +237,14 @@ def _ignore_interrupts() -> None:
 _WORKER_DATASETS: dict[str, DataDir] = {}
 
 
-def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: DataDir | None = None) -> dict[str, Any]:
-    data_dir, session, index, start, spec = job
+def _window_job(job: tuple[str, str, int, int, WindowSpec, str], dataset: DataDir | None = None) -> dict[str, Any]:
+    data_dir, session, index, start, spec, split = job
     if dataset is None:
         dataset = _WORKER_DATASETS.setdefault(data_dir, DataDir(data_dir))
     rate = dataset.session_rate(session)
     frames = spec.frames(rate)
     window = Window(dataset, session, index, start, frames, rate, tuple(dataset.streams(session)), spec,
-                    MEASURE_NOW, frames_valid=min(frames, dataset.session_frames(session) - start))
+                    MEASURE_NOW, frames_valid=min(frames, dataset.session_frames(session) - start), split=split)
     audio = {stream: window.audio(stream) for stream in window.streams}  # read once, for quality and features
     quality = window_quality(window, audio)
     root = session_root(dataset.path, session)
@@ -245,7 +258,7 @@ def _window_job(job: tuple[str, str, int, int, WindowSpec], dataset: DataDir | N
         computed += 1
     return {"index": index, "start_sample": start, "frames": window.frames, "frames_valid": window.frames_valid,
             "events": quality["events"],
-            "flags": quality["flags"], "computed": computed > 0,
+            "flags": quality["flags"], "split": split, "computed": computed > 0,
             "audio_seconds": computed * window.frames / rate}
 
 

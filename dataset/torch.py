@@ -4,6 +4,7 @@
     from sendlearn.dataset.torch import WindowDataset, HDF5WindowDataset, collate
 
     data = WindowDataset("sendlearn-data")               # the data directory, read lazily per item
+    data = WindowDataset("sendlearn-data", split="train")   # one split: train, validation or test
     data = HDF5WindowDataset("out/hdf5/windows.h5")      # or an hdf5 export, opened lazily per worker
     loader = DataLoader(data, batch_size=None, num_workers=2)   # one item at a time
     loader = DataLoader(data, batch_size=8, num_workers=2, collate_fn=collate)  # lists per key
@@ -28,8 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from .export.samples import Sample, iter_samples, plan, window_sample
+from .export.samples import Plan, Sample, iter_samples, plan, window_sample
 from .facade import Dataset
+from .splits import SPLITS
 
 
 def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +42,7 @@ def sample_item(sample: Sample | dict[str, Any]) -> dict[str, Any]:
     features = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in get("features").items()}
     return {
         "session": get("session"), "stream": get("stream"), "window": int(get("window")),
+        "split": get("split"),
         "start_sample": int(get("start_sample")), "frames": int(get("frames")),
         "frames_valid": int(get("frames_valid")), "sample_rate": int(get("sample_rate")),
         "channels": int(get("channels")), "audio_subtype": subtype,
@@ -68,13 +71,22 @@ def collate(items: list[dict[str, Any]]) -> dict[str, list[Any]]:
 class WindowDataset(TorchDataset[dict[str, Any]]):
     """Windows of a data directory through ``sendlearn.dataset``: the ones ``sendlearn sequences``
     stored (else cut with ``window``/``overlap``/``min_events``), flagged ones left out unless
-    ``include_flagged``; one item per (session, stream, window)."""
+    ``include_flagged``, only those of ``split`` (train, validation or test) when given; one item
+    per (session, stream, window)."""
 
     def __init__(self, data_dir: str | os.PathLike[str], sessions: list[str] | None = None,
-                 include_flagged: bool = False, with_features: bool = True, **spec: Any) -> None:
+                 include_flagged: bool = False, with_features: bool = True, split: str | None = None,
+                 **spec: Any) -> None:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split {split!r}: one of {', '.join(SPLITS)}")
         self.data_dir, self.with_features = Path(data_dir), with_features
         self.spec = {k: v for k, v in spec.items() if v is not None}
         self.plan = plan(self.data_dir, sessions, include_flagged, **self.spec)
+        if split is not None:
+            self.plan = Plan([w for w in self.plan.windows if self.plan.splits[w[0]]["split"] == split],
+                             self.plan.skipped, sum(w[2] for w in self.plan.windows
+                                                    if self.plan.splits[w[0]]["split"] == split),
+                             {s: v for s, v in self.plan.splits.items() if v["split"] == split})
         self.items: list[tuple[str, int, str]] = []
         dataset = Dataset(self.data_dir)
         for session, index, _ in self.plan.windows:
@@ -103,17 +115,17 @@ class WindowDataset(TorchDataset[dict[str, Any]]):
 
 
 class HDF5WindowDataset(TorchDataset[dict[str, Any]]):
-    """The items of a ``sendlearn export hdf5`` file, read with h5py; the file is opened on first
-    use in each process (h5py handles do not survive a fork)."""
+    """The items of a ``sendlearn export hdf5`` file (those of ``split`` when given), read with
+    h5py; the file is opened on first use in each process (h5py handles do not survive a fork)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], split: str | None = None) -> None:
         import h5py
 
         from .export.hdf5 import read_index
 
         self.path = Path(path)
         with h5py.File(self.path, "r") as f:
-            self.index = read_index(f)
+            self.index = [row for row in read_index(f) if split is None or row["split"] == split]
         self._pid: int | None = None
         self._file: Any = None
 

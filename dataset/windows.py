@@ -6,7 +6,8 @@ session's length, its longest stream); then, with ``tail="pad"`` (the default), 
 covers what is left after the last whole one (or the whole of a session shorter than a window),
 starting a hop after it and padded to the full length with silence and no events. Its
 ``frames_valid`` says how many of its frames are real (every other window: all of them). With
-``tail="drop"`` only whole windows are cut. Every window holds every stream of the session.
+``tail="drop"`` only whole windows are cut. Every window holds every stream of the session, and
+every window of a session is in the session's split (``splits.py``: train, validation or test).
 
 A window reads its data through the reader below it; its quality flags and features come from
 above (``WindowMeasures``: the measures, or the ``sequences/`` cache), so this layer imports neither.
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 from sendlearn.capture import Playhead
 
 from .reader import DataDir, Stream
+from .splits import SplitSpec, session_split
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +85,14 @@ class Window:
     Samples in its tables are relative to the window's start. ``frames_valid`` of its ``frames``
     are the session's (the last window of a session may be padded: silence and no events past
     them). ``flags`` are those ``sendlearn sequences`` stored, or asked of ``measures`` on first
-    use (``sendlearn.dataset.quality``).
+    use (``sendlearn.dataset.quality``). ``split`` is the session's: ``train``, ``validation`` or
+    ``test`` (``sendlearn.dataset.splits``).
     """
 
     def __init__(self, dataset: DataDir, session: str, index: int, start_sample: int, frames: int,
                  sample_rate: int, streams: tuple[str, ...], spec: WindowSpec, measures: WindowMeasures,
-                 flags: tuple[str, ...] | None = None, frames_valid: int | None = None) -> None:
-        self.dataset, self.session, self.index = dataset, session, index
+                 flags: tuple[str, ...] | None = None, frames_valid: int | None = None, split: str = "train") -> None:
+        self.dataset, self.session, self.index, self.split = dataset, session, index, split
         self.start_sample, self.frames, self.sample_rate = start_sample, frames, sample_rate
         self.frames_valid = frames if frames_valid is None else frames_valid
         self.streams, self.spec, self._measures = streams, spec, measures
@@ -98,7 +101,7 @@ class Window:
 
     def __repr__(self) -> str:
         return (f"Window({self.session!r}, {self.index}, start_sample={self.start_sample}, frames={self.frames}, "
-                f"frames_valid={self.frames_valid}, flags={self.flags})")
+                f"frames_valid={self.frames_valid}, split={self.split!r}, flags={self.flags})")
 
     @property
     def stop_sample(self) -> int:
@@ -178,11 +181,15 @@ class Window:
         return table.set_column(table.schema.get_field_index("sample"), table.schema.field("sample"), relative)
 
 
-def cut(dataset: DataDir, session: str, spec: WindowSpec, measures: WindowMeasures) -> Iterator[Window]:
-    """Windows of ``session`` by ``spec``, their flags and features asked of ``measures``."""
+def cut(dataset: DataDir, session: str, spec: WindowSpec, measures: WindowMeasures,
+        split: str | None = None) -> Iterator[Window]:
+    """Windows of ``session`` by ``spec``, their flags and features asked of ``measures``, all in
+    ``split`` (by default the session's split by the default ``SplitSpec``: 80/10/10 by id)."""
+    if split is None:
+        split = session_split(dataset, session, SplitSpec()).split
     rate = dataset.session_rate(session)
     streams = tuple(dataset.streams(session))
     frames, total = spec.frames(rate), dataset.session_frames(session)
     for index, start in enumerate(spec.starts(total, rate)):
         yield Window(dataset, session, index, start, frames, rate, streams, spec, measures,
-                     frames_valid=min(frames, total - start))
+                     frames_valid=min(frames, total - start), split=split)

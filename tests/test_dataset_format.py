@@ -42,7 +42,7 @@ def edit_summary(data_dir: Path, change) -> Path:  # noqa: ANN001 (a function of
 
 
 def test_the_store_writes_the_version_into_stream_json_and_every_table(rendered: Path) -> None:
-    assert FORMAT_VERSION == "1.1"
+    assert FORMAT_VERSION == "1.2"
     for folder in sorted((rendered / "sessions" / "band").iterdir()):
         info = json.loads((folder / "stream.json").read_text())
         assert info["format_version"] == FORMAT_VERSION
@@ -55,9 +55,9 @@ def test_a_newer_major_stream_json_is_refused_naming_both_versions(data_dir: Pat
     path = edit_summary(data_dir, lambda info: info.update(format_version="2.0"))
     with pytest.raises(FormatTooNew) as refused:
         Dataset(data_dir).stream("band", "lead")
-    assert str(refused.value) == (f"{path}: dataset format 2.0 is newer than this sendlearn reads (1.1): "
+    assert str(refused.value) == (f"{path}: dataset format 2.0 is newer than this sendlearn reads (1.2): "
                                   "upgrade sendlearn")
-    assert (refused.value.found, refused.value.supported) == ("2.0", "1.1")
+    assert (refused.value.found, refused.value.supported) == ("2.0", "1.2")
     with pytest.raises(FormatTooNew):  # the store will not take it for one of its own either
         open_stream_writer(data_dir, StreamInfo("band", "lead", 48000, 1, 512), take="again")
 
@@ -69,7 +69,7 @@ def test_a_newer_major_parquet_file_is_refused_naming_both_versions(data_dir: Pa
     stream = Dataset(data_dir).stream("band", "lead")
     assert len(stream.blocks()) > 0  # the other tables still read
     with pytest.raises(FormatTooNew, match=r"events\.parquet: dataset format 3\.1 is newer than this sendlearn "
-                                           r"reads \(1\.1\): upgrade sendlearn"):
+                                           r"reads \(1\.2\): upgrade sendlearn"):
         stream.events()
 
 

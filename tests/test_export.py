@@ -93,7 +93,7 @@ def test_webdataset_shards_read_by_webdataset_are_the_windows(data_dir: Path, tm
     import webdataset
 
     run_export("webdataset", data_dir, tmp_path / "wds", "--include-flagged")
-    shards = sorted(str(p) for p in (tmp_path / "wds").glob("shard-*.tar"))
+    shards = sorted(str(p) for p in (tmp_path / "wds" / "train").glob("shard-*.tar"))
     assert [Path(s).name for s in shards] == ["shard-000000.tar"]
     expected = truth(data_dir)
     seen = set()
@@ -168,7 +168,7 @@ def test_pytorch_window_dataset_with_workers_and_the_files_torch_load_reads(data
 
     summary = run_export("pytorch", data_dir, tmp_path / "pt", "--include-flagged")
     files = sorted((tmp_path / "pt").glob("*.pt"))
-    assert [f.name for f in files] == ["windows-00000.pt"] and summary["samples"] == len(expected)
+    assert [f.name for f in files] == ["train-00000.pt"] and summary["samples"] == len(expected)
     loaded = torch.load(files[0], weights_only=True)
     assert (loaded["format"], loaded["version"], len(loaded["samples"])) == ("sendlearn-windows", 1, len(expected))
     for item in loaded["samples"]:

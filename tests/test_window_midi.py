@@ -211,7 +211,7 @@ def test_every_format_carries_midi_file_and_parquet_and_pytorch_midi_notes_and_m
         assert row["midi_file"] == window_midi(window, stream).data
         assert np.array_equal(np.asarray(row["mfcc"], dtype=np.float32), window.features(stream)["mfcc"])
     # the others carry the file
-    for item in webdataset.WebDataset(sorted(str(p) for p in (tmp_path / "webdataset").glob("*.tar")),
+    for item in webdataset.WebDataset(sorted(str(p) for p in (tmp_path / "webdataset").glob("*/shard-*.tar")),
                                       shardshuffle=False):
         meta = json.loads(item["json"])
         window, stream = expected[(meta["session"], meta["stream"], meta["window"])]

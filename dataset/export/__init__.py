@@ -3,7 +3,8 @@
     from sendlearn.dataset.export import export
     export("parquet", "sendlearn-data", "out/parquet")          # or webdataset, hdf5, tfrecord, pytorch
 
-One sample per (session, stream, window), read through ``sendlearn.dataset`` one window at a time
+One sample per (session, stream, window), in its session's split (train, validation or test, written
+in each library's own convention: docs/export.md), read through ``sendlearn.dataset`` one window at a time
 (``samples.py``); windows with flags are left out unless ``include_flagged``. Each format's writer
 is a module of its own and imports its library only when it runs, so this package loads without
 them (the ``export`` extra installs them). A writer stopped midway (an exception, Ctrl-C) removes
@@ -79,6 +80,8 @@ def export(fmt: str, data_dir: str | os.PathLike[str], out: str | os.PathLike[st
             yield sample
 
     out.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":  # its card says how sessions were split
+        options = {**options, "plan": chosen}
     written = write(counted(), out, **options)
     return ExportResult(fmt, out, int(written["rows"]), chosen.skipped, seconds[0], list(written["files"]))
 

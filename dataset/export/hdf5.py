@@ -2,9 +2,10 @@
 
     OUT/windows.h5
       attrs   format = "sendlearn-windows", version = 1, samples = N
-      index   (N,) compound: key, session, stream (str), window, start_sample, frames, sample_rate, channels (int64)
+      index   (N,) compound: key, session, stream, split (str), window, start_sample, frames, sample_rate,
+              channels (int64); split is the session's: train, validation or test
       samples/<key>/                       one group per sample, in index order
-        attrs        session, stream, window, start_sample, frames, frames_valid, sample_rate, channels, audio_subtype, flags
+        attrs        session, stream, split, window, start_sample, frames, frames_valid, sample_rate, channels, audio_subtype, flags
         audio        float32 (channels, frames): the window's samples (exact for PCM sources too)
         midi/sample  int64 (n,): relative to the window's first sample
         midi/data    vlen uint8 (n,): each event's raw bytes
@@ -35,7 +36,7 @@ FILE = "windows.h5"
 FORMAT, VERSION = "sendlearn-windows", 1
 STR = h5py.string_dtype()
 INDEX_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("key", object), ("session", object), ("stream", object), ("window", np.int64), ("start_sample", np.int64),
+    ("key", object), ("session", object), ("stream", object), ("split", object), ("window", np.int64), ("start_sample", np.int64),
     ("frames", np.int64), ("sample_rate", np.int64), ("channels", np.int64))
 INDEX_DTYPE = np.dtype(list(INDEX_COLUMNS))
 _H5_INDEX = np.dtype([(name, STR if kind is object else kind) for name, kind in INDEX_COLUMNS])
@@ -52,6 +53,7 @@ def _write_sample(group: h5py.Group, sample: Sample) -> None:
     for name in ("session", "stream", "window", "start_sample", "frames", "frames_valid", "sample_rate", "channels"):
         group.attrs[name] = getattr(sample, name)
     group.attrs["audio_subtype"] = sample.subtype
+    group.attrs["split"] = sample.split
     group.attrs["flags"] = np.array(sample.flags, dtype=STR)
     group.create_dataset("audio", data=sample.audio)
     midi = group.create_group("midi")
@@ -89,7 +91,7 @@ def write_hdf5(samples: Iterator[Sample], out: Path) -> dict[str, Any]:
             groups = f.create_group("samples")
             for sample in samples:
                 _write_sample(groups.create_group(sample.key), sample)
-                index.append((sample.key, sample.session, sample.stream, sample.window, sample.start_sample,
+                index.append((sample.key, sample.session, sample.stream, sample.split, sample.window, sample.start_sample,
                               sample.frames, sample.sample_rate, sample.channels))
             f.create_dataset("index", data=np.array(index, dtype=_H5_INDEX))
             f.attrs["samples"] = len(index)
@@ -107,16 +109,19 @@ def _text(value: Any) -> str:
 
 
 def read_index(f: h5py.File) -> list[dict[str, Any]]:
-    """The ``index`` rows: key, session, stream, window, start_sample, frames, sample_rate, channels."""
+    """The ``index`` rows: key, session, stream, split, window, start_sample, frames, sample_rate, channels."""
     rows = f["index"][()]
-    return [{name: (_text(row[name]) if name in _TEXT_COLUMNS else int(row[name])) for name, _ in INDEX_COLUMNS}
-            for row in rows]
+    present = [name for name, _ in INDEX_COLUMNS if name in rows.dtype.names]
+    before_splits = {} if "split" in present else {"split": "train"}  # an export from before splits: all train
+    return [{name: (_text(row[name]) if name in _TEXT_COLUMNS else int(row[name])) for name in present}
+            | before_splits for row in rows]
 
 
 def read_sample(group: h5py.Group) -> dict[str, Any]:
     """One ``samples/<key>`` group as plain Python and numpy values (the keys of an export sample)."""
     attrs = group.attrs
     out: dict[str, Any] = {name: _text(attrs[name]) for name in ("session", "stream", "audio_subtype")}
+    out["split"] = _text(attrs.get("split", "train"))  # an export from before splits: all train
     out.update({name: int(attrs[name]) for name in ("window", "start_sample", "frames", "frames_valid", "sample_rate",
                                                     "channels")})
     out["flags"] = [_text(flag) for flag in attrs["flags"]]

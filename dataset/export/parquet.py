@@ -1,11 +1,13 @@
 """Parquet in the Hugging Face layout (docs/export.md, "parquet").
 
-    OUT/README.md                               dataset card: YAML names the config, split and features
-    OUT/data/train-00000-of-0000N.parquet       shards of at most 500 MB, row groups of at most 100 MB
+    OUT/README.md                               dataset card: YAML names the config, the splits and features
+    OUT/data/{split}-00000-of-0000N.parquet     per split (train, validation, test: the sessions' own,
+                                                ``sendlearn sequences --split``), shards of at most 500 MB,
+                                                row groups of at most 100 MB
 
 Written with pyarrow alone: the schema carries ``huggingface`` metadata (``{"info": {"features":
 ...}}``, what ``datasets`` writes itself), so ``datasets.load_dataset("parquet", data_files=...)``
-gives an ``Audio`` column (a struct of the file's ``bytes`` and a ``path``) without ``datasets``
+(or ``datasets.load_dataset(OUT)``, a ``DatasetDict`` of the splits present) gives an ``Audio`` column (a struct of the file's ``bytes`` and a ``path``) without ``datasets``
 having to encode audio (it needs torchcodec for that).
 """
 
@@ -21,7 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .samples import PLAYHEAD, TIMELINE, Sample
+from sendlearn.dataset.splits import SPLITS
+
+from .samples import PLAYHEAD, TIMELINE, Plan, Sample
 
 SHARD_BYTES = 500 * 10**6
 ROW_GROUP_BYTES = 32 * 2**20  # the Hub's viewer wants row groups under 100 MB
@@ -52,7 +56,7 @@ def hf_features(first: Sample) -> dict[str, Any]:
         features[name] = feature
     out = {
         "session": _value("string"), "stream": _value("string"), "window": _value("int64"),
-        "start_sample": _value("int64"), "frames": _value("int64"), "frames_valid": _value("int64"),
+        "split": _value("string"), "start_sample": _value("int64"), "frames": _value("int64"), "frames_valid": _value("int64"),
         "sample_rate": _value("int64"),
         "channels": _value("int64"), "audio": {"_type": "Audio"}, "audio_subtype": _value("string"),
         "midi_sample": _list(_value("int64")), "midi_data": _list(_value("binary")),
@@ -123,7 +127,8 @@ def _batch(rows: list[Sample], schema: pa.Schema) -> pa.RecordBatch:
 
     arrays = [
         column("session", [r.session for r in rows]), column("stream", [r.stream for r in rows]),
-        column("window", [r.window for r in rows]), column("start_sample", [r.start_sample for r in rows]),
+        column("window", [r.window for r in rows]), column("split", [r.split for r in rows]),
+        column("start_sample", [r.start_sample for r in rows]),
         column("frames", [r.frames for r in rows]), column("frames_valid", [r.frames_valid for r in rows]),
         column("sample_rate", [r.sample_rate for r in rows]),
         column("channels", [r.channels for r in rows]),
@@ -156,8 +161,8 @@ def _size(sample: Sample) -> int:
 class _Shards:
     """Parquet files rolled before they pass ``shard_bytes``, named ``.part-NNNNN`` until the end."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, shard_bytes: int) -> None:
-        self.folder, self.schema, self.shard_bytes = folder, schema, shard_bytes
+    def __init__(self, folder: Path, split: str, schema: pa.Schema, shard_bytes: int) -> None:
+        self.folder, self.split, self.schema, self.shard_bytes = folder, split, schema, shard_bytes
         self.paths: list[Path] = []
         self._file: BinaryIO | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -166,7 +171,7 @@ class _Shards:
         if self._file is not None and self._file.tell() + size > self.shard_bytes:
             self.close()
         if self._writer is None:
-            self.paths.append(self.folder / f".part-{len(self.paths):05d}.parquet")
+            self.paths.append(self.folder / f".{self.split}.part-{len(self.paths):05d}.parquet")
             self._file = open(self.paths[-1], "wb")  # noqa: SIM115 (closed in close())
             self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
         self._writer.write_batch(batch, row_group_size=batch.num_rows)
@@ -181,45 +186,62 @@ class _Shards:
 
 
 def write_parquet(samples: Iterator[Sample], out: Path, *, shard_bytes: int = SHARD_BYTES,
-                  row_group_bytes: int = ROW_GROUP_BYTES) -> dict[str, Any]:
-    """Write ``samples`` under ``out`` (data/ shards and README.md); what was written."""
+                  row_group_bytes: int = ROW_GROUP_BYTES, plan: Plan | None = None) -> dict[str, Any]:
+    """Write ``samples`` under ``out`` (data/ shards per split and README.md); what was written."""
     folder = out / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    shards: _Shards | None = None
-    pending: list[Sample] = []
-    pending_bytes, rows, features = 0, 0, None
+    shards: dict[str, _Shards] = {}
+    pending: dict[str, list[Sample]] = {}
+    pending_bytes: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    schema: pa.Schema | None = None
+    features = None
     try:
         for sample in samples:
-            if shards is None:
+            if schema is None:
                 features = hf_features(sample)
-                shards = _Shards(folder, arrow_schema(features), shard_bytes)
-            pending_bytes += _size(sample)  # encodes the audio file...
+                schema = arrow_schema(features)
+            split = sample.split
+            if split not in shards:
+                shards[split] = _Shards(folder, split, schema, shard_bytes)
+                pending[split], pending_bytes[split], rows[split] = [], 0, 0
+            pending_bytes[split] += _size(sample)  # encodes the audio file...
             sample.audio = sample.audio[:, :0]  # ...which is what the row keeps: let the samples go
-            pending.append(sample)
-            rows += 1
-            if pending_bytes >= row_group_bytes:
-                shards.write(_batch(pending, shards.schema), pending_bytes)
-                pending, pending_bytes = [], 0
-        if shards is None:
+            pending[split].append(sample)
+            rows[split] += 1
+            if pending_bytes[split] >= row_group_bytes:
+                shards[split].write(_batch(pending[split], schema), pending_bytes[split])
+                pending[split], pending_bytes[split] = [], 0
+        if schema is None:
             return {"rows": 0, "files": []}
-        if pending:
-            shards.write(_batch(pending, shards.schema), pending_bytes)
-        shards.close()
+        for split, writer in shards.items():
+            if pending[split]:
+                writer.write(_batch(pending[split], schema), pending_bytes[split])
+            writer.close()
     except BaseException:
-        if shards is not None:
-            shards.close()
-            for path in shards.paths:
+        for writer in shards.values():
+            writer.close()
+            for path in writer.paths:
                 path.unlink(missing_ok=True)
         raise
-    count = len(shards.paths)
-    files = []
-    for number, path in enumerate(shards.paths):
-        final = folder / f"train-{number:05d}-of-{count:05d}.parquet"
-        os.replace(path, final)
-        files.append(final)
+    files: list[Path] = []
+    sizes: dict[str, int] = {}
+    for split in sorted(shards, key=_split_order):
+        paths = shards[split].paths
+        for number, path in enumerate(paths):
+            final = folder / f"{split}-{number:05d}-of-{len(paths):05d}.parquet"
+            os.replace(path, final)
+            files.append(final)
+            sizes[split] = sizes.get(split, 0) + final.stat().st_size
     assert features is not None
-    (out / "README.md").write_text(dataset_card(features, rows, sum(f.stat().st_size for f in files)))
-    return {"rows": rows, "files": [str(f) for f in files]}
+    note = plan.split_note() if plan is not None else ""
+    (out / "README.md").write_text(dataset_card(features, {s: rows[s] for s in sorted(rows, key=_split_order)},
+                                                sizes, note))
+    return {"rows": sum(rows.values()), "files": [str(f) for f in files], "splits": rows}
+
+
+def _split_order(split: str) -> int:
+    return SPLITS.index(split) if split in SPLITS else len(SPLITS)
 
 
 def _yaml_feature(feature: dict[str, Any]) -> dict[str, Any]:
@@ -237,25 +259,31 @@ def _yaml_feature(feature: dict[str, Any]) -> dict[str, Any]:
     return {"struct": [{"name": name, **_yaml_feature(sub)} for name, sub in feature.items()]}
 
 
-def dataset_card(features: dict[str, Any], rows: int, size: int) -> str:
+def dataset_card(features: dict[str, Any], rows: dict[str, int], sizes: dict[str, int], split_note: str = "") -> str:
+    """The card: YAML naming the config, every split present (its files, bytes and rows) and the
+    features, so ``datasets.load_dataset(OUT)`` gives a ``DatasetDict`` of those splits."""
     import yaml
 
     header = {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": s, "path": f"data/{s}-*"} for s in rows]}],
         "dataset_info": {
             "config_name": "default",
             "features": [{"name": name, **_yaml_feature(sub)} for name, sub in features.items()],
-            "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
+            "splits": [{"name": s, "num_bytes": sizes.get(s, 0), "num_examples": n} for s, n in rows.items()],
         },
         "tags": ["audio", "midi", "sendlearn"],
     }
+    counts = ", ".join(f"{s} {n}" for s, n in rows.items())
     return ("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n# Send Learn windows\n\n"
             "One row per (session, stream, window), exported by `sendlearn export parquet` from a Send Learn "
             "data directory. `audio` is the window's audio as a whole file (float32 WAV, or FLAC at the source's "
             "depth); `midi_sample` is each MIDI event's sample relative to the window's first sample, `midi_data` "
             "its raw bytes; `playhead` is the host's timeline at the first sample, `timeline` at each block "
             "starting in the window; `features` are frames of 512 samples. Columns are described in Send Learn's "
-            "docs/export.md.\n\n```python\nimport datasets\nds = datasets.load_dataset(\"parquet\", "
-            "data_files=\"data/train-*.parquet\", split=\"train\")\n"
-            "ds = ds.cast_column(\"audio\", datasets.Audio(decode=False))  # file bytes; decoding needs torchcodec\n"
-            "```\n")
+            "docs/export.md.\n\n## Splits\n\n"
+            f"Rows per split: {counts}. Every window and stream of a session is in one split, so no music is "
+            f"shared between them (windows overlap; a split made by row would leak). {split_note}\n\n"
+            "```python\nimport datasets\nds = datasets.load_dataset(\"path/to/this/folder\")  # a DatasetDict\n"
+            "train = ds[\"train\"].cast_column(\"audio\", datasets.Audio(decode=False))  # file bytes; decoding "
+            "needs torchcodec\n```\n")

@@ -1,8 +1,8 @@
 """Files ``torch.load`` reads (docs/export.md, "pytorch").
 
-    OUT/windows-00000.pt, windows-00001.pt, …     rolled at 128 MB of tensors
+    OUT/{split}-00000.pt, {split}-00001.pt, …     per split (train, validation, test), rolled at 128 MB of tensors
 
-Each file is ``{"format": "sendlearn-windows", "version": 1, "samples": [item, …]}``, every item the
+Each file is ``{"format": "sendlearn-windows", "version": 1, "split": SPLIT, "samples": [item, …]}``, every item the
 dict ``sendlearn.dataset.torch.WindowDataset`` gives (tensors, str, int, float, bool, bytes, lists and
 dicts only), so ``torch.load(path, weights_only=True)`` reads it.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from sendlearn.dataset.splits import SPLITS
 
 from .samples import Sample, publish_parts
 
@@ -28,28 +30,33 @@ def write_pytorch(samples: Iterator[Sample], out: Path, *, shard_bytes: int = SH
 
     from sendlearn.dataset.torch import sample_item
 
-    parts: list[Path] = []
-    pending: list[dict[str, Any]] = []
-    size = rows = 0
+    parts: dict[str, list[Path]] = {}
+    pending: dict[str, list[dict[str, Any]]] = {}
+    size: dict[str, int] = {}
+    rows: dict[str, int] = {}
 
-    def flush() -> None:
-        nonlocal pending, size
-        parts.append(out / f".windows-{len(parts):05d}.pt.part")
-        torch.save({"format": FORMAT, "version": VERSION, "samples": pending}, parts[-1])
-        pending, size = [], 0
+    def flush(split: str) -> None:
+        paths = parts.setdefault(split, [])
+        paths.append(out / f".{split}-{len(paths):05d}.pt.part")
+        torch.save({"format": FORMAT, "version": VERSION, "split": split, "samples": pending[split]}, paths[-1])
+        pending[split], size[split] = [], 0
 
     try:
         for sample in samples:
             item = sample_item(sample)
-            pending.append(item)
-            size += _bytes(item)
-            rows += 1
-            if size >= shard_bytes:
-                flush()
-        if pending:
-            flush()
+            split = sample.split
+            pending.setdefault(split, []).append(item)
+            size[split] = size.get(split, 0) + _bytes(item)
+            rows[split] = rows.get(split, 0) + 1
+            if size[split] >= shard_bytes:
+                flush(split)
+        for split in list(pending):
+            if pending[split]:
+                flush(split)
     except BaseException:
-        for path in parts:
-            path.unlink(missing_ok=True)
+        for paths in parts.values():
+            for path in paths:
+                path.unlink(missing_ok=True)
         raise
-    return {"rows": rows, "files": publish_parts(out, parts)}
+    return {"rows": sum(rows.values()), "files": publish_parts(out, [p for s in SPLITS if s in parts for p in parts[s]]),
+            "splits": rows}

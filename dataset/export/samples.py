@@ -12,6 +12,7 @@ window's data and one session's tables at most, whatever the size of the data di
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +23,7 @@ import numpy as np
 import soundfile
 
 from sendlearn.dataset.facade import Dataset
+from sendlearn.dataset.sequences import SequenceCache
 from sendlearn.dataset.window_midi import window_midi
 from sendlearn.dataset.windows import Window
 
@@ -30,6 +32,10 @@ PCM_BITS = {"PCM_16": 16, "PCM_24": 24}
 # per-block playhead columns a sample carries (blocks.parquet names; ``sample`` relative to the window)
 TIMELINE = ("sample", "frames", "playing", "seconds", "bpm", "ts_num", "ts_den", "ppq", "bar", "beat", "quality")
 PLAYHEAD = ("seconds", "ppq", "bpm", "ts_num", "ts_den", "bar", "beat", "playing", "recording", "looping")
+
+
+def json_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def sample_key(session: str, stream: str, window: int) -> str:
@@ -64,6 +70,7 @@ class Sample:
     # pairs them: int64 (N, 4) pitch, velocity, start, end, relative to the window and clipped to it
     midi_file: bytes = b""
     midi_notes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
+    split: str = "train"  # the session's: train, validation or test (sendlearn.dataset.splits)
 
     @property
     def key(self) -> str:
@@ -86,7 +93,7 @@ class Sample:
     def meta(self) -> dict[str, Any]:
         """Everything but audio and features, as JSON (webdataset's ``.json``; TFRecord's ``meta``)."""
         return {
-            "session": self.session, "stream": self.stream, "window": self.window,
+            "session": self.session, "stream": self.stream, "window": self.window, "split": self.split,
             "start_sample": self.start_sample, "frames": self.frames, "frames_valid": self.frames_valid,
             "sample_rate": self.sample_rate,
             "channels": self.channels, "audio_format": self.audio_format, "audio_subtype": self.subtype,
@@ -147,7 +154,7 @@ def window_sample(window: Window, stream: str, with_features: bool = True) -> Sa
         timeline={name: blocks[name].to_pylist() for name in TIMELINE},
         params={name: params[name].to_pylist() for name in ("sample", "param", "value")},
         features=window.features(stream) if with_features else {},
-        midi_file=midi.data, midi_notes=midi.notes,
+        midi_file=midi.data, midi_notes=midi.notes, split=window.split,
     )
 
 
@@ -158,6 +165,27 @@ class Plan:
     windows: list[tuple[str, int, int]]  # session, window index, streams
     skipped: int  # flagged windows left out
     samples: int
+    # session -> its split, and how it was decided (``SequenceCache.split``: spec, key, fallback), or
+    # just {"split": ...} for a session cut now (80/10/10 by its id)
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def split_note(self) -> str:
+        """One sentence for a card: how sessions were split, and how many fell back to their id."""
+        specs = {json_key(info.get("spec")) for info in self.splits.values() if info.get("spec")}
+        if not self.splits:
+            return "No sessions."
+        if not specs:
+            return "Sessions are split 80/10/10 by a hash of their id."
+        spec = self.splits[next(iter(self.splits))].get("spec") or {}
+        parts = "/".join(str(p) for p in spec.get("parts", (80, 10, 10)))
+        by = spec.get("by")
+        if len(specs) > 1:
+            return "Sessions were split with different settings (`sendlearn sequences --split`); each keeps its own."
+        if by is None:
+            return f"Sessions are split {parts} (train/validation/test) by a hash of their id."
+        fallback = sum(bool(info.get("fallback")) for info in self.splits.values())
+        return (f"Sessions are split {parts} (train/validation/test) by a hash of their `{by}` fact; {fallback} of "
+                f"{len(self.splits)} sessions have no `{by}` and are split by a hash of their id.")
 
     @property
     def total(self) -> int:
@@ -173,14 +201,19 @@ def plan(data_dir: Path, sessions: list[str] | None, include_flagged: bool, **sp
     if missing:
         raise KeyError(f"no session {missing[0]!r} in {data_dir}")
     windows, skipped, samples = [], 0, 0
+    splits: dict[str, dict[str, Any]] = {}
     for session in chosen:
+        cache = SequenceCache.open(dataset, session)
+        if cache is not None and "split" in cache.settings:
+            splits[session] = cache.split
         for window in dataset.windows(session, **spec):
+            splits.setdefault(session, {"split": window.split})
             if window.flags and not include_flagged:
                 skipped += 1
                 continue
             windows.append((session, window.index, len(window.streams)))
             samples += len(window.streams)
-    return Plan(windows, skipped, samples)
+    return Plan(windows, skipped, samples, splits)
 
 
 def iter_samples(data_dir: Path, the_plan: Plan, with_features: bool = True,

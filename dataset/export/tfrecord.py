@@ -1,9 +1,9 @@
 """TFRecord files of ``tf.train.Example`` records (docs/export.md, "tfrecord"), written with the
 ``tfrecord`` package (no TensorFlow needed to write or to read them).
 
-    OUT/train-00000.tfrecord, train-00001.tfrecord, …     rolled at 256 MB
+    OUT/{split}-00000.tfrecord, {split}-00001.tfrecord, …     per split (train, validation, test), rolled at 256 MB
 
-One Example per sample. Features: ``session``, ``stream``, ``audio_format``, ``audio_subtype``
+One Example per sample. Features: ``session``, ``stream``, ``split``, ``audio_format``, ``audio_subtype``
 (bytes); ``window``, ``start_sample``, ``frames``, ``sample_rate``, ``channels`` (int64); ``audio``
 (the window's audio file: float32 WAV or FLAC at the source's depth); ``midi_sample`` (int64 list,
 relative to the window) and ``midi_data`` (bytes list, one message each); ``flags`` (bytes list);
@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from sendlearn.dataset.splits import SPLITS
+
 from .samples import Sample, publish_parts
 
 SHARD_BYTES = 256 * 2**20
@@ -34,6 +36,7 @@ def example(sample: Sample) -> dict[str, tuple[Any, str]]:
     meta = sample.meta()
     datum: dict[str, tuple[Any, str]] = {
         "session": (sample.session.encode(), "byte"), "stream": (sample.stream.encode(), "byte"),
+        "split": (sample.split.encode(), "byte"),
         "audio_format": (sample.audio_format.encode(), "byte"), "audio_subtype": (sample.subtype.encode(), "byte"),
         "window": (sample.window, "int"), "start_sample": (sample.start_sample, "int"), "frames": (sample.frames, "int"),
         "frames_valid": (sample.frames_valid, "int"),
@@ -57,27 +60,33 @@ def example(sample: Sample) -> dict[str, tuple[Any, str]]:
 def write_tfrecord(samples: Iterator[Sample], out: Path, *, shard_bytes: int = SHARD_BYTES) -> dict[str, Any]:
     from tfrecord import TFRecordWriter
 
-    parts: list[Path] = []
-    writer: TFRecordWriter | None = None
-    rows = 0
+    parts: dict[str, list[Path]] = {}
+    writers: dict[str, TFRecordWriter] = {}
+    rows: dict[str, int] = {}
     try:
         for sample in samples:
+            split = sample.split
+            writer = writers.get(split)
             if writer is not None and writer.file.tell() >= shard_bytes:
                 writer.close()
                 writer = None
             if writer is None:
-                parts.append(out / f".train-{len(parts):05d}.tfrecord.part")
-                writer = TFRecordWriter(str(parts[-1]))
+                paths = parts.setdefault(split, [])
+                paths.append(out / f".{split}-{len(paths):05d}.tfrecord.part")
+                writer = writers[split] = TFRecordWriter(str(paths[-1]))
             writer.write(example(sample))
-            rows += 1
-        if writer is not None:
+            rows[split] = rows.get(split, 0) + 1
+        for writer in writers.values():
             writer.file.flush()
             os.fsync(writer.file.fileno())
             writer.close()
     except BaseException:
-        if writer is not None:
-            writer.close()
-        for path in parts:
-            path.unlink(missing_ok=True)
+        for writer in writers.values():
+            if not writer.file.closed:
+                writer.close()
+        for paths in parts.values():
+            for path in paths:
+                path.unlink(missing_ok=True)
         raise
-    return {"rows": rows, "files": publish_parts(out, parts)}
+    return {"rows": sum(rows.values()), "files": publish_parts(out, [p for s in SPLITS if s in parts for p in parts[s]]),
+            "splits": rows}

@@ -2,7 +2,8 @@
 
     OUT/README.md                            dataset card: the tokenizer, its time grid in samples, the splits
     OUT/tokenizer.json                       miditok's own saved parameters: miditok.REMI(params="OUT/tokenizer.json")
-    OUT/data/train-00000-of-00001.parquet    one row per (session, stream, window), or per window with --merge-streams
+    OUT/data/{split}-00000-of-00001.parquet  one row per (session, stream, window), or per window with
+                                             --merge-streams, in its session's split (train, validation, test)
 
 Each window's Standard MIDI File (``sendlearn.dataset.window_midi``) is read by symusic, preprocessed
 and tokenized by miditok. ``token_sample`` is worked out from miditok's own events (each token's
@@ -16,9 +17,8 @@ carries no event (bar, position, time shift, rest, family, pad...) gets -1. Comp
 Octuple) get their note's sample, or -1.
 
 Rows are written as windows come, in row groups, one window's data held at a time; files are named
-``.part`` until the end, so a stopped export leaves nothing. Every row is in split ``train`` for now
-(the ``split`` column and the per-split file names are there for the splits ``sendlearn sequences``
-will assign).
+``.part`` until the end, so a stopped export leaves nothing. Every row is in its session's split
+(``sendlearn sequences --split``; the ``split`` column and the per-split file names).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import symusic
 
 from sendlearn.dataset.facade import Dataset
+from sendlearn.dataset.splits import SPLITS
 from sendlearn.dataset.window_midi import WindowClock, WindowMidi, merged_midi, window_midi
 from sendlearn.errors import UsageError
 
@@ -57,7 +58,6 @@ NOTE_ON = frozenset({"Pitch", "PitchDrum", "NoteOn", "DrumOn"})
 NOTE_OFF = frozenset({"NoteOff", "DrumOff"})
 NOTE_PARTS = frozenset({"Velocity", "Duration", "MicroTiming"})  # written after their note's pitch
 ON_THE_CLOCK = frozenset({"Tempo", "TimeSig", "Pedal", "PedalOff", "PitchBend", "ControlChange", "Program"})
-SPLITS = ("train",)
 ROW_GROUP_ROWS = 1024
 ROW_GROUP_TOKENS = 2**18  # a row group's tokens: ~20 MB as Python lists before it is written
 SHARD_ROWS = 200_000
@@ -386,7 +386,7 @@ def _write(data_dir: Path, the_plan: Plan, out: Path, tokenizer: miditok.MusicTo
         files = [f for writer in writers.values() for f in writer.publish()]
         tokenizer.save(out / "tokenizer.json")
         (out / "README.md").write_text(dataset_card(name, tokenizer, result, {s: w.rows for s, w in writers.items()},
-                                                    compound, merge_streams,
+                                                    compound, merge_streams, the_plan.split_note(),
                                                     {s: sum(Path(f).stat().st_size for f in files
                                                             if Path(f).name.startswith(f"{s}-")) for s in SPLITS}))
     except BaseException:
@@ -416,7 +416,7 @@ def _rows(data_dir: Path, the_plan: Plan, tokenizer: miditok.MusicTokenizer, mer
         for window in dataset.windows(session, **spec):
             if window.index not in by_session[session]:
                 continue
-            base = {"session": session, "window": window.index, "split": "train", "start_sample": window.start_sample,
+            base = {"session": session, "window": window.index, "split": window.split, "start_sample": window.start_sample,
                     "frames": window.frames, "sample_rate": window.sample_rate, "flags": list(window.flags)}
             seconds = window.frames / window.sample_rate
             if merge_streams:
@@ -439,7 +439,7 @@ def _rows(data_dir: Path, the_plan: Plan, tokenizer: miditok.MusicTokenizer, mer
 
 
 def dataset_card(name: str, tokenizer: miditok.MusicTokenizer, result: TokensResult, rows: dict[str, int],
-                 compound: bool, merge_streams: bool, sizes: dict[str, int]) -> str:
+                 compound: bool, merge_streams: bool, split_note: str, sizes: dict[str, int]) -> str:
     import yaml
 
     from .parquet import _yaml_feature
@@ -479,9 +479,12 @@ def dataset_card(name: str, tokenizer: miditok.MusicTokenizer, result: TokensRes
               "Ticks come from the captured playhead (quarter notes): tick 0 is each window's first sample, so bars "
               "count from there. A window whose transport was not playing throughout is timed by its seconds at "
               f"120 bpm: {result.seconds_clock_windows} of the {result.rows} rows here.", "",
-              "## Splits", "", "Every row is in split `train` for now (`split` column; files `data/{split}-*`).", "",
+              "## Splits", "", "Rows per split: " + (", ".join(f"{s} {n}" for s, n in rows.items() if n) or "none")
+              + " (`split` column; files `data/{split}-*`). Every window and stream of a session is in one split, "
+              "so no music is shared between them. " + split_note, "",
               "```python", "import datasets, miditok",
-              "ds = datasets.load_dataset(\"parquet\", data_files={\"train\": \"data/train-*.parquet\"})[\"train\"]",
+              "ds = datasets.load_dataset(\"path/to/this/folder\")  # a DatasetDict: train, validation, test\n"
+              "ds = ds[\"train\"]",
               f"tokenizer = miditok.{name}(params=\"tokenizer.json\")",
               "score = tokenizer.decode([ds[0][\"input_ids\"]])", "```", ""]
     return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n".join(lines)

@@ -1,6 +1,7 @@
 """WebDataset shards (docs/export.md, "webdataset"), written by webdataset's own ``ShardWriter``.
 
-    OUT/shard-000000.tar, shard-000001.tar, …      rolled at 1 GB (or 10,000 samples)
+    OUT/{split}/shard-000000.tar, shard-000001.tar, …   per split (train, validation, test), rolled at 1 GB
+                                                       (or 10,000 samples)
 
 Each sample is the members ``KEY.wav`` (or ``KEY.flac``), ``KEY.json`` and one ``KEY.NAME.npy`` per
 feature (``numpy.save`` of the array: no pickles), ``KEY`` being ``session__stream__000012``
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sendlearn.dataset.splits import SPLITS
 
 from .samples import Sample
 
@@ -42,20 +45,27 @@ def write_webdataset(samples: Iterator[Sample], out: Path, *, shard_bytes: int =
                      shard_samples: int = SHARD_SAMPLES) -> dict[str, Any]:
     import webdataset
 
-    rows = 0
+    rows: dict[str, int] = {}
+    sinks: dict[str, Any] = {}
     try:
-        with webdataset.ShardWriter(str(out / "shard-%06d.tar"), maxsize=shard_bytes, maxcount=shard_samples,
-                                    verbose=0) as sink:  # verbose=0: no line per shard on stdout
+        try:
             for sample in samples:
-                sink.write(record(sample))
-                rows += 1
+                if sample.split not in sinks:
+                    (out / sample.split).mkdir(exist_ok=True)
+                    sinks[sample.split] = webdataset.ShardWriter(  # verbose=0: no line per shard on stdout
+                        str(out / sample.split / "shard-%06d.tar"), maxsize=shard_bytes, maxcount=shard_samples,
+                        verbose=0)
+                    rows[sample.split] = 0
+                sinks[sample.split].write(record(sample))
+                rows[sample.split] += 1
+        finally:
+            for sink in sinks.values():
+                sink.close()
     except BaseException:
-        for path in out.glob("shard-*.tar"):
-            path.unlink()
+        for split in sinks:
+            for path in (out / split).glob("shard-*.tar"):
+                path.unlink()
+            (out / split).rmdir()
         raise
-    files = sorted(out.glob("shard-*.tar"))
-    if not rows:
-        for path in files:
-            path.unlink()
-        files = []
-    return {"rows": rows, "files": [str(f) for f in files]}
+    files = [path for split in SPLITS if split in sinks for path in sorted((out / split).glob("shard-*.tar"))]
+    return {"rows": sum(rows.values()), "files": [str(f) for f in files], "splits": rows}

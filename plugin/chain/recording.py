@@ -76,9 +76,9 @@ def capture_recording(session: Session, track: Track, open_stream: OpenStream, p
     chain_text = ", ".join(f"{e.id or e.name.lower()}={e.name}" for e in track.effects) or "none"
     source = ("recording", track.audio.name if track.audio is not None else "")
     dry_info = StreamInfo(session.name, dry_name, rate, channels, size, track=track.name, host=DRY_HOST,
-                          meta=(source, ("pair", wet_name)))
+                          meta=(*session.meta, source, ("pair", wet_name)))
     wet_info = StreamInfo(session.name, wet_name, rate, channels, size, track=track.name, host=WET_HOST,
-                          meta=(source, ("pair", dry_name), ("chain", chain_text), *latency.meta()))
+                          meta=(*session.meta, source, ("pair", dry_name), ("chain", chain_text), *latency.meta()))
     dry_processor, wet_processor = open_stream(dry_info), open_stream(wet_info)
     report = (lambda done: progress(wet_name, done, frames)) if progress else None
     playheads: dict[int, Playhead] = {}  # dry and wet share a block grid: each playhead is computed once

@@ -160,7 +160,8 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
         moves, latency, chain = track_chain(track.effects, track.effect_lanes(), timeline, frames, channels, size)
     except CHAIN_ERRORS as exc:
         return _failed(track, part.stream, frames, rate, len(part.events), f"effects failed: {exc}")
-    meta: tuple = () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
+    meta: tuple = session.meta  # the session file's [meta]: its facts, in every stream
+    meta += () if lag is None else (("onset_lag_frames", lag),)  # FluidSynth: measured, never exact
     meta += stream_facts(instrument, part.events, frames, rate)  # Faust: voices given, notes stolen
     if track.effects:
         meta += latency.meta()

@@ -124,7 +124,7 @@ class _Reader:
         return SessionError(self.file, key, problem)
 
     def session(self, data: dict, sample_rate: int | None, block_size: int | None) -> Session:
-        self.only(data, "", {"name", "sample_rate", "block_size", "track"})
+        self.only(data, "", {"name", "sample_rate", "block_size", "track", "meta"})
         name = self.name("name", self.need(data, "", "name"))
         rate = data.get("sample_rate", DEFAULT_SAMPLE_RATE) if sample_rate is None else sample_rate
         size = data.get("block_size", DEFAULT_BLOCK_SIZE) if block_size is None else block_size
@@ -149,7 +149,16 @@ class _Reader:
             if track.recorded and track.audio is not None:
                 self.recording_rate(f"{key}.audio", track.audio, rate)
             parsed.append(track)
-        return Session(name, rate, size, tuple(parsed), self.file)
+        return Session(name, rate, size, tuple(parsed), self.file, self.meta(data.get("meta", {})))
+
+    def meta(self, table: object) -> tuple[tuple[str, str | int | float | bool], ...]:
+        """``[meta]``: names to strings, numbers or booleans (session facts, stream.json ``meta``)."""
+        if not isinstance(table, dict):
+            raise self.fail("meta", "must be a [meta] table of names and values")
+        for key, value in table.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise self.fail(f"meta.{key}", f"must be a string, number or boolean, got {type(value).__name__}")
+        return tuple(sorted(table.items()))
 
     def track(self, key: str, table: dict) -> Track:
         if "audio" in table:

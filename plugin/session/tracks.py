@@ -105,6 +105,9 @@ class Session:
     block_size: int
     tracks: tuple[Track, ...]
     path: Path | None = None  # the session file, None when made from a plain .mid
+    # the file's [meta] table: session facts every stream's stream.json ``meta`` carries (performer,
+    # piece...), which ``sendlearn sequences --split-by KEY`` groups sessions by
+    meta: tuple[tuple[str, str | int | float | bool], ...] = ()
 
 
 def track_streams(track: Track) -> list[str]:
