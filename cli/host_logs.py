@@ -66,14 +66,16 @@ class HostOutput:
 
     @contextmanager
     def input(self, session: str) -> Iterator[Path | None]:
-        """During the render of one input: descriptors 1 and 2 write to its log; yields the log's
-        path (None with ``--verbose``), which is gone afterwards if nothing was printed."""
+        """During the render of one input: descriptors 1 and 2 append to its log; yields the log's
+        path (None with ``--verbose``), which is gone afterwards if it is empty."""
         if self.log_dir is None or self._saved is None:
             yield None
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_dir / f"{session}.log"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # appended to, never truncated: a second render of the same input (a batch run twice at
+        # once on one data dir) must not wipe what the first is writing
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         _flush_c()
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -85,8 +87,11 @@ class HostOutput:
             err = self._saved[1]
             os.dup2(err, 1)
             os.dup2(err, 2)
-            if path.stat().st_size == 0:
-                path.unlink()
+            try:
+                if path.stat().st_size == 0:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:  # the other render of this input removed it, empty
+                pass
 
 
 def printed(log: Path | None) -> str | None:
