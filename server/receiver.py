@@ -45,6 +45,7 @@ log = logging.getLogger("sendlearn.receiver")
 COMMIT_INTERVAL = 0.25  # seconds between fsyncs while blocks arrive (docs/dataset.md, "Durability")
 LINGER = 30.0  # seconds a stream cut without BYE waits for its sender before it is finalised
 FINALISE_WORKERS = 2  # streams finalised at once (each reads its whole audio and journal)
+TOKENS_INTERVAL = 0.5  # seconds between reads of the tokens file (a revoked token is cut within 2 s)
 
 
 class ReceiverOptions(TypedDict, total=False):
@@ -57,6 +58,7 @@ class ReceiverOptions(TypedDict, total=False):
     finalise_workers: int
     limits: Limits | None
     service: Service | None
+    metrics_open: bool
 
 
 class Receiver:
@@ -71,12 +73,14 @@ class Receiver:
         finalise_workers: int = FINALISE_WORKERS,
         limits: Limits | None = None,
         service: Service | None = None,
+        metrics_open: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(tokens, (set, frozenset, list)):  # plain tokens (tests, in-process use): hashed here
             tokens = Tokens([TokenEntry(hash_token(t)) for t in tokens])
         self.tokens = tokens
+        self.metrics_open = metrics_open  # /metrics without a token (a scraper on a private network)
         self.limits = limits if limits is not None else Limits(max_frame_size=max_frame_size)
         self.service = service if service is not None else Service()
         self.max_frame_size = self.limits.max_frame_size
@@ -101,6 +105,7 @@ class Receiver:
         self.stopping = False
         self._recovering: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
                     reuse_port: bool = False) -> Server:
@@ -114,7 +119,28 @@ class Receiver:
                              max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
         self._sweeping = asyncio.create_task(self.sweep())
+        if self.tokens is not None and self.tokens.path is not None:
+            self._watching = asyncio.create_task(self.watch_tokens())
         return server
+
+    async def watch_tokens(self) -> None:
+        """Read the tokens file again twice a second, so a revoked token is cut within a second."""
+        while not self.stopping:
+            self.check_tokens()
+            await asyncio.sleep(TOKENS_INTERVAL)
+
+    def check_tokens(self) -> None:
+        """The tokens file as it is now (a small local file, read on the loop); if it changed,
+        every connection whose token it no longer accepts is closed with UNAUTHORIZED. A file
+        that does not parse cuts no one: it only refuses new HELLOs until it is fixed."""
+        tokens = self.tokens
+        if tokens is None or not tokens.refresh() or tokens.error is not None:
+            return
+        for connection in list(self.open_connections):
+            key = connection.key
+            if connection.welcomed and key is not None and not tokens.accepts(connection.token, key[0]):
+                log.warning("token revoked: closing %s/%s", *key, extra=connection.fields(code="UNAUTHORIZED"))
+                connection.revoke()
 
     def claim_to_finalise(self, key: Key) -> bool:
         """FREE -> FINALISING for a stream nobody streams; False if it is held, here or elsewhere."""
@@ -244,8 +270,9 @@ class Receiver:
     async def shutdown(self) -> None:
         """Finalise every lingering stream (the server has stopped taking connections)."""
         self.stopping = True
-        if self._sweeping is not None:
-            self._sweeping.cancel()
+        for task in (self._sweeping, self._watching):
+            if task is not None:
+                task.cancel()
         if self._recovering is not None:
             await self._recovering  # it stops after the stream it is finishing
         for key in self.registry.keys():

@@ -1,0 +1,167 @@
+"""The receiver's trust boundaries (issue 25), each against a real ``sendlearn serve`` process:
+a tokens file that fails closed while it runs (emptied, deleted, broken, edited without a new
+mtime), a revoked token's connections cut with their work kept for a resume, and /status and
+/metrics that need a token where streams do."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from helpers import read_stream, wait_for
+from receiving import RawClient, closed, joined
+from receiving import blocks as sess_keys_blocks
+from sendlearn.server.auth import make_token
+from sendlearn.transport import ErrorCode, Hello, Protocol, Role, Welcome
+from sendlearn.transport.encode import encode_frame
+
+SR = 48000
+
+
+class Serving:
+    """``sendlearn serve --port 0`` in its own process, its JSON log kept."""
+
+    def __init__(self, folder: Path, *flags: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.data_dir, self.log_path = folder / "data", folder / "serve.log"
+        self.log = self.log_path.open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sendlearn", "serve", "--port", "0", "--data-dir",
+                                      str(self.data_dir), *flags], stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        match = re.search(r"(wss?://\S+),", line)
+        assert match, f"serve said {line!r}"
+        self.url = match[1]
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(60)
+        self.log.close()
+        return code
+
+    def logged(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+def get(url: str, path: str, token: str | None = None) -> tuple[int, str]:
+    base = url.replace("ws://", "http://")
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def blocks(n: int, start: int = 0, session: str = "lab-1", stream: str = "keys") -> list:
+    return [replace(block, session=session, stream=stream, digest=None) for block in sess_keys_blocks(n, start)]
+
+
+def stream_hello(token: str | None, session: str = "lab-1", stream: str = "keys") -> Hello:
+    return Hello(session, stream, "", SR, 2, 64, "raw", token, take="take1")
+
+
+def answer(url: str, hello: Hello) -> tuple[object, int | None, str]:
+    """A HELLO on a new connection: the receiver's first message, and how it closed (None: open)."""
+    with connect(url, compression=None, open_timeout=30) as ws:
+        ws.send(encode_frame(hello))
+        protocol = Protocol(Role.SENDER)
+        protocol.send(hello)
+        protocol.data_to_send()
+        protocol.receive_data(ws.recv(30))
+        (event,) = protocol.events_received()
+        if isinstance(event, Welcome):
+            return event, None, ""
+        try:
+            ws.recv(30)
+        except Exception:
+            pass
+        return event, ws.close_code, ws.close_reason or ""
+
+
+def write_keeping_mtime(path: Path, text: str) -> None:
+    """An edit a watcher of mtimes would miss: the same mtime afterwards."""
+    before = path.stat()
+    path.write_text(text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> tuple[Path, str, str, str]:
+    """A tokens file of three: ``first`` and ``second`` for any session, ``lab`` for lab- sessions."""
+    first, first_line = make_token()
+    second, second_line = make_token()
+    lab, lab_line = make_token(["lab-"])
+    path = tmp_path / "tokens"
+    path.write_text(f"{first_line}\n{second_line}\n{lab_line}\n")
+    return path, first, second, lab
+
+
+def test_a_revoked_tokens_stream_is_cut_and_resumes_with_a_valid_token(tmp_path: Path, tokens) -> None:
+    path, first, second, _ = tokens
+    lines = path.read_text().splitlines()
+    server = Serving(tmp_path, "--tokens", str(path), "--linger", "0")
+    sent = blocks(30)
+    try:
+        client = RawClient(server.url, stream_hello(first))
+        assert isinstance(client.welcome, Welcome)
+        client.send(sent[:10])
+        client.read_until_ack(9)
+        # the first token's line goes, and the file keeps its mtime: seen by its content
+        write_keeping_mtime(path, "\n".join(lines[1:]) + "\n")
+        code, reason = closed(client, timeout=30)
+        assert (code, reason) == (ErrorCode.UNAUTHORIZED, "token revoked")
+        assert (server.data_dir / "sessions/lab-1/keys/.work").is_dir()  # kept for a resume
+        assert not (server.data_dir / "sessions/lab-1/keys/info.json").exists()  # not finalised
+        event, code, _ = answer(server.url, stream_hello(first))
+        assert code == ErrorCode.UNAUTHORIZED
+        again = RawClient(server.url, stream_hello(second))
+        assert isinstance(again.welcome, Welcome) and again.welcome.durable_through == 9
+        again.send(sent[10:])
+        again.bye(29)
+        assert closed(again)[0] == 1000
+    finally:
+        assert server.stop() == 0
+    stream = read_stream(server.data_dir, "lab-1", "keys")
+    assert stream["info"]["complete"] and stream["audio"].tobytes() == joined(sent).tobytes()
+    revoked = [line for line in server.logged() if line.get("code") == "UNAUTHORIZED"
+               and "revoked" in line["message"]]
+    assert revoked and revoked[0]["session"] == "lab-1"
+
+
+def test_an_empty_missing_or_broken_tokens_file_accepts_no_token(tmp_path: Path, tokens) -> None:
+    path, first, _, _ = tokens
+    text = path.read_text()
+    server = Serving(tmp_path, "--tokens", str(path))
+    try:
+        assert isinstance(answer(server.url, stream_hello(first))[0], Welcome)
+        for broken in ("", None, "not a hash line\n" + text, "\xff"):
+            if broken is None:
+                path.unlink()
+            else:
+                path.write_text(broken) if broken != "\xff" else path.write_bytes(b"\xff" + text.encode())
+            wait_for(lambda: answer(server.url, stream_hello(first))[1] == ErrorCode.UNAUTHORIZED, 10,
+                     f"HELLO refused with the tokens file {broken!r}")
+            code, body = get(server.url, "/healthz")
+            if broken in ("", None):  # nothing to accept: not an error
+                assert code == 200, body
+            else:  # a file that does not parse is an error until fixed
+                assert code == 503 and "tokens" in body and ("line 1" in body or "UTF-8" in body), body
+            path.write_text(text)  # fixed: the same token is accepted again
+            wait_for(lambda: isinstance(answer(server.url, stream_hello(first))[0], Welcome), 10,
+                     "the token accepted again")
+            assert get(server.url, "/healthz")[0] == 200
+    finally:
+        assert server.stop() == 0
+    logged = [line["message"] for line in server.logged() if line["logger"] == "sendlearn.receiver"]
+    assert any("is empty" in m for m in logged) and any("is missing" in m for m in logged)
+    assert sum("every new HELLO is refused" in m for m in logged) == 2  # logged at each change, once
