@@ -67,6 +67,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser], d
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed)")
     serve.add_argument("--data-dir", type=Path, default=default_data_dir)
     serve.add_argument("--tokens", type=Path, help="file of accepted token hashes (make one: sendlearn token)")
+    serve.add_argument("--metrics-open", action="store_true",
+                       help="with --tokens: serve /metrics without a token (a scraper on a private network); "
+                            "/status always needs one")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--linger", type=float, default=30.0, metavar="SECONDS",
@@ -207,7 +210,7 @@ def serve_one(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, s
     # loop (ACKs, pings, other connections) wait that long behind each one
     sys.setswitchinterval(SWITCH_INTERVAL)
     receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers,
-                        limits=limits, service=service)
+                        limits=limits, service=service, metrics_open=args.metrics_open)
     log = logging.getLogger("sendlearn.receiver")
 
     async def serve() -> None:

@@ -165,3 +165,45 @@ def test_an_empty_missing_or_broken_tokens_file_accepts_no_token(tmp_path: Path,
     logged = [line["message"] for line in server.logged() if line["logger"] == "sendlearn.receiver"]
     assert any("is empty" in m for m in logged) and any("is missing" in m for m in logged)
     assert sum("every new HELLO is refused" in m for m in logged) == 2  # logged at each change, once
+
+
+def test_status_and_metrics_need_a_token_and_scopes_limit_status(tmp_path: Path, tokens) -> None:
+    path, first, _, lab = tokens
+    server = Serving(tmp_path, "--tokens", str(path))
+    try:
+        inside = RawClient(server.url, stream_hello(lab, "lab-1", "keys"))
+        outside = RawClient(server.url, stream_hello(first, "other", "secret"))
+        for client, (session, stream) in ((inside, ("lab-1", "keys")), (outside, ("other", "secret"))):
+            client.send(blocks(3, session=session, stream=stream))
+            client.read_until_ack(2)
+        assert get(server.url, "/healthz")[0] == 200
+        for path_ in ("/status", "/metrics"):
+            for wrong in (None, "not-a-token"):
+                code, body = get(server.url, path_, wrong)
+                assert code == 401 and "secret" not in body and "other" not in body, (path_, code, body)
+        code, body = get(server.url, "/status", first)
+        assert code == 200 and {(s["session"], s["stream"]) for s in json.loads(body)["streams"]} == \
+            {("lab-1", "keys"), ("other", "secret")}
+        code, body = get(server.url, "/status", lab)  # its scopes: lab- sessions only
+        assert code == 200 and [(s["session"], s["stream"]) for s in json.loads(body)["streams"]] == \
+            [("lab-1", "keys")]
+        code, body = get(server.url, "/metrics", lab)
+        assert code == 200 and "sendlearn_connections" in body
+        env = {k: v for k, v in os.environ.items() if k != "SENDLEARN_TOKEN"}
+        panel = subprocess.run([sys.executable, "-m", "sendlearn", "status", "--server", server.url, "--json"],
+                               capture_output=True, text=True, timeout=120, env=env)
+        assert panel.returncode == 2 and "401" in panel.stderr and "--token" in panel.stderr
+        for how in (["--token", lab], []):
+            panel = subprocess.run([sys.executable, "-m", "sendlearn", "status", "--server", server.url, "--json",
+                                    *how], capture_output=True, text=True, timeout=120,
+                                   env={**env, "SENDLEARN_TOKEN": lab} if not how else env)
+            assert panel.returncode == 0, panel.stderr
+            assert [s["session"] for s in json.loads(panel.stdout)["streams"]] == ["lab-1"]
+    finally:
+        assert server.stop() == 0
+    scraped = Serving(tmp_path / "open", "--tokens", str(path), "--metrics-open")
+    try:
+        assert get(scraped.url, "/metrics")[0] == 200
+        assert get(scraped.url, "/status")[0] == 401
+    finally:
+        assert scraped.stop() == 0
