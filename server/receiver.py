@@ -150,6 +150,12 @@ class Receiver:
             self.registry.move(key, StreamState.FINALISING)
         except StreamBusy:
             return False  # another worker process has it
+        except StorageError as exc:  # its lock cannot be taken: said on /healthz, tried again later
+            self.storage_failures += 1
+            self.storage_error = exc.reason
+            metrics.STORAGE_ERRORS.inc()
+            log.error("cannot lock %s/%s to finish it: %s", *key, exc.reason)
+            return False
         return True
 
     async def sweep(self) -> None:

@@ -207,3 +207,124 @@ def test_status_and_metrics_need_a_token_and_scopes_limit_status(tmp_path: Path,
         assert get(scraped.url, "/status")[0] == 401
     finally:
         assert scraped.stop() == 0
+
+
+# --- locks against another local user, a real unprivileged one ----------------------------------
+
+NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+AS_NOBODY = r'''
+import errno, fcntl, json, os, sys
+locks = sys.argv[1]
+tried = {}
+def attempt(name, work):
+    try:
+        work()
+        tried[name] = "done"
+    except OSError as exc:
+        tried[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+names = os.listdir(locks) if os.access(locks, os.R_OK | os.X_OK) else []
+lock = os.path.join(locks, sys.argv[2])
+attempt("hold", lambda: fcntl.flock(os.open(lock, os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB))
+attempt("plant", lambda: os.symlink("/etc/sendlearn-planted", os.path.join(locks, "planted+stream.lock")))
+attempt("remove", lambda: os.unlink(lock))
+attempt("remove folder", lambda: os.rename(locks, locks + ".gone"))
+attempt("list", lambda: os.listdir(locks))
+print(json.dumps(tried))
+'''
+
+
+def shared_folder() -> Path:
+    """A folder other users can reach (pytest's tmp_path is root's alone), removed by the test."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sendlearn-trust-", dir="/tmp"))
+    folder.chmod(0o755)
+    return folder
+
+
+def as_nobody(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*NOBODY, "/usr/bin/python3", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="setpriv to another user needs root")
+
+
+@needs_root
+def test_another_user_cannot_hold_plant_or_remove_a_lock(tmp_path: Path) -> None:
+    import shutil
+
+    folder = shared_folder()
+    try:
+        server = Serving(folder)
+        try:
+            assert (server.data_dir / ".locks").stat().st_mode & 0o777 == 0o700
+            client = RawClient(server.url, stream_hello(None))
+            client.send(blocks(5))
+            client.read_until_ack(4)  # connected: its lock is held, its file there
+            tried = as_nobody("-c", AS_NOBODY, str(server.data_dir / ".locks"), "lab-1+keys.lock")
+            assert tried.returncode == 0, tried.stderr
+            assert json.loads(tried.stdout) == {"hold": "EACCES", "plant": "EACCES", "remove": "EACCES",
+                                                "remove folder": "EACCES", "list": "EACCES"}
+            client.send(blocks(5, 5))
+            client.bye(9)
+            assert closed(client)[0] == 1000
+            assert get(server.url, "/healthz")[0] == 200
+            assert list((server.data_dir / ".locks").iterdir()) == []  # released: removed by its holder
+        finally:
+            assert server.stop() == 0
+        assert read_stream(server.data_dir, "lab-1", "keys")["info"]["complete"]
+    finally:
+        shutil.rmtree(folder)
+
+
+HOLD = r'''
+import fcntl, os, sys, time
+locks = sys.argv[1]
+os.mkdir(locks, 0o777)
+os.chmod(locks, 0o777)
+fd = os.open(os.path.join(locks, sys.argv[2]), os.O_RDONLY | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("held", flush=True)
+time.sleep(600)
+'''
+
+
+@needs_root
+def test_a_locks_folder_another_user_made_first_is_a_storage_error_not_busy_forever(tmp_path: Path) -> None:
+    """A data dir anyone may write (a shared scratch disk): another user makes .locks/ before the
+    receiver starts and holds a stream's lock in it. The receiver refuses the folder with a named
+    storage error on /healthz, and takes streams again once it is gone."""
+    import shutil
+
+    folder = shared_folder()
+    data = folder / "data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o1777)
+    squatter = subprocess.Popen([*NOBODY, "/usr/bin/python3", "-c", HOLD, str(data / ".locks"), "lab-1+keys.lock"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "held"
+        server = Serving(folder)
+        try:
+            for _ in range(2):  # the same answer each time, never STREAM_BUSY
+                event, code, reason = answer(server.url, stream_hello(None))
+                assert code == ErrorCode.STORAGE and "belongs to uid 65534" in reason, (code, reason)
+            code, body = get(server.url, "/healthz")
+            assert code == 503 and "storage:" in body and "belongs to uid 65534" in body, body
+            squatter.kill()
+            squatter.wait(30)
+            shutil.rmtree(data / ".locks")  # the operator removes it
+            client = RawClient(server.url, stream_hello(None))
+            assert isinstance(client.welcome, Welcome)
+            client.send(blocks(3))
+            client.bye(2)
+            assert closed(client)[0] == 1000
+            assert get(server.url, "/healthz")[0] == 200
+            assert (data / ".locks").stat().st_uid == 0 and (data / ".locks").stat().st_mode & 0o777 == 0o700
+        finally:
+            assert server.stop() == 0
+    finally:
+        squatter.kill()
+        squatter.wait(30)
+        shutil.rmtree(folder)
