@@ -65,7 +65,7 @@ class Connection:
         self.welcomed = False
         self.token: str | None = None  # the accepted HELLO's, checked again when the tokens file changes
         self.revoked = False  # its token was revoked while it streamed: closed, its work folder kept
-        self._closing: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
         self._counted = False  # its close code is counted and logged once
 
     async def run(self) -> None:
@@ -315,20 +315,27 @@ class Connection:
             await self.ws.send(frame)
 
     def revoke(self) -> None:
-        """Its token is no longer accepted: close with UNAUTHORIZED now. The connection's own
-        task releases the stream when its next read or send sees the close, keeping the work
-        folder for a resume with a valid token (``release``)."""
-        if self.revoked or self.protocol.close_code is not None:
-            return
-        self.revoked = True
-        self.protocol.fail(ErrorCode.UNAUTHORIZED, "token revoked")
-        self._closing = asyncio.create_task(self._close_revoked())
+        """Its token is no longer accepted: close with UNAUTHORIZED now, keeping the work folder
+        for a resume with a valid token (``release``)."""
+        if self.protocol.close_code is None:
+            self.revoked = True
+            self.end(ErrorCode.UNAUTHORIZED, "token revoked")
 
-    async def _close_revoked(self) -> None:
+    def end(self, code: ErrorCode, reason: str) -> None:
+        """Close with ``code`` from outside the connection's own task (the receiver stopping, a
+        token revoked). That task releases the stream when its next read or send sees the close."""
+        if self.protocol.close_code is not None:
+            return
+        self.protocol.fail(code, reason)
+        self.closing = asyncio.create_task(self._close_now())
+
+    async def _close_now(self) -> None:
+        code = self.protocol.close_code
+        assert code is not None
         self.count_close()
         try:
             await self.flush()
-            await self.ws.close(int(ErrorCode.UNAUTHORIZED), "token revoked")
+            await self.ws.close(int(code), self.protocol.close_reason)
         except ConnectionClosed:
             pass
 
@@ -398,10 +405,7 @@ class Connection:
             if self.welcomed:
                 assert key is not None  # set before the WELCOME
                 metrics.STREAMS.dec()
-                try:
-                    metrics.QUALITY.remove(*key)
-                except KeyError:
-                    pass
+                metrics.QUALITY.remove(key)
             # always: a stream left connected would refuse its sender (STREAM_BUSY) for good
             if key is not None and receiver.registry.owned_by(key, self):
                 receiver.registry.move(key, StreamState.FREE)

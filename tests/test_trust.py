@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from helpers import read_stream, wait_for
@@ -60,6 +61,8 @@ def get(url: str, path: str, token: str | None = None) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+    except (ConnectionResetError, urllib.error.URLError) as exc:  # e.g. queued on a worker as it was killed
+        return 0, str(exc)
 
 
 def blocks(n: int, start: int = 0, session: str = "lab-1", stream: str = "keys") -> list:
@@ -73,11 +76,14 @@ def stream_hello(token: str | None, session: str = "lab-1", stream: str = "keys"
 def answer(url: str, hello: Hello) -> tuple[object, int | None, str]:
     """A HELLO on a new connection: the receiver's first message, and how it closed (None: open)."""
     with connect(url, compression=None, open_timeout=30) as ws:
-        ws.send(encode_frame(hello))
         protocol = Protocol(Role.SENDER)
         protocol.send(hello)
         protocol.data_to_send()
-        protocol.receive_data(ws.recv(30))
+        try:
+            ws.send(encode_frame(hello))
+            protocol.receive_data(ws.recv(30))
+        except ConnectionClosed as exc:  # refused before it read the HELLO (BUSY)
+            return None, exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
         (event,) = protocol.events_received()
         if isinstance(event, Welcome):
             return event, None, ""
@@ -328,3 +334,109 @@ def test_a_locks_folder_another_user_made_first_is_a_storage_error_not_busy_fore
         squatter.kill()
         squatter.wait(30)
         shutil.rmtree(folder)
+
+
+# --- the small ones: draining, connections before their handshake, --workers' metrics and log --------
+
+def test_sigterm_closes_connected_streams_with_going_away(tmp_path: Path) -> None:
+    server = Serving(tmp_path, "--linger", "60")
+    client = RawClient(server.url, stream_hello(None))
+    client.send(blocks(5))
+    client.read_until_ack(4)
+    server.proc.terminate()
+    code, reason = closed(client)
+    assert code == ErrorCode.GOING_AWAY and "shutting down" in reason, (code, reason)  # docs/protocol.md
+    assert server.proc.wait(60) == 0
+    server.log.close()
+    stream = read_stream(server.data_dir, "lab-1", "keys")
+    assert stream["info"]["ended"] == "receiver stopped" and stream["blocks"].num_rows == 5
+
+
+def test_connections_before_their_handshake_count_against_the_caps(tmp_path: Path) -> None:
+    import select
+    import socket
+
+    cap = 4
+    server = Serving(tmp_path, "--max-connections-per-address", str(cap))
+    port = int(server.url.rsplit(":", 1)[1])
+    silent = []
+    try:
+        for _ in range(cap):  # sockets that never send a request
+            silent.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        event, code, reason = answer(server.url, stream_hello(None))
+        assert code == ErrorCode.BUSY and "the limit per address" in reason, (event, code, reason)
+        from sendlearn.server.receiver import CAP_GRACE
+
+        more = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(cap + CAP_GRACE + 10)]
+        silent += more
+        ended: set[socket.socket] = set()
+        wait_for(lambda: ended.update(select.select(silent, [], [], 0.1)[0]) or len(ended) >= len(more) - CAP_GRACE,
+                 8, "the sockets past the cap and its grace closed")  # well before websockets' 10 s
+        for sock in ended:
+            try:
+                assert sock.recv(1) == b""  # closed unanswered
+            except ConnectionResetError:
+                pass
+        assert len(ended) == len(more) - CAP_GRACE
+    finally:
+        for sock in silent:
+            sock.close()
+    wait_for(lambda: isinstance(answer(server.url, stream_hello(None))[0], Welcome), 30, "room again")
+    assert server.stop() == 0
+
+
+def metric_lines(url: str, name: str) -> list[str]:
+    code, text = get(url, "/metrics")
+    if code != 200:
+        return [f"no answer: {code} {text}"]
+    return [line for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " ")]
+
+
+def test_workers_a_dead_one_is_replaced_its_gauges_cleared_labels_go_and_every_log_line_is_json(
+        tmp_path: Path) -> None:
+    import signal
+
+    import psutil
+
+    server = Serving(tmp_path, "--workers", "2", "--linger", "0")
+    parent = psutil.Process(server.proc.pid)
+
+    def workers() -> list[psutil.Process]:  # not multiprocessing's resource tracker
+        return [child for child in parent.children() if "resource_tracker" not in " ".join(child.cmdline())]
+    try:
+        wait_for(lambda: len(workers()) == 2, 60, "two workers")
+        done = RawClient(server.url, stream_hello(None, "lab-1", "done"))
+        done.send(blocks(3, session="lab-1", stream="done"))
+        done.read_until_ack(2)
+        assert metric_lines(server.url, 'sendlearn_stream_quality{session="lab-1",stream="done"}')
+        done.bye(2)
+        assert closed(done)[0] == 1000
+        # a finished stream's label goes (prometheus-client could not remove it with --workers)
+        wait_for(lambda: not metric_lines(server.url, "sendlearn_stream_quality"), 10, "its label gone")
+        held = RawClient(server.url, stream_hello(None, "lab-1", "cut"))
+        held.send(blocks(3, session="lab-1", stream="cut"))
+        held.read_until_ack(2)
+        assert metric_lines(server.url, "sendlearn_streams") == ["sendlearn_streams 1.0"]
+        local = held.ws.socket.getsockname()[1]
+        (holder,) = [child for child in workers()
+                     if any(c.raddr and c.raddr.port == local for c in child.net_connections("tcp"))]
+        holder.send_signal(signal.SIGKILL)
+        # its connections and streams leave /metrics (the scrape itself is the one connection left)
+        wait_for(lambda: metric_lines(server.url, "sendlearn_streams") == ["sendlearn_streams 0.0"]
+                 and metric_lines(server.url, "sendlearn_connections") == ["sendlearn_connections 1.0"]
+                 and not metric_lines(server.url, "sendlearn_stream_quality"), 30, "the dead worker's gauges cleared")
+        wait_for(lambda: any("replaced" in line["message"] for line in server.logged()), 60, "the worker replaced")
+        (died,) = [line for line in server.logged() if "died" in line["message"]]
+        assert died["pid"] == holder.pid and died["level"] == "ERROR"
+        successor = {child.pid for child in workers()} - {holder.pid}
+        assert len(successor) == 2
+        for i in range(30):  # the successor takes streams too (the kernel spreads connections)
+            probe = RawClient(server.url, stream_hello(None, "lab-1", f"probe{i}"))
+            assert isinstance(probe.welcome, Welcome)
+            probe.ws.close()
+        taken = {line.get("worker") for line in server.logged()[server.logged().index(died):]
+                 if line["message"].startswith("stream lab-1/probe")}
+        assert taken == {0, 1}
+    finally:
+        assert server.stop() == 0
+    server.logged()  # every line one JSON object: no warning printed as free text
