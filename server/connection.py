@@ -67,6 +67,7 @@ class Connection:
         self.revoked = False  # its token was revoked while it streamed: closed, its work folder kept
         self.closing: asyncio.Task[None] | None = None
         self._counted = False  # its close code is counted and logged once
+        self.finishing = False
 
     async def run(self) -> None:
         service = self.receiver.service
@@ -239,6 +240,7 @@ class Connection:
 
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None and self.key is not None
+        self.finishing = True  # its sender said BYE: a stopping receiver lets it end with 1000
         await self.committed()
         if self.protocol.close_code is not None:
             return  # the last commit failed: nothing more is written or acknowledged

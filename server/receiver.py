@@ -294,6 +294,8 @@ class Receiver:
         self.stopping = True
         closing = []
         for connection in list(self.open_connections):
+            if connection.finishing:
+                continue  # BYE said: its files are being written, and it closes with 1000
             connection.end(ErrorCode.GOING_AWAY, "the receiver is shutting down; reconnect later")
             if connection.closing is not None:
                 closing.append(connection.closing)
