@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument("--server", metavar="URL", help="a running receiver's live streams instead (its /status)")
     status.add_argument("--ca-file", help="CA certificate for a wss:// --server")
+    status.add_argument("--token", help="with --server: a token the receiver accepts (default: $SENDLEARN_TOKEN, "
+                                        "which other local users cannot read from the process list)")
     status.add_argument("--once", action="store_true", help="with --server: print the panel once, not live")
     status.set_defaults(run=run_status)
     return parser

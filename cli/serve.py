@@ -67,6 +67,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser], d
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed)")
     serve.add_argument("--data-dir", type=Path, default=default_data_dir)
     serve.add_argument("--tokens", type=Path, help="file of accepted token hashes (make one: sendlearn token)")
+    serve.add_argument("--metrics-open", action="store_true",
+                       help="with --tokens: serve /metrics without a token (a scraper on a private network); "
+                            "/status always needs one")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--linger", type=float, default=30.0, metavar="SECONDS",
@@ -180,6 +183,7 @@ def _logging(worker: int | None = None) -> None:
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # a library's warning is a JSON line too ("py.warnings"), not free text
     if worker is not None:
         old = logging.getLogRecordFactory()
 
@@ -207,7 +211,7 @@ def serve_one(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, s
     # loop (ACKs, pings, other connections) wait that long behind each one
     sys.setswitchinterval(SWITCH_INTERVAL)
     receiver = Receiver(args.data_dir, tokens=tokens, linger=args.linger, finalise_workers=args.finalise_workers,
-                        limits=limits, service=service)
+                        limits=limits, service=service, metrics_open=args.metrics_open)
     log = logging.getLogger("sendlearn.receiver")
 
     async def serve() -> None:
@@ -237,7 +241,7 @@ def serve_one(args: argparse.Namespace, tokens: Tokens | None, limits: Limits, s
             loop.add_signal_handler(sig, signalled, sig)
         await stop.wait()
         started = time.monotonic()
-        receiver.stopping = True
+        await receiver.go_away()  # GOING_AWAY to each connection, not websockets' 1001
         server.close()
         try:
             await asyncio.wait_for(_drain(server, receiver), args.drain_timeout)
@@ -270,15 +274,15 @@ def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits,
     """N receiver processes bound to one port with SO_REUSEPORT: the kernel spreads connections
     over them, and a stream's lock file keeps each stream to one writer (store/locks.py)."""
     import multiprocessing
+    import multiprocessing.connection
     import os
+    import queue
     import shutil
     import signal
     import socket
     import tempfile
 
-    from prometheus_client import multiprocess
-
-    from sendlearn.server.metrics import MULTIPROCESS_DIR
+    from sendlearn.server.metrics import MULTIPROCESS_DIR, worker_died
 
     probe = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -290,32 +294,69 @@ def run_workers(args: argparse.Namespace, tokens: Tokens | None, limits: Limits,
     # every worker's metrics in one folder, so whichever answers /metrics reports them all;
     # set before the workers start (a spawned worker imports prometheus-client afresh)
     os.environ[MULTIPROCESS_DIR] = metrics_dir = tempfile.mkdtemp(prefix="sendlearn-metrics-")
+    _logging()
+    log = logging.getLogger("sendlearn.receiver")
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
-    workers = [context.Process(target=_worker, args=(args, tokens, limits, service, port, i, ready),
-                               name=f"sendlearn-worker-{i}") for i in range(service.workers)]
-    for worker in workers:
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        worker = context.Process(target=_worker, args=(args, tokens, limits, service, port, index, ready),
+                                 name=f"sendlearn-worker-{index}")
         worker.start()
+        return worker
+
+    workers = {index: start(index) for index in range(service.workers)}
     for _ in workers:
         ready.get(timeout=120)
     scheme = "wss" if args.tls_cert else "ws"
     print(f"sendlearn receiver listening on {scheme}://{args.host}:{port}, writing to {args.data_dir} "
           f"({service.workers} workers)", flush=True)
+    stopping = False
+
     def forward(number: int, frame: object) -> None:
-        for worker in workers:
+        nonlocal stopping
+        stopping = True
+        for worker in workers.values():
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, number)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for worker in workers:
-        while worker.is_alive():
-            worker.join(0.5)
-        if worker.pid is not None:
-            multiprocess.mark_process_dead(worker.pid)
+    failed = []
+    while workers:
+        multiprocessing.connection.wait([w.sentinel for w in workers.values()], timeout=1.0)
+        for index, worker in list(workers.items()):
+            if worker.is_alive():
+                continue
+            worker.join()
+            assert worker.pid is not None
+            worker_died(worker.pid)  # its connections, streams and qualities leave /metrics
+            del workers[index]
+            if stopping:
+                if worker.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):  # the signal passed on, at its start
+                    failed.append(worker.exitcode)
+                continue
+            if worker.exitcode == 2:  # it could not start (bad flags, the port): another would not either
+                log.error("worker %d exited at start (code 2): stopping", index, extra={"worker_index": index})
+                failed.append(2)
+                forward(signal.SIGTERM, None)
+                continue
+            # the kernel dropped its locks; its streams' senders reconnect to the others, or to this one's successor
+            log.error("worker %d (pid %d) died (exit code %s): replacing it", index, worker.pid, worker.exitcode,
+                      extra={"worker_index": index, "pid": worker.pid, "exitcode": worker.exitcode})
+            time.sleep(0.5)  # a worker that dies at once is not replaced in a tight loop
+            if not stopping:
+                workers[index] = start(index)
+                deadline = time.monotonic() + 120
+                while not stopping and workers[index].is_alive() and time.monotonic() < deadline:
+                    try:  # a signal meanwhile is forwarded to it, and this wait ends
+                        ready.get(timeout=0.5)
+                        log.info("worker %d replaced", index, extra={"worker_index": index, "pid": workers[index].pid})
+                        break
+                    except queue.Empty:
+                        continue
     probe.close()
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    failed = [w.exitcode for w in workers if w.exitcode]
     print(f"receiver stopped ({service.workers} workers)", flush=True)
     return 1 if failed else 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import time
 import urllib.error
@@ -13,14 +14,17 @@ import urllib.request
 from typing import Any
 
 from sendlearn.errors import UsageError
-from sendlearn.transport.tls import client_context
+from sendlearn.transport.tls import client_context, for_url
 
 QUALITY = {0: "float32", 1: "pcm24", 2: "pcm16", 3: "reduced", 4: "none", None: "-"}
 
 
-def fetch(url: str, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+def fetch(url: str, context: ssl.SSLContext | None = None, token: str | None = None) -> dict[str, Any]:
+    """The receiver's /status, with ``token`` as ``Authorization: Bearer`` (a receiver with
+    --tokens answers 401 without one)."""
     base = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    with urllib.request.urlopen(base + "/status", timeout=10, context=context) as response:
+    request = urllib.request.Request(base + "/status", headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=10, context=for_url(base, context)) as response:
         return json.loads(response.read())
 
 
@@ -50,8 +54,12 @@ def run_status_panel(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     context = client_context(args.ca_file)
+    token = getattr(args, "token", None) or os.environ.get("SENDLEARN_TOKEN") or None
     try:
-        status = fetch(args.server, context)
+        status = fetch(args.server, context, token)
+    except urllib.error.HTTPError as exc:
+        hint = " (give --token or SENDLEARN_TOKEN)" if exc.code == 401 and not token else ""
+        raise UsageError(f"--server {args.server}: {exc.code} {exc.reason}{hint}") from None
     except (OSError, urllib.error.URLError, ValueError) as exc:
         raise UsageError(f"--server {args.server}: {getattr(exc, 'reason', exc)}") from None
     if args.json:
@@ -65,6 +73,6 @@ def run_status_panel(args: argparse.Namespace) -> int:
         while True:
             time.sleep(1.0)
             try:
-                live.update(panel(fetch(args.server, context), args.server))
+                live.update(panel(fetch(args.server, context, token), args.server))
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 live.update(f"[red]{args.server}: {getattr(exc, 'reason', exc)}[/red]")

@@ -63,6 +63,11 @@ class Connection:
         self.peer = str(ws.remote_address[0]) if ws.remote_address else "?"
         self.figures = StreamFigures(self.peer)  # for /status and /metrics
         self.welcomed = False
+        self.token: str | None = None  # the accepted HELLO's, checked again when the tokens file changes
+        self.revoked = False  # its token was revoked while it streamed: closed, its work folder kept
+        self.closing: asyncio.Task[None] | None = None
+        self._counted = False  # its close code is counted and logged once
+        self.finishing = False
 
     async def run(self) -> None:
         service = self.receiver.service
@@ -172,10 +177,14 @@ class Connection:
     async def accept(self, hello: Hello) -> None:
         receiver = self.receiver
         if receiver.tokens is not None:
-            receiver.tokens = receiver.tokens.fresh()
-        if receiver.tokens is not None and not receiver.tokens.accepts(hello.token, hello.session):
-            self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
-            return
+            receiver.check_tokens()  # the file as it is now, not as it was up to half a second ago
+            if receiver.tokens.error is not None:
+                self.refuse(ErrorCode.UNAUTHORIZED, "the receiver's tokens file is broken: no token is accepted")
+                return
+            if not receiver.tokens.accepts(hello.token, hello.session):
+                self.refuse(ErrorCode.UNAUTHORIZED, "token not accepted")
+                return
+            self.token = hello.token
         key = (hello.session, hello.stream)
         registry = receiver.registry
         deadline = time.monotonic() + TAKEOVER_WAIT
@@ -231,6 +240,7 @@ class Connection:
 
     async def finish(self, bye: Bye) -> None:
         assert self.writer is not None and self.key is not None
+        self.finishing = True  # its sender said BYE: a stopping receiver lets it end with 1000
         await self.committed()
         if self.protocol.close_code is not None:
             return  # the last commit failed: nothing more is written or acknowledged
@@ -306,13 +316,45 @@ class Connection:
         for frame in self.protocol.data_to_send():
             await self.ws.send(frame)
 
+    def revoke(self) -> None:
+        """Its token is no longer accepted: close with UNAUTHORIZED now, keeping the work folder
+        for a resume with a valid token (``release``)."""
+        if self.protocol.close_code is None:
+            self.revoked = True
+            self.end(ErrorCode.UNAUTHORIZED, "token revoked")
+
+    def end(self, code: ErrorCode, reason: str) -> None:
+        """Close with ``code`` from outside the connection's own task (the receiver stopping, a
+        token revoked). That task releases the stream when its next read or send sees the close."""
+        if self.protocol.close_code is not None:
+            return
+        self.protocol.fail(code, reason)
+        self.closing = asyncio.create_task(self._close_now())
+
+    async def _close_now(self) -> None:
+        code = self.protocol.close_code
+        assert code is not None
+        self.count_close()
+        try:
+            await self.flush()
+            await self.ws.close(int(code), self.protocol.close_reason)
+        except ConnectionClosed:
+            pass
+
+    def count_close(self) -> None:
+        """Count and log the close code, once."""
+        code = self.protocol.close_code
+        if code is None or self._counted:
+            return
+        self._counted = True
+        self.receiver.refused[code] = self.receiver.refused.get(code, 0) + 1
+        metrics.REFUSALS.labels(code.name).inc()
+        log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason,
+                 extra=self.fields(code=code.name))
+
     async def flush_and_close(self) -> None:
         code = self.protocol.close_code
-        if code is not None:
-            self.receiver.refused[code] = self.receiver.refused.get(code, 0) + 1
-            metrics.REFUSALS.labels(code.name).inc()
-            log.info("closing %s: %s %s", self.ws.remote_address, code.name, self.protocol.close_reason,
-                     extra=self.fields(code=code.name))
+        self.count_close()
         try:
             await self.flush()
         except ConnectionClosed:
@@ -342,6 +384,12 @@ class Connection:
             elif isinstance(writer, StreamWriter) and writer.failed is not None:
                 writer.abandon()  # no commit runs now; a new writer resumes from what is synced
                 receiver.registry.move(key, StreamState.FAILED)
+            elif isinstance(writer, StreamWriter) and self.revoked and not writer.finalised:
+                try:  # what was stored is synced; the work folder waits for a sender with a valid token
+                    await asyncio.get_running_loop().run_in_executor(receiver.fsync_pool, writer.close)
+                except StorageError as exc:
+                    log.error("closing %s/%s after its token was revoked: %s", *key, exc.reason, extra=self.fields())
+                receiver.registry.move(key, StreamState.FAILED)
             elif isinstance(writer, StreamWriter) and not writer.finalised:
                 if writer.last_seq is None and not receiver.stopping and receiver.linger > 0:
                     receiver.keep_for_resume(key, writer)  # its sender may come back
@@ -359,10 +407,7 @@ class Connection:
             if self.welcomed:
                 assert key is not None  # set before the WELCOME
                 metrics.STREAMS.dec()
-                try:
-                    metrics.QUALITY.remove(*key)
-                except KeyError:
-                    pass
+                metrics.QUALITY.remove(key)
             # always: a stream left connected would refuse its sender (STREAM_BUSY) for good
             if key is not None and receiver.registry.owned_by(key, self):
                 receiver.registry.move(key, StreamState.FREE)

@@ -50,7 +50,7 @@ class StreamFigures:
                 metric.inc(now - before)
         self._flushed = counted
         if self.quality is not None and self.quality != self._flushed_quality and key is not None:
-            metrics.QUALITY.labels(*key).set(self.quality)
+            metrics.QUALITY.set(key, self.quality)
             self._flushed_quality = self.quality
 
     def status(self, key: tuple[str, str], acked: int) -> dict[str, Any]:

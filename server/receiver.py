@@ -19,7 +19,7 @@ import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import TypedDict, Unpack, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -45,6 +45,8 @@ log = logging.getLogger("sendlearn.receiver")
 COMMIT_INTERVAL = 0.25  # seconds between fsyncs while blocks arrive (docs/dataset.md, "Durability")
 LINGER = 30.0  # seconds a stream cut without BYE waits for its sender before it is finalised
 FINALISE_WORKERS = 2  # streams finalised at once (each reads its whole audio and journal)
+CAP_GRACE = 16  # connections over a cap still answered BUSY; past it they are closed at once, unanswered
+TOKENS_INTERVAL = 0.5  # seconds between reads of the tokens file (a revoked token is cut within 2 s)
 
 
 class ReceiverOptions(TypedDict, total=False):
@@ -57,6 +59,7 @@ class ReceiverOptions(TypedDict, total=False):
     finalise_workers: int
     limits: Limits | None
     service: Service | None
+    metrics_open: bool
 
 
 class Receiver:
@@ -71,12 +74,14 @@ class Receiver:
         finalise_workers: int = FINALISE_WORKERS,
         limits: Limits | None = None,
         service: Service | None = None,
+        metrics_open: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(tokens, (set, frozenset, list)):  # plain tokens (tests, in-process use): hashed here
             tokens = Tokens([TokenEntry(hash_token(t)) for t in tokens])
         self.tokens = tokens
+        self.metrics_open = metrics_open  # /metrics without a token (a scraper on a private network)
         self.limits = limits if limits is not None else Limits(max_frame_size=max_frame_size)
         self.service = service if service is not None else Service()
         self.max_frame_size = self.limits.max_frame_size
@@ -101,6 +106,7 @@ class Receiver:
         self.stopping = False
         self._recovering: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None,
                     reuse_port: bool = False) -> Server:
@@ -110,11 +116,33 @@ class Receiver:
         first = min(self.limits.max_hello_size, self.max_frame_size + 1)
         server = await serve(self.handle, host, port, compression=None, max_size=first, ssl=ssl_context, ping_interval=10, ping_timeout=20,
                              process_request=process_request(self), reuse_port=reuse_port or None,
+                             create_connection=counted(self),  # counted from accept, not from the handshake
                              close_timeout=2,  # a peer that does not answer our close frame is cut after 2 s
                              max_queue=2)  # frames queued per connection: memory stays per-stream small
         self._recovering = asyncio.create_task(self.recover())
         self._sweeping = asyncio.create_task(self.sweep())
+        if self.tokens is not None and self.tokens.path is not None:
+            self._watching = asyncio.create_task(self.watch_tokens())
         return server
+
+    async def watch_tokens(self) -> None:
+        """Read the tokens file again twice a second, so a revoked token is cut within a second."""
+        while not self.stopping:
+            self.check_tokens()
+            await asyncio.sleep(TOKENS_INTERVAL)
+
+    def check_tokens(self) -> None:
+        """The tokens file as it is now (a small local file, read on the loop); if it changed,
+        every connection whose token it no longer accepts is closed with UNAUTHORIZED. A file
+        that does not parse cuts no one: it only refuses new HELLOs until it is fixed."""
+        tokens = self.tokens
+        if tokens is None or not tokens.refresh() or tokens.error is not None:
+            return
+        for connection in list(self.open_connections):
+            key = connection.key
+            if connection.welcomed and key is not None and not tokens.accepts(connection.token, key[0]):
+                log.warning("token revoked: closing %s/%s", *key, extra=connection.fields(code="UNAUTHORIZED"))
+                connection.revoke()
 
     def claim_to_finalise(self, key: Key) -> bool:
         """FREE -> FINALISING for a stream nobody streams; False if it is held, here or elsewhere."""
@@ -124,6 +152,12 @@ class Receiver:
             self.registry.move(key, StreamState.FINALISING)
         except StreamBusy:
             return False  # another worker process has it
+        except StorageError as exc:  # its lock cannot be taken: said on /healthz, tried again later
+            self.storage_failures += 1
+            self.storage_error = exc.reason
+            metrics.STORAGE_ERRORS.inc()
+            log.error("cannot lock %s/%s to finish it: %s", *key, exc.reason)
+            return False
         return True
 
     async def sweep(self) -> None:
@@ -161,16 +195,32 @@ class Receiver:
             except Exception as exc:  # logged by finalise
                 log.error("could not finish %s/%s left with a BYE: %s", *key, exc)
 
+    def opened(self, address: str) -> bool:
+        """A connection accepted (its websocket handshake still to come): counted against the
+        caps from now. False (closed at once, unanswered) if it is more than ``CAP_GRACE`` over
+        a cap: one within it is answered BUSY once its handshake is done (``handle``)."""
+        total = sum(self.connections.values())
+        here = self.connections.get(address, 0)
+        if total >= self.service.max_connections + CAP_GRACE or here >= self.service.max_connections_per_address + CAP_GRACE:
+            return False
+        self.connections[address] = here + 1
+        metrics.CONNECTIONS.inc()
+        return True
+
+    def closed(self, address: str) -> None:
+        metrics.CONNECTIONS.dec()
+        self.connections[address] -= 1
+        if not self.connections[address]:
+            del self.connections[address]
+
     async def handle(self, ws: ServerConnection) -> None:
         protocol = Protocol(Role.RECEIVER, limits=self.limits)
         if os.environ.get("SENDLEARN_CHECK_PROTOCOL_THREAD"):
             protocol.guard = loop_thread_guard()
         connection = Connection(self, ws, protocol)
         address = str(ws.remote_address[0]) if ws.remote_address else "?"
-        total = sum(self.connections.values())
-        self.connections[address] = self.connections.get(address, 0) + 1
+        total = sum(self.connections.values()) - 1  # the others: this one is counted since it was accepted
         self.open_connections.add(connection)
-        metrics.CONNECTIONS.inc()
         try:
             if total >= self.service.max_connections:
                 protocol.fail(ErrorCode.BUSY, f"the receiver holds {total} connections, its limit")
@@ -190,10 +240,6 @@ class Receiver:
         finally:
             await connection.release()
             self.open_connections.discard(connection)
-            metrics.CONNECTIONS.dec()
-            self.connections[address] -= 1
-            if not self.connections[address]:
-                del self.connections[address]
 
     async def finalise(self, writer: StreamTarget, ended: str) -> None:
         """Write a stream's files on the finalise pool; a failure keeps its work folder. A stream
@@ -241,11 +287,27 @@ class Receiver:
 
         self.registry.move(key, StreamState.LINGERING, writer=writer, timer=asyncio.create_task(later()))
 
+    async def go_away(self, timeout: float = 5.0) -> None:
+        """The receiver stops: every connection is closed with GOING_AWAY (docs/protocol.md), its
+        stream finalised as "receiver stopped" (``Connection.release``). Waits up to ``timeout``
+        for the close frames to go; the server's own close (1001) then cuts what is left."""
+        self.stopping = True
+        closing = []
+        for connection in list(self.open_connections):
+            if connection.finishing:
+                continue  # BYE said: its files are being written, and it closes with 1000
+            connection.end(ErrorCode.GOING_AWAY, "the receiver is shutting down; reconnect later")
+            if connection.closing is not None:
+                closing.append(connection.closing)
+        if closing:
+            await asyncio.wait(closing, timeout=timeout)
+
     async def shutdown(self) -> None:
         """Finalise every lingering stream (the server has stopped taking connections)."""
         self.stopping = True
-        if self._sweeping is not None:
-            self._sweeping.cancel()
+        for task in (self._sweeping, self._watching):
+            if task is not None:
+                task.cancel()
         if self._recovering is not None:
             await self._recovering  # it stops after the stream it is finishing
         for key in self.registry.keys():
@@ -257,6 +319,33 @@ class Receiver:
                 await self.finalise_held(key, writer, "receiver stopped")
             except Exception:
                 pass  # logged by finalise
+
+
+def counted(receiver: Receiver) -> type[ServerConnection]:
+    """websockets' connection class, counted by ``receiver`` from the moment a connection is
+    accepted: a socket that never finishes the websocket handshake holds a place under the caps
+    until websockets drops it (10 s), and past them is closed at once. (Behind TLS a connection
+    is accepted here once its TLS handshake is done; websockets bounds that one to 10 s too.)"""
+
+    class Counted(ServerConnection):
+        counted_as: str | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if peer else "?"
+            if receiver.opened(address):
+                self.counted_as = address
+            else:
+                cast(asyncio.Transport, transport).abort()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            if self.counted_as is not None:
+                receiver.closed(self.counted_as)
+                self.counted_as = None
+
+    return Counted
 
 
 class ReceiverThread:
@@ -316,7 +405,7 @@ class ReceiverThread:
         self.url = f"ws://{self.host}:{port}"
         self._ready.set()
         await self._stop.wait()
-        self.receiver.stopping = True
+        await self.receiver.go_away()
         server.close()
         await server.wait_closed()
         await self.receiver.shutdown()

@@ -7,8 +7,9 @@ Rules:
 - A connection cut without BYE leaves it LINGERING, its writer open for the sender to come back
   (LINGERING -> CONNECTED); the linger running out, or the receiver stopping, makes it FINALISING.
 - A BYE, or a cut stream that may not linger, makes it FINALISING; that ends COMPLETE (files
-  written) or FAILED (the work folder is kept for a resume). A connection whose disk failed
-  ends FAILED; one that stored nothing of its own (refused, no block, complete already) frees it.
+  written) or FAILED (the work folder is kept for a resume). A connection whose disk failed,
+  or whose token was revoked, ends FAILED; one that stored nothing of its own (refused, no
+  block, complete already) frees it.
 - COMPLETE, FAILED and FREE end the entry and release the lock: a later HELLO finds the stream free,
   here or in another worker process.
 Every move goes through ``StreamRegistry.move``, which refuses one that is not in the table.
@@ -45,7 +46,7 @@ TRANSITIONS: frozenset[tuple[StreamState, StreamState]] = frozenset({
     (S.FREE, S.FINALISING),  # recovery or expiry finishes a stream nobody streams
     (S.CONNECTED, S.LINGERING),  # cut without BYE: its sender may come back
     (S.CONNECTED, S.FINALISING),  # BYE, or cut while the receiver stops (or lingers 0 s)
-    (S.CONNECTED, S.FAILED),  # the disk refused: the work folder stays for a resume
+    (S.CONNECTED, S.FAILED),  # the disk refused, or its token was revoked: the work folder stays for a resume
     (S.CONNECTED, S.FREE),  # nothing of its own stored: refused, no block, or complete already
     (S.LINGERING, S.CONNECTED),  # its sender came back
     (S.LINGERING, S.FINALISING),  # the linger ran out, or the receiver stops

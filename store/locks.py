@@ -8,6 +8,12 @@ killed writer never leaves a stream locked. A holder removes its lock file when 
 (HELLOs alone leave nothing behind); a taker that finds it locked a file since removed or
 replaced (its inode is no longer the path's) lets go and takes the new one, so two writers
 never hold two files of one stream.
+
+The folder must be this process's user's and closed to everyone else: one that another user
+made first (in a data dir anyone may write) is refused with a ``StorageError`` naming its owner,
+never used, since its maker could hold or plant any lock in it. A lock that cannot be taken for
+any reason but another writer holding it is a ``StorageError`` too (the receiver's /healthz
+says it), never "busy".
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from sendlearn.store.errors import StorageError
@@ -72,13 +79,24 @@ class StreamLocks:
         held = os.fstat(fd)
         return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
+    def _check_folder(self) -> None:
+        """The locks folder is a folder, this user's, mode 0700 (made so if it is ours and was not)."""
+        found = os.lstat(self.dir)
+        if not stat.S_ISDIR(found.st_mode):
+            raise StorageError(f"{self.dir} is not a folder (a symlink?): refusing to lock in it")
+        if found.st_uid != os.geteuid():
+            raise StorageError(f"the data dir's {LOCKS}/ belongs to uid {found.st_uid}, not this service's user (uid "
+                               f"{os.geteuid()}): refusing to lock in it (remove it; the data dir must not be "
+                               "writable by other users)")
+        if stat.S_IMODE(found.st_mode) != 0o700:
+            os.chmod(self.dir, 0o700, follow_symlinks=False)
+
     def _open(self, name: str) -> int | None:
         """The lock file's descriptor; None on a read-only file system, where this process can
         write nothing, so it can hold a stream (serve a complete one) without excluding anyone."""
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if self.dir.is_symlink() or not self.dir.is_dir():
-                raise StorageError(f"{self.dir} is not a folder (a symlink?): refusing to lock in it")
+            self._check_folder()
             return os.open(self.dir / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno == errno.EROFS:

@@ -45,6 +45,31 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def make_ca_and_certificate(folder: Path, name: str = "lab") -> tuple[Path, Path, Path]:
+    """A test CA and a certificate it signed for 127.0.0.1 and localhost, made by openssl:
+    (the CA's certificate, the server's certificate, its key). Installing the CA for a process
+    (SSL_CERT_FILE) is what putting a receiver behind a real certificate looks like to a sender."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = folder / f"{name}-ca.pem", folder / f"{name}-ca-key.pem"
+    cert, key, request = folder / f"{name}-cert.pem", folder / f"{name}-key.pem", folder / f"{name}.csr"
+    extensions = folder / f"{name}.ext"
+    extensions.write_text("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                          "extendedKeyUsage=serverAuth\n")
+
+    def run(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name} test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(request))
+    run("x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "1",
+        "-extfile", str(extensions), "-out", str(cert))
+    return ca, cert, key
+
+
 def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
     """A hang guard, not a timing assertion: the machine may be slow."""
     deadline = time.monotonic() + timeout

@@ -37,6 +37,7 @@ from .protocol import Protocol
 from .retry import FATAL_CODES, LinkLost, SenderError, backoff
 from .spool import Spool
 from .state import Role
+from .tls import for_url
 
 # seconds between looks at an empty hand-off. The intake polls: it runs on the sender's event
 # loop, which must not block on the hand-off's condition, and a live producer's ``offer`` wakes
@@ -266,7 +267,7 @@ class Sender:
     async def _connection(self, intake: asyncio.Task[None]) -> None:
         try:
             ws = await connect(self.url, compression=None, open_timeout=self.open_timeout,
-                               max_size=DEFAULT_MAX_FRAME + 1, ssl=self.ssl_context, ping_interval=5,
+                               max_size=DEFAULT_MAX_FRAME + 1, ssl=for_url(self.url, self.ssl_context), ping_interval=5,
                                ping_timeout=10, close_timeout=2)
         except InvalidURI:
             raise
