@@ -25,6 +25,7 @@ from sendlearn.errors import SendLearnError, UsageError
 from sendlearn.transport.retry import SenderError
 from sendlearn.transport.sender import Sender
 from sendlearn.transport.spool import Spool
+from sendlearn.transport.tls import for_url
 
 CLOSING_WAIT = 30.0  # seconds a live sender at BYE waits for the producer's closing figures
 
@@ -103,7 +104,7 @@ def check_server(url: str, ssl_context: ssl.SSLContext | None = None) -> None:
 
     try:
         # a bare open and close: the receiver sees a connection without HELLO and drops it quietly
-        with connect(url, open_timeout=10, compression=None, ssl=ssl_context):
+        with connect(url, open_timeout=10, compression=None, ssl=for_url(url, ssl_context)):
             pass
     except InvalidURI as exc:
         raise UsageError(f"--server {url}: {exc}") from None
