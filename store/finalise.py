@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from sendlearn.dataset.schema import AudioFile, Backfill, Damage, Gap, QualityRu
 from sendlearn.files.records import read_records
 from sendlearn.store.identity import info_json
 from sendlearn.store.layout import write_aside, write_json
-from sendlearn.store.record import check_version, read_block
+from sendlearn.store.record import BlockRecord, check_version, read_block
 from sendlearn.store.tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ def finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
 def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     folder, info = writer.dir, writer.info
     remove_stale_temporaries(folder)
-    stored, backfill_log = _load(writer.work / "journal")
+    kept = writer.kept_records
+    stored, backfill_log = _load(_journal_headers(writer.work / "journal") if kept is None else kept)
     complete = writer.last_seq is not None
     audio_name, subtype = _write_audio(writer, stored)
     write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
@@ -94,21 +96,27 @@ def remove_stale_temporaries(folder: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _load(journal: Path) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
+def _journal_headers(journal: Path) -> Iterator[tuple[BlockRecord, Quality, float]]:
+    """(header, quality, at) of each block record in ``journal``, in its order."""
     records, _ = read_records(journal)  # skips a damaged record, as the writer did when it opened
-    latest: dict[int, StoredBlock] = {}
-    backfills: list[dict[str, Any]] = []
     for record in records:
         if record.get("k") != "block":
             continue
         check_version(record, journal.parent)
-        entry = read_block(record)
-        quality = Quality(record["quality"])
+        yield read_block(record), Quality(record["quality"]), record["at"]
+
+
+def _load(headers: Iterable[tuple[BlockRecord, Quality, float]]) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
+    """The stored block of each seq (the best quality that arrived) and the backfills, from the
+    journal's block records: read back from disk, or kept by the writer that appended them all."""
+    latest: dict[int, StoredBlock] = {}
+    backfills: list[dict[str, Any]] = []
+    for entry, quality, at in headers:
         if entry.seq in latest:
             if quality >= latest[entry.seq].quality:
                 continue  # add() stores a seq again only when its audio is better
             backfills.append({"seq": entry.seq, "from": latest[entry.seq].quality.name,
-                              "to": quality.name, "at": record["at"]})
+                              "to": quality.name, "at": at})
             latest[entry.seq] = StoredBlock(entry, quality, True)
         else:
             latest[entry.seq] = StoredBlock(entry, quality, False)

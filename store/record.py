@@ -37,6 +37,20 @@ class BlockRecord:
     digest: int
 
 
+def header_of(block: Block) -> BlockRecord:
+    """What ``read_block`` gives for ``block``'s journal record, without the msgpack round trip:
+    the block's own playhead, events and changes, rebuilt only where the record would turn a
+    number into a float (an int ``seconds`` or parameter value)."""
+    playhead = block.playhead
+    if not (type(playhead.seconds) is type(playhead.ppq) is type(playhead.bpm) is type(playhead.beat) is float):
+        playhead = Playhead(*playhead.as_tuple())
+    params = block.params
+    if any(type(change.value) is not float for change in params):
+        params = tuple(ParamChange(change.offset, change.param, float(change.value)) for change in params)
+    assert block.digest is not None  # a Block computes its digest when made
+    return BlockRecord(block.seq, block.start_sample, block.frames, playhead, block.midi, params, block.digest)
+
+
 def block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:
     """The journal record of ``block``, stored at ``quality``."""
     return {"k": "block", "v": VERSION, "seq": block.seq, "start": block.start_sample, "frames": block.frames,

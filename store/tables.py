@@ -46,16 +46,19 @@ def events_table(blocks: list[StoredBlock]) -> pa.Table:
 
 
 def blocks_table(blocks: list[StoredBlock]) -> pa.Table:
-    cols: dict[str, list] = {name: [] for name in BLOCKS_SCHEMA.names}
-    for stored in blocks:
-        e, p = stored.entry, stored.entry.playhead
-        for name, value in (("seq", e.seq), ("sample", e.start_sample), ("frames", e.frames),
-                            ("playing", p.playing), ("recording", p.recording), ("looping", p.looping),
-                            ("seconds", p.seconds), ("bpm", p.bpm), ("ts_num", p.ts_num), ("ts_den", p.ts_den),
-                            ("ppq", p.ppq), ("bar", p.bar), ("beat", p.beat), ("quality", stored.quality.name),
-                            ("backfilled", stored.backfilled), ("digest", e.digest)):
-            cols[name].append(value)
-    return pa.table(cols, schema=BLOCKS_SCHEMA)
+    # column by column: one comprehension per column, not a dict append per cell (112k blocks in 20 minutes)
+    entries = [stored.entry for stored in blocks]
+    heads = [e.playhead for e in entries]
+    cols: dict[str, list] = {
+        "seq": [e.seq for e in entries], "sample": [e.start_sample for e in entries],
+        "frames": [e.frames for e in entries], "playing": [p.playing for p in heads],
+        "recording": [p.recording for p in heads], "looping": [p.looping for p in heads],
+        "seconds": [p.seconds for p in heads], "bpm": [p.bpm for p in heads], "ts_num": [p.ts_num for p in heads],
+        "ts_den": [p.ts_den for p in heads], "ppq": [p.ppq for p in heads], "bar": [p.bar for p in heads],
+        "beat": [p.beat for p in heads], "quality": [stored.quality.name for stored in blocks],
+        "backfilled": [stored.backfilled for stored in blocks], "digest": [e.digest for e in entries],
+    }
+    return pa.table({name: cols[name] for name in BLOCKS_SCHEMA.names}, schema=BLOCKS_SCHEMA)
 
 
 def params_table(blocks: list[StoredBlock]) -> pa.Table:
