@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +56,16 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     kept = writer.kept_records
     stored, backfill_log = _load(_journal_headers(writer.work / "journal") if kept is None else kept)
     complete = writer.last_seq is not None
-    audio_name, subtype = _write_audio(writer, stored)
-    write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
-    write_aside(folder / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
-    write_aside(folder / "params.parquet", lambda p: write_parquet(params_table(stored), p))
-    write_aside(folder / "notes.mid", lambda p: notes_midi(stored, info.sample_rate).save(p))
+    # the audio file is copied and hashed on a second thread (file I/O, libsndfile and sha256 let
+    # go of the GIL) while this one builds the tables; leaving the block waits for it either way
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-finalise-audio") as audio_thread:
+        audio = audio_thread.submit(_write_audio_and_hash, writer, stored)
+        write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
+        write_aside(folder / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
+        write_aside(folder / "params.parquet", lambda p: write_parquet(params_table(stored), p))
+        write_aside(folder / "notes.mid", lambda p: notes_midi(stored, info.sample_rate).save(p))
+        tables = {name: _sha256(folder / name) for name in PUBLIC_FILES}
+        audio_name, subtype, audio_sha256 = audio.result()
     summary = StreamSummary(
         **info_json(info),
         audio=AudioFile(audio_name, subtype, writer.end_sample, writer.end_sample / info.sample_rate),
@@ -78,7 +84,7 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
         backfills=tuple(map(Backfill.from_json, backfill_log)),
         meta=writer.meta,
         sender=writer.sender_stats,
-        checksums={name: _sha256(folder / name) for name in (audio_name, *PUBLIC_FILES)},
+        checksums={audio_name: audio_sha256, **tables},
         finalised_at=time.time(),
         receiver=f"sendlearn {__version__}",
     ).to_json()
@@ -161,6 +167,12 @@ def audio_format(qualities: set[Quality], channels: int) -> tuple[str, str, str]
     if channels > FLAC_MAX_CHANNELS:
         return "audio.wav", "WAV", subtype  # FLAC holds at most 8 channels: the same depth in a WAV
     return "audio.flac", "FLAC", subtype
+
+
+def _write_audio_and_hash(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str, str]:
+    """(file name, subtype, sha256) of the stream's audio file, written."""
+    name, subtype = _write_audio(writer, stored)
+    return name, subtype, _sha256(writer.dir / name)
 
 
 def _write_audio(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str]:

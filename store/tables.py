@@ -88,7 +88,7 @@ def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
     """
     playing = bool(blocks) and all(b.entry.playhead.playing for b in blocks)
     changes: list[tuple[int, mido.MetaMessage]] = []
-    events: list[tuple[int, int, mido.Message]] = []
+    events: list[tuple[int, int, bytes]] = []
     order = 0
     last_meter = None
     split: float  # where in a block its tempo changes (frames)
@@ -116,16 +116,28 @@ def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
                 ppq = _ppq(ppq0, bpm, event.offset, sample_rate)
             else:
                 ppq = _ppq(_ppq(ppq0, bpm, split, sample_rate), bpm_after, event.offset - split, sample_rate)
-            events.append((round(ppq * TICKS_PER_BEAT), order, mido.Message.from_bytes(event.data)))
+            events.append((round(ppq * TICKS_PER_BEAT), order, event.data))
             order += 1
     if not playing:
         changes.append((0, _tempo(120.0)))
     conductor = mido.MidiTrack([mido.MetaMessage("track_name", name="tempo map", time=0)])
     conductor += delta_track(sorted(changes, key=lambda c: c[0]))
-    notes = delta_track([(t, m) for t, _, m in sorted(events, key=lambda x: (x[0], x[1]))])
+    notes = _notes_track(sorted(events, key=lambda x: (x[0], x[1])))
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks += [conductor, notes]
     return midi
+
+
+def _notes_track(events: list[tuple[int, int, bytes]]) -> mido.MidiTrack:
+    """``delta_track`` of the events, each message made once with its delta time (a copy per
+    message, as ``delta_track`` makes to keep its caller's messages, is most of notes.mid's cost)."""
+    track = mido.MidiTrack()
+    now = 0
+    for tick, _, data in events:
+        track.append(mido.Message.from_bytes(data, time=max(0, tick - now)))
+        now = max(now, tick)
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return track
 
 
 def _ppq(ppq: float, bpm: float, frames: float, sample_rate: int) -> float:
