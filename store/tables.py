@@ -6,8 +6,8 @@ each with the quality its audio was finally stored at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import mido
 import pyarrow as pa
@@ -23,8 +23,7 @@ TICKS_PER_BEAT = 960
 # The schemas are the reader's (sendlearn.dataset.schema): one definition for what is written and read.
 
 
-@dataclass(frozen=True, slots=True)
-class StoredBlock:
+class StoredBlock(NamedTuple):  # a named tuple: one per block, made at a fifth of a frozen dataclass's cost
     entry: BlockRecord
     quality: Quality
     backfilled: bool
