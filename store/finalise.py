@@ -12,6 +12,8 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +30,7 @@ from sendlearn.dataset.schema import AudioFile, Backfill, Damage, Gap, QualityRu
 from sendlearn.files.records import read_records
 from sendlearn.store.identity import info_json
 from sendlearn.store.layout import write_aside, write_json
-from sendlearn.store.record import check_version, read_block
+from sendlearn.store.record import BlockRecord, check_version, read_block
 from sendlearn.store.tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
 
 if TYPE_CHECKING:
@@ -53,14 +55,20 @@ def finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
 def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     folder, info = writer.dir, writer.info
     remove_stale_temporaries(folder)
-    stored, backfill_log = _load(writer.work / "journal")
+    kept = writer.kept_records
+    stored, backfill_log = _load(_journal_headers(writer.work / "journal") if kept is None else kept)
     stored = _settle_tempo(stored, writer.sender_stats)
     complete = writer.last_seq is not None
-    audio_name, subtype = _write_audio(writer, stored)
-    write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
-    write_aside(folder / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
-    write_aside(folder / "params.parquet", lambda p: write_parquet(params_table(stored), p))
-    write_aside(folder / "notes.mid", lambda p: notes_midi(stored, info.sample_rate).save(p))
+    # the audio file is copied and hashed on a second thread (file I/O, libsndfile and sha256 let
+    # go of the GIL) while this one builds the tables; leaving the block waits for it either way
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-finalise-audio") as audio_thread:
+        audio = audio_thread.submit(_write_audio_and_hash, writer, stored)
+        write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
+        write_aside(folder / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
+        write_aside(folder / "params.parquet", lambda p: write_parquet(params_table(stored), p))
+        write_aside(folder / "notes.mid", lambda p: notes_midi(stored, info.sample_rate).save(p))
+        tables = {name: _sha256(folder / name) for name in PUBLIC_FILES}
+        audio_name, subtype, audio_sha256 = audio.result()
     summary = StreamSummary(
         **info_json(info),
         audio=AudioFile(audio_name, subtype, writer.end_sample, writer.end_sample / info.sample_rate),
@@ -79,7 +87,7 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
         backfills=tuple(map(Backfill.from_json, backfill_log)),
         meta=writer.meta,
         sender=writer.sender_stats,
-        checksums={name: _sha256(folder / name) for name in (audio_name, *PUBLIC_FILES)},
+        checksums={audio_name: audio_sha256, **tables},
         finalised_at=time.time(),
         receiver=f"sendlearn {__version__}",
     ).to_json()
@@ -102,7 +110,7 @@ def _settle_tempo(stored: list[StoredBlock], figures: dict[str, Any]) -> list[St
                             [h.ts_num for h in heads], [h.ts_den for h in heads], [h.bar for h in heads],
                             [h.beat for h in heads], [h.ppq for h in heads], figures)
     return [s if (bpm, beat, ppq) == (h.bpm, h.beat, h.ppq) else
-            replace(s, entry=replace(s.entry, playhead=replace(h, bpm=bpm, beat=beat, ppq=ppq)))
+            s._replace(entry=s.entry._replace(playhead=replace(h, bpm=bpm, beat=beat, ppq=ppq)))
             for s, h, bpm, beat, ppq in zip(stored, heads, settled.bpm, settled.beat, settled.ppq, strict=True)]
 
 
@@ -113,21 +121,27 @@ def remove_stale_temporaries(folder: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _load(journal: Path) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
+def _journal_headers(journal: Path) -> Iterator[tuple[BlockRecord, Quality, float]]:
+    """(header, quality, at) of each block record in ``journal``, in its order."""
     records, _ = read_records(journal)  # skips a damaged record, as the writer did when it opened
-    latest: dict[int, StoredBlock] = {}
-    backfills: list[dict[str, Any]] = []
     for record in records:
         if record.get("k") != "block":
             continue
         check_version(record, journal.parent)
-        entry = read_block(record)
-        quality = Quality(record["quality"])
+        yield read_block(record), Quality(record["quality"]), record["at"]
+
+
+def _load(headers: Iterable[tuple[BlockRecord, Quality, float]]) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
+    """The stored block of each seq (the best quality that arrived) and the backfills, from the
+    journal's block records: read back from disk, or kept by the writer that appended them all."""
+    latest: dict[int, StoredBlock] = {}
+    backfills: list[dict[str, Any]] = []
+    for entry, quality, at in headers:
         if entry.seq in latest:
             if quality >= latest[entry.seq].quality:
                 continue  # add() stores a seq again only when its audio is better
             backfills.append({"seq": entry.seq, "from": latest[entry.seq].quality.name,
-                              "to": quality.name, "at": record["at"]})
+                              "to": quality.name, "at": at})
             latest[entry.seq] = StoredBlock(entry, quality, True)
         else:
             latest[entry.seq] = StoredBlock(entry, quality, False)
@@ -172,6 +186,12 @@ def audio_format(qualities: set[Quality], channels: int) -> tuple[str, str, str]
     if channels > FLAC_MAX_CHANNELS:
         return "audio.wav", "WAV", subtype  # FLAC holds at most 8 channels: the same depth in a WAV
     return "audio.flac", "FLAC", subtype
+
+
+def _write_audio_and_hash(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str, str]:
+    """(file name, subtype, sha256) of the stream's audio file, written."""
+    name, subtype = _write_audio(writer, stored)
+    return name, subtype, _sha256(writer.dir / name)
 
 
 def _write_audio(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str]:

@@ -14,8 +14,7 @@ folder. Records written before version 1 hold the wire's block map under ``"entr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sendlearn.capture import Block, MidiEvent, ParamChange, Playhead, Quality
 from sendlearn.store.errors import OldJournal
@@ -24,9 +23,9 @@ VERSION = 1
 OLD_FORMAT = 0  # the wire map under "entry" (sendlearn 0.1)
 
 
-@dataclass(frozen=True, slots=True)
-class BlockRecord:
-    """A stored block's header: everything but its audio (that is in ``audio.f32``)."""
+class BlockRecord(NamedTuple):
+    """A stored block's header: everything but its audio (that is in ``audio.f32``). A named
+    tuple, not a frozen dataclass: one is made per block (112k for 20 minutes), at a fifth of the cost."""
 
     seq: int
     start_sample: int
@@ -35,6 +34,21 @@ class BlockRecord:
     midi: tuple[MidiEvent, ...]
     params: tuple[ParamChange, ...]
     digest: int
+
+
+def header_of(block: Block) -> BlockRecord:
+    """What ``read_block`` gives for ``block``'s journal record, without the msgpack round trip:
+    the block's own playhead, events and changes, rebuilt only where the record would turn a
+    number into a float (an int ``seconds`` or parameter value)."""
+    playhead = block.playhead
+    if (type(playhead.seconds) is not float or type(playhead.ppq) is not float or type(playhead.bpm) is not float
+            or type(playhead.beat) is not float):
+        playhead = Playhead(*playhead.as_tuple())
+    params = block.params
+    if params and any(type(change.value) is not float for change in params):  # most blocks have none
+        params = tuple(ParamChange(change.offset, change.param, float(change.value)) for change in params)
+    assert block.digest is not None  # a Block computes its digest when made
+    return BlockRecord(block.seq, block.start_sample, block.frames, playhead, block.midi, params, block.digest)
 
 
 def block_record(block: Block, quality: Quality, backfill: bool) -> dict[str, Any]:

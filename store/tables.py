@@ -6,8 +6,8 @@ each with the quality its audio was finally stored at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import mido
 import pyarrow as pa
@@ -23,8 +23,7 @@ TICKS_PER_BEAT = 960
 # The schemas are the reader's (sendlearn.dataset.schema): one definition for what is written and read.
 
 
-@dataclass(frozen=True, slots=True)
-class StoredBlock:
+class StoredBlock(NamedTuple):  # a named tuple: one per block, made at a fifth of a frozen dataclass's cost
     entry: BlockRecord
     quality: Quality
     backfilled: bool
@@ -46,16 +45,19 @@ def events_table(blocks: list[StoredBlock]) -> pa.Table:
 
 
 def blocks_table(blocks: list[StoredBlock]) -> pa.Table:
-    cols: dict[str, list] = {name: [] for name in BLOCKS_SCHEMA.names}
-    for stored in blocks:
-        e, p = stored.entry, stored.entry.playhead
-        for name, value in (("seq", e.seq), ("sample", e.start_sample), ("frames", e.frames),
-                            ("playing", p.playing), ("recording", p.recording), ("looping", p.looping),
-                            ("seconds", p.seconds), ("bpm", p.bpm), ("ts_num", p.ts_num), ("ts_den", p.ts_den),
-                            ("ppq", p.ppq), ("bar", p.bar), ("beat", p.beat), ("quality", stored.quality.name),
-                            ("backfilled", stored.backfilled), ("digest", e.digest)):
-            cols[name].append(value)
-    return pa.table(cols, schema=BLOCKS_SCHEMA)
+    # column by column: one comprehension per column, not a dict append per cell (112k blocks in 20 minutes)
+    entries = [stored.entry for stored in blocks]
+    heads = [e.playhead for e in entries]
+    cols: dict[str, list] = {
+        "seq": [e.seq for e in entries], "sample": [e.start_sample for e in entries],
+        "frames": [e.frames for e in entries], "playing": [p.playing for p in heads],
+        "recording": [p.recording for p in heads], "looping": [p.looping for p in heads],
+        "seconds": [p.seconds for p in heads], "bpm": [p.bpm for p in heads], "ts_num": [p.ts_num for p in heads],
+        "ts_den": [p.ts_den for p in heads], "ppq": [p.ppq for p in heads], "bar": [p.bar for p in heads],
+        "beat": [p.beat for p in heads], "quality": [stored.quality.name for stored in blocks],
+        "backfilled": [stored.backfilled for stored in blocks], "digest": [e.digest for e in entries],
+    }
+    return pa.table({name: cols[name] for name in BLOCKS_SCHEMA.names}, schema=BLOCKS_SCHEMA)
 
 
 def params_table(blocks: list[StoredBlock]) -> pa.Table:
@@ -85,7 +87,7 @@ def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
     """
     playing = bool(blocks) and all(b.entry.playhead.playing for b in blocks)
     changes: list[tuple[int, mido.MetaMessage]] = []
-    events: list[tuple[int, int, mido.Message]] = []
+    events: list[tuple[int, int, bytes]] = []
     order = 0
     last_meter = None
     split: float  # where in a block its tempo changes (frames)
@@ -113,16 +115,28 @@ def notes_midi(blocks: list[StoredBlock], sample_rate: int) -> mido.MidiFile:
                 ppq = _ppq(ppq0, bpm, event.offset, sample_rate)
             else:
                 ppq = _ppq(_ppq(ppq0, bpm, split, sample_rate), bpm_after, event.offset - split, sample_rate)
-            events.append((round(ppq * TICKS_PER_BEAT), order, mido.Message.from_bytes(event.data)))
+            events.append((round(ppq * TICKS_PER_BEAT), order, event.data))
             order += 1
     if not playing:
         changes.append((0, _tempo(120.0)))
     conductor = mido.MidiTrack([mido.MetaMessage("track_name", name="tempo map", time=0)])
     conductor += delta_track(sorted(changes, key=lambda c: c[0]))
-    notes = delta_track([(t, m) for t, _, m in sorted(events, key=lambda x: (x[0], x[1]))])
+    notes = _notes_track(sorted(events, key=lambda x: (x[0], x[1])))
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks += [conductor, notes]
     return midi
+
+
+def _notes_track(events: list[tuple[int, int, bytes]]) -> mido.MidiTrack:
+    """``delta_track`` of the events, each message made once with its delta time (a copy per
+    message, as ``delta_track`` makes to keep its caller's messages, is most of notes.mid's cost)."""
+    track = mido.MidiTrack()
+    now = 0
+    for tick, _, data in events:
+        track.append(mido.Message.from_bytes(data, time=max(0, tick - now)))
+        now = max(now, tick)
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return track
 
 
 def _ppq(ppq: float, bpm: float, frames: float, sample_rate: int) -> float:

@@ -34,11 +34,14 @@ from sendlearn.store.errors import InvalidBlocks, InvalidBye, OldJournal, Overla
 from sendlearn.store.finalise import finalise
 from sendlearn.store.identity import check_same_stream, info_json, read_info, record_info
 from sendlearn.store.layout import WORK, fsync_dir, storage, stream_dir, write_fully
-from sendlearn.store.record import block_record, check_version, record_span
+from sendlearn.store.record import BlockRecord, block_record, check_version, header_of, record_span
 
 log = logging.getLogger("sendlearn.receiver")
 
 MAX_SPAN = 1 << 24  # seqs a declared drop or a BYE may reach past what has arrived
+# block records kept in memory for finalise (3 hours of 512-frame blocks at 48 kHz, ~100 MB);
+# a longer stream drops them and finalise reads its journal back, as a reopened folder does
+MAX_KEPT_RECORDS = 1 << 20
 T = TypeVar("T")
 
 
@@ -74,6 +77,9 @@ class StreamWriter:
         self.end_sample = 0
         self.duplicates = 0
         self.damage: list[dict[str, Any]] = []  # journal stretches lost on disk, with the seqs they held
+        # every block record this writer's journal holds, as (header, quality, at), when all were
+        # appended by this writer (the journal was empty when it opened); None: read the journal
+        self._kept: list[tuple[BlockRecord, Quality, float]] | None = None
         self.opened = False
         if self.work.exists():
             try:
@@ -101,6 +107,7 @@ class StreamWriter:
         for record in records:
             self._replay(record)
         self._record_damage(records, damage)
+        self._kept = [] if not records and not damage and not self.journal.torn_bytes else None
         if self.journal.torn_bytes:  # a crash mid-append, or damage at the very end: say so
             log.warning("%s/%s: cut %d bytes off the end of the journal (no intact record in them)",
                         self.info.session, self.info.stream, self.journal.torn_bytes)
@@ -144,13 +151,30 @@ class StreamWriter:
                 if run and run[-1].end_sample != block.start_sample:
                     self._write_run(audio_fd, run)
                 run.append(block)
-            journal.append(block_record(block, quality, seen))
+            record = block_record(block, quality, seen)
+            journal.append(record)
+            if self._kept is not None:
+                self._keep(block, quality, record["at"])
             self._mark(block.seq, block.start_sample, block.end_sample, quality, replaced=seen)
         self._write_run(audio_fd, run)  # before add returns: commit covers all it added
         if duplicates:
             journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in blocks] if backfill else []
+
+    def _keep(self, block: Block, quality: Quality, at: float) -> None:
+        kept = self._kept
+        assert kept is not None
+        if len(kept) >= MAX_KEPT_RECORDS:
+            self._kept = None
+        else:
+            kept.append((header_of(block), quality, at))
+
+    @property
+    def kept_records(self) -> list[tuple[BlockRecord, Quality, float]] | None:
+        """(header, quality, at) of every block record in the journal, in journal order, when this
+        writer appended them all; None when only the journal has them (``finalise`` reads it)."""
+        return self._kept
 
     def _write_run(self, audio_fd: int, run: list[Block]) -> None:
         """Write consecutive blocks' audio interleaved, as audio.f32 and the WAV hold it: the one

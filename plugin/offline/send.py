@@ -23,6 +23,11 @@ from sendlearn.plugin.session.takes import render_take
 from sendlearn.plugin.session.timeline import Timeline
 from sendlearn.plugin.session.tracks import Session
 
+# blocks an offline producer may run ahead of its sink (512-frame stereo: ~20 MB, 44 s of audio):
+# room to go on producing while the store's drain thread waits on an fsync (which lets go of the
+# GIL), instead of stalling with it every COMMIT_BLOCKS
+OFFLINE_HANDOFF_BLOCKS = 4096
+
 
 @dataclass
 class Outcome:
@@ -80,7 +85,8 @@ def capture_session(session: Session, sink: Sink, *, progress: Progress | None =
     streams: dict[str, SinkStream] = {}
 
     def open_stream(info: StreamInfo) -> CaptureProcessor:
-        processor = CaptureProcessor.for_stream(info, realtime=False)  # offline: wait, never drop
+        # offline: wait, never drop
+        processor = CaptureProcessor.for_stream(info, realtime=False, capacity=OFFLINE_HANDOFF_BLOCKS)
         try:
             streams[info.stream] = sink.open(info, processor.handoff, render_take(session, info))
         except SendLearnError as exc:  # refused (another take complete on disk, the disk): this stream fails

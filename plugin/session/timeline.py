@@ -185,7 +185,7 @@ class Timeline:
         per_bar = self.ticks_per_beat * 4.0 * meter.num / meter.den
         into = (tick - meter.tick) / per_bar
         if abs(tick - round(tick)) < 1e-6 or abs(into - round(into)) < 1e-9:
-            return self._exact_playhead(sample)
+            return self._exact_playhead_in(k, sample)
         bars = math.floor(into)
         return Playhead(
             seconds=sample / self.sample_rate, ppq=tick / self.ticks_per_beat, bpm=bpm, ts_num=meter.num,
@@ -195,12 +195,32 @@ class Timeline:
     def _prepare_fast_path(self) -> None:
         rate = self.sample_rate
         self._segment_starts = [math.ceil(seg.seconds * rate) for seg in self.tempos]
+        self._segment_seconds = [(seg.seconds.numerator, seg.seconds.denominator) for seg in self.tempos]
         self._segment_floats = [
             (float(seg.tick), float(seg.seconds * rate), MICROS * self.ticks_per_beat / (seg.tempo * rate),
              MICROS * 60 / seg.tempo)
             for seg in self.tempos
         ]
         self._meter_ticks = [m.tick for m in self.meters]
+
+    def _exact_playhead_in(self, k: int, sample: int) -> Playhead:
+        """``_exact_playhead(sample)`` for a sample in tempo segment ``k``, in integers: each value
+        is one exact ratio of two ints, and ``int / int`` rounds it as ``float(Fraction)`` does
+        (correctly), so the playhead is the same to the bit, at a tenth of the cost."""
+        seg, rate, tpb = self.tempos[k], self.sample_rate, self.ticks_per_beat
+        seg_num, seg_den = self._segment_seconds[k]
+        # tick = seg.tick + (sample / rate - seg.seconds) * MICROS * tpb / seg.tempo = tick_num / den
+        den = rate * seg_den * seg.tempo
+        tick_num = seg.tick * den + (sample * seg_den - seg_num * rate) * MICROS * tpb
+        meter = self.meters[bisect.bisect_right(self._meter_ticks, tick_num // den) - 1]
+        into = tick_num - meter.tick * den  # ticks into the meter, times den
+        bars = (into * meter.den) // (den * tpb * 4 * meter.num)
+        beat_den = den * tpb * 4
+        return Playhead(
+            seconds=sample / rate, ppq=tick_num / (den * tpb), bpm=MICROS * 60 / seg.tempo, ts_num=meter.num,
+            ts_den=meter.den, bar=meter.bar + bars,
+            beat=(beat_den + into * meter.den - bars * tpb * 4 * meter.num * den) / beat_den, playing=True,
+        )
 
     def _exact_playhead(self, sample: int) -> Playhead:
         seconds = Fraction(sample, self.sample_rate)
