@@ -16,6 +16,13 @@ Talking to the parent: one JSON line on stdout when running (``ring``: the share
 ``stop`` line on stdin (or end of input, SIGTERM, SIGHUP or the parent's death), deactivates,
 marks the ring stopped and prints one JSON line of closing figures. SIGINT is ignored: a
 Ctrl-C reaches the whole process group, and the parent decides when the capture ends.
+
+Freewheel: while JACK freewheels (``jack_set_freewheel``: a DAW exporting faster than real
+time) no cycle has a deadline, so a period that finds the ring full waits for the reader to
+make room instead of being dropped; every freewheeling period is marked in the ring
+(``Int.FREEWHEEL``). JACK notifies the freewheel switch synchronously, between the last
+real-time cycle and the first freewheeling one (and back), so the flag is exact per period;
+in real time the callback never waits.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from sendlearn.plugin.live.tempo import TICKS_PER_BEAT, Meter, jack_beats_per_mi
 MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
 STOP_SECONDS = 10.0  # then the process exits without a clean deactivate
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
+FREEWHEEL_NAP = 0.0002  # seconds: a freewheeling callback's nap while the ring is full
 
 
 class JackWriter:
@@ -75,10 +83,12 @@ class JackWriter:
         # set by ``stop`` before it deactivates: JACK disconnects our ports while deactivating and
         # may run a few more periods with silent inputs, which are not what was played
         self._ended = False
+        self._freewheeling = False  # set by JACK's freewheel notification, read by the callback
         self.last_error: str | None = None
         self.bpm, self.meter = float(bpm), Meter(*meter)
         client.set_process_callback(self._process)
         client.set_xrun_callback(self._xrun)
+        client.set_freewheel_callback(self._freewheel)
         # conditional: never take the timebase from a DAW that already publishes one
         self.timebase_master = timebase_master and client.set_timebase_callback(self._publish, conditional=True)
         self.virtual = None
@@ -95,6 +105,10 @@ class JackWriter:
         slots = self.rings.layout.slots
         slot = self._head % slots
         room = self._head - int(control[Control.TAIL]) < slots and frames <= self.rings.layout.max_frames
+        waited = 0
+        if not room and self._freewheeling and frames <= self.rings.layout.max_frames:
+            waited = self._wait_for_room()  # no deadline: never drop a freewheeling period
+            room = self._head - int(control[Control.TAIL]) < slots
         capturing = not self._ended
         audio = self._audio
         for channel, (source, sink) in enumerate(self._pairs):
@@ -116,7 +130,7 @@ class JackWriter:
             self.last_error = repr(exc)
             self._drops += 1
             self._drop_frames += frames
-        self._times[self._cycles % TIMING_SLOTS] = time.perf_counter_ns() - started
+        self._times[self._cycles % TIMING_SLOTS] = time.perf_counter_ns() - started - waited
         self._cycles += 1
         control[Control.CYCLES] = self._cycles
 
@@ -136,7 +150,7 @@ class JackWriter:
         state, pos = client.transport_query_struct()
         # two stores for the whole header (order as in ring.Int and ring.Float)
         self._ints[slot] = (client.last_frame_time, started, frames, self._drops, self._drop_frames, state,
-                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used)
+                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used, self._freewheeling)
         self._floats[slot] = (pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute)
         self._drops = self._drop_frames = 0
 
@@ -147,6 +161,22 @@ class JackWriter:
         control[Control.DROPPED_EVENTS] += sum(1 for _ in self._midi_port.incoming_midi_events())
         self._drops += 1
         self._drop_frames += frames
+
+    def _wait_for_room(self) -> int:
+        """Freewheeling only: nap until the reader frees a slot, JACK leaves freewheel or the
+        capture ends; return the nanoseconds waited (not the callback's own cost)."""
+        started = time.perf_counter_ns()
+        control, slots = self._control, self.rings.layout.slots
+        control[Control.FREEWHEEL_WAITS] += 1
+        while self._freewheeling and not self._ended and self._head - int(control[Control.TAIL]) >= slots:
+            time.sleep(FREEWHEEL_NAP)
+        return time.perf_counter_ns() - started
+
+    def _freewheel(self, starting: bool) -> None:
+        """JACK's notification thread: freewheel starts or stops. JACK delivers it between
+        cycles, so the next period already runs in the new mode."""
+        self._freewheeling = starting
+        self._control[Control.FREEWHEELING] = int(starting)
 
     def _xrun(self, delayed_usecs: float) -> None:
         self._control[Control.XRUNS] += 1  # JACK's notification thread, not the audio thread

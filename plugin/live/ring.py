@@ -17,9 +17,11 @@ hold it, so nothing is left behind even after a SIGKILL. It holds:
 
 Each ring has one writer and one reader (single producer, single consumer): the writer
 fills a record, then advances ``head``; the reader copies it out, then advances ``tail``.
-Neither waits for the other and there is no lock the other side could hold. A full ring
-drops what does not fit and counts it; a period dropped that way is recorded with the next
-one that fits (``dropped_before``), so the stream marks its samples as a gap.
+Neither waits for the other and there is no lock the other side could hold. In real time a
+full ring drops what does not fit and counts it; a period dropped that way is recorded with
+the next one that fits (``dropped_before``), so the stream marks its samples as a gap. While
+JACK freewheels (a DAW exporting faster than real time) there is no deadline: the writer
+naps until the reader makes room, so no period is lost.
 Ordering: numpy stores are plain stores and x86-64 keeps them in program order (TSO);
 the heads are written last.
 """
@@ -59,6 +61,8 @@ class Control(IntEnum):
     STATE = 11  # RunState
     DROPPED_AT_END = 12  # periods dropped after the last one written (set once stopped)
     DROPPED_FRAMES_AT_END = 13
+    FREEWHEELING = 14  # 1 while JACK freewheels (set from the freewheel notification)
+    FREEWHEEL_WAITS = 15  # freewheeling periods whose callback waited for room in a full ring
 
 
 CONTROL_SLOTS = 16
@@ -86,6 +90,7 @@ class Int(IntEnum):
     TICK = 10
     EVENTS = 11  # JACK MIDI events stored
     EVENT_BYTES = 12
+    FREEWHEEL = 13  # 1: JACK was freewheeling (no deadline: the period waited for room, never dropped)
 
 
 class Float(IntEnum):
