@@ -40,6 +40,7 @@ import threading
 import time
 from typing import Any
 
+import jack
 import numpy as np
 
 from sendlearn.capture import Playhead, StreamInfo
@@ -91,6 +92,8 @@ class JackBridge:
         config = {"name": name, "audio_ports": audio_ports, "servername": servername, "virtual_port": virtual_port,
                   "timebase_master": timebase_master, "bpm": bpm, "meter": list(meter),
                   "connect": [list(pair) for pair in connect or []]}
+        self._servername = servername
+        self._watch: jack.Client | None = None
         self._child = subprocess.Popen(
             [sys.executable, "-m", "sendlearn.plugin.live.jack_host", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -99,6 +102,7 @@ class JackBridge:
             self._setup(self._ready(), open_stream, session, stream, track, bpm, Meter(*meter))
         except BaseException:
             self._stop_child()
+            self._close_watch()
             raise
 
     def _ready(self) -> dict[str, Any]:
@@ -139,8 +143,27 @@ class JackBridge:
         self.freewheel_spans: list[list[int]] = []  # [[first sample, end sample), ...] of those
         self.last_error: str | None = None
         self.closing: dict[str, Any] = {}
+        self._watch = self._watch_xruns(ready["client"])
         self._reader = threading.Thread(target=self._read, name="sendlearn-capture", daemon=True)
         self._reader.start()
+
+    def _watch_xruns(self, name: str) -> jack.Client | None:
+        """Xruns are counted here, by a client of our own with no process callback (so not in
+        JACK's graph), never in the JACK process: Python on its notification thread would hold
+        the GIL just when the audio callback is already late (plugin/live/jack_host.py)."""
+        try:
+            watch = jack.Client(f"{name}-watch"[:60], no_start_server=True, servername=self._servername)
+        except jack.JackError:
+            return None  # the capture goes on; xruns are then not counted
+        control = self.rings.control
+        watch.set_xrun_callback(lambda delayed_usecs: control.__setitem__(Control.XRUNS, control[Control.XRUNS] + 1))
+        watch.activate()
+        return watch
+
+    def _close_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
 
     # -- the capturing thread ----------------------------------------------------------
 
@@ -248,6 +271,7 @@ class JackBridge:
         self._closed = True
         self._stop_child()
         self._reader.join()
+        self._close_watch()
 
     def _stop_child(self) -> None:
         child = self._child

@@ -56,6 +56,8 @@ MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting perio
 STOP_SECONDS = 10.0  # then the process exits without a clean deactivate
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
 FREEWHEEL_NAP = 0.0002  # seconds: a freewheeling callback's nap while the ring is full
+MCL_CURRENT, MCL_FUTURE = 1, 2  # sys/mman.h
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}  # SIGUSR1: sent to ourselves on "stop"
 
 
 class JackWriter:
@@ -87,7 +89,8 @@ class JackWriter:
         self.last_error: str | None = None
         self.bpm, self.meter = float(bpm), Meter(*meter)
         client.set_process_callback(self._process)
-        client.set_xrun_callback(self._xrun)
+        # no xrun callback: Python on JACK's notification thread would hold the GIL just when the
+        # callback is late already (the capturing process counts xruns: bridge.py)
         client.set_freewheel_callback(self._freewheel)
         # conditional: never take the timebase from a DAW that already publishes one
         self.timebase_master = timebase_master and client.set_timebase_callback(self._publish, conditional=True)
@@ -178,9 +181,6 @@ class JackWriter:
         self._freewheeling = starting
         self._control[Control.FREEWHEELING] = int(starting)
 
-    def _xrun(self, delayed_usecs: float) -> None:
-        self._control[Control.XRUNS] += 1  # JACK's notification thread, not the audio thread
-
     def _publish(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
         """Timebase callback: fill ``pos`` with our tempo and meter, JACK's way (beats of 1/den)."""
         bar, beat, tick = manual_bbt(pos.frame, self.rate, self.bpm, self.meter)
@@ -194,7 +194,7 @@ class JackWriter:
     # -- control -----------------------------------------------------------------------
 
     def start(self, connect: list[tuple[str, str]]) -> dict[str, Any]:
-        _settle()
+        settled = _settle()
         self.client.activate()
         self._control[Control.STATE] = RunState.RUNNING
         own = self.client.name + ":"
@@ -206,7 +206,7 @@ class JackWriter:
             "inputs": [s.name for s, _ in self._pairs], "outputs": [o.name for _, o in self._pairs],
             "midi_input": self._midi_port.name, "timebase_master": bool(self.timebase_master),
             "virtual_port": self.virtual.port_name if self.virtual else None,
-            "margin": self.virtual.margin if self.virtual else None,
+            "margin": self.virtual.margin if self.virtual else None, **settled,
         }
 
     def stop(self) -> dict[str, Any]:
@@ -230,22 +230,45 @@ class JackWriter:
         return {"cycles": self._cycles, "last_error": self.last_error}
 
 
-def _settle() -> None:
+def _settle() -> dict[str, Any]:
     """This process runs one Python callback that needs the GIL within a period (2.7 ms at
-    128/48k). Other threads here (rtmidi's, the main one waiting for ``stop``) are brief,
-    and a 0.5 ms switch interval bounds how long any of them holds the GIL; objects alive
-    now are frozen out of the collector's reach, so a collection has little to walk."""
+    128/48k), on JACK's real-time thread. Any other thread here that holds the GIL when the
+    callback needs it is an ordinary thread, which a loaded machine may preempt for a whole
+    time slice while the callback waits: so no other thread here runs Python unless it must
+    (the main thread sleeps in ``sigwait``, the command reader in ``read``; rtmidi's callback
+    runs on its own real-time thread; xruns are counted in the capturing process). A 0.5 ms
+    switch interval bounds how long any of them holds the GIL. The collector never runs: objects
+    alive now are frozen out of its reach and the callback makes no cycles, so automatic
+    collection is off. Memory is locked where the system allows (``mlockall``), so neither the
+    ring nor the interpreter's heap can fault in the callback."""
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     gc.collect()
     gc.freeze()
+    gc.disable()
+    return {"memory_locked": _lock_memory()}
+
+
+def _lock_memory() -> bool:
+    """``mlockall(MCL_CURRENT | MCL_FUTURE)`` where it is allowed (root, CAP_IPC_LOCK or a
+    big enough RLIMIT_MEMLOCK), else ``MCL_CURRENT`` alone; False where neither is."""
+    try:
+        import ctypes
+        import resource
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        future = os.geteuid() == 0 or soft == resource.RLIM_INFINITY
+        return libc.mlockall(MCL_CURRENT | (MCL_FUTURE if future else 0)) == 0
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
     config = json.loads((argv or sys.argv)[1])
-    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
+    # blocked before any thread starts (libjack's and rtmidi's inherit the mask): the main
+    # thread takes them in ``sigwait``, without the GIL, and wakes for nothing else
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     die_with_parent()
     connect = [tuple(pair) for pair in config.pop("connect", [])]
     try:
@@ -265,11 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in sys.stdin:
             if line.strip() == "stop":
                 break
-        stop.set()  # "stop", or the parent closed our stdin
+        os.kill(os.getpid(), signal.SIGUSR1)  # "stop", or the parent closed our stdin
 
     threading.Thread(target=read_commands, daemon=True).start()
-    while not stop.wait(0.2):
-        pass
+    signal.sigwait(STOP_SIGNALS)
     closing: list[dict[str, Any]] = []
     stopping = threading.Thread(target=lambda: closing.append(writer.stop()), daemon=True)
     stopping.start()
