@@ -1,22 +1,29 @@
-"""The JACK bridge at 128-frame periods, 48 kHz: xruns, callback cost, virtual-port timing.
+"""The JACK bridge at 128-frame periods, 48 kHz: xruns beside a C and a bare Python client, callback cost, virtual-port timing.
 
-    .venv/bin/python scripts/bench_live.py [--seconds 600] [--baseline-seconds S] [--sync]
+    .venv/bin/python scripts/bench_live.py [--seconds 60] [--rounds 2] [--cpus N] [--hogs H] [--sync]
 
 Starts its own ``jackd -d dummy`` (asynchronous, jackd's default, unless ``--sync``), feeds
 it from separate processes the way a DAW would: ``jack_metro`` (audio), ``jack_midiseq``
 (JACK MIDI) and a python-rtmidi sender (this script with ``--sender``) writing to the
-bridge's virtual port at random times, with the transport rolling. Then, in one session:
+bridge's virtual port at random times, with the transport rolling. Then ``--rounds`` rounds of
+three phases of ``--seconds`` each, interleaved in turning order (C, bare, bridge; bare, bridge,
+C; ...) so a machine whose load drifts weighs on all three alike:
 
-1. baseline C: ``jack_simple_client`` (jackd2's example client, a sine in C) alone;
-2. baseline Python: a bare pass-through JACK client (JACK-Client, inputs copied to outputs);
+1. C: ``jack_simple_client`` (jackd2's example client, a sine in C) alone;
+2. bare Python: a pass-through JACK client (JACK-Client, inputs copied to outputs) in a Python
+   process of its own (this script with ``--bare``), as the bridge's JACK process is;
 3. bridge: ``JackBridge`` with the same inputs, streaming through an adaptive ``Sender`` over a
    loopback websocket to a real receiver (``sendlearn serve`` in its own process); the
    virtual-port figures are read back from the dataset it wrote.
 
-The baselines run half before the bridge and half after it. Xruns are counted for every phase by one control client (no process callback) from the
-server's notifications. Reports xruns for each, callback time p50/p99 as % of the period, and the virtual port's
-|estimate - truth| p50/p99 with its stored bound (truth: the sender's frame on the cycle
-timeline when it sent). Prints a table, then one JSON object as the last line.
+``--cpus N`` pins this process before anything starts, as ``taskset`` would, so jackd, the
+feeders, both baselines, the bridge's two processes and the receiver all share N CPUs: any
+machine measures the small-machine case. ``--hogs H`` runs H busy Python loops beside them.
+Xruns are counted for every phase by one control client (no process callback) from the
+server's notifications. Reports xruns for each (and per round), callback time p50/p99 as % of
+the period, JACK's DSP load, and the virtual port's |estimate - truth| p50/p99 with its stored
+bound (truth: the sender's frame on the cycle timeline when it sent). Prints a table, then one
+JSON object as the last line.
 """
 
 from __future__ import annotations
