@@ -56,7 +56,6 @@ MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting perio
 STOP_SECONDS = 10.0  # then the process exits without a clean deactivate
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
 FREEWHEEL_NAP = 0.0002  # seconds: a freewheeling callback's nap while the ring is full
-MCL_CURRENT, MCL_FUTURE = 1, 2  # sys/mman.h
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}  # SIGUSR1: sent to ourselves on "stop"
 
 
@@ -194,7 +193,7 @@ class JackWriter:
     # -- control -----------------------------------------------------------------------
 
     def start(self, connect: list[tuple[str, str]]) -> dict[str, Any]:
-        settled = _settle()
+        _settle()
         self.client.activate()
         self._control[Control.STATE] = RunState.RUNNING
         own = self.client.name + ":"
@@ -206,7 +205,7 @@ class JackWriter:
             "inputs": [s.name for s, _ in self._pairs], "outputs": [o.name for _, o in self._pairs],
             "midi_input": self._midi_port.name, "timebase_master": bool(self.timebase_master),
             "virtual_port": self.virtual.port_name if self.virtual else None,
-            "margin": self.virtual.margin if self.virtual else None, **settled,
+            "margin": self.virtual.margin if self.virtual else None,
         }
 
     def stop(self) -> dict[str, Any]:
@@ -230,7 +229,7 @@ class JackWriter:
         return {"cycles": self._cycles, "last_error": self.last_error}
 
 
-def _settle() -> dict[str, Any]:
+def _settle() -> None:
     """This process runs one Python callback that needs the GIL within a period (2.7 ms at
     128/48k), on JACK's real-time thread. Any other thread here that holds the GIL when the
     callback needs it is an ordinary thread, which a loaded machine may preempt for a whole
@@ -239,28 +238,13 @@ def _settle() -> dict[str, Any]:
     runs on its own real-time thread; xruns are counted in the capturing process). A 0.5 ms
     switch interval bounds how long any of them holds the GIL. The collector never runs: objects
     alive now are frozen out of its reach and the callback makes no cycles, so automatic
-    collection is off. Memory is locked where the system allows (``mlockall``), so neither the
-    ring nor the interpreter's heap can fault in the callback."""
+    collection is off. The ring is allocated and mapped before the first period (ring.py).
+    Not ``mlockall``: with ``MCL_CURRENT | MCL_FUTURE`` the virtual port's messages came out
+    duplicated and lost under two CPU hogs (tests/test_live.py, 3 runs in 5; 0 in 5 without)."""
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     gc.collect()
     gc.freeze()
     gc.disable()
-    return {"memory_locked": _lock_memory()}
-
-
-def _lock_memory() -> bool:
-    """``mlockall(MCL_CURRENT | MCL_FUTURE)`` where it is allowed (root, CAP_IPC_LOCK or a
-    big enough RLIMIT_MEMLOCK), else ``MCL_CURRENT`` alone; False where neither is."""
-    try:
-        import ctypes
-        import resource
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-        future = os.geteuid() == 0 or soft == resource.RLIM_INFINITY
-        return libc.mlockall(MCL_CURRENT | (MCL_FUTURE if future else 0)) == 0
-    except (OSError, AttributeError, ValueError):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
