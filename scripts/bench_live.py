@@ -1,22 +1,29 @@
-"""The JACK bridge at 128-frame periods, 48 kHz: xruns, callback cost, virtual-port timing.
+"""The JACK bridge at 128-frame periods, 48 kHz: xruns beside a C and a bare Python client, callback cost, virtual-port timing.
 
-    .venv/bin/python scripts/bench_live.py [--seconds 600] [--baseline-seconds S] [--sync]
+    .venv/bin/python scripts/bench_live.py [--seconds 60] [--rounds 2] [--cpus N] [--hogs H] [--sync]
 
 Starts its own ``jackd -d dummy`` (asynchronous, jackd's default, unless ``--sync``), feeds
 it from separate processes the way a DAW would: ``jack_metro`` (audio), ``jack_midiseq``
 (JACK MIDI) and a python-rtmidi sender (this script with ``--sender``) writing to the
-bridge's virtual port at random times, with the transport rolling. Then, in one session:
+bridge's virtual port at random times, with the transport rolling. Then ``--rounds`` rounds of
+three phases of ``--seconds`` each, interleaved in turning order (C, bare, bridge; bare, bridge,
+C; ...) so a machine whose load drifts weighs on all three alike:
 
-1. baseline C: ``jack_simple_client`` (jackd2's example client, a sine in C) alone;
-2. baseline Python: a bare pass-through JACK client (JACK-Client, inputs copied to outputs);
+1. C: ``jack_simple_client`` (jackd2's example client, a sine in C) alone;
+2. bare Python: a pass-through JACK client (JACK-Client, inputs copied to outputs) in a Python
+   process of its own (this script with ``--bare``), as the bridge's JACK process is;
 3. bridge: ``JackBridge`` with the same inputs, streaming through an adaptive ``Sender`` over a
    loopback websocket to a real receiver (``sendlearn serve`` in its own process); the
    virtual-port figures are read back from the dataset it wrote.
 
-The baselines run half before the bridge and half after it. Xruns are counted for every phase by one control client (no process callback) from the
-server's notifications. Reports xruns for each, callback time p50/p99 as % of the period, and the virtual port's
-|estimate - truth| p50/p99 with its stored bound (truth: the sender's frame on the cycle
-timeline when it sent). Prints a table, then one JSON object as the last line.
+``--cpus N`` pins this process before anything starts, as ``taskset`` would, so jackd, the
+feeders, both baselines, the bridge's two processes and the receiver all share N CPUs: any
+machine measures the small-machine case. ``--hogs H`` runs H busy Python loops beside them.
+Xruns are counted for every phase by one control client (no process callback) from the
+server's notifications. Reports xruns for each (and per round), callback time p50/p99 as % of
+the period, JACK's DSP load, and the virtual port's |estimate - truth| p50/p99 with its stored
+bound (truth: the sender's frame on the cycle timeline when it sent). Prints a table, then one
+JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -120,6 +127,27 @@ class Bare:
         return self.midi.name
 
 
+def run_bare(server: str) -> None:
+    """Child process: the bare client alone in a Python process of its own (as the bridge's
+    JACK process is), gc frozen like it. Prints its ports; on a line from stdin (the phase's
+    start) and then EOF (its end) saves the callback times it took meanwhile to the path given."""
+    import gc
+
+    bare = Bare(server)
+    gc.collect()
+    gc.freeze()
+    bare.client.activate()
+    print(json.dumps({"inputs": bare.inputs, "midi_input": bare.midi_input}), flush=True)
+    sys.stdin.readline()
+    start = bare.cycles
+    path = sys.stdin.readline().strip()
+    end = bare.cycles
+    bare.client.deactivate()
+    count = min(end - start, SLOTS)
+    np.save(path, np.roll(bare.times, -(end & (SLOTS - 1)))[SLOTS - count:])
+    bare.client.close()
+
+
 class TimeCollector:
     """Copies new entries out of a client's 65536-slot timing ring every few seconds."""
 
@@ -163,30 +191,48 @@ def pct(values: np.ndarray, q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=600.0, help="bridge phase length")
-    parser.add_argument("--baseline-seconds", type=float, help="bare client phase length (default: --seconds)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of C, bare and bridge phases, interleaved (the order turns each round)")
+    parser.add_argument("--cpus", type=int, help="pin everything (jackd, baselines, bridge, receiver) to this many CPUs")
+    parser.add_argument("--hogs", type=int, default=0, help="busy Python loops beside it (load), pinned alike")
     parser.add_argument("--sync", action="store_true", help="run jackd -S (synchronous)")
     parser.add_argument("--sender", metavar="SERVER", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", metavar="SERVER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sender:
         run_sender(args.sender, args.seconds)
         return
-    baseline_seconds = args.seconds if args.baseline_seconds is None else args.baseline_seconds
+    if args.bare:
+        run_bare(args.bare)
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.cpus is not None:
+        if not 1 <= args.cpus <= len(cpus):
+            parser.error(f"--cpus must be 1..{len(cpus)}")
+        cpus = cpus[:args.cpus]
+        # as ``taskset``: every process and thread started from here on inherits the mask
+        os.sched_setaffinity(0, cpus)
     log = Path("/tmp") / f"bench_live_jackd_{int(time.time())}.log"
     children: list[subprocess.Popen] = []
-    with DummyServer(rate=RATE, period=PERIOD, sync=args.sync, log=log) as server:
-        try:
-            result = bench(server, args.seconds, baseline_seconds, children)
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-                    child.wait(5)
+    for _ in range(args.hogs):
+        children.append(subprocess.Popen([sys.executable, "-c", "while 1: pass"]))
+    load_before = os.getloadavg()
+    try:
+        with DummyServer(rate=RATE, period=PERIOD, sync=args.sync, log=log) as server:
+            result = bench(server, args.seconds, args.rounds, children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+                child.wait(5)
+    result.update(cpus=cpus, hogs=args.hogs, machine_cpus=os.cpu_count(), loadavg_before=load_before,
+                  loadavg_after=os.getloadavg())
     print_table(result)
     print(json.dumps(result))
 
 
-def bench(server: DummyServer, seconds: float, baseline_seconds: float, children: list[subprocess.Popen]) -> dict:
+def bench(server: DummyServer, seconds: float, rounds: int, children: list[subprocess.Popen]) -> dict:
     children.append(subprocess.Popen(["jack_metro", "-n", "metro", "-b", "120", "-f", "880", "-D", "40"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     children.append(subprocess.Popen(["jack_midiseq", "seq", "24000", "0", "60", "8000", "12000", "63", "8000"],
@@ -201,123 +247,152 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
     xruns = [0]
     control.set_xrun_callback(lambda delayed: xruns.__setitem__(0, xruns[0] + 1))
     control.activate()
+    data_dir = Path(tempfile.mkdtemp(prefix="bench_live_"))
+    receiver = ReceiverProcess(data_dir)
+    children.append(receiver.process)
 
-    def c_phase(length: float) -> tuple[int, list[float]]:
+    def c_phase() -> dict:
         simple = subprocess.Popen(["jack_simple_client", "bench-simple", server.name], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, env={**os.environ, "JACK_NO_START_SERVER": "1"})
         children.append(simple)
         time.sleep(0.5)
         before = xruns[0]
-        loads = run_phase(length, TimeCollector(lambda: np.zeros(SLOTS, np.int64), lambda: 0), control.cpu_load)
+        loads = run_phase(seconds, TimeCollector(lambda: np.zeros(SLOTS, np.int64), lambda: 0), control.cpu_load)
         count = xruns[0] - before
         simple.terminate()
         simple.wait(5)
-        return count, loads
+        return {"xruns": count, "loads": loads}
 
-    def bare_phase(length: float, times: list[np.ndarray]) -> tuple[int, list[float]]:
-        bare = Bare(server.name)
-        bare.client.activate()
-        connect_sources(control, bare.inputs, bare.midi_input)
-        collector = TimeCollector(lambda: np.roll(bare.times, -(bare.cycles & (SLOTS - 1))), lambda: bare.cycles)
+    def bare_phase() -> dict:
+        # a process of its own, like the bridge's JACK process: not this one, busy with the rest
+        bare = subprocess.Popen([sys.executable, __file__, "--bare", server.name], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        children.append(bare)
+        assert bare.stdout is not None and bare.stdin is not None
+        ports = json.loads(bare.stdout.readline())
+        connect_sources(control, ports["inputs"], ports["midi_input"])
         time.sleep(0.5)  # let the graph settle; xruns counted from here
         before = xruns[0]
-        collector.seen = bare.cycles
-        loads = run_phase(length, collector, control.cpu_load)
+        bare.stdin.write("go\n")
+        bare.stdin.flush()
+        loads = run_phase(seconds, TimeCollector(lambda: np.zeros(SLOTS, np.int64), lambda: 0), control.cpu_load)
         count = xruns[0] - before
-        bare.client.deactivate()
-        bare.client.close()
-        times.append(collector.values_us())
-        return count, loads
+        path = Path(data_dir) / f"bare_{time.monotonic_ns()}.npy"
+        bare.stdin.write(f"{path}\n")
+        bare.stdin.close()
+        bare.wait(30)
+        return {"xruns": count, "loads": loads, "times": np.load(path) / 1000.0}
 
-    # 1, 2: the baselines, half before the bridge and half after it, so a machine whose load
-    # drifts during the run (other work beside it) weighs on all three alike
-    bare_parts: list[np.ndarray] = []
-    c_xruns, c_loads = c_phase(baseline_seconds / 2)
-    bare_xruns, bare_loads = bare_phase(baseline_seconds / 2, bare_parts)
+    def bridge_phase(index: int) -> dict:
+        # the rtmidi sender (its own process) writes to the virtual port, opened before the bridge
+        sender = subprocess.Popen([sys.executable, __file__, "--sender", server.name, "--seconds", str(seconds)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append(sender)
+        assert sender.stdout is not None and sender.stdin is not None
+        if sender.stdout.readline().strip() != "ready":
+            raise RuntimeError("the rtmidi sender did not start")
+        senders: list[Sender] = []
 
-    # 3. bridge, with the rtmidi sender (its own process) writing to the virtual port
-    sender = subprocess.Popen([sys.executable, __file__, "--sender", server.name, "--seconds", str(seconds)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    children.append(sender)
-    assert sender.stdout is not None and sender.stdin is not None
-    if sender.stdout.readline().strip() != "ready":
-        raise RuntimeError("the rtmidi sender did not start")
-    data_dir = Path(tempfile.mkdtemp(prefix="bench_live_"))
-    receiver = ReceiverProcess(data_dir)
-    children.append(receiver.process)
-    senders: list[Sender] = []
+        def open_stream(info: StreamInfo) -> CaptureProcessor:
+            processor = CaptureProcessor.for_stream(info, realtime=True)
+            senders.append(Sender(receiver.url, info, processor.handoff, adaptive=True).start())
+            return processor
 
-    def open_stream(info: StreamInfo) -> CaptureProcessor:
-        processor = CaptureProcessor.for_stream(info, realtime=True)
-        senders.append(Sender(receiver.url, info, processor.handoff, adaptive=True).start())
-        return processor
+        with JackBridge(open_stream, name="bridge", audio_ports=CHANNELS, servername=server.name,
+                        virtual_port="keys", session="bench", stream=f"live{index}") as bridge:
+            connect_sources(control, bridge.inputs, bridge.midi_input)
+            control.connect("bench-sender:out", bridge.virtual_port_name)
+            time.sleep(0.5)
+            xruns_before, jumps_before = xruns[0], bridge.frame_jumps  # connecting may cost some
+            times = TimeCollector(bridge.callback_times_ns, lambda: bridge.cycles)
+            times.seen = bridge.cycles
+            sender.stdin.write("go\n")
+            sender.stdin.flush()
+            loads = run_phase(seconds, times, control.cpu_load)
+            count, jumps = xruns[0] - xruns_before, bridge.frame_jumps - jumps_before
+            sent = json.loads(sender.stdout.readline())
+        (stream_sender,) = senders
+        stream_sender.close(timeout=300)
+        try:
+            sender.wait(10)
+        except subprocess.TimeoutExpired:
+            sender.kill()  # its results are in; a hang in rtmidi/JACK teardown must not stop the report
+            sender.wait(5)
+        return {"xruns": count, "loads": loads, "times": times.values_us(), "bridge": bridge, "sent": sent,
+                "jumps": jumps, "quality": stream_sender.level.name, "connections": stream_sender.connections}
 
-    with JackBridge(open_stream, name="bridge", audio_ports=CHANNELS, servername=server.name,
-                    virtual_port="keys", session="bench", stream="live") as bridge:
-        connect_sources(control, bridge.inputs, bridge.midi_input)
-        control.connect("bench-sender:out", bridge.virtual_port_name)
-        time.sleep(0.5)
-        xruns_before, jumps_before = xruns[0], bridge.frame_jumps  # connecting may cost some
-        bridge_times = TimeCollector(bridge.callback_times_ns, lambda: bridge.cycles)
-        bridge_times.seen = bridge.cycles
-        sender.stdin.write("go\n")
-        sender.stdin.flush()
-        bridge_loads = run_phase(seconds, bridge_times, control.cpu_load)
-        bridge_xruns, jumps = xruns[0] - xruns_before, bridge.frame_jumps - jumps_before
-        sent = json.loads(sender.stdout.readline())
-    (stream_sender,) = senders
-    stream_sender.close(timeout=300)
-    more_bare, loads = bare_phase(baseline_seconds / 2, bare_parts)
-    bare_xruns, bare_loads = bare_xruns + more_bare, bare_loads + loads
-    more_c, loads = c_phase(baseline_seconds / 2)
-    c_xruns, c_loads = c_xruns + more_c, c_loads + loads
+    phases: dict[str, list[dict]] = {"c": [], "bare": [], "bridge": []}
+    order = ["c", "bare", "bridge"]
+    for index in range(rounds):
+        # interleaved: C, bare, bridge; then bare, bridge, C; ... so a machine whose load drifts
+        # (other work beside it) weighs on all three alike
+        for kind in order[index % 3:] + order[:index % 3]:
+            phase = bridge_phase(index) if kind == "bridge" else bare_phase() if kind == "bare" else c_phase()
+            phases[kind].append(phase)
+            print(f"round {index + 1}/{rounds} {kind}: {phase['xruns']} xruns in {seconds:.0f} s", file=sys.stderr,
+                  flush=True)
     receiver.stop()
-    events, blocks, sent_bytes = read_dataset(data_dir)
     control.transport_stop()
     control.close()
-    try:
-        sender.wait(10)
-    except subprocess.TimeoutExpired:
-        sender.kill()  # its results are in; a hang in rtmidi/JACK teardown must not stop the report
-        sender.wait(5)
 
     errors, bounds, over, widths, missing = [], [], 0, [], 0
-    for before, after, hexdata in sent:
-        got = events.get(bytes.fromhex(hexdata))
-        if got is None:
-            missing += 1
-            continue
-        sample, bound = got
-        estimate = bridge.jack_frame(sample)  # per stretch: an xrun moves frame time against samples
-        early, late = wrap_delta(estimate, after), wrap_delta(estimate, before)  # vs the bracket's two ends
-        errors.append(abs(late))  # reported against "before": conservative
-        bounds.append(bound)
-        widths.append(wrap_delta(after, before))
-        over += not (-bound <= late and early <= bound)  # no instant in the bracket within bound
+    blocks = sent_bytes = 0
+    for index, phase in enumerate(phases["bridge"]):
+        events, count, size = read_dataset(data_dir, f"live{index}")
+        blocks, sent_bytes = blocks + count, sent_bytes + size
+        bridge = phase["bridge"]
+        for before, after, hexdata in phase["sent"]:
+            got = events.get(bytes.fromhex(hexdata))
+            if got is None:
+                missing += 1
+                continue
+            sample, bound = got
+            estimate = bridge.jack_frame(sample)  # per stretch: an xrun moves frame time against samples
+            early, late = wrap_delta(estimate, after), wrap_delta(estimate, before)  # vs the bracket's two ends
+            errors.append(abs(late))  # reported against "before": conservative
+            bounds.append(bound)
+            widths.append(wrap_delta(after, before))
+            over += not (-bound <= late and early <= bound)  # no instant in the bracket within bound
     errors_a, bounds_a = np.array(errors or [0]), np.array(bounds or [0])
     period_us = PERIOD / RATE * 1e6
-    bt, ct = np.concatenate(bare_parts), bridge_times.values_us()
+    bt = np.concatenate([p["times"] for p in phases["bare"]])
+    ct = np.concatenate([p["times"] for p in phases["bridge"]])
+    bridges = [p["bridge"] for p in phases["bridge"]]
+    last = phases["bridge"][-1]
+
+    def total(kind: str) -> int:
+        return sum(p["xruns"] for p in phases[kind])
+
+    def mean_load(kind: str) -> float:
+        return float(np.mean([load for p in phases[kind] for load in p["loads"]]))
+
     return {
-        "sample_rate": RATE, "period": PERIOD, "sync": server.sync,
-        "seconds": seconds, "baseline_seconds": baseline_seconds,
-        "xruns_c_client": c_xruns, "xruns_bare": bare_xruns, "xruns_bridge": bridge_xruns,
-        # the aim: <= 1.1x the C client's, in the same time
-        "xruns_bridge_vs_c": bridge_xruns / max(c_xruns * seconds / max(baseline_seconds, 1e-9), 1.0),
-        # xruns beyond what the bare client saw in the same time: the ones we can blame on us
-        "xruns_caused_by_bridge": max(0, round(bridge_xruns - bare_xruns * seconds / max(baseline_seconds, 1e-9))),
+        "sample_rate": RATE, "period": PERIOD, "sync": server.sync, "seconds": seconds, "rounds": rounds,
+        "xruns_c_client": total("c"), "xruns_bare": total("bare"), "xruns_bridge": total("bridge"),
+        "xruns_by_round": {kind: [p["xruns"] for p in phases[kind]] for kind in phases},
+        # the aim: <= 1.5x the bare Python client's, in the same time (no xrun at all: 1.0)
+        "xruns_bridge_vs_bare": total("bridge") / max(total("bare"), 1) if total("bridge") else 1.0,
+        "xruns_bridge_vs_c": total("bridge") / max(total("c"), 1) if total("bridge") else 1.0,
         "callback_bare_p50_pct": pct(bt, 50) / period_us * 100, "callback_bare_p99_pct": pct(bt, 99) / period_us * 100,
         "callback_p50_pct": pct(ct, 50) / period_us * 100, "callback_p99_pct": pct(ct, 99) / period_us * 100,
         "callback_p50_us": pct(ct, 50), "callback_p99_us": pct(ct, 99), "callback_max_us": float(ct.max()),
         "callback_cycles": int(ct.size),
-        "dsp_load_c_mean": float(np.mean(c_loads)), "dsp_load_bare_mean": float(np.mean(bare_loads)), "dsp_load_bridge_mean": float(np.mean(bridge_loads)),
-        "blocks": blocks, "dropped": bridge.processor.dropped, "frame_jumps": jumps, "missed_frames": bridge.missed_frames,
-        "streamed_bytes": sent_bytes, "stream_quality_final": stream_sender.level.name,
-        "stream_connections": stream_sender.connections, "dataset": str(data_dir),
-        "callback_errors": bridge.count(Control.ERRORS), "capture_errors": bridge.capture_errors,
-        "midi_events": bridge.midi_events, "ring_dropped_periods": bridge.count(Control.DROPPED_PERIODS),
-        "virtual_sent": len(sent), "virtual_missing": missing, "virtual_late": bridge.virtual.late, "virtual_moved": bridge.virtual.moved,
-        "virtual_received": bridge.count(Control.MESSAGES_RECEIVED),
-        "virtual_dropped": bridge.count(Control.MESSAGES_DROPPED), "virtual_left_over": bridge.virtual.left_over,
+        "dsp_load_c_mean": mean_load("c"), "dsp_load_bare_mean": mean_load("bare"),
+        "dsp_load_bridge_mean": mean_load("bridge"),
+        "blocks": blocks, "dropped": sum(b.processor.dropped for b in bridges),
+        "frame_jumps": sum(p["jumps"] for p in phases["bridge"]),
+        "missed_frames": sum(b.missed_frames for b in bridges),
+        "streamed_bytes": sent_bytes, "stream_quality_final": last["quality"],
+        "stream_connections": last["connections"], "dataset": str(data_dir),
+        "callback_errors": sum(b.count(Control.ERRORS) for b in bridges),
+        "capture_errors": sum(b.capture_errors for b in bridges),
+        "midi_events": sum(b.midi_events for b in bridges),
+        "ring_dropped_periods": sum(b.count(Control.DROPPED_PERIODS) for b in bridges),
+        "virtual_sent": sum(len(p["sent"]) for p in phases["bridge"]), "virtual_missing": missing,
+        "virtual_late": sum(b.virtual.late for b in bridges), "virtual_moved": sum(b.virtual.moved for b in bridges),
+        "virtual_received": sum(b.count(Control.MESSAGES_RECEIVED) for b in bridges),
+        "virtual_dropped": sum(b.count(Control.MESSAGES_DROPPED) for b in bridges),
+        "virtual_left_over": sum(b.virtual.left_over for b in bridges),
         "virtual_error_p50": pct(errors_a, 50), "virtual_error_p99": pct(errors_a, 99),
         "virtual_error_max": int(errors_a.max()), "virtual_bound_p50": pct(bounds_a, 50),
         "virtual_bound_max": int(bounds_a.max()),
@@ -326,9 +401,9 @@ def bench(server: DummyServer, seconds: float, baseline_seconds: float, children
     }
 
 
-def read_dataset(data_dir: Path) -> tuple[dict[bytes, tuple[int, int]], int, int]:
+def read_dataset(data_dir: Path, stream: str) -> tuple[dict[bytes, tuple[int, int]], int, int]:
     """Virtual-port events (message -> (sample, bound)), block count and audio bytes, from disk."""
-    folder = data_dir / "sessions" / "bench" / "live"
+    folder = data_dir / "sessions" / "bench" / stream
     table = pq.read_table(folder / "events.parquet").to_pydict()
     events = {data: (sample, bound) for sample, data, bound in
               zip(table["sample"], table["data"], table["timing_error_samples"], strict=True) if bound is not None}
@@ -342,9 +417,13 @@ def read_dataset(data_dir: Path) -> tuple[dict[bytes, tuple[int, int]], int, int
 def print_table(r: dict) -> None:
     rows = [
         ("server", f"jackd -d dummy -r {r['sample_rate']} -p {r['period']}" + (" (-S)" if r["sync"] else " (async)")),
-        ("xruns, C client (jack_simple_client)", f"{r['xruns_c_client']} in {r['baseline_seconds']:.0f} s"),
-        ("xruns, bare Python pass-through", f"{r['xruns_bare']} in {r['baseline_seconds']:.0f} s"),
-        ("xruns, bridge", f"{r['xruns_bridge']} in {r['seconds']:.0f} s ({r['xruns_bridge_vs_c']:.2f}x the C client)"),
+        ("CPUs / hogs / load average before, after", f"{r['cpus']} of {r['machine_cpus']} / {r['hogs']} / "
+                                                     f"{r['loadavg_before'][0]:.2f}, {r['loadavg_after'][0]:.2f}"),
+        ("phases", f"{r['rounds']} rounds x {r['seconds']:.0f} s each, interleaved"),
+        ("xruns, C client (jack_simple_client)", f"{r['xruns_c_client']} {r['xruns_by_round']['c']}"),
+        ("xruns, bare Python pass-through", f"{r['xruns_bare']} {r['xruns_by_round']['bare']}"),
+        ("xruns, bridge", f"{r['xruns_bridge']} {r['xruns_by_round']['bridge']} "
+                          f"({r['xruns_bridge_vs_bare']:.2f}x bare, {r['xruns_bridge_vs_c']:.2f}x C)"),
         ("callback, bare p50 / p99", f"{r['callback_bare_p50_pct']:.2f} % / {r['callback_bare_p99_pct']:.2f} % of period"),
         ("callback, bridge p50 / p99", f"{r['callback_p50_pct']:.2f} % / {r['callback_p99_pct']:.2f} % of period "
                                        f"({r['callback_p50_us']:.0f} / {r['callback_p99_us']:.0f} us, "

@@ -16,6 +16,12 @@ A period is captured once the next one is in the ring: rtmidi's virtual port del
 messages from its own JACK client, which may run after ours in the same cycle, and waiting
 lets those messages join the block of the cycle they were delivered in.
 
+Freewheel (a DAW exporting faster than real time): the JACK process then waits for room in
+the ring instead of dropping, and this side hands the freewheeling periods' blocks off the
+offline way (``put``, waiting for the sink) instead of dropping them, so an export loses
+nothing; the stream records its freewheeling spans (``freewheel_figures``). The clock and the
+playhead follow JACK's frames as in real time: a freewheeling cycle is a period like any other.
+
 Timeline: the JACK frame time of a block's first frame minus the block's stream sample is
 ``frame_origin``, and it stays constant: cycles that ran without our callback (an xrun, a
 stalled graph) become a gap in the stream rather than being spliced out, so the stream keeps
@@ -34,9 +40,10 @@ import threading
 import time
 from typing import Any
 
+import jack
 import numpy as np
 
-from sendlearn.capture import StreamInfo
+from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.capture.tempo import DENOMINATOR
 from sendlearn.errors import SendLearnError
 from sendlearn.plugin.live.ring import Control, Float, Int, Layout, RunState, SharedRings
@@ -44,6 +51,7 @@ from sendlearn.plugin.live.tempo import Meter, PlayheadReader, Transport
 from sendlearn.plugin.live.virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
 from sendlearn.plugin.processor import CaptureProcessor, MidiInput, OpenStream
 
+MAX_SPANS = 1000  # freewheel spans a stream's figures list; more are counted
 MAX_HOLE_SECONDS = 60  # a longer leap of JACK's clock (a suspended machine) starts a new stretch
 POLL_SECONDS = 0.002  # the reader's nap when the ring is empty (a 128-frame period is 2.7 ms)
 
@@ -84,6 +92,8 @@ class JackBridge:
         config = {"name": name, "audio_ports": audio_ports, "servername": servername, "virtual_port": virtual_port,
                   "timebase_master": timebase_master, "bpm": bpm, "meter": list(meter),
                   "connect": [list(pair) for pair in connect or []]}
+        self._servername = servername
+        self._watch: jack.Client | None = None
         self._child = subprocess.Popen(
             [sys.executable, "-m", "sendlearn.plugin.live.jack_host", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -92,6 +102,7 @@ class JackBridge:
             self._setup(self._ready(), open_stream, session, stream, track, bpm, Meter(*meter))
         except BaseException:
             self._stop_child()
+            self._close_watch()
             raise
 
     def _ready(self) -> dict[str, Any]:
@@ -128,10 +139,31 @@ class JackBridge:
         self.midi_events = 0  # JACK MIDI events captured
         self.missed_frames = 0  # JACK frames no callback of ours captured (gaps in the stream)
         self.capture_errors = 0
+        self.freewheel_periods = 0  # periods captured while JACK freewheeled
+        self.freewheel_spans: list[list[int]] = []  # [[first sample, end sample), ...] of those
         self.last_error: str | None = None
         self.closing: dict[str, Any] = {}
+        self._watch = self._watch_xruns(ready["client"])
         self._reader = threading.Thread(target=self._read, name="sendlearn-capture", daemon=True)
         self._reader.start()
+
+    def _watch_xruns(self, name: str) -> jack.Client | None:
+        """Xruns are counted here, by a client of our own with no process callback (so not in
+        JACK's graph), never in the JACK process: Python on its notification thread would hold
+        the GIL just when the audio callback is already late (plugin/live/jack_host.py)."""
+        try:
+            watch = jack.Client(f"{name}-watch"[:60], no_start_server=True, servername=self._servername)
+        except jack.JackError:
+            return None  # the capture goes on; xruns are then not counted
+        control = self.rings.control
+        watch.set_xrun_callback(lambda delayed_usecs: control.__setitem__(Control.XRUNS, control[Control.XRUNS] + 1))
+        watch.activate()
+        return watch
+
+    def _close_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
 
     # -- the capturing thread ----------------------------------------------------------
 
@@ -180,10 +212,30 @@ class JackBridge:
                     (int(following["ints"][Int.ENTRY_NS]) - ints[Int.ENTRY_NS]) * self.info.sample_rate // 10**9
                 midi += self.virtual.take(cycle, length, jump)
             playhead = self.playheads.read(transport(record), self.processor.position, frames)
-            self.processor.process(record["audio"][:, :frames], midi, playhead)
+            if ints[Int.FREEWHEEL]:
+                self._freewheel(record["audio"][:, :frames], midi, playhead)
+            else:
+                self.processor.process(record["audio"][:, :frames], midi, playhead)
         except Exception as exc:  # one bad period must not end the capture
             self.capture_errors += 1
             self.last_error = repr(exc)
+
+    def _freewheel(self, audio: np.ndarray, midi: list[MidiInput], playhead: Playhead) -> None:
+        """A freewheeling period: no deadline, so its block waits for room in the hand-off
+        (the processor's offline way) rather than being dropped, and its span is recorded."""
+        processor = self.processor
+        start = processor.position
+        processor.realtime = False
+        try:
+            processor.process(audio, midi, playhead)
+        finally:
+            processor.realtime = True
+        self.freewheel_periods += 1
+        spans = self.freewheel_spans
+        if spans and spans[-1][1] == start:
+            spans[-1][1] = processor.position
+        else:
+            spans.append([start, processor.position])
 
     def _follow_clock(self, cycle: int) -> int:
         """Keep the stream on JACK's clock; return the frames it skipped before this block.
@@ -219,6 +271,7 @@ class JackBridge:
         self._closed = True
         self._stop_child()
         self._reader.join()
+        self._close_watch()
 
     def _stop_child(self) -> None:
         child = self._child
@@ -245,6 +298,15 @@ class JackBridge:
         self.close()
 
     # -- what it saw -------------------------------------------------------------------
+
+    def freewheel_figures(self) -> dict[str, Any]:
+        """The freewheel facts a stream closes with (BYE stats, so stream.json's ``sender``)."""
+        return {
+            "freewheel_periods": self.freewheel_periods,
+            "freewheel_spans": [list(span) for span in self.freewheel_spans[:MAX_SPANS]],
+            "freewheel_spans_left_out": max(0, len(self.freewheel_spans) - MAX_SPANS),
+            "freewheel_waits": self.count(Control.FREEWHEEL_WAITS),
+        }
 
     @property
     def client_name(self) -> str:

@@ -16,6 +16,13 @@ Talking to the parent: one JSON line on stdout when running (``ring``: the share
 ``stop`` line on stdin (or end of input, SIGTERM, SIGHUP or the parent's death), deactivates,
 marks the ring stopped and prints one JSON line of closing figures. SIGINT is ignored: a
 Ctrl-C reaches the whole process group, and the parent decides when the capture ends.
+
+Freewheel: while JACK freewheels (``jack_set_freewheel``: a DAW exporting faster than real
+time) no cycle has a deadline, so a period that finds the ring full waits for the reader to
+make room instead of being dropped; every freewheeling period is marked in the ring
+(``Int.FREEWHEEL``). JACK notifies the freewheel switch synchronously, between the last
+real-time cycle and the first freewheeling one (and back), so the flag is exact per period;
+in real time the callback never waits.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from sendlearn.plugin.live.tempo import TICKS_PER_BEAT, Meter, jack_beats_per_mi
 MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
 STOP_SECONDS = 10.0  # then the process exits without a clean deactivate
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
+FREEWHEEL_NAP = 0.0002  # seconds: a freewheeling callback's nap while the ring is full
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}  # SIGUSR1: sent to ourselves on "stop"
 
 
 class JackWriter:
@@ -75,10 +84,13 @@ class JackWriter:
         # set by ``stop`` before it deactivates: JACK disconnects our ports while deactivating and
         # may run a few more periods with silent inputs, which are not what was played
         self._ended = False
+        self._freewheeling = False  # set by JACK's freewheel notification, read by the callback
         self.last_error: str | None = None
         self.bpm, self.meter = float(bpm), Meter(*meter)
         client.set_process_callback(self._process)
-        client.set_xrun_callback(self._xrun)
+        # no xrun callback: Python on JACK's notification thread would hold the GIL just when the
+        # callback is late already (the capturing process counts xruns: bridge.py)
+        client.set_freewheel_callback(self._freewheel)
         # conditional: never take the timebase from a DAW that already publishes one
         self.timebase_master = timebase_master and client.set_timebase_callback(self._publish, conditional=True)
         self.virtual = None
@@ -95,6 +107,10 @@ class JackWriter:
         slots = self.rings.layout.slots
         slot = self._head % slots
         room = self._head - int(control[Control.TAIL]) < slots and frames <= self.rings.layout.max_frames
+        waited = 0
+        if not room and self._freewheeling and frames <= self.rings.layout.max_frames:
+            waited = self._wait_for_room()  # no deadline: never drop a freewheeling period
+            room = self._head - int(control[Control.TAIL]) < slots
         capturing = not self._ended
         audio = self._audio
         for channel, (source, sink) in enumerate(self._pairs):
@@ -116,7 +132,7 @@ class JackWriter:
             self.last_error = repr(exc)
             self._drops += 1
             self._drop_frames += frames
-        self._times[self._cycles % TIMING_SLOTS] = time.perf_counter_ns() - started
+        self._times[self._cycles % TIMING_SLOTS] = time.perf_counter_ns() - started - waited
         self._cycles += 1
         control[Control.CYCLES] = self._cycles
 
@@ -136,7 +152,7 @@ class JackWriter:
         state, pos = client.transport_query_struct()
         # two stores for the whole header (order as in ring.Int and ring.Float)
         self._ints[slot] = (client.last_frame_time, started, frames, self._drops, self._drop_frames, state,
-                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used)
+                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used, self._freewheeling)
         self._floats[slot] = (pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute)
         self._drops = self._drop_frames = 0
 
@@ -148,8 +164,21 @@ class JackWriter:
         self._drops += 1
         self._drop_frames += frames
 
-    def _xrun(self, delayed_usecs: float) -> None:
-        self._control[Control.XRUNS] += 1  # JACK's notification thread, not the audio thread
+    def _wait_for_room(self) -> int:
+        """Freewheeling only: nap until the reader frees a slot, JACK leaves freewheel or the
+        capture ends; return the nanoseconds waited (not the callback's own cost)."""
+        started = time.perf_counter_ns()
+        control, slots = self._control, self.rings.layout.slots
+        control[Control.FREEWHEEL_WAITS] += 1
+        while self._freewheeling and not self._ended and self._head - int(control[Control.TAIL]) >= slots:
+            time.sleep(FREEWHEEL_NAP)
+        return time.perf_counter_ns() - started
+
+    def _freewheel(self, starting: bool) -> None:
+        """JACK's notification thread: freewheel starts or stops. JACK delivers it between
+        cycles, so the next period already runs in the new mode."""
+        self._freewheeling = starting
+        self._control[Control.FREEWHEELING] = int(starting)
 
     def _publish(self, state: int, blocksize: int, pos: Any, new_pos: bool) -> None:
         """Timebase callback: fill ``pos`` with our tempo and meter, JACK's way (beats of 1/den)."""
@@ -202,20 +231,28 @@ class JackWriter:
 
 def _settle() -> None:
     """This process runs one Python callback that needs the GIL within a period (2.7 ms at
-    128/48k). Other threads here (rtmidi's, the main one waiting for ``stop``) are brief,
-    and a 0.5 ms switch interval bounds how long any of them holds the GIL; objects alive
-    now are frozen out of the collector's reach, so a collection has little to walk."""
+    128/48k), on JACK's real-time thread. Any other thread here that holds the GIL when the
+    callback needs it is an ordinary thread, which a loaded machine may preempt for a whole
+    time slice while the callback waits: so no other thread here runs Python unless it must
+    (the main thread sleeps in ``sigwait``, the command reader in ``read``; rtmidi's callback
+    runs on its own real-time thread; xruns are counted in the capturing process). A 0.5 ms
+    switch interval bounds how long any of them holds the GIL. The collector never runs: objects
+    alive now are frozen out of its reach and the callback makes no cycles, so automatic
+    collection is off. The ring is allocated and mapped before the first period (ring.py).
+    Not ``mlockall``: with ``MCL_CURRENT | MCL_FUTURE`` the virtual port's messages came out
+    duplicated and lost under two CPU hogs (tests/test_live.py, 3 runs in 5; 0 in 5 without)."""
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     gc.collect()
     gc.freeze()
+    gc.disable()
 
 
 def main(argv: list[str] | None = None) -> int:
     config = json.loads((argv or sys.argv)[1])
-    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
+    # blocked before any thread starts (libjack's and rtmidi's inherit the mask): the main
+    # thread takes them in ``sigwait``, without the GIL, and wakes for nothing else
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     die_with_parent()
     connect = [tuple(pair) for pair in config.pop("connect", [])]
     try:
@@ -235,11 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in sys.stdin:
             if line.strip() == "stop":
                 break
-        stop.set()  # "stop", or the parent closed our stdin
+        os.kill(os.getpid(), signal.SIGUSR1)  # "stop", or the parent closed our stdin
 
     threading.Thread(target=read_commands, daemon=True).start()
-    while not stop.wait(0.2):
-        pass
+    signal.sigwait(STOP_SIGNALS)
     closing: list[dict[str, Any]] = []
     stopping = threading.Thread(target=lambda: closing.append(writer.stop()), daemon=True)
     stopping.start()

@@ -17,9 +17,11 @@ hold it, so nothing is left behind even after a SIGKILL. It holds:
 
 Each ring has one writer and one reader (single producer, single consumer): the writer
 fills a record, then advances ``head``; the reader copies it out, then advances ``tail``.
-Neither waits for the other and there is no lock the other side could hold. A full ring
-drops what does not fit and counts it; a period dropped that way is recorded with the next
-one that fits (``dropped_before``), so the stream marks its samples as a gap.
+Neither waits for the other and there is no lock the other side could hold. In real time a
+full ring drops what does not fit and counts it; a period dropped that way is recorded with
+the next one that fits (``dropped_before``), so the stream marks its samples as a gap. While
+JACK freewheels (a DAW exporting faster than real time) there is no deadline: the writer
+naps until the reader makes room, so no period is lost.
 Ordering: numpy stores are plain stores and x86-64 keeps them in program order (TSO);
 the heads are written last.
 """
@@ -50,7 +52,7 @@ class Control(IntEnum):
     DROPPED_PERIODS = 2  # the ring was full
     DROPPED_EVENTS = 3  # JACK MIDI events that did not fit a slot, or were in a dropped period
     CYCLES = 4  # callbacks run
-    XRUNS = 5  # xruns the server reported to us
+    XRUNS = 5  # xruns the server reported (counted by the capturing process: bridge.py)
     ERRORS = 6  # callbacks that raised (audio still passed through)
     MESSAGE_HEAD = 7
     MESSAGE_TAIL = 8
@@ -59,6 +61,8 @@ class Control(IntEnum):
     STATE = 11  # RunState
     DROPPED_AT_END = 12  # periods dropped after the last one written (set once stopped)
     DROPPED_FRAMES_AT_END = 13
+    FREEWHEELING = 14  # 1 while JACK freewheels (set from the freewheel notification)
+    FREEWHEEL_WAITS = 15  # freewheeling periods whose callback waited for room in a full ring
 
 
 CONTROL_SLOTS = 16
@@ -86,6 +90,7 @@ class Int(IntEnum):
     TICK = 10
     EVENTS = 11  # JACK MIDI events stored
     EVENT_BYTES = 12
+    FREEWHEEL = 13  # 1: JACK was freewheeling (no deadline: the period waited for room, never dropped)
 
 
 class Float(IntEnum):
@@ -134,6 +139,12 @@ class Layout:
         return 0, periods, messages, times, total
 
 
+def _map(fd: int, size: int) -> mmap.mmap:
+    """A shared mapping with its page tables filled in now where Linux can (``MAP_POPULATE``)."""
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(fd, size, flags=flags)
+
+
 def _align(n: int, to: int = 4096) -> int:
     return -(-n // to) * to
 
@@ -157,11 +168,19 @@ class SharedRings:
 
     @classmethod
     def create(cls, layout: Layout) -> SharedRings:
+        """The file's memory is allocated and mapped now (``fallocate``, ``MAP_POPULATE``), so the
+        callback never takes a page fault on its first lap round the ring (a fault allocating
+        and zeroing a page of tmpfs costs microseconds, several a period)."""
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         fd, name = tempfile.mkstemp(prefix="sendlearn-ring-", dir=folder)
+        size = layout.offsets()[-1]
         try:
-            os.ftruncate(fd, layout.offsets()[-1])
-            mapping = mmap.mmap(fd, layout.offsets()[-1])
+            os.ftruncate(fd, size)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError:
+                pass  # a file system without fallocate: pages come on first touch
+            mapping = _map(fd, size)
         finally:
             os.close(fd)
         return cls(Path(name), layout, mapping)
@@ -170,7 +189,7 @@ class SharedRings:
     def attach(cls, path: Path, layout: Layout) -> SharedRings:
         fd = os.open(path, os.O_RDWR)
         try:
-            mapping = mmap.mmap(fd, layout.offsets()[-1])
+            mapping = _map(fd, layout.offsets()[-1])
         finally:
             os.close(fd)
         return cls(path, layout, mapping)

@@ -156,6 +156,7 @@ class BridgeStats:
     period_us: float
     frame_origins: tuple[tuple[int, int], ...] = ()  # (stream sample, JACK frame of it) at start and jumps
     tempo: dict[str, Any] = field(default_factory=dict)  # the timebase master's tempo unit (plugin/live/tempo.py)
+    freewheel: dict[str, Any] = field(default_factory=dict)  # JACK's freewheeling spans (bridge.freewheel_figures)
 
     def closing_figures(self, max_origins: int = 20_000) -> dict[str, Any]:
         """The figures a live stream ends with (BYE ``stats``, so ``stream.json``): structured
@@ -173,7 +174,7 @@ class BridgeStats:
             "jack_frame_origin": self.frame_origins[0][1] if self.frame_origins else None,
             "jack_frame_origins": origins,
             "jack_frame_origins_left_out": max(0, len(self.frame_origins) - max_origins),
-            **self.tempo,
+            **self.tempo, **self.freewheel,
         }
 
 
@@ -195,6 +196,7 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
         callback_p50_us=float(p50), callback_p99_us=float(p99), callback_max_us=float(top),
         period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,
         frame_origins=tuple(bridge.frame_origins), tempo=bridge.playheads.figures(),
+        freewheel=bridge.freewheel_figures(),
     )
 
 
