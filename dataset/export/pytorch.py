@@ -15,7 +15,7 @@ from typing import Any
 
 from sendlearn.dataset.splits import SPLITS
 
-from .samples import Sample, publish_parts
+from .samples import Sample, discard_split_parts, publish_split_parts
 
 SHARD_BYTES = 128 * 2**20  # held in memory until saved
 FORMAT, VERSION = "sendlearn-windows", 1
@@ -54,9 +54,6 @@ def write_pytorch(samples: Iterator[Sample], out: Path, *, shard_bytes: int = SH
             if pending[split]:
                 flush(split)
     except BaseException:
-        for paths in parts.values():
-            for path in paths:
-                path.unlink(missing_ok=True)
+        discard_split_parts(parts)
         raise
-    return {"rows": sum(rows.values()), "files": publish_parts(out, [p for s in SPLITS if s in parts for p in parts[s]]),
-            "splits": rows}
+    return publish_split_parts(out, parts, rows, SPLITS)

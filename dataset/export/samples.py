@@ -235,6 +235,20 @@ def iter_samples(data_dir: Path, the_plan: Plan, with_features: bool = True,
                     progress(done, the_plan.total)
 
 
+def publish_split_parts(out: Path, parts: dict[str, list[Path]], rows: dict[str, int],
+                        splits: tuple[str, ...]) -> dict[str, Any]:
+    """A per-split exporter's result: its parts published in split order, and its row counts."""
+    return {"rows": sum(rows.values()), "files": publish_parts(out, [p for s in splits if s in parts for p in parts[s]]),
+            "splits": rows}
+
+
+def discard_split_parts(parts: dict[str, list[Path]]) -> None:
+    """A stopped export leaves nothing: every part written so far goes."""
+    for paths in parts.values():
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
 def publish_parts(out: Path, parts: list[Path]) -> list[str]:
     """Rename each ``.NAME.part`` shard in ``out`` to ``NAME`` once all are written, so a
     shard appears under its name only whole; returns the final paths."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from sendlearn.dataset.splits import SPLITS
 
-from .samples import Sample, publish_parts
+from .samples import Sample, discard_split_parts, publish_split_parts
 
 SHARD_BYTES = 256 * 2**20
 
@@ -84,9 +84,6 @@ def write_tfrecord(samples: Iterator[Sample], out: Path, *, shard_bytes: int = S
         for writer in writers.values():
             if not writer.file.closed:
                 writer.close()
-        for paths in parts.values():
-            for path in paths:
-                path.unlink(missing_ok=True)
+        discard_split_parts(parts)
         raise
-    return {"rows": sum(rows.values()), "files": publish_parts(out, [p for s in SPLITS if s in parts for p in parts[s]]),
-            "splits": rows}
+    return publish_split_parts(out, parts, rows, SPLITS)
