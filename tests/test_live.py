@@ -135,17 +135,23 @@ def wait_connected(player: Player, running: threading.Thread) -> None:
         time.sleep(0.02)
 
 
+def roll_and_capture(player: Player, argv: list[str]) -> tuple[threading.Thread, dict, int]:
+    """Inside ``with player.client``: the player rolls from frame 0, ``sendlearn live argv`` starts
+    and connects; returns its thread, its result and the first frame events may be played at."""
+    player.client.activate()
+    player.client.transport_frame = 0
+    player.client.transport_start()
+    thread, result = run_live(argv)
+    wait_connected(player, thread)
+    return thread, result, player.client.last_frame_time + 4 * PERIOD
+
+
 def test_live_capture_lands_in_the_dataset_exactly(jack_server: DummyServer, tmp_path: Path) -> None:
     player = Player(jack_server, 2)
     with player.client:
-        player.client.activate()
-        player.client.transport_frame = 0
-        player.client.transport_start()
-        thread, result = run_live([
+        thread, result, start = roll_and_capture(player, [
             "live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, *connections("slive"),
             "--session", "gig", "--stream", "stage", "--seconds", "3", "--json"])
-        wait_connected(player, thread)
-        start = player.client.last_frame_time + 4 * PERIOD
         events = [(start + k * 997 + (k % 3), bytes((0x90 | k % 4, 40 + k, 100))) for k in range(30)]
         events.append((start + 31 * 997, b"\xf0\x7d\x10\x20\xf7"))
         player.play(events)
@@ -170,14 +176,9 @@ def test_live_with_a_server_goes_through_the_link(jack_server: DummyServer, tmp_
     try:
         player = Player(jack_server, 2)
         with player.client:
-            player.client.activate()
-            player.client.transport_frame = 0
-            player.client.transport_start()
-            thread, result = run_live([
+            thread, result, start = roll_and_capture(player, [
                 "live", "--server", f"ws://127.0.0.1:{port}", "--jack-server", jack_server.name,
                 *connections("llive"), "--session", "gig", "--stream", "linked", "--seconds", "2", "--json"])
-            wait_connected(player, thread)
-            start = player.client.last_frame_time + 4 * PERIOD
             events = [(start + k * 997 + (k % 3), bytes((0x90 | k % 4, 40 + k, 100))) for k in range(20)]
             player.play(events)
             thread.join(60)
@@ -214,14 +215,9 @@ def test_blocks_a_stalled_store_could_not_take_are_recorded_gaps(jack_server: Du
     monkeypatch.setattr(StoreStream, "_write", stalling)
     player = Player(jack_server, 2)
     with player.client:
-        player.client.activate()
-        player.client.transport_frame = 0
-        player.client.transport_start()
-        thread, result = run_live([
+        thread, result, start = roll_and_capture(player, [
             "live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name, *connections("dlive"),
             "--session", "gig", "--stream", "stalled", "--seconds", "3", "--json"])
-        wait_connected(player, thread)
-        start = player.client.last_frame_time + 4 * PERIOD
         player.play([(start + k * 211 + k % 5, bytes((0x90 | k % 16, k % 128, 1 + k % 127))) for k in range(500)])
         thread.join(60)
         player.client.transport_stop()

@@ -173,17 +173,23 @@ def test_blocks_the_full_hand_off_refused_become_recorded_gaps_in_the_store(tmp_
     assert not got["audio"][:, ~kept].any()
 
 
+def live_store_stream(data_dir: Path, name: str, *, blocks: int, seed: int) -> tuple[StoreStream, CaptureProcessor]:
+    """A live stream of the store sink, its real-time processor, and ``blocks`` blocks written."""
+    info = StreamInfo("gig", name, 48000, 2, FRAMES, host="jack")
+    handoff = HandOff(1024)
+    stream = StoreSink(data_dir, SENDER_LIVE).open_live(info, handoff, lambda: {})
+    processor = CaptureProcessor.for_stream(info, realtime=True, handoff=handoff)
+    audio = make_audio(2, FRAMES * blocks, seed=seed)
+    for k in range(blocks):
+        processor.process(audio[:, k * FRAMES:(k + 1) * FRAMES])
+    wait_for(lambda: stream.figures()["blocks_written"] == blocks, what="the blocks written")
+    return stream, processor
+
+
 def test_an_aborted_live_store_stream_is_never_complete(tmp_path: Path) -> None:
     """A capture that fails partway aborts its stream: what was written stays in the work
     folder, and no stream.json says complete."""
-    info = StreamInfo("gig", "failed", 48000, 2, FRAMES, host="jack")
-    handoff = HandOff(1024)
-    stream = StoreSink(tmp_path, SENDER_LIVE).open_live(info, handoff, lambda: {})
-    processor = CaptureProcessor.for_stream(info, realtime=True, handoff=handoff)
-    audio = make_audio(2, FRAMES * 5, seed=9)
-    for k in range(5):
-        processor.process(audio[:, k * FRAMES:(k + 1) * FRAMES])
-    wait_for(lambda: stream.figures()["blocks_written"] == 5, what="the blocks written")
+    stream, _ = live_store_stream(tmp_path, "failed", blocks=5, seed=9)
     stream.abort("the capture failed: BridgeError: the JACK process died")
     folder = tmp_path / "sessions" / "gig" / "failed"
     assert (folder / ".work" / "journal").exists() and not (folder / "stream.json").exists()
@@ -194,18 +200,11 @@ def test_the_live_panel_shows_the_store_when_there_is_no_link(tmp_path: Path) ->
     durable and what was dropped, instead of link and ACK figures."""
     from sendlearn.cli.live import _Panel
 
-    info = StreamInfo("gig", "panel", 48000, 2, FRAMES, host="jack")
-    handoff = HandOff(1024)
-    stream = StoreSink(tmp_path, SENDER_LIVE).open_live(info, handoff, lambda: {})
-    processor = CaptureProcessor.for_stream(info, realtime=True, handoff=handoff)
-    audio = make_audio(2, FRAMES * 3, seed=11)
-    for k in range(3):
-        processor.process(audio[:, k * FRAMES:(k + 1) * FRAMES])
+    stream, processor = live_store_stream(tmp_path, "panel", blocks=3, seed=11)
     processor.skip(2, 2 * FRAMES)
-    wait_for(lambda: stream.figures()["blocks_written"] == 3, what="the blocks written")
-    rows = dict(_Panel._stream_rows(info, stream))
+    rows = dict(_Panel._stream_rows(stream.info, stream))
     assert set(rows) == {"store", "written", "dropped"}
     assert rows["written"].startswith("3 blocks") and rows["dropped"].startswith("2 blocks")
     processor.close()
     assert stream.finish() is None
-    assert dict(_Panel._stream_rows(info, stream))["written"] == "3 blocks, durable through seq 4"
+    assert dict(_Panel._stream_rows(stream.info, stream))["written"] == "3 blocks, durable through seq 4"
