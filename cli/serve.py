@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import fields
@@ -100,7 +101,8 @@ def run_token(args: argparse.Namespace) -> int:
 
     token, line = make_token(args.scope)
     if args.tokens is not None:
-        with open(args.tokens, "a") as file:
+        # a new file is the service user's alone (docs/serve.md); an existing one keeps its mode
+        with os.fdopen(os.open(args.tokens, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as file:
             file.write(line + "\n")
         print(f"appended its hash to {args.tokens}; the token (give it to senders, it is not kept):",
               file=sys.stderr)

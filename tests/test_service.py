@@ -92,6 +92,10 @@ def test_hashed_scoped_tokens_over_tls(tmp_path: Path) -> None:
     assert made.returncode == 0
     token = made.stdout.strip()
     assert token not in tokens.read_text() and tokens.read_text().startswith("sha256:")
+    assert tokens.stat().st_mode & 0o777 == 0o600  # made new: the service user's alone
+    tokens.chmod(0o640)
+    assert sendlearn("token", "--tokens", str(tokens)).returncode == 0
+    assert tokens.stat().st_mode & 0o777 == 0o640 and len(tokens.read_text().splitlines()) == 2  # kept, appended
     refused = sendlearn("serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path / "data"))
     assert refused.returncode == 2 and "not a loopback address: give --tokens" in refused.stderr
     cert, key = make_certificate(tmp_path)
