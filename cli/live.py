@@ -28,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
     where.add_argument("--data-dir", type=Path, default=default_data_dir,
                        help="write here, straight into the store (default %(default)s)")
     where.add_argument("--server", help="stream to this receiver (ws:// or wss:// URL)")
-    live.add_argument("--token", help="token for --server")
+    live.add_argument("--token", help="token for --server (default: $SENDLEARN_TOKEN)")
     live.add_argument("--ca-file", help="CA certificate for a wss:// --server")
     live.add_argument("--spool", type=Path, help="with --server: keep unacknowledged blocks here; a restart on it "
                       "goes on with the same take (one folder per session-stream inside)")

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
                        help=f"write straight into this data dir (the store; default ./{DEFAULT_DATA_DIR})")
     where.add_argument("--server", metavar="URL", help="send to a running receiver (ws:// or wss://)")
-    render.add_argument("--token", help="token the receiver at --server expects")
+    render.add_argument("--token", help="token the receiver at --server expects (default: $SENDLEARN_TOKEN, which "
+                                        "other local users cannot read from the process list)")
     render.add_argument("--ca-file", help="CA certificate for a wss:// --server")
     render.add_argument("--sample-rate", type=int, metavar="SR", help="override (default: the session's, or 48000)")
     render.add_argument("--block-size", type=int, metavar="N", help="override (default: the session's, or 512)")

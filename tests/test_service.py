@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 
 from disks import fill, tmpfs
 from helpers import make_certificate, read_stream, wait_for
+from midi_files import write_tune
 from receiving import RawClient, blocks, capture, check_dataset, closed, hello
 from sendlearn.capture import StreamInfo
 from sendlearn.server.receiver import ReceiverThread
@@ -115,6 +116,12 @@ def test_hashed_scoped_tokens_over_tls(tmp_path: Path) -> None:
             assert ended.value.rcvd.code == ErrorCode.UNAUTHORIZED
         info = StreamInfo("lab-1", "keys", SR, 2, 256)
         truth = capture(info, url, 120, token=token, ssl_context=context)
+        tune = write_tune(tmp_path / "lab-2.mid", [(0, 60, 100), (480, 64, 90)])
+        rendered = subprocess.run([sys.executable, "-m", "sendlearn", "render", str(tune), "--server", url,
+                                   "--ca-file", str(cert), "--json"], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "SENDLEARN_TOKEN": token})  # no --token on the command line
+        assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+        assert json.loads(rendered.stdout)["streams"][0]["ok"]
         later = sendlearn("token", "--tokens", str(tokens)).stdout.strip()  # added while it runs: read again
         with connect(url, ssl=context, compression=None, open_timeout=30) as ws:
             ws.send(encode_frame(Hello("any", "keys", "", SR, 2, 256, "raw", later)))
