@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from written_streams import RATE, sine, write_stream
 
 from sendlearn.cli.main import main
 from sendlearn.dataset import Dataset
+from sendlearn.dataset.export import export
 from sendlearn.dataset.quality import stream_quality, window_quality
 from sendlearn.transport import Quality
 
@@ -72,3 +74,7 @@ def test_every_piece_of_a_short_file_corpus_yields_windows_padded_with_zeros(tmp
     assert window_quality(tiny)["rows"][0]["silence_ratio"] == 0.0
     dropped = {s: len(list(data.windows(s, 2.0, 0.5, 20, tail="drop"))) for s in lengths}
     assert dropped == {"tiny": 0, "short": 0, "tail": 2}
+    windows = [w for s in lengths for w in data.windows(s)]
+    result = export("pytorch", tmp_path, tmp_path / "pt", include_flagged=True, with_features=False)
+    assert result.samples == len(windows) == 5
+    assert result.audio_seconds == pytest.approx(sum(w.frames_valid for w in windows) / RATE)  # not the padding

@@ -40,7 +40,7 @@ class ExportResult:
     out: Path
     samples: int
     skipped_windows: int  # flagged windows left out
-    audio_seconds: float
+    audio_seconds: float  # real audio in the samples written: a padded last window counts its frames_valid
     files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def export(fmt: str, data_dir: str | os.PathLike[str], out: str | os.PathLike[st
 
     def counted() -> Any:
         for sample in iter_samples(data_dir, chosen, with_features, progress, **spec):
-            seconds[0] += sample.frames / sample.sample_rate
+            seconds[0] += sample.frames_valid / sample.sample_rate  # real audio, not the padding
             yield sample
 
     out.mkdir(parents=True, exist_ok=True)

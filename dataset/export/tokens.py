@@ -418,7 +418,7 @@ def _rows(data_dir: Path, the_plan: Plan, tokenizer: miditok.MusicTokenizer, mer
                 continue
             base = {"session": session, "window": window.index, "split": window.split, "start_sample": window.start_sample,
                     "frames": window.frames, "sample_rate": window.sample_rate, "flags": list(window.flags)}
-            seconds = window.frames / window.sample_rate
+            seconds = window.frames_valid / window.sample_rate  # real audio, not the padding
             if merge_streams:
                 data, clock, parts = merged_midi(window, window.streams)
                 tokens = tokenize(tokenizer, data, clock, [(p, p.program) for p in parts], window.frames)
