@@ -19,8 +19,10 @@ Measures (rows of QUALITY_SCHEMA):
 - ``complexity`` in [0, 1]: the mean of note density / 10 per s, mean polyphony / 4, distinct
   pitch classes / 12 and pitch range / 48 semitones, each capped at 1 (0 without notes).
 - alignment: for each note-on after 1024 samples of silence (peak ≤ -80 dBFS), the first sample
-  from there to 4096 after the note-on above -60 dBFS, minus the note-on sample. ``alignment_notes``
-  counts them; median and largest absolute lag, in samples (0 for sample-exact instruments).
+  up to 4096 after the note-on that rises above that silence's own peak, minus the note-on
+  sample. ``alignment_notes`` counts them; median and largest absolute lag, in samples
+  (0 for sample-exact instruments, whatever their attack: a louder threshold would measure the
+  attack's rise, 6-34 samples on the default synth, as lag).
 Flags: a stream is ``silent`` when every frame is; a stream in a window is ``silent`` when every
 frame is while its notes sound there; ``clipped`` at ``clip_ratio`` ≥ 1e-4; ``degraded`` when any
 of its own samples is; ``gaps`` when the stream has any; ``stolen_notes`` when stream.json's
@@ -47,8 +49,7 @@ SILENT_RMS = 1e-3  # -60 dBFS
 CLIP_LEVEL = 0.999
 CLIP_RUN = 3
 CLIPPED_RATIO = 1e-4
-QUIET_PEAK = 1e-4  # -80 dBFS
-ONSET_LEVEL = 1e-3
+QUIET_PEAK = 1e-4  # -80 dBFS: the most a stretch before a note-on may hold and still be silence
 QUIET_BEFORE, ONSET_SEARCH = 1024, 4096
 CHUNK = FRAME * 2048  # frames read at a time when a whole stream is measured
 
@@ -171,9 +172,10 @@ def _alignment(stream: Stream, note_ons: np.ndarray, start: int, audio: np.ndarr
             level = _level(audio[:, a - start:b - start])
         else:
             level = _level(stream.audio(a, b))
-        if level[:QUIET_BEFORE].max() > QUIET_PEAK:
+        floor = level[:QUIET_BEFORE].max()
+        if floor > QUIET_PEAK:
             continue
-        above = np.flatnonzero(level > ONSET_LEVEL)
+        above = np.flatnonzero(level > floor)
         if len(above):
             lags.append(int(above[0]) - QUIET_BEFORE)
     return lags

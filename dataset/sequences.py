@@ -42,7 +42,7 @@ from .splits import SessionSplit, SplitSpec, session_split
 from .windows import Window, WindowSpec, cut
 
 SEQUENCES = "sequences"
-VERSION = 3  # 2: a padded tail window, frames_valid per window; 3: the session's split
+VERSION = 4  # 2: a padded tail window, frames_valid per window; 3: the session's split; 4: onset lag from silence
 
 
 def session_root(data_dir: Path, session: str) -> Path:
