@@ -42,6 +42,7 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from sendlearn.dataset.errors import UnknownSession
     from sendlearn.dataset.export import export, writer
     from sendlearn.errors import UsageError
 
@@ -58,8 +59,8 @@ def run_export(args: argparse.Namespace) -> int:
                             include_flagged=args.include_flagged, with_features=not args.no_features,
                             window=args.window, overlap=args.overlap,
                             progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
-        except KeyError as exc:
-            raise UsageError(f"--session: {exc.args[0]}") from None
+        except UnknownSession as exc:
+            raise UsageError(f"--session: {exc}") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:  # SIGINT, SIGTERM, SIGHUP: the writer removed what it had begun

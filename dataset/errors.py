@@ -22,3 +22,14 @@ class FormatTooNew(FormatError):
         self.found, self.supported = found, supported
         super().__init__(path, f"dataset format {found} is newer than this sendlearn reads ({supported}): "
                                "upgrade sendlearn")
+
+
+class UnknownSession(SendLearnError, KeyError):
+    """A session asked for by name that the data directory does not hold."""
+
+    def __init__(self, session: str, data_dir: str | Path) -> None:
+        self.session = session
+        super().__init__(f"no session {session!r} in {data_dir}")
+
+    def __str__(self) -> str:  # KeyError's own repr()s its message
+        return str(self.args[0])

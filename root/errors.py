@@ -27,6 +27,7 @@
     ├── IllegalTransition                  sendlearn.server.registry  a stream move the receiver's table forbids (a bug, never the peer's)
     ├── FormatError (ValueError)           sendlearn.dataset.errors   a dataset file this sendlearn cannot read
     │   └── FormatTooNew                   written in a newer major format version (names both versions)
+    ├── UnknownSession (KeyError)          sendlearn.dataset.errors   a session asked for that the data dir does not hold
     ├── RenderError                        sendlearn.plugin.offline.errors     a render the host could not do
     ├── WorkerError                        sendlearn.plugin.batch.pool       no worker process could take a batch's task
     ├── ChainError                         sendlearn.plugin.chain.effects      an effect chain that cannot run

@@ -69,7 +69,8 @@ def _leaf(feature: object) -> str:
     return feature.dtype  # type: ignore[attr-defined, no-any-return]
 
 
-def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Path) -> None:
+def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import pyarrow.parquet as pq
 
     summary = run_export("parquet", data_dir, tmp_path / "pq")
@@ -85,6 +86,9 @@ def test_flagged_windows_are_left_out_unless_asked(data_dir: Path, tmp_path: Pat
     assert rows == [{"session": "pcm", "frames": 30 * 48000, "frames_valid": 340 * 512}] * 2
     everything_flagged = run_export("parquet", data_dir, tmp_path / "flagged", "--session", "band")
     assert everything_flagged["samples"] == 0 and everything_flagged["why_empty"].startswith("all 6 windows are flagged")
+    assert main(["export", "parquet", "--data-dir", str(data_dir), "--out", str(tmp_path / "none"),
+                 "--session", "nope"]) == 2
+    assert f"--session: no session 'nope' in {data_dir}" in capsys.readouterr().err
 
 
 # --- webdataset -----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from sendlearn.dataset.errors import UnknownSession
 from sendlearn.dataset.facade import Dataset
 from sendlearn.dataset.sequences import SequenceCache
 from sendlearn.dataset.window_midi import window_midi
@@ -199,7 +200,7 @@ def plan(data_dir: Path, sessions: list[str] | None, include_flagged: bool, **sp
     chosen = dataset.sessions() if not sessions else sessions
     missing = sorted(set(chosen) - set(dataset.sessions()))
     if missing:
-        raise KeyError(f"no session {missing[0]!r} in {data_dir}")
+        raise UnknownSession(missing[0], data_dir)
     windows, skipped, samples = [], 0, 0
     splits: dict[str, dict[str, Any]] = {}
     for session in chosen:
