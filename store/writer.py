@@ -145,6 +145,10 @@ class StreamWriter:
             self._declare_dropped(first, last)
         duplicates = 0
         run: list[Block] = []  # blocks with audio, each starting where the one before ends: one pwrite
+        # their journal records, appended once their audio is written: the journal flushes to its file
+        # on its own, and a record there before its audio would make a crash resume over samples
+        # never written (a SIGKILL mid-add did: zeros in a resumed render's audio)
+        records: list[dict[str, Any]] = []
         for block in blocks:
             if self.last_seq is not None and block.seq > self.last_seq:
                 raise InvalidBlocks(f"seq {block.seq} comes after BYE's last seq {self.last_seq}")
@@ -157,17 +161,25 @@ class StreamWriter:
             if block.audio is not None:
                 if run and run[-1].end_sample != block.start_sample:
                     self._write_run(audio_fd, run)
+                    self._append_records(journal, records)
                 run.append(block)
             record = block_record(block, quality, seen)
-            journal.append(record)
+            records.append(record)
             if self._kept is not None:
                 self._keep(block, quality, record["at"])
             self._mark(block.seq, block.start_sample, block.end_sample, quality, replaced=seen)
         self._write_run(audio_fd, run)  # before add returns: commit covers all it added
+        self._append_records(journal, records)
         if duplicates:
             journal.append({"k": "duplicates", "n": duplicates})
             self.duplicates += duplicates
         return [block.seq for block in blocks] if backfill else []
+
+    @staticmethod
+    def _append_records(journal: Journal, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            journal.append(record)
+        records.clear()
 
     def _keep(self, block: Block, quality: Quality, at: float) -> None:
         kept = self._kept

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,47 @@ def test_a_damaged_work_audio_header_is_a_storage_error_naming_the_file(tmp_path
         StreamWriter(tmp_path, INFO)
     assert "audio.wav" in str(refused.value) and "RIFF" in str(refused.value)
     assert work_audio.read_bytes() == bytes(damaged)  # left as it is
+
+
+CRASHING_WRITER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from helpers import make_audio
+from sendlearn.capture import Block, Playhead, StreamInfo
+from sendlearn.store.writer import StreamWriter
+writer = StreamWriter(Path(sys.argv[1]), StreamInfo("sess", "keys", 48000, 2, 256))
+audio = [make_audio(2, 256, seed=k) for k in range(64)]  # block s holds audio[s % 64]
+seq = writer.through + 1
+print("ready", flush=True)
+while True:  # large adds, until killed: the journal flushes to its file in the middle of each
+    writer.add([Block("sess", "keys", s, s * 256, 256, 48000, 2, Playhead(seconds=s * 256 / 48000), (), (),
+                      audio[s % 64]) for s in range(seq, seq + 1024)])
+    writer.commit()
+    seq += 1024
+"""
+
+
+def test_a_writer_killed_anywhere_resumes_over_audio_it_really_wrote(tmp_path: Path) -> None:
+    """SIGKILL at 8 random moments of a writer adding blocks; after each, every block the folder
+    says it holds has its own samples in the work audio (a journal record never gets to the file
+    before its block's audio)."""
+    rng = np.random.default_rng(7)
+    for _ in range(8):
+        writer = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, str(tmp_path), str(Path(__file__).parent)],
+                                  stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        time.sleep(float(rng.uniform(0.05, 0.3)))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+        resumed = StreamWriter(tmp_path, INFO)
+        stored = [seq for seq in range(resumed.max_seq + 1) if resumed._stored(seq)]
+        assert stored == list(range(resumed.through + 1))  # one writer, in order: no holes
+        work = resumed.work / "audio.wav"
+        raw = work.read_bytes()
+        samples = np.frombuffer(raw[resumed.audio_offset:], dtype="<f4")
+        for seq in stored:
+            got = samples[seq * 512:(seq + 1) * 512]
+            assert got.tobytes() == make_audio(2, 256, seed=seq % 64).T.tobytes(), f"block {seq}: audio not written"
+        resumed.close()
+    assert resumed.through > 0
