@@ -188,3 +188,48 @@ def test_a_plugin_missing_on_this_machine_fails_naming_track_and_plugin(song: Pa
     assert code == 1
     one_line(err, copy, "plugins missing on this machine (synth: Gone Synth)")
     assert children() == processes
+
+
+def ours(pid: int) -> list[str]:
+    """Processes left by the command ``pid``: its jackd (named after it) and every process joined
+    to that server (Ardour, the bridge's JACK process)."""
+    mark = f"sendlearn-{pid}-".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if mark in (proc / "cmdline").read_bytes() or mark in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_completes(
+        song: Path, tmp_path: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    command = [sys.executable, "-m", "sendlearn", "render", str(song), "--data-dir", str(data), "--json", "--end", "400"]
+    render = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not (data / "sessions" / "song").is_dir():  # the streams open once Ardour is up
+        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
+        time.sleep(0.05)
+    time.sleep(2)  # into the freewheeling roll (400 s of song take over 10 s)
+    assert render.poll() is None, "the render ended before the signal: make it longer"
+    render.send_signal(signal.SIGTERM)
+    out, err = render.communicate(timeout=120)
+    assert render.returncode == 1, (out, err)
+    summary = json.loads(out)
+    assert not summary["ok"] and all("stopped before the end" in f["reason"] for f in summary["failures"]), summary
+    assert "Traceback" not in err
+    time.sleep(0.5)  # children die with their parent (PR_SET_PDEATHSIG), a moment after it
+    assert ours(render.pid) == []
+    for stream in ("synth", "master"):
+        info = data / "sessions" / "song" / stream / "stream.json"
+        assert not info.is_file() or json.loads(info.read_text()).get("complete") is not True
+    code, out, err = run(str(song), "--data-dir", str(data), "--json", "--end", "400")
+    assert code == 0, (out, err)
+    for stream in ("synth", "master"):
+        info = json.loads((data / "sessions" / "song" / stream / "stream.json").read_text())
+        assert info["complete"] is True and info["audio"]["frames"] == 400 * RATE and info["gaps"] == [], info
