@@ -172,11 +172,13 @@ class Keys:
 START_ATTEMPTS = 3  # jackd now and then drops Ardour's client as it sets up (ArdourDropped)
 
 
-def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth") -> Path:
+def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth",
+               tempo: tuple[float, int, int] | None = None) -> Path:
     """A saved Ardour session ``folder / "song"``: one MIDI track ``track`` with ACE Reasonable
     Synth and ``notes`` notes recorded into it (a sixth of a second apart, each a twelfth long;
     Ardour 7.3's Lua has no headless MIDI import), on a private jackd. Its session range is the
-    recording's. Returns the session folder."""
+    recording's; ``tempo`` (quarter notes per minute, beats per bar, beat type) its tempo map, else
+    Ardour's default 120 in 4/4. Returns the session folder."""
     song = folder / "song"
     for attempt in range(START_ATTEMPTS):
         shutil.rmtree(song, ignore_errors=True)
@@ -193,6 +195,8 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
                     raise
                 continue
             with daw:
+                if tempo is not None:
+                    daw.set_tempo_map([(*tempo, 0)])
                 keys = Keys(server)
                 with keys.client:
                     keys.client.activate()

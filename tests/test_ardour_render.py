@@ -2,6 +2,8 @@
 with ardour7-lua (tests/ardour.py: ACE Reasonable Synth on a MIDI track, notes recorded into it),
 rendered by the command in JACK freewheel into a data dir, and checked on data:
 - one stream per track and ``master``, complete, covering the session range to the sample;
+- every block's playhead on Ardour's tempo map (6/8 at 100 quarter notes a minute: Ardour
+  publishes quarter-note ticks, settled before the blocks are stored), the same in every stream;
 - ``master`` is the synth track bit for bit, a constant number of samples later (measured and
   bounded: Ardour's JACK output of the master bus trails its tracks' by a period and a little);
 - ``master`` against what ``ardour7-export`` writes for the same session (float, no normalising):
@@ -34,7 +36,9 @@ from sendlearn.cli.main import main
 RATE = 48000
 PERIOD = 1024
 NOTES = 12
-MASTER_LAG_MAX = PERIOD + 64  # samples the master bus may trail its track in Ardour's JACK output
+TEMPO = (100.0, 6, 8)  # quarter notes a minute, 6/8: Ardour publishes beats in eighths (plugin/live/tempo.py)
+MASTER_LAG = PERIOD + 16  # the master bus trails its track in Ardour's JACK output (measured at periods 256-1024)
+MASTER_LAG_MAX = PERIOD + 64
 EXPORT_SHIFT_MAX = PERIOD + 64  # ... and the capture the export
 # ACE Reasonable Synth's waveform differs between two renders of the same notes (sample residuals
 # of 3 % to 78 % of the signal, aligned, were measured run to run), so the export is compared by
@@ -68,7 +72,7 @@ def children() -> set[int]:
 
 @pytest.fixture(scope="module")
 def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_song(tmp_path_factory.mktemp("ardour-song"), rate=RATE, notes=NOTES)
+    return build_song(tmp_path_factory.mktemp("ardour-song"), rate=RATE, notes=NOTES, tempo=TEMPO)
 
 
 def best_shift(late: np.ndarray, early: np.ndarray, most: int) -> tuple[int, float]:
@@ -94,6 +98,25 @@ def envelope(audio: np.ndarray) -> np.ndarray:
     return np.sqrt((audio[:windows * WINDOW] ** 2).sum(axis=1).reshape(windows, WINDOW).mean(axis=1))
 
 
+def check_playhead(folder: Path) -> None:
+    """Every block of every stream rolls at the session's tempo in quarter notes, in its meter, on
+    the bar and beat of Ardour's map at its first sample (to a tick: JACK's BBT counts whole ticks),
+    and both streams carry the same playheads: one clock."""
+    import pyarrow.parquet as pq
+
+    qpm, num, den = TEMPO
+    beat_samples = RATE * 60 / qpm * 4 / den  # one beat of the meter
+    tables = [pq.read_table(folder / s / "blocks.parquet").to_pydict() for s in ("synth", "master")]
+    for table in tables:
+        assert set(table["playing"]) == {True} and set(table["bpm"]) == {qpm}, set(table["bpm"])
+        assert set(zip(table["ts_num"], table["ts_den"], strict=True)) == {(num, den)}
+        for sample, bar, beat in zip(table["sample"], table["bar"], table["beat"], strict=True):
+            beats = sample / beat_samples
+            assert bar == int(beats // num) + 1, (sample, bar, beat)
+            assert beat == pytest.approx(1 + beats % num, abs=1.0001 * den / 4 / 1920), (sample, bar, beat)
+    assert tables[0]["bar"] == tables[1]["bar"] and tables[0]["beat"] == tables[1]["beat"]
+
+
 def test_render_an_ardour_session_into_streams_equal_to_its_export(song: Path, tmp_path: Path) -> None:
     before, processes = checksums(song), children()
     code, out, err = run(str(song), "--data-dir", str(tmp_path / "data"), "--json")
@@ -113,9 +136,10 @@ def test_render_an_ardour_session_into_streams_equal_to_its_export(song: Path, t
     first, last = streams["master"]["range"]
     assert first == 0 and len(audio["master"]) == len(audio["synth"]) == last - first  # the session range, to the sample
     assert np.abs(audio["synth"]).max() > 0.01  # the synth sounded
+    check_playhead(tmp_path / "data" / "sessions" / "song")
     # master is the track, bit for bit, a constant lag later
     lag, worst = best_shift(audio["master"], audio["synth"], MASTER_LAG_MAX)
-    assert worst == 0.0, (lag, worst)
+    assert worst == 0.0 and lag == MASTER_LAG, (lag, worst)  # when this fails, docs/session.md's figure changes
     assert not audio["master"][:lag].any()
     # the export of the same session and range: the same sound, aligned within a bound
     exported = tmp_path / "export"

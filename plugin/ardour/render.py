@@ -198,7 +198,8 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
     reason: str | None = None
     try:
         with JackBridge(lambda info: window, name="sendlearn-ardour", audio_ports=len(connect),  # type: ignore[arg-type,return-value]
-                        servername=server.name, connect=connect, session=session.name):
+                        servername=server.name, connect=connect, session=session.name) as bridge:
+            window.reader = bridge.playheads
             control = jack.Client("sendlearn-ardour-control", no_start_server=True, servername=server.name)
             try:
                 control.set_freewheel(True)

@@ -7,17 +7,27 @@ bridge's clock keeps JACK's frames), and hands a stream only the periods Ardour 
 from ``start`` on, trimmed to ``frames``: stream sample 0 is the range's first sample. Where the
 transport frame says the range began is Ardour's own word (the JACK transport frame it rolls
 with), checked on the first rolling period: a roll that did not begin at ``start`` fails.
+
+The playhead is Ardour's, as JACK's timebase master publishes it, read by the bridge's
+``PlayheadReader`` (plugin/live/tempo.py): tempo in quarter notes once the reader has decided
+what Ardour's beats count. Until it has (the first beats of an x/8 meter) a live stream stores
+what was published and its closing figures let the store settle it; an Ardour render holds those
+periods back instead (``pending``, a few beats at most) and hands them on settled
+(``capture.tempo.settle_blocks``) as soon as the reader decides, so every stored block is in
+quarter notes and beats of the meter.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from sendlearn.capture import Playhead
+from sendlearn.capture.tempo import settle_blocks
+from sendlearn.plugin.live.tempo import PlayheadReader
 from sendlearn.plugin.processor import CaptureProcessor, MidiInput
 
 
@@ -42,9 +52,12 @@ class SessionWindow:
         self.done = threading.Event()
         self.problem: str | None = None
         self.closed = False
+        self.reader: PlayheadReader | None = None  # the bridge's, once it runs: says which periods are provisional
+        self.pending: list[tuple[int, list[np.ndarray], Playhead]] = []  # (bridge sample, audio per stream, playhead)
 
     def process(self, audio: np.ndarray, midi: Iterable[MidiInput] = (), playhead: Playhead | None = None) -> None:
         frames = audio.shape[1]
+        at = self.position  # the bridge's sample of this period, as its reader noted it
         self.position += frames
         playing = playhead is not None and playhead.playing
         if self.done.is_set() or not playing:
@@ -59,16 +72,41 @@ class SessionWindow:
                 return
         keep = min(frames, self.frames - self.taken)
         list(midi)  # this slice captures audio; MIDI per track is not yet captured
-        for part in self.slices:
-            block = np.ascontiguousarray(audio[part.first:part.first + part.count, :keep])
-            part.processor.process(block, (), playhead)
+        parts = [audio[part.first:part.first + part.count, :keep].copy() for part in self.slices]  # the ring is reused
+        if self._provisional(at):
+            self.pending.append((at, parts, playhead))
+        else:
+            self._flush()
+            self._forward(parts, playhead)
         self.taken += keep
         if self.taken >= self.frames:
             self.done.set()
 
+    def _provisional(self, at: int) -> bool:
+        spans = self.reader.provisional_spans if self.reader is not None else []
+        return bool(spans) and spans[-1][0] <= at < spans[-1][1]
+
+    def _forward(self, parts: list[np.ndarray], playhead: Playhead) -> None:
+        for part, block in zip(self.slices, parts, strict=True):
+            part.processor.process(block, (), playhead)
+
+    def _flush(self) -> None:
+        """The held-back periods, settled with what the reader has decided by now."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        heads = [p[2] for p in pending]
+        figures = self.reader.figures() if self.reader is not None else {}
+        settled = settle_blocks([p[0] for p in pending], [h.bpm for h in heads], [h.ts_num for h in heads],
+                                [h.ts_den for h in heads], [h.bar for h in heads], [h.beat for h in heads],
+                                [h.ppq for h in heads], figures)
+        for k, (_, parts, head) in enumerate(pending):
+            self._forward(parts, replace(head, bpm=settled.bpm[k], beat=settled.beat[k], ppq=settled.ppq[k]))
+
     def skip(self, blocks: int, frames: int) -> None:
         """Periods lost before capture: inside the range they are a gap in every stream."""
         self.position += frames
+        self._flush()
         if self.taken and not self.done.is_set():
             lost = min(frames, self.frames - self.taken)
             for part in self.slices:
@@ -86,5 +124,6 @@ class SessionWindow:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._flush()
             for part in self.slices:
                 part.processor.close()
