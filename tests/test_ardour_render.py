@@ -233,13 +233,13 @@ def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_
     import time
 
     data = tmp_path / "data"
-    command = [sys.executable, "-m", "sendlearn", "render", str(song), "--data-dir", str(data), "--json", "--end", "400"]
+    command = [sys.executable, "-m", "sendlearn", "render", str(song), "--data-dir", str(data), "--json", "--end", "200"]
     render = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120  # a hang guard only
     while not (data / "sessions" / "song").is_dir():  # the streams open once Ardour is up
         assert render.poll() is None and time.monotonic() < deadline, render.communicate()
         time.sleep(0.05)
-    time.sleep(2)  # into the freewheeling roll (400 s of song take over 10 s)
+    time.sleep(2)  # into the freewheeling roll (200 s of song take several seconds)
     assert render.poll() is None, "the render ended before the signal: make it longer"
     render.send_signal(signal.SIGTERM)
     out, err = render.communicate(timeout=120)
@@ -252,8 +252,8 @@ def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_
     for stream in ("synth", "master"):
         info = data / "sessions" / "song" / stream / "stream.json"
         assert not info.is_file() or json.loads(info.read_text()).get("complete") is not True
-    code, out, err = run(str(song), "--data-dir", str(data), "--json", "--end", "400")
+    code, out, err = run(str(song), "--data-dir", str(data), "--json", "--end", "200")
     assert code == 0, (out, err)
     for stream in ("synth", "master"):
         info = json.loads((data / "sessions" / "song" / stream / "stream.json").read_text())
-        assert info["complete"] is True and info["audio"]["frames"] == 400 * RATE and info["gaps"] == [], info
+        assert info["complete"] is True and info["audio"]["frames"] == 200 * RATE and info["gaps"] == [], info
