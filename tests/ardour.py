@@ -169,7 +169,7 @@ class Keys:
                     self.out.write_midi_event(frame - start, data)
 
 
-START_ATTEMPTS = 3  # jackd now and then drops Ardour's client as it sets up (ArdourDropped)
+START_ATTEMPTS = 6  # jackd drops Ardour's client as it adds a track in about one start in three (ArdourDropped)
 
 
 def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth",

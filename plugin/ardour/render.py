@@ -92,18 +92,21 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         shutil.copytree(session.folder, copy, symlinks=True, ignore=shutil.ignore_patterns("export", "*.bak"))
         server = DummyServer(rate=session.sample_rate, period=period, log=work / "jackd.log")
         stack.enter_context(server)
-        daw = _start_ardour(server, work, copy, session, stack)
+        daw, starts = _start_ardour(server, work, copy, session, stack)
         _check_plugins(daw, session)
         first, last = _range(daw, session, start, end)
         daw.be_timebase_master()
         daw.locate(first)
         _wait_located(daw, first)
-        return _capture(daw, server, session, streams, sink, input_name, first, last, period, progress, stop)
+        outcomes = _capture(daw, server, session, streams, sink, input_name, first, last, period, progress, stop)
+        for outcome in outcomes:
+            outcome.extra["ardour_starts"] = starts
+        return outcomes
     raise AssertionError("unreachable")  # ExitStack may swallow nothing here; mypy wants a return
 
 
 def _start_ardour(server: DummyServer, work: Path, copy: Path, session: ArdourSession,
-                  stack: ExitStack) -> ArdourProcess:
+                  stack: ExitStack) -> tuple[ArdourProcess, int]:
     """Ardour with the copy loaded and every route's ports in JACK; started again when jackd drops
     its client as it sets up (tests/ardour.py: ArdourDropped)."""
     ports = [p for r in session.routes for p in r.outputs]
@@ -120,18 +123,20 @@ def _start_ardour(server: DummyServer, work: Path, copy: Path, session: ArdourSe
             raise ArdourRenderError(f"{session.file}: Ardour could not load it: {_short(str(exc))}") from None
         if not missing:
             stack.callback(daw.close)
-            return daw
+            return daw, attempt + 1
         problem = f"ports {missing[:3]} never appeared"
         daw.kill()
     raise ArdourRenderError(f"{session.file}: Ardour did not come up whole in {START_ATTEMPTS} starts ({problem})")
 
 
-def _wait_ports(looker: jack.Client, ports: list[str], timeout: float = 20.0) -> list[str]:
+def _wait_ports(looker: jack.Client, ports: list[str], timeout: float = 10.0) -> list[str]:
+    """The ports not there: none once Ardour is up; all of them at once when jackd dropped its
+    client (it registers them as it loads, so a client with no port left is gone)."""
     deadline = time.monotonic() + timeout
     while True:
-        present = {p.name for p in looker.get_ports(re.escape(f"{CLIENT}:") + ".*")}
+        present = {p.name for p in looker.get_ports("^" + re.escape(f"{CLIENT}:"))}
         missing = [p for p in ports if f"{CLIENT}:{p}" not in present]
-        if not missing or time.monotonic() > deadline:
+        if not missing or not present or time.monotonic() > deadline:
             return missing
         time.sleep(0.05)
 
