@@ -257,3 +257,51 @@ def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_
     for stream in ("synth", "master"):
         info = json.loads((data / "sessions" / "song" / stream / "stream.json").read_text())
         assert info["complete"] is True and info["audio"]["frames"] == 200 * RATE and info["gaps"] == [], info
+
+
+def test_ardour_dying_midway_fails_naming_it_and_leaves_nothing_running(song: Path, tmp_path: Path) -> None:
+    """Ardour killed during the roll: exit 1 naming what died, its streams incomplete, no process left."""
+    import signal
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    render = subprocess.Popen([sys.executable, "-m", "sendlearn", "render", str(song), "--data-dir", str(data),
+                               "--json", "--end", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not (data / "sessions" / "song").is_dir():
+        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
+        time.sleep(0.05)
+    time.sleep(2)
+    pids = []  # ardour7-lua execs Ardour's luasession
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (b"luasession" in (proc / "cmdline").read_bytes()
+                    and f"sendlearn-{render.pid}-".encode() in (proc / "environ").read_bytes()):
+                pids.append(int(proc.name))
+    assert pids, ours(render.pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    out, err = render.communicate(timeout=120)
+    assert render.returncode == 1, (out, err)
+    summary = json.loads(out)
+    assert summary["failures"] and all("Ardour exited (killed by signal 9) during the render" in f["reason"]
+                                       for f in summary["failures"]), summary
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert ours(render.pid) == []
+    for stream in ("synth", "master"):
+        info = data / "sessions" / "song" / stream / "stream.json"
+        assert not info.is_file() or json.loads(info.read_text()).get("complete") is not True
+
+
+def test_render_an_ardour_session_into_a_receiver(song: Path, tmp_path: Path) -> None:
+    """``--server``: the same streams, sent over the link to a running receiver."""
+    from sendlearn.server.receiver import ReceiverThread
+
+    with ReceiverThread(tmp_path / "served") as receiver:
+        code, out, err = run(str(song), "--server", receiver.url, "--json", "--end", "1")
+    assert code == 0, (out, err)
+    for stream in ("synth", "master"):
+        info = json.loads((tmp_path / "served" / "sessions" / "song" / stream / "stream.json").read_text())
+        assert info["complete"] is True and info["audio"]["frames"] == RATE and info["take"].startswith("ardour-"), info

@@ -36,7 +36,7 @@ from sendlearn.errors import SendLearnError
 from sendlearn.plugin.ardour.headless import CLIENT, LUA, ArdourError, ArdourProcess
 from sendlearn.plugin.ardour.session import ArdourSession, Route
 from sendlearn.plugin.ardour.window import SessionWindow, Slice
-from sendlearn.plugin.live.bridge import JackBridge
+from sendlearn.plugin.live.bridge import BridgeError, JackBridge
 from sendlearn.plugin.live.runner import DummyServer
 from sendlearn.plugin.offline.errors import RenderError
 from sendlearn.plugin.offline.send import OFFLINE_HANDOFF_BLOCKS, Outcome, Refused
@@ -90,8 +90,8 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sendlearn-ardour-")))
         copy = work / "session"
         shutil.copytree(session.folder, copy, symlinks=True, ignore=shutil.ignore_patterns("export", "*.bak"))
-        server = DummyServer(rate=session.sample_rate, period=period, log=work / "jackd.log")
-        stack.enter_context(server)
+        server = _start_jackd(session, period, work / "jackd.log")
+        stack.callback(server.stop)
         daw, starts = _start_ardour(server, work, copy, session, stack)
         _check_plugins(daw, session)
         first, last = _range(daw, session, start, end)
@@ -103,6 +103,18 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
             outcome.extra["ardour_starts"] = starts
         return outcomes
     raise AssertionError("unreachable")  # ExitStack may swallow nothing here; mypy wants a return
+
+
+def _start_jackd(session: ArdourSession, period: int, log: Path) -> DummyServer:
+    """The private server, or a failure naming jackd's own last word (its log is in the temp
+    folder, which is gone by the time anyone reads the message)."""
+    server = DummyServer(rate=session.sample_rate, period=period, log=log)
+    try:
+        return server.start()
+    except (BridgeError, TimeoutError) as exc:
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+        raise ArdourRenderError(f"{session.file}: a private jackd at {session.sample_rate} Hz, period {period}, "
+                                f"did not start ({exc}; jackd said: {said[-1] if said else 'nothing'})") from None
 
 
 def _start_ardour(server: DummyServer, work: Path, copy: Path, session: ArdourSession,
@@ -211,7 +223,10 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
                 daw.roll()
                 reason = _wait(window, daw, progress, stop)
             finally:
-                control.set_freewheel(False)
+                if daw.alive:
+                    control.set_freewheel(False)
+                else:  # a freewheeling graph waits on a dead client with no timeout: end the server now
+                    server.stop()
                 control.close()
     except BaseException as exc:
         for opened_stream in opened.values():
@@ -245,7 +260,7 @@ def _wait(window: SessionWindow, daw: ArdourProcess, progress: Progress | None, 
         if stop.is_set():
             return "stopped before the end (a rerun completes it)"
         if not daw.alive:
-            return f"Ardour exited ({daw.process.returncode}) during the render: {_short(daw.tail(3))}"
+            return f"Ardour exited ({_exit_status(daw.process.returncode)}) during the render{_last_words(daw)}"
         if window.taken != seen:
             seen, moved = window.taken, time.monotonic()
             if progress is not None:
@@ -255,6 +270,16 @@ def _wait(window: SessionWindow, daw: ArdourProcess, progress: Progress | None, 
     if progress is not None:
         progress(MASTER, window.taken, window.frames)
     return window.problem
+
+
+def _exit_status(code: int | None) -> str:
+    return f"killed by signal {-code}" if code is not None and code < 0 else f"status {code}"
+
+
+def _last_words(daw: ArdourProcess) -> str:
+    """What Ardour printed last, apart from the echo of our own Lua lines and the values they printed."""
+    said = [line for line in daw.log if line.strip() and not line.startswith((">", "=")) and "@@" not in line]
+    return f": {_short(said[-1])}" if said else ""
 
 
 def take_id(session: ArdourSession, stream: str, first: int, last: int, period: int) -> str:
