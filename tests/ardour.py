@@ -14,6 +14,7 @@ package), it is never a skip.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -108,6 +109,24 @@ class Ardour(ArdourProcess):
             f'(function() local n = 0 for r in Session:route_by_name("{track}"):to_track():playlist():region_list():iter() '
             "do for _ in ARDOUR.LuaAPI.note_list(r:to_midiregion():model()):iter() do n = n + 1 end end return n end)()"))
 
+    def region_notes(self, track: str) -> list[tuple[int, int, int, int, int, int]]:
+        """The notes of ``track``'s MIDI regions as Ardour holds them, in ticks (1920 a quarter note)
+        from the session's zero: (on tick, off tick, channel, note, velocity, off velocity). Only
+        for regions at position and start zero (what build_song records), which it checks."""
+        lines = self.run(
+            f'for r in Session:route_by_name("{track}"):to_track():playlist():region_list():iter() do '
+            "assert(r:position():ticks() == 0 and r:start():ticks() == 0, 'a region not at zero') "
+            "for n in ARDOUR.LuaAPI.note_list(r:to_midiregion():model()):iter() do "
+            "print('note ' .. tostring(n:time()) .. ' ' .. tostring(n:length()) .. ' ' .. n:channel() .. ' ' .. "
+            "n:note() .. ' ' .. n:velocity() .. ' ' .. n:off_velocity()) end end")
+        notes = []
+        for line in lines:
+            if line.startswith("note "):
+                time, length, channel, note, velocity, off = line.split()[1:]
+                on = _ticks(time)
+                notes.append((on, on + _ticks(length), int(channel), int(note), int(velocity), int(off)))
+        return sorted(notes)
+
     def transport_sample(self) -> int:
         return int(self.value("Session:transport_sample()"))
 
@@ -172,13 +191,20 @@ class Keys:
 START_ATTEMPTS = 6  # jackd drops Ardour's client as it adds a track in about one start in three (ArdourDropped)
 
 
+def _ticks(beats: str) -> int:
+    """Ardour's printed Temporal::Beats, "beats:ticks", as ticks."""
+    whole, ticks = beats.split(":")
+    return int(whole) * 1920 + int(ticks)
+
+
 def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth",
                tempo: tuple[float, int, int] | None = None) -> Path:
     """A saved Ardour session ``folder / "song"``: one MIDI track ``track`` with ACE Reasonable
     Synth and ``notes`` notes recorded into it (a sixth of a second apart, each a twelfth long;
     Ardour 7.3's Lua has no headless MIDI import), on a private jackd. Its session range is the
     recording's; ``tempo`` (quarter notes per minute, beats per bar, beat type) its tempo map, else
-    Ardour's default 120 in 4/4. Returns the session folder."""
+    Ardour's default 120 in 4/4. Returns the session folder; ``folder / "song-notes.json"`` holds
+    the notes Ardour holds in the region (``Ardour.region_notes``), outside the session folder."""
     song = folder / "song"
     for attempt in range(START_ATTEMPTS):
         shutil.rmtree(song, ignore_errors=True)
@@ -217,6 +243,7 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
                 got = daw.notes(track)
                 if got != notes:
                     raise ArdourError(f"Ardour recorded {got} of {notes} notes: {daw.tail()}")
+                (folder / "song-notes.json").write_text(json.dumps(daw.region_notes(track)))
                 daw.close(save=True)
             return song
     raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 with ardour7-lua (tests/ardour.py: ACE Reasonable Synth on a MIDI track, notes recorded into it),
 rendered by the command in JACK freewheel into a data dir, and checked on data:
 - one stream per track and ``master``, complete, covering the session range to the sample;
+- the synth track's stream holds every MIDI event its region plays, on its sample;
 - every block's playhead on Ardour's tempo map (6/8 at 100 quarter notes a minute: Ardour
   publishes quarter-note ticks, settled before the blocks are stored), the same in every stream;
 - ``master`` is the synth track bit for bit, a constant number of samples later (measured and
@@ -9,7 +10,9 @@ rendered by the command in JACK freewheel into a data dir, and checked on data:
 - ``master`` against what ``ardour7-export`` writes for the same session (float, no normalising):
   the same sound, aligned within a bound and a residual bound (docs/session.md says why not bit
   for bit);
-- the user's session folder unchanged (checksums), no process of ours left behind;
+- the user's session folder unchanged (checksums), no process of ours left behind, also after a
+  SIGTERM midway (exit 1, nothing complete; a rerun completes) and Ardour killed midway (exit 1
+  naming it); the same render into a receiver (``--server``);
 - bad input: one line naming the path, exit 2 (not a session, a format Ardour 7 cannot load) or
   exit 1 (nothing to render, a plugin missing on this machine, naming track and plugin).
 A missing Ardour fails (tests/ardour.py names the package), never a skip."""
@@ -86,6 +89,23 @@ def best_shift(late: np.ndarray, early: np.ndarray, most: int) -> tuple[int, flo
     return best
 
 
+def check_events(folder: Path, streams: dict, notes: list[list[int]]) -> None:
+    """The synth track's stream holds the MIDI its region plays, each event on its sample: the
+    notes Ardour holds (ticks of 1920 a quarter note; at 100 quarter notes a minute and 48 kHz a
+    tick is exactly 15 samples), on and off; the master has none."""
+    import pyarrow.parquet as pq
+
+    samples_per_tick = RATE * 60 / (TEMPO[0] * 1920)
+    assert samples_per_tick == 15.0
+    want = sorted([(on * 15, bytes((0x90 | ch, note, vel))) for on, _, ch, note, vel, _ in notes]
+                  + [(off * 15, bytes((0x80 | ch, note, off_vel))) for _, off, ch, note, _, off_vel in notes])
+    events = pq.read_table(folder / "synth" / "events.parquet").to_pydict()
+    got = sorted((sample, bytes(data)) for sample, data in zip(events["sample"], events["data"], strict=True))
+    assert len(notes) == NOTES and got == want, (got[:4], want[:4])
+    assert streams["synth"]["events"] == 2 * NOTES and streams["master"]["events"] == 0
+    assert not pq.read_table(folder / "master" / "events.parquet").num_rows
+
+
 def best_envelope_shift(late: np.ndarray, early: np.ndarray, most: int) -> int:
     """The shift s in [0, most] (steps of 16) best aligning the loudness of late[s:] with early."""
     want = envelope(early[:len(early) - most])
@@ -137,6 +157,8 @@ def test_render_an_ardour_session_into_streams_equal_to_its_export(song: Path, t
     assert first == 0 and len(audio["master"]) == len(audio["synth"]) == last - first  # the session range, to the sample
     assert np.abs(audio["synth"]).max() > 0.01  # the synth sounded
     check_playhead(tmp_path / "data" / "sessions" / "song")
+    check_events(tmp_path / "data" / "sessions" / "song", streams,
+                 json.loads((song.parent / "song-notes.json").read_text()))
     # master is the track, bit for bit, a constant lag later
     lag, worst = best_shift(audio["master"], audio["synth"], MASTER_LAG_MAX)
     assert worst == 0.0 and lag == MASTER_LAG, (lag, worst)  # when this fails, docs/session.md's figure changes

@@ -194,34 +194,49 @@ def _wait_located(daw: ArdourProcess, sample: int, timeout: float = 20.0) -> Non
 def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, streams: list[Stream], sink: Sink,
              input_name: str, first: int, last: int, period: int, progress: Progress | None,
              stop: threading.Event) -> list[Outcome]:
+    """Each MIDI track through a bridge of its own (a bridge has one MIDI input: the track's audio
+    and the MIDI it plays), the other tracks and the master through one more; every bridge's
+    window starts at the same JACK cycle (the first one rolling from ``first``), so all streams
+    share one clock."""
     frames = last - first
     opened: dict[str, SinkStream] = {}
-    slices: list[Slice] = []
-    connect: list[tuple[str, str]] = []
-    for stream in streams:
-        info = StreamInfo(session.name, stream.name, session.sample_rate, len(stream.route.outputs), period,
-                          track=stream.route.name, host="ardour")
-        processor = CaptureProcessor.for_stream(info, realtime=False, capacity=OFFLINE_HANDOFF_BLOCKS)
-        try:
-            opened[stream.name] = sink.open(info, processor.handoff, take_id(session, stream.name, first, last, period))
-        except SendLearnError as exc:
-            processor.handoff.fail(str(exc))
-            opened[stream.name] = Refused(str(exc))
-        for port in stream.route.outputs:
-            connect.append((f"{CLIENT}:{port}", f"in_{len(connect) + 1}"))
-        slices.append(Slice(processor, len(connect) - len(stream.route.outputs), len(stream.route.outputs)))
-    window = SessionWindow(slices, session.sample_rate, first, frames)
+    groups = [[s] for s in streams if s.route.midi_output] + [[s for s in streams if not s.route.midi_output]]
+    windows: list[tuple[SessionWindow, list[tuple[str, str]]]] = []
+    for group in (g for g in groups if g):
+        slices: list[Slice] = []
+        connect: list[tuple[str, str]] = []
+        for stream in group:
+            info = StreamInfo(session.name, stream.name, session.sample_rate, len(stream.route.outputs), period,
+                              track=stream.route.name, host="ardour")
+            processor = CaptureProcessor.for_stream(info, realtime=False, capacity=OFFLINE_HANDOFF_BLOCKS)
+            try:
+                opened[stream.name] = sink.open(info, processor.handoff,
+                                                take_id(session, stream.name, first, last, period))
+            except SendLearnError as exc:
+                processor.handoff.fail(str(exc))
+                opened[stream.name] = Refused(str(exc))
+            for port in stream.route.outputs:
+                connect.append((f"{CLIENT}:{port}", f"in_{len(connect) + 1}"))
+            if stream.route.midi_output:
+                connect.append((f"{CLIENT}:{stream.route.midi_output}", "midi_in"))
+            audio = len(stream.route.outputs)
+            slices.append(Slice(processor, sum(s.count for s in slices), audio, midi=bool(stream.route.midi_output)))
+        windows.append((SessionWindow(slices, session.sample_rate, first, frames), connect))
     started = time.monotonic()
     reason: str | None = None
     try:
-        with JackBridge(lambda info: window, name="sendlearn-ardour", audio_ports=len(connect),  # type: ignore[arg-type,return-value]
-                        servername=server.name, connect=connect, session=session.name) as bridge:
-            window.reader = bridge.playheads
+        with ExitStack() as bridges:
+            for k, (window, connect) in enumerate(windows):
+                bridge = bridges.enter_context(JackBridge(
+                    lambda info, window=window: window,  # type: ignore[misc]
+                    name=f"sendlearn-ardour-{k}", audio_ports=sum(1 for _, ours in connect if ours != "midi_in"),
+                    servername=server.name, connect=connect, session=session.name))
+                window.reader = bridge.playheads
             control = jack.Client("sendlearn-ardour-control", no_start_server=True, servername=server.name)
             try:
                 control.set_freewheel(True)
                 daw.roll()
-                reason = _wait(window, daw, progress, stop)
+                reason = _wait([w for w, _ in windows], daw, progress, stop)
             finally:
                 if daw.alive:
                     control.set_freewheel(False)
@@ -233,30 +248,37 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
             opened_stream.abort(f"the render failed: {type(exc).__name__}: {exc}")
         raise
     finally:
-        window.close()
-    reason = reason or window.problem
+        for window, _ in windows:
+            window.close()
+    reason = reason or next((w.problem for w, _ in windows if w.problem), None)
     elapsed = time.monotonic() - started
     outcomes = []
-    for stream in streams:
-        outcome = Outcome(input_name, session.name, stream.route.name, stream.name, "ardour", frames / session.sample_rate,
-                          window.taken, -(-window.taken // period), 0, reason is None, reason)
-        sink_stream = opened[stream.name]
-        if reason is None:
-            problem = sink_stream.finish()
-            if problem is not None:
-                outcome.ok, outcome.reason = False, problem
-        else:
-            sink_stream.abort(reason)
-        outcome.bytes_sent = sink_stream.figures().pop("bytes_sent", 0)
-        outcome.extra = {"render_seconds": round(elapsed, 3), "range": [first, last], "gaps": window.gaps}
-        outcomes.append(outcome)
-    return outcomes
+    for window, _ in windows:
+        for part in window.slices:
+            name = part.processor.stream
+            route = next(s.route for s in streams if s.name == name)
+            outcome = Outcome(input_name, session.name, route.name, name, "ardour", frames / session.sample_rate,
+                              window.taken, -(-window.taken // period), part.events, reason is None, reason)
+            sink_stream = opened[name]
+            if reason is None:
+                problem = sink_stream.finish()
+                if problem is not None:
+                    outcome.ok, outcome.reason = False, problem
+            else:
+                sink_stream.abort(reason)
+            outcome.bytes_sent = sink_stream.figures().pop("bytes_sent", 0)
+            outcome.extra = {"render_seconds": round(elapsed, 3), "range": [first, last], "gaps": window.gaps}
+            outcomes.append(outcome)
+    order = [s.name for s in streams]
+    return sorted(outcomes, key=lambda o: order.index(o.stream))
 
 
-def _wait(window: SessionWindow, daw: ArdourProcess, progress: Progress | None, stop: threading.Event) -> str | None:
-    """Until the range is captured; why not, if it was not."""
+def _wait(windows: list[SessionWindow], daw: ArdourProcess, progress: Progress | None,
+          stop: threading.Event) -> str | None:
+    """Until the range is captured by every window; why not, if it was not."""
     seen, moved = -1, time.monotonic()
-    while not window.done.wait(0.2):
+    window = windows[-1]  # the one with the master, whose progress is shown
+    while not all(w.done.wait(0.2) for w in windows):
         if stop.is_set():
             return "stopped before the end (a rerun completes it)"
         if not daw.alive:
@@ -269,7 +291,7 @@ def _wait(window: SessionWindow, daw: ArdourProcess, progress: Progress | None, 
             return f"nothing captured for {STALL_SECONDS:.0f} s at {window.taken} of {window.frames} samples"
     if progress is not None:
         progress(MASTER, window.taken, window.frames)
-    return window.problem
+    return next((w.problem for w in windows if w.problem), None)
 
 
 def _exit_status(code: int | None) -> str:

@@ -31,6 +31,7 @@ class Route:
     plugins: tuple[str, ...]
     master: bool
     midi: bool
+    midi_output: str | None = None  # the MIDI a MIDI track plays leaves by this port (``<name>/midi_out 1``)
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,15 @@ def _route(element: ET.Element) -> Route:
     info = element.find("PresentationInfo")
     flags = "" if info is None else info.get("flags", "")
     outputs: list[str] = []
+    midi: list[str] = []
     for io in element.findall("IO"):
         if io.get("direction") == "Output":
             outputs += [p.get("name", "") for p in io.findall("Port") if p.get("type") == "audio"]
+            midi += [p.get("name", "") for p in io.findall("Port") if p.get("type") == "midi"]
     plugins = tuple(p.get("name", "") for p in element.findall("Processor") if p.get("type") in PLUGIN_TYPES)
-    return Route(name, tuple(outputs), plugins, MASTER_FLAG in flags.split(","),
-                 element.get("default-type") == "midi")
+    is_midi = element.get("default-type") == "midi"
+    return Route(name, tuple(outputs), plugins, MASTER_FLAG in flags.split(","), is_midi,
+                 midi[0] if is_midi and midi else None)
 
 
 def _int(text: str | None, file: Path, what: str) -> int:

@@ -36,6 +36,8 @@ class Slice:
     processor: CaptureProcessor
     first: int  # its channels in the bridge's inputs: [first, first + count)
     count: int
+    midi: bool = False  # the bridge's MIDI input is this stream's (a MIDI track's output)
+    events: int = 0  # MIDI events handed to it
 
 
 class SessionWindow:
@@ -53,7 +55,7 @@ class SessionWindow:
         self.problem: str | None = None
         self.closed = False
         self.reader: PlayheadReader | None = None  # the bridge's, once it runs: says which periods are provisional
-        self.pending: list[tuple[int, list[np.ndarray], Playhead]] = []  # (bridge sample, audio per stream, playhead)
+        self.pending: list[tuple[int, list[np.ndarray], list[MidiInput], Playhead]] = []  # (bridge sample, audio per stream, MIDI, playhead)
 
     def process(self, audio: np.ndarray, midi: Iterable[MidiInput] = (), playhead: Playhead | None = None) -> None:
         frames = audio.shape[1]
@@ -71,13 +73,13 @@ class SessionWindow:
                 self._fail(f"Ardour rolled from sample {at}, not from the start {self.start}")
                 return
         keep = min(frames, self.frames - self.taken)
-        list(midi)  # this slice captures audio; MIDI per track is not yet captured
+        events = [e for e in midi if _offset(e) < keep]  # an event past the range's end is not in the range
         parts = [audio[part.first:part.first + part.count, :keep].copy() for part in self.slices]  # the ring is reused
         if self._provisional(at):
-            self.pending.append((at, parts, playhead))
+            self.pending.append((at, parts, events, playhead))
         else:
             self._flush()
-            self._forward(parts, playhead)
+            self._forward(parts, events, playhead)
         self.taken += keep
         if self.taken >= self.frames:
             self.done.set()
@@ -86,22 +88,24 @@ class SessionWindow:
         spans = self.reader.provisional_spans if self.reader is not None else []
         return bool(spans) and spans[-1][0] <= at < spans[-1][1]
 
-    def _forward(self, parts: list[np.ndarray], playhead: Playhead) -> None:
+    def _forward(self, parts: list[np.ndarray], events: list[MidiInput], playhead: Playhead) -> None:
         for part, block in zip(self.slices, parts, strict=True):
-            part.processor.process(block, (), playhead)
+            if part.midi:
+                part.events += len(events)
+            part.processor.process(block, events if part.midi else (), playhead)
 
     def _flush(self) -> None:
         """The held-back periods, settled with what the reader has decided by now."""
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        heads = [p[2] for p in pending]
+        heads = [p[3] for p in pending]
         figures = self.reader.figures() if self.reader is not None else {}
         settled = settle_blocks([p[0] for p in pending], [h.bpm for h in heads], [h.ts_num for h in heads],
                                 [h.ts_den for h in heads], [h.bar for h in heads], [h.beat for h in heads],
                                 [h.ppq for h in heads], figures)
-        for k, (_, parts, head) in enumerate(pending):
-            self._forward(parts, replace(head, bpm=settled.bpm[k], beat=settled.beat[k], ppq=settled.ppq[k]))
+        for k, (_, parts, events, head) in enumerate(pending):
+            self._forward(parts, events, replace(head, bpm=settled.bpm[k], beat=settled.beat[k], ppq=settled.ppq[k]))
 
     def skip(self, blocks: int, frames: int) -> None:
         """Periods lost before capture: inside the range they are a gap in every stream."""
@@ -127,3 +131,7 @@ class SessionWindow:
             self._flush()
             for part in self.slices:
                 part.processor.close()
+
+
+def _offset(event: MidiInput) -> int:
+    return event[0] if isinstance(event, tuple) else event.offset
