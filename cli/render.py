@@ -57,6 +57,11 @@ def run_render(args: argparse.Namespace) -> int:
         from sendlearn.cli.render_ardour import run_ardour_render
 
         return run_ardour_render(args)
+    for path in args.inputs:  # a batch would render the MIDI takes inside a session folder as .mid inputs
+        inside = next(path.rglob("*.ardour"), None) if path.is_dir() else None
+        if inside is not None:
+            raise UsageError(f"{path}: holds the Ardour session {inside.parent}; render each session folder "
+                             "(a batch of Ardour sessions is not supported yet)")
     from sendlearn.cli.render_batch import is_batch, run_batch_command
 
     if is_batch(args):
