@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "render", help="render MIDI or session files through real instruments into a dataset",
         description="Render .mid files (one track, --instrument) or .toml session files offline, capture "
         "every block and stream it to a receiver: an in-process one writing to --data-dir, or --server.")
-    render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file, or a directory of them (searched recursively)")
+    render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file, or a directory of them (searched recursively), or an Ardour 7 session (its folder or .ardour file)")
     where = render.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
                        help=f"write straight into this data dir (the store; default ./{DEFAULT_DATA_DIR})")
@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "other local users cannot read from the process list)")
     render.add_argument("--ca-file", help="CA certificate for a wss:// --server")
     render.add_argument("--sample-rate", type=int, metavar="SR", help="override (default: the session's, or 48000)")
-    render.add_argument("--block-size", type=int, metavar="N", help="override (default: the session's, or 512)")
+    render.add_argument("--block-size", type=int, metavar="N", help="override (default: the session's, or 512; an Ardour session: JACK's period, 1024)")
     render.add_argument("--instrument", metavar="SPEC", help="instrument for .mid inputs (see --list-instruments)")
+    render.add_argument("--start", type=float, metavar="SECONDS", help="an Ardour session: render from here (default: its session start)")
+    render.add_argument("--end", type=float, metavar="SECONDS", help="an Ardour session: render to here (default: its session end)")
     render.add_argument("--list-instruments", action="store_true", help="list instrument specs and exit")
     render.add_argument("--json", action="store_true", help="print one JSON object")
     render.add_argument("--verbose", action="store_true",

@@ -1,4 +1,5 @@
-"""``sendlearn render``: MIDI and session files rendered offline through the whole chain.
+"""``sendlearn render``: MIDI and session files rendered offline through the whole chain (Ardour
+sessions: render_ardour.py).
 
 Every input is loaded and checked before anything renders, so bad input (exit 2) never
 leaves half a dataset behind. Each track then goes render -> CaptureProcessor -> sink
@@ -50,6 +51,17 @@ def run_render(args: argparse.Namespace) -> int:
         return list_instruments(args.json)
     if not args.inputs:
         raise UsageError("give one or more INPUT files (.mid or .toml), or --list-instruments")
+    from sendlearn.plugin.ardour.session import is_ardour_path
+
+    if any(is_ardour_path(p) for p in args.inputs):  # an Ardour session (folder or .ardour file): Ardour renders it
+        from sendlearn.cli.render_ardour import run_ardour_render
+
+        return run_ardour_render(args)
+    for path in args.inputs:  # a batch would render the MIDI takes inside a session folder as .mid inputs
+        inside = next(path.rglob("*.ardour"), None) if path.is_dir() else None
+        if inside is not None:
+            raise UsageError(f"{path}: holds the Ardour session {inside.parent}; render each session folder "
+                             "(a batch of Ardour sessions is not supported yet)")
     from sendlearn.cli.render_batch import is_batch, run_batch_command
 
     if is_batch(args):

@@ -3,7 +3,8 @@
     SendLearnError                         sendlearn.errors
     ├── UsageError                         sendlearn.errors          a command line or input file the command cannot use
     │   ├── MissingExtra                   sendlearn.errors          an optional part is not installed (names the extra)
-    │   └── SessionError (ValueError)      sendlearn.plugin.session.reader  a session file that cannot be rendered
+    │   ├── SessionError (ValueError)      sendlearn.plugin.session.reader  a session file that cannot be rendered
+    │   └── ArdourSessionError             sendlearn.plugin.ardour.session  a path that is no Ardour session Ardour 7 loads
     ├── CaptureError (ValueError)          sendlearn.capture.errors  a value that cannot be part of a block
     │   ├── InvalidName                    an id that is not a safe name
     │   ├── InvalidMidi                    bytes that are not one well-formed MIDI message
@@ -29,6 +30,8 @@
     │   └── FormatTooNew                   written in a newer major format version (names both versions)
     ├── UnknownSession (KeyError)          sendlearn.dataset.errors   a session asked for that the data dir does not hold
     ├── RenderError                        sendlearn.plugin.offline.errors     a render the host could not do
+    │   └── ArdourRenderError              sendlearn.plugin.ardour.render     an Ardour session Ardour could not render
+    ├── ArdourError                        sendlearn.plugin.ardour.headless   headless Ardour would not run, or a Lua chunk failed
     ├── WorkerError                        sendlearn.plugin.batch.pool       no worker process could take a batch's task
     ├── ChainError                         sendlearn.plugin.chain.effects      an effect chain that cannot run
     ├── BridgeError                        sendlearn.plugin.live.bridge     the live bridge could not start or stopped

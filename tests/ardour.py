@@ -7,52 +7,26 @@ way, so ``JACK_DEFAULT_SERVER`` names the server.
         daw.create_session("song")
         daw.run('Session:request_roll(ARDOUR.TransportRequestSource.TRS_UI)')
 
-``ardour7-lua -i`` reads Lua from its stdin, a line at a time (GNU readline, so a chunk is one
-line). ``run`` sends one chunk wrapped in ``pcall`` with a marker printed after it, and reads
-its output up to the marker: what the chunk printed, or ``ArdourError`` with Lua's message.
-The Lua API used is Ardour 7.3's (libs/ardour/luabindings.cc, luasession/luasession.cc and the
-bundled share/scripts of the 7.3 tag). Ardour missing fails loudly (``ArdourError`` naming the
+The driver (Lua over stdin, each chunk checked) is the product's, plugin/ardour/headless.py, which
+``sendlearn render`` runs Ardour sessions with; this adds what tests build sessions with. Ardour missing fails loudly (``ArdourError`` naming the
 package), it is never a skip.
 """
 
 from __future__ import annotations
 
-import os
-import queue
+import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
 import jack
 
+from sendlearn.plugin.ardour.headless import CLIENT, ArdourError, ArdourProcess
 from sendlearn.plugin.live.runner import DummyServer
 
-LUA = "ardour7-lua"
-PACKAGE = "ardour"  # Debian's Ardour 7.3: ardour7-lua, and ACE Reasonable Synth in ardour-lv2-plugins
 SYNTH = "ACE Reasonable Synth"
-# Ardour's JACK client name: ardour7-lua's backend opens it with the instance name given to
-# set_backend, empty here, so its ports are ":<track>/audio_out 1", ":<track>/midi_out 1". (Named
-# "ardour", its tracks recorded no take in 7.3: the empty name is what works.)
-CLIENT = ""
-TIMEOUT = 60.0  # a hang guard only: a chunk takes milliseconds, creating a session about a second
-
-
-RC_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
-<Ardour>
-  <Config/>
-  <TransportMasters current="JACK Transport">
-    <TransportMaster type="Engine" removeable="0" name="JACK Transport"/>
-  </TransportMasters>
-</Ardour>
-"""
-
-
-class ArdourError(AssertionError):
-    """Ardour could not run, or a Lua chunk failed: the message says which and why."""
 
 
 class ArdourDropped(ArdourError):
@@ -67,84 +41,19 @@ class ArdourDropped(ArdourError):
     again (``start``), and says so if it never comes up whole."""
 
 
-class Ardour:
-    """One headless Ardour process on ``server``, with its user config under ``home``."""
+class Ardour(ArdourProcess):
+    """One headless Ardour process on ``server`` (the product's driver, plugin/ardour/headless.py),
+    with its user config under ``home`` and a JACK client of ours to look up its ports."""
 
     def __init__(self, server: DummyServer, home: Path) -> None:
-        lua = shutil.which(LUA)
-        if lua is None:
-            raise ArdourError(f"{LUA} not found: install Debian's {PACKAGE!r} package (make system does)")
-        home.mkdir(parents=True, exist_ok=True)
-        # Ardour follows JACK's transport (so its rolling is JACK's, and the timebase callback it
-        # registers publishes its BBT for JACK's frame) only with the "JACK Transport" master
-        # current, which Lua cannot set in 7.3: it comes from the user config file
-        # (TransportMasterManager reads it at start), plus the session's external-sync option.
-        config = home / "config" / "ardour7"
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "config").write_text(RC_CONFIG)
-        env = {**os.environ, "JACK_DEFAULT_SERVER": server.name, "HOME": str(home),
-               "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
-        self.home = home
+        super().__init__(server.name, home)
         self.jack = jack.Client("ardour-ports", no_start_server=True, servername=server.name)  # to look up its ports
-        self.process = subprocess.Popen([lua, "-i"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
-        self.log: list[str] = []  # everything it printed
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._count = 0
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.log.append(line.rstrip("\n"))
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def run(self, chunk: str, timeout: float = TIMEOUT) -> list[str]:
-        """Run one Lua chunk (newlines become spaces: no ``--`` comments); return what it printed."""
-        self._count += 1
-        mark = f"@@{self._count}"
-        one_line = " ".join(line.strip() for line in chunk.strip().splitlines())
-        # the marker is built at run time, so readline's echo of the line never matches it
-        wrapped = (f"local ok, err = pcall(function() {one_line} end) "
-                   f"print('@' .. '@{self._count} ' .. (ok and 'ok' or ('error ' .. tostring(err))))")
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(wrapped + "\n")
-            self.process.stdin.flush()
-        except BrokenPipeError as exc:
-            raise ArdourError(f"{LUA} exited ({self.process.poll()}): {self.tail()}") from exc
-        printed: list[str] = []
-        while True:
-            try:
-                line = self._lines.get(timeout=timeout)
-            except queue.Empty:
-                raise ArdourError(f"{LUA} did not finish {one_line[:200]!r} in {timeout} s: {self.tail()}") from None
-            if line is None:
-                raise ArdourError(f"{LUA} exited ({self.process.wait(10)}) running {one_line[:200]!r}: {self.tail()}")
-            at = line.find(mark + " ")
-            if at >= 0:
-                status = line[at + len(mark) + 1:]
-                if status != "ok":
-                    raise ArdourError(f"Lua failed: {status} in {one_line[:300]!r}")
-                return printed
-            if not line.startswith(">") and "pcall(function()" not in line:  # readline's prompt and echo
-                printed.append(line)
-
-    def value(self, expression: str) -> str:
-        """The printed value of a Lua expression."""
-        printed = self.run(f"print('=' .. tostring({expression}))")
-        return next(line[1:] for line in printed if line.startswith("="))
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log[-lines:])
 
     # -- a session ------------------------------------------------------------------------
 
     def create_session(self, folder: Path, rate: int) -> None:
         """A new session in ``folder`` (which must not exist) on the JACK backend, at ``rate``."""
-        self.run(f'assert(AudioEngine:set_backend("JACK", "{CLIENT}", ""), "no JACK backend")')
+        self.use_jack()
         self.run(f'assert(create_session("{folder}", "{folder.name}", {rate}), "create_session failed")')
         if self.value("Session:nominal_sample_rate()") != str(rate):
             raise ArdourError(f"the session runs at {self.value('Session:nominal_sample_rate()')}, not {rate}")
@@ -181,17 +90,6 @@ class Ardour:
         lines.append("Temporal.TempoMap.update(tm)")
         self.run(" ".join(lines))
 
-    def be_timebase_master(self) -> None:
-        """Ardour publishes its BBT as JACK's timebase master (session option jack-time-master)."""
-        self.run("Session:cfg():set_jack_time_master(true) Session:cfg():set_external_sync(true)")
-
-    def locate(self, sample: int) -> None:
-        self.run(f"Session:request_locate({sample}, false, ARDOUR.LocateTransportDisposition.MustStop, "
-                 "ARDOUR.TransportRequestSource.TRS_UI)")
-
-    def roll(self) -> None:
-        self.run("Session:request_roll(ARDOUR.TransportRequestSource.TRS_UI)")
-
     def record(self, tracks: list[str]) -> None:
         """Arm ``tracks`` and the session: the next roll records what reaches their inputs."""
         names = " ".join(tracks)
@@ -211,8 +109,23 @@ class Ardour:
             f'(function() local n = 0 for r in Session:route_by_name("{track}"):to_track():playlist():region_list():iter() '
             "do for _ in ARDOUR.LuaAPI.note_list(r:to_midiregion():model()):iter() do n = n + 1 end end return n end)()"))
 
-    def stop(self) -> None:
-        self.run("Session:request_stop(false, false, ARDOUR.TransportRequestSource.TRS_UI)")
+    def region_notes(self, track: str) -> list[tuple[int, int, int, int, int, int]]:
+        """The notes of ``track``'s MIDI regions as Ardour holds them, in ticks (1920 a quarter note)
+        from the session's zero: (on tick, off tick, channel, note, velocity, off velocity). Only
+        for regions at position and start zero (what build_song records), which it checks."""
+        lines = self.run(
+            f'for r in Session:route_by_name("{track}"):to_track():playlist():region_list():iter() do '
+            "assert(r:position():ticks() == 0 and r:start():ticks() == 0, 'a region not at zero') "
+            "for n in ARDOUR.LuaAPI.note_list(r:to_midiregion():model()):iter() do "
+            "print('note ' .. tostring(n:time()) .. ' ' .. tostring(n:length()) .. ' ' .. n:channel() .. ' ' .. "
+            "n:note() .. ' ' .. n:velocity() .. ' ' .. n:off_velocity()) end end")
+        notes = []
+        for line in lines:
+            if line.startswith("note "):
+                time, length, channel, note, velocity, off = line.split()[1:]
+                on = _ticks(time)
+                notes.append((on, on + _ticks(length), int(channel), int(note), int(velocity), int(off)))
+        return sorted(notes)
 
     def transport_sample(self) -> int:
         return int(self.value("Session:transport_sample()"))
@@ -246,24 +159,91 @@ class Ardour:
 
     # -- lifetime ---------------------------------------------------------------------------
 
-    def close(self) -> None:
-        process = self.process
-        if process.poll() is None:
-            try:
-                self.run("Session:request_stop(false, false, ARDOUR.TransportRequestSource.TRS_UI)", timeout=10)
-                self.run("close_session()", timeout=30)
-                assert process.stdin is not None
-                process.stdin.write("quit\n")
-                process.stdin.close()
-                process.wait(30)
-            except (ArdourError, OSError, subprocess.TimeoutExpired):
-                process.kill()
-                process.wait(10)
-        self._reader.join(10)
+    def close(self, save: bool = False) -> None:
+        super().close(save)
         self.jack.close()
 
-    def __enter__(self) -> Ardour:
-        return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+class Keys:
+    """A keyboard: plays scheduled MIDI into Ardour's tracks (to be recorded)."""
+
+    def __init__(self, server: DummyServer) -> None:
+        self.client = jack.Client("keys", no_start_server=True, servername=server.name)
+        self.out = self.client.midi_outports.register("out")
+        self.schedule: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
+        self.client.set_process_callback(self._process)
+
+    def play(self, events: list[tuple[int, bytes]]) -> None:
+        with self._lock:
+            self.schedule = sorted(events)
+
+    def _process(self, frames: int) -> None:
+        self.out.clear_buffer()
+        start = self.client.last_frame_time
+        with self._lock:
+            while self.schedule and self.schedule[0][0] < start + frames:
+                frame, data = self.schedule.pop(0)
+                if frame >= start:
+                    self.out.write_midi_event(frame - start, data)
+
+
+START_ATTEMPTS = 6  # jackd drops Ardour's client as it adds a track in about one start in three (ArdourDropped)
+
+
+def _ticks(beats: str) -> int:
+    """Ardour's printed Temporal::Beats, "beats:ticks", as ticks."""
+    whole, ticks = beats.split(":")
+    return int(whole) * 1920 + int(ticks)
+
+
+def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth",
+               tempo: tuple[float, int, int] | None = None) -> Path:
+    """A saved Ardour session ``folder / "song"``: one MIDI track ``track`` with ACE Reasonable
+    Synth and ``notes`` notes recorded into it (a sixth of a second apart, each a twelfth long;
+    Ardour 7.3's Lua has no headless MIDI import), on a private jackd. Its session range is the
+    recording's; ``tempo`` (quarter notes per minute, beats per bar, beat type) its tempo map, else
+    Ardour's default 120 in 4/4. Returns the session folder; ``folder / "song-notes.json"`` holds
+    the notes Ardour holds in the region (``Ardour.region_notes``), outside the session folder."""
+    song = folder / "song"
+    for attempt in range(START_ATTEMPTS):
+        shutil.rmtree(song, ignore_errors=True)
+        with DummyServer(rate=rate, period=256) as server:
+            daw = Ardour(server, folder / f"home-{attempt}")
+            try:
+                daw.create_session(song, rate)
+                daw.add_midi_track(track)
+                inlet = daw.port(f"{track}/midi_in 1")
+                daw.port(f"{track}/audio_out 1")
+            except ArdourDropped:
+                daw.close()
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                continue
+            with daw:
+                if tempo is not None:
+                    daw.set_tempo_map([(*tempo, 0)])
+                keys = Keys(server)
+                with keys.client:
+                    keys.client.activate()
+                    keys.client.connect(keys.out, inlet)
+                    daw.record([track])
+                    time.sleep(0.5)  # arming is queued to Ardour's process thread
+                    daw.roll()
+                    start = keys.client.frame_time + rate // 5
+                    keys.play([(start + k * rate // 6 + dt, bytes((0x90 if dt == 0 else 0x80, 48 + k % 24,
+                                                                   90 if dt == 0 else 0)))
+                               for k in range(notes) for dt in (0, rate // 12)])
+                    time.sleep(0.5 + notes / 6)
+                    daw.stop()
+                    deadline = time.monotonic() + 10  # Ardour's butler writes the take after the stop
+                    while daw.notes(track) < notes and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    daw.stop_recording([track])
+                got = daw.notes(track)
+                if got != notes:
+                    raise ArdourError(f"Ardour recorded {got} of {notes} notes: {daw.tail()}")
+                (folder / "song-notes.json").write_text(json.dumps(daw.region_notes(track)))
+                daw.close(save=True)
+            return song
+    raise AssertionError("unreachable")

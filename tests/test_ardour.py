@@ -26,7 +26,7 @@ from pathlib import Path
 import jack
 import numpy as np
 import pytest
-from ardour import Ardour, ArdourDropped
+from ardour import Ardour, ArdourDropped, Keys
 
 from jackplay import PERIOD, RATE
 from sendlearn.capture import Block
@@ -38,30 +38,6 @@ SYNTH, NOTES = "synth", "notes"
 TICKS = 1920  # Ardour's ticks per quarter note (Temporal::ticks_per_beat)
 LAG = 16  # periods Ardour's published BBT may trail JACK's frame (its transport behind: 6 seen under two CPU hogs)
 START_ATTEMPTS = 3  # jackd now and then drops Ardour's client as it sets up (tests/ardour.py, ArdourDropped)
-
-
-class Keys:
-    """A keyboard: plays scheduled MIDI into Ardour's tracks (to be recorded)."""
-
-    def __init__(self, server: DummyServer) -> None:
-        self.client = jack.Client("keys", no_start_server=True, servername=server.name)
-        self.out = self.client.midi_outports.register("out")
-        self.schedule: list[tuple[int, bytes]] = []
-        self._lock = threading.Lock()
-        self.client.set_process_callback(self._process)
-
-    def play(self, events: list[tuple[int, bytes]]) -> None:
-        with self._lock:
-            self.schedule = sorted(events)
-
-    def _process(self, frames: int) -> None:
-        self.out.clear_buffer()
-        start = self.client.last_frame_time
-        with self._lock:
-            while self.schedule and self.schedule[0][0] < start + frames:
-                frame, data = self.schedule.pop(0)
-                if frame >= start:
-                    self.out.write_midi_event(frame - start, data)
 
 
 class Witness:

@@ -1,0 +1,137 @@
+"""The bridge's processor for an Ardour render: one JACK client's periods, split by channel into
+one stream per route, and cut to the rendered range.
+
+The live bridge (plugin/live/bridge.py) drives one processor with every period it captures,
+stopped ones included. ``SessionWindow`` stands in for it: it counts every period (so the
+bridge's clock keeps JACK's frames), and hands a stream only the periods Ardour rolled through
+from ``start`` on, trimmed to ``frames``: stream sample 0 is the range's first sample. Where the
+transport frame says the range began is Ardour's own word (the JACK transport frame it rolls
+with), checked on the first rolling period: a roll that did not begin at ``start`` fails.
+
+The playhead is Ardour's, as JACK's timebase master publishes it, read by the bridge's
+``PlayheadReader`` (plugin/live/tempo.py): tempo in quarter notes once the reader has decided
+what Ardour's beats count. Until it has (the first beats of an x/8 meter) a live stream stores
+what was published and its closing figures let the store settle it; an Ardour render holds those
+periods back instead (``pending``, a few beats at most) and hands them on settled
+(``capture.tempo.settle_blocks``) as soon as the reader decides, so every stored block is in
+quarter notes and beats of the meter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sendlearn.capture import Playhead
+from sendlearn.capture.tempo import settle_blocks
+from sendlearn.plugin.live.tempo import PlayheadReader
+from sendlearn.plugin.processor import CaptureProcessor, MidiInput
+
+
+@dataclass
+class Slice:
+    processor: CaptureProcessor
+    first: int  # its channels in the bridge's inputs: [first, first + count)
+    count: int
+    midi: bool = False  # the bridge's MIDI input is this stream's (a MIDI track's output)
+    events: int = 0  # MIDI events handed to it
+
+
+class SessionWindow:
+    """What the bridge sees as its processor (realtime, as it requires); ``done`` is set once the
+    range is captured, ``problem`` says why a render cannot be trusted."""
+
+    def __init__(self, slices: list[Slice], rate: int, start: int, frames: int) -> None:
+        self.slices = slices
+        self.rate, self.start, self.frames = rate, start, frames
+        self.realtime = True  # the bridge flips it off for freewheeling periods
+        self.position = 0  # every frame the bridge gave us: its clock
+        self.taken = 0  # frames of the range handed to the streams
+        self.gaps = 0  # frames of the range lost before capture (recorded as gaps in each stream)
+        self.done = threading.Event()
+        self.problem: str | None = None
+        self.closed = False
+        self.reader: PlayheadReader | None = None  # the bridge's, once it runs: says which periods are provisional
+        self.pending: list[tuple[int, list[np.ndarray], list[MidiInput], Playhead]] = []  # (bridge sample, audio per stream, MIDI, playhead)
+
+    def process(self, audio: np.ndarray, midi: Iterable[MidiInput] = (), playhead: Playhead | None = None) -> None:
+        frames = audio.shape[1]
+        at = self.position  # the bridge's sample of this period, as its reader noted it
+        self.position += frames
+        playing = playhead is not None and playhead.playing
+        if self.done.is_set() or not playing:
+            if self.taken and not self.done.is_set() and not playing:
+                self._fail(f"Ardour stopped at {self.taken} of {self.frames} samples")
+            return
+        assert playhead is not None
+        if self.taken == 0:
+            at = round(playhead.seconds * self.rate)
+            if at != self.start:
+                self._fail(f"Ardour rolled from sample {at}, not from the start {self.start}")
+                return
+        keep = min(frames, self.frames - self.taken)
+        events = [e for e in midi if _offset(e) < keep]  # an event past the range's end is not in the range
+        parts = [audio[part.first:part.first + part.count, :keep].copy() for part in self.slices]  # the ring is reused
+        if self._provisional(at):
+            self.pending.append((at, parts, events, playhead))
+        else:
+            self._flush()
+            self._forward(parts, events, playhead)
+        self.taken += keep
+        if self.taken >= self.frames:
+            self.done.set()
+
+    def _provisional(self, at: int) -> bool:
+        spans = self.reader.provisional_spans if self.reader is not None else []
+        return bool(spans) and spans[-1][0] <= at < spans[-1][1]
+
+    def _forward(self, parts: list[np.ndarray], events: list[MidiInput], playhead: Playhead) -> None:
+        for part, block in zip(self.slices, parts, strict=True):
+            if part.midi:
+                part.events += len(events)
+            part.processor.process(block, events if part.midi else (), playhead)
+
+    def _flush(self) -> None:
+        """The held-back periods, settled with what the reader has decided by now."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        heads = [p[3] for p in pending]
+        figures = self.reader.figures() if self.reader is not None else {}
+        settled = settle_blocks([p[0] for p in pending], [h.bpm for h in heads], [h.ts_num for h in heads],
+                                [h.ts_den for h in heads], [h.bar for h in heads], [h.beat for h in heads],
+                                [h.ppq for h in heads], figures)
+        for k, (_, parts, events, head) in enumerate(pending):
+            self._forward(parts, events, replace(head, bpm=settled.bpm[k], beat=settled.beat[k], ppq=settled.ppq[k]))
+
+    def skip(self, blocks: int, frames: int) -> None:
+        """Periods lost before capture: inside the range they are a gap in every stream."""
+        self.position += frames
+        self._flush()
+        if self.taken and not self.done.is_set():
+            lost = min(frames, self.frames - self.taken)
+            for part in self.slices:
+                part.processor.skip(blocks, lost)
+            self.taken += lost
+            self.gaps += lost
+            if self.taken >= self.frames:
+                self.done.set()
+
+    def _fail(self, reason: str) -> None:
+        if self.problem is None:
+            self.problem = reason
+        self.done.set()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._flush()
+            for part in self.slices:
+                part.processor.close()
+
+
+def _offset(event: MidiInput) -> int:
+    return event[0] if isinstance(event, tuple) else event.offset
