@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,37 @@ def test_the_capture_starts_and_ends_whole_when_run_in_a_thread(jack_server: Dum
         player.client.deactivate()
         player.client.close()
     assert stats.blocks > 100 and stats.device["audio_host"] == "portaudio" and stats.device["device_lost"] is None
+
+
+def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The JACK server behind the device is killed mid-capture: the run ends (exit 1, one line
+    saying why), and the stream holds every block the device gave, complete, with the reason."""
+    import os
+    import signal
+
+    from helpers import wait_for
+
+    server = DummyServer(log=tmp_path / "jackd.log").start()
+    player = Player(server, 2)
+    player.client.activate()
+    data_dir = tmp_path / "data"
+    blocks_dir = data_dir / "sessions" / "gig" / "portaudio"
+    killer = threading.Thread(target=lambda: (wait_for(lambda: blocks_dir.exists(), timeout=30, what="the stream"),
+                                              time.sleep(1.0), os.kill(server.pid or 0, signal.SIGKILL)))
+    killer.start()
+    try:
+        code, out, err = run_cli(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD), "--seconds", "60",
+                                  "--data-dir", str(data_dir), "--session", "gig"], capsys)
+    finally:
+        killer.join()
+        server.stop()
+    assert code == 1
+    assert out.startswith("captured ") and len(err.strip().splitlines()) == 1, err
+    got = read_stream(data_dir, "gig", "portaudio")
+    info = got["info"]
+    reason = info["sender"]["device_lost"]
+    assert reason.startswith("the audio device player (JACK Audio Connection Kit) ")
+    assert err.strip() == f"failed: {reason}; the stream is complete up to then"
+    assert info["complete"] and info["blocks"] > 100 and not info["gaps"]
+    assert got["audio"].shape[1] == info["blocks"] * PERIOD

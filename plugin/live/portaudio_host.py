@@ -13,7 +13,9 @@ jump into a gap, as it does with missed JACK cycles. ``paInputOverflow`` flags a
 No transport: the playhead comes from elsewhere (``--bpm``/``--meter`` for now).
 
 A device that stops on its own (unplugged, its server gone) is noticed by the main thread,
-which wakes twice a second: the ring is marked stopped with ``Control.DEVICE_LOST`` and the
+which wakes twice a second: PortAudio says the stream is no longer active, or no block came
+for ``STALL_SECONDS`` (measured: PortAudio's JACK host API keeps calling a stream active after
+the server was killed, and simply stops calling back); the ring is marked stopped with ``Control.DEVICE_LOST`` and the
 reason goes into the closing line, so the stream ends whole up to the last block.
 
 Talking to the parent, as ``jack_host.py`` does: one JSON line when running, or
@@ -47,6 +49,7 @@ from sendlearn.plugin.live.virtual_port import FRAME_MASK
 COMMON_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 JACK_HOST_API = "JACK Audio Connection Kit"
 WATCH_SECONDS = 0.5  # how often the main thread checks that the device still runs
+STALL_SECONDS = 2.0  # no block for this long: the device is gone (PortAudio may still call it active)
 
 
 class DeviceProblem(UsageError):
@@ -195,17 +198,24 @@ class PortAudioWriter:
             "host_api": self.host_api, "timestamps_trusted": self.clock.trusted,
         }
 
-    def lost(self) -> bool:
-        """Whether the stream stopped without being told to (the device went away)."""
-        return not self._ended and not self.stream.active
+    def lost(self, idle_seconds: float) -> str | None:
+        """Why the stream stopped without being told to (the device went away), or None."""
+        if self._ended:
+            return None
+        if idle_seconds >= STALL_SECONDS:
+            return f"delivered no audio for {idle_seconds:.1f} s"
+        if not self.stream.active:
+            return "stopped on its own"
+        return None
 
     def stop(self, reason: str | None = None) -> dict[str, Any]:
         self._ended = True
-        try:
-            self.stream.abort()
-            self.stream.close()
-        except sd.PortAudioError as exc:
-            reason = reason or str(exc)
+        if reason is None:  # a lost device is left alone: aborting a stream whose JACK server died hangs
+            try:
+                self.stream.abort()
+                self.stream.close()
+            except sd.PortAudioError as exc:
+                reason = str(exc)
         control = self._control
         control[Control.DROPPED_AT_END] = self._drops
         control[Control.DROPPED_FRAMES_AT_END] = self._drop_frames
@@ -242,9 +252,14 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=read_commands, daemon=True).start()
     closing: dict[str, Any] | None = None
+    cycles, since = -1, time.monotonic()
     while signal.sigtimedwait(STOP_SIGNALS, WATCH_SECONDS) is None:
-        if writer.lost():  # marks the ring stopped: the parent ends the stream whole, then says stop
-            closing = writer.stop(f"the audio device {writer.name} stopped on its own (gone, or its server ended)")
+        now = time.monotonic()
+        if writer.rings.count(Control.CYCLES) != cycles:
+            cycles, since = writer.rings.count(Control.CYCLES), now
+        why = writer.lost(now - since)
+        if why is not None:  # marks the ring stopped: the parent ends the stream whole, then says stop
+            closing = writer.stop(f"the audio device {writer.name} {why} (gone, or its server ended)")
             signal.sigwait(STOP_SIGNALS)
             break
     if closing is None:
