@@ -210,9 +210,15 @@ def run_live(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         lost = final.midi_dropped + final.midi_rejected + final.virtual_dropped
-        print(f"captured {final.seconds:.1f} s: {final.blocks} blocks, {final.midi_events} JACK MIDI events, "
-              f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped"
-              + (f", {lost} MIDI messages dropped or malformed" if lost else "") + f" -> {summary['destination']}")
+        if audio == "portaudio":
+            facts = final.device
+            print(f"captured {final.seconds:.1f} s from {facts['audio_device']}: {final.blocks} blocks, "
+                  f"{facts['input_overflows']} input overflows, {facts['clock_jumps']} clock leaps, "
+                  f"{final.dropped} blocks dropped -> {summary['destination']}")
+        else:
+            print(f"captured {final.seconds:.1f} s: {final.blocks} blocks, {final.midi_events} JACK MIDI events, "
+                  f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped"
+                  + (f", {lost} MIDI messages dropped or malformed" if lost else "") + f" -> {summary['destination']}")
         for problem in failed:
             print(f"failed: {problem}", file=sys.stderr)
     return 1 if failed else 0
