@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import read_stream
+from helpers import read_stream, wait_for
 from jackplay import PERIOD, Player, noise
 from sendlearn.cli.main import main
 from sendlearn.plugin.live.adc_clock import AdcClock
@@ -148,8 +148,8 @@ def test_untrusted_timestamps_record_their_leaps_and_keep_the_frames_contiguous(
     assert (clock.jumps, clock.jump_frames, clock.gaps) == (1, 3 * block, 0)
 
 
-def test_the_capture_starts_and_ends_whole_when_run_in_a_thread(jack_server: DummyServer, tmp_path: Path) -> None:
-    """Ctrl-C's path: a stop event ends the run; every block PortAudio gave is in the stream."""
+def test_a_stop_event_ends_the_run_with_every_block_captured(jack_server: DummyServer) -> None:
+    """Ctrl-C's path: a stop event ends the run; every block PortAudio gave reached the sink, in order."""
     from sendlearn.capture import HandOff, StreamInfo
     from sendlearn.plugin import CaptureProcessor
     from sendlearn.plugin.live.bridge import PortAudioBridge
@@ -157,22 +157,28 @@ def test_the_capture_starts_and_ends_whole_when_run_in_a_thread(jack_server: Dum
 
     player = Player(jack_server, 1)
     player.client.activate()
-    blocks: list[int] = []
+    seqs: list[int] = []
     stop = threading.Event()
+
+    def taken(block) -> None:
+        seqs.append(block.seq)
+        if len(seqs) == 200:
+            stop.set()
 
     def open_stream(info: StreamInfo) -> CaptureProcessor:
         handoff = HandOff(4096)
-        drain(handoff, lambda block: blocks.append(block.seq))
+        drain(handoff, taken)
         return CaptureProcessor.for_stream(info, realtime=True, handoff=handoff)
 
-    timer = threading.Timer(1.0, stop.set)
-    timer.start()
     try:
-        stats = run_bridge(open_stream, stop=stop, bridge_class=PortAudioBridge, device="player", block_size=PERIOD)
+        stats = run_bridge(open_stream, stop=stop, seconds=120, bridge_class=PortAudioBridge, device="player",
+                           block_size=PERIOD)
     finally:
         player.client.deactivate()
         player.client.close()
-    assert stats.blocks > 100 and stats.device["audio_host"] == "portaudio" and stats.device["device_lost"] is None
+    assert stats.blocks >= 200 and stats.device["audio_host"] == "portaudio" and stats.device["device_lost"] is None
+    wait_for(lambda: len(seqs) >= stats.blocks, what="the drain to take the last blocks")
+    assert seqs == list(range(stats.blocks)) and stats.dropped == 0
 
 
 def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path: Path,
@@ -182,8 +188,6 @@ def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path:
     saying why), and the stream holds every block the device gave, complete, with the reason."""
     import os
     import signal
-
-    from helpers import wait_for
 
     server = DummyServer(log=tmp_path / "jackd.log").start()
     player = Player(server, 2)
