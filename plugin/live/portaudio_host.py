@@ -43,7 +43,7 @@ from sendlearn.errors import UsageError
 from sendlearn.plugin.lifetime import die_with_parent
 from sendlearn.plugin.live.adc_clock import AdcClock
 from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle
-from sendlearn.plugin.live.ring import TIMING_SLOTS, Control, Layout, RunState, SharedRings, slots_for
+from sendlearn.plugin.live.ring import TIMING_SLOTS, Control, Int, Layout, RunState, SharedRings, slots_for
 from sendlearn.plugin.live.virtual_port import FRAME_MASK
 
 COMMON_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
@@ -131,6 +131,9 @@ class PortAudioWriter:
                  block_size: int = 256) -> None:
         self.index, channels, self.rate = resolve(device, channels, rate)
         self.block_size = block_size
+        # opened before the ring exists, so a device that refuses leaves no file in /dev/shm
+        self.stream = sd.InputStream(device=self.index, channels=channels, samplerate=self.rate,
+                                     blocksize=block_size, dtype="float32", callback=self._process)
         layout = Layout(channels, max(MIN_SLOT_FRAMES, block_size), slots_for(block_size, self.rate))
         self.rings = SharedRings.create(layout)
         periods = self.rings.periods
@@ -145,8 +148,7 @@ class PortAudioWriter:
         self._drops = self._drop_frames = 0
         self._ended = False
         self.last_error: str | None = None
-        self.stream = sd.InputStream(device=self.index, channels=channels, samplerate=self.rate,
-                                     blocksize=block_size, dtype="float32", callback=self._process)
+        self._blank = [0] * len(Int)  # no transport, no JACK MIDI, never freewheeling
 
     # -- the audio thread --------------------------------------------------------------
 
@@ -165,10 +167,10 @@ class PortAudioWriter:
             elif self._head - int(control[Control.TAIL]) < slots and frames <= self.rings.layout.max_frames:
                 slot = self._head % slots
                 self._audio[slot, :, :frames] = indata.T  # the device's frames as PortAudio gave them
-                ints = self._ints[slot]
-                ints[:] = 0  # no transport, no JACK MIDI, never freewheeling
-                ints[0], ints[1], ints[2], ints[3], ints[4] = (self.clock.first & FRAME_MASK, started, frames,
-                                                               self._drops, self._drop_frames)
+                header = self._blank  # one store for the whole header, in ring.Int's order
+                header[Int.CYCLE], header[Int.ENTRY_NS], header[Int.FRAMES] = self.clock.first & FRAME_MASK, started, frames
+                header[Int.DROPPED_BEFORE], header[Int.DROPPED_FRAMES_BEFORE] = self._drops, self._drop_frames
+                self._ints[slot] = header
                 self._drops = self._drop_frames = 0
                 self._head += 1
                 control[Control.HEAD] = self._head  # last: the reader may take the slot now
@@ -235,12 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     try:
         writer = PortAudioWriter(**config)
-        ready = writer.start()
     except DeviceProblem as exc:
         print(json.dumps({"error": str(exc), "usage": True}), flush=True)
         return 2
     except (sd.PortAudioError, OSError, ValueError) as exc:
         print(json.dumps({"error": f"cannot open the audio device: {exc}"}), flush=True)
+        return 1
+    try:
+        ready = writer.start()
+    except sd.PortAudioError as exc:
+        writer.rings.unlink()
+        print(json.dumps({"error": f"cannot start the audio device {writer.name}: {exc}"}), flush=True)
         return 1
     print(json.dumps(ready), flush=True)
 
