@@ -4,7 +4,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := libsndfile1 jackd2 amsynth dpf-plugins-vst fluidsynth timgm6mb-soundfont ardour
+APT_PACKAGES := libsndfile1 libportaudio2 jackd2 amsynth dpf-plugins-vst fluidsynth timgm6mb-soundfont ardour
 STAMPS := .stamps
 
 .PHONY: demo test lint bench install system clean

@@ -1,4 +1,5 @@
-"""``sendlearn live``: capture beside a running DAW through JACK (and a virtual MIDI port)."""
+"""``sendlearn live``: capture beside a running DAW through JACK (and a virtual MIDI port), or
+from any audio device through PortAudio (``--audio portaudio[:DEVICE]``, docs/live.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ HANDOFF_BLOCKS = 1024
 
 
 def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> None:
-    live = commands.add_parser("live", help="capture beside a running DAW through JACK")
+    live = commands.add_parser("live", help="capture beside a running DAW through JACK or any audio device")
     where = live.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=default_data_dir,
                        help="write here, straight into the store (default %(default)s)")
@@ -33,7 +34,16 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
     live.add_argument("--spool", type=Path, help="with --server: keep unacknowledged blocks here; a restart on it "
                       "goes on with the same take (one folder per session-stream inside)")
     live.add_argument("--session", default="live", help="session id (default %(default)s)")
-    live.add_argument("--stream", default="jack", help="stream id (default %(default)s)")
+    live.add_argument("--stream", help="stream id (default: jack, or portaudio with --audio portaudio)")
+    live.add_argument("--audio", default="jack", metavar="jack|portaudio[:DEVICE]",
+                      help="where the audio comes from: our JACK client (default), or a PortAudio input device "
+                      "(an index or a part of its name, see --list-devices; no DEVICE: the default input)")
+    live.add_argument("--list-devices", action="store_true",
+                      help="print the audio devices PortAudio sees (host API, channels, rates) and exit")
+    live.add_argument("--channels", type=int, help="with --audio portaudio: the device's first N inputs (default all)")
+    live.add_argument("--rate", type=int, help="with --audio portaudio: sample rate in Hz (default the device's)")
+    live.add_argument("--block-size", type=int, default=256,
+                      help="with --audio portaudio: frames a block (default %(default)s)")
     live.add_argument("--jack-name", default="sendlearn", help="our JACK client name")
     live.add_argument("--jack-server", help="JACK server name (default: the default server)")
     live.add_argument("--audio-ports", type=int, default=2, help="audio inputs, passed through to outputs")
@@ -49,8 +59,49 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
     live.set_defaults(run=run_live)
 
 
+def _audio_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """("jack", None) or ("portaudio", DEVICE or None) from ``--audio``; usage errors for options
+    the chosen source does not have."""
+    from sendlearn.errors import UsageError
+
+    kind, _, device = args.audio.partition(":")
+    if kind not in ("jack", "portaudio") or (kind == "jack" and device):
+        raise UsageError(f"--audio {args.audio!r}: write jack, portaudio or portaudio:DEVICE")
+    if kind == "jack":
+        for flag, value in (("--channels", args.channels), ("--rate", args.rate)):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --audio portaudio (JACK's server sets its own)")
+        return kind, None
+    unsupported = [flag for flag, value in (("--virtual-port", args.virtual_port), ("--connect", args.connect),
+                                            ("--timebase-master", args.timebase_master)) if value]
+    if unsupported:
+        raise UsageError(f"{unsupported[0]} goes with --audio jack (not yet with portaudio)")
+    return kind, device or None
+
+
+def list_audio_devices() -> int:
+    from importlib.util import find_spec
+
+    from sendlearn.errors import MissingExtra
+
+    if find_spec("sounddevice") is None:
+        raise MissingExtra("sounddevice", "--list-devices")
+    try:
+        from sendlearn.plugin.live.portaudio_host import list_devices
+    except OSError as exc:  # sounddevice without a PortAudio library
+        raise MissingExtra("sounddevice", "--list-devices") from exc
+    for line in list_devices():
+        print(line)
+    return 0
+
+
 def run_live(args: argparse.Namespace) -> int:
     from sendlearn.errors import MissingExtra, UsageError
+
+    if args.list_devices:
+        return list_audio_devices()
+    audio, device = _audio_source(args)
+    args.stream = args.stream or audio
 
     try:
         num, den = (int(part) for part in args.meter.split("/"))
@@ -67,7 +118,7 @@ def run_live(args: argparse.Namespace) -> int:
                          "(with --data-dir the store writes every block itself, fsynced each second)")
     from importlib.util import find_spec
 
-    needed = ["jack", *(["rtmidi"] if args.virtual_port else [])]
+    needed = ["sounddevice"] if audio == "portaudio" else ["jack", *(["rtmidi"] if args.virtual_port else [])]
     missing = [name for name in needed if find_spec(name) is None]
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
         raise MissingExtra(missing[0], "live capture")
@@ -75,7 +126,7 @@ def run_live(args: argparse.Namespace) -> int:
     from sendlearn.cli.signals import stopped_by_signals
     from sendlearn.cli.sinks import choose_sink
     from sendlearn.plugin import CaptureProcessor
-    from sendlearn.plugin.live.bridge import BridgeError
+    from sendlearn.plugin.live.bridge import BridgeError, PortAudioBridge
     from sendlearn.plugin.live.runner import run_bridge
     from sendlearn.store.sink import SENDER_LIVE
 
@@ -112,17 +163,23 @@ def run_live(args: argparse.Namespace) -> int:
             panel.update(stats)
 
     try:
+        if audio == "portaudio":
+            options: dict[str, Any] = dict(bridge_class=PortAudioBridge, device=device, channels=args.channels,
+                                           rate=args.rate, block_size=args.block_size)
+        else:
+            options = dict(connect=connect, name=args.jack_name, servername=args.jack_server,
+                           audio_ports=args.audio_ports, virtual_port=args.virtual_port,
+                           timebase_master=args.timebase_master)
         with stopped_by_signals(stop):
             final: BridgeStats = run_bridge(
-                open_stream, seconds=args.seconds, stop=stop, on_tick=on_tick,
-                connect=connect, name=args.jack_name, servername=args.jack_server, audio_ports=args.audio_ports,
-                virtual_port=args.virtual_port, session=args.session, stream=args.stream, bpm=args.bpm,
-                meter=(num, den), timebase_master=args.timebase_master)
+                open_stream, seconds=args.seconds, stop=stop, on_tick=on_tick, session=args.session,
+                stream=args.stream, bpm=args.bpm, meter=(num, den), **options)
     except BaseException as exc:  # the capture failed partway: its stream is never marked complete
         for _, stream in streams:
             stream.abort(f"the capture failed: {type(exc).__name__}: {exc}")
         if isinstance(exc, BridgeError):
-            print(f"sendlearn live: {exc} (is jackd running? e.g. `jackd -d dummy`)", file=sys.stderr)
+            hint = "" if audio == "portaudio" else " (is jackd running? e.g. `jackd -d dummy`)"
+            print(f"sendlearn live: {exc}{hint}", file=sys.stderr)
             return 1
         raise
     finally:
@@ -130,6 +187,9 @@ def run_live(args: argparse.Namespace) -> int:
             panel.stop()
     closing.update(final.closing_figures())
     failed = []
+    device_lost = final.device.get("device_lost")
+    if device_lost:  # the device went: its streams end whole up to its last block, and the run says why
+        failed.append(f"{device_lost}; the stream is complete up to then")
     for _, stream in streams:  # stopped (a signal, --seconds, a broken store): end each stream
         problem = stream.finish()
         if problem is not None:
@@ -139,7 +199,7 @@ def run_live(args: argparse.Namespace) -> int:
                "midi_rejected": final.midi_rejected, "virtual_events": final.virtual_events,
                "virtual_dropped": final.virtual_dropped, "xruns": final.xruns, "frame_jumps": final.frame_jumps,
                "callback_p99_us": final.callback_p99_us, "period_us": final.period_us,
-               "sink": "link" if args.server else "store",
+               "sink": "link" if args.server else "store", "audio": audio, **final.device,
                "streams": [{"stream": info.stream, **stream.figures()} for info, stream in streams],
                "destination": args.server or str(args.data_dir), "failures": failed}
     senders = [sender for _, stream in streams if (sender := getattr(stream, "sender", None)) is not None]
@@ -150,9 +210,15 @@ def run_live(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         lost = final.midi_dropped + final.midi_rejected + final.virtual_dropped
-        print(f"captured {final.seconds:.1f} s: {final.blocks} blocks, {final.midi_events} JACK MIDI events, "
-              f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped"
-              + (f", {lost} MIDI messages dropped or malformed" if lost else "") + f" -> {summary['destination']}")
+        if audio == "portaudio":
+            facts = final.device
+            print(f"captured {final.seconds:.1f} s from {facts['audio_device']}: {final.blocks} blocks, "
+                  f"{facts['input_overflows']} input overflows, {facts['clock_jumps']} clock leaps, "
+                  f"{final.dropped} blocks dropped -> {summary['destination']}")
+        else:
+            print(f"captured {final.seconds:.1f} s: {final.blocks} blocks, {final.midi_events} JACK MIDI events, "
+                  f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped"
+                  + (f", {lost} MIDI messages dropped or malformed" if lost else "") + f" -> {summary['destination']}")
         for problem in failed:
             print(f"failed: {problem}", file=sys.stderr)
     return 1 if failed else 0

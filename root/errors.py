@@ -4,7 +4,8 @@
     ├── UsageError                         sendlearn.errors          a command line or input file the command cannot use
     │   ├── MissingExtra                   sendlearn.errors          an optional part is not installed (names the extra)
     │   ├── SessionError (ValueError)      sendlearn.plugin.session.reader  a session file that cannot be rendered
-    │   └── ArdourSessionError             sendlearn.plugin.ardour.session  a path that is no Ardour session Ardour 7 loads
+    │   ├── ArdourSessionError             sendlearn.plugin.ardour.session  a path that is no Ardour session Ardour 7 loads
+    │   └── DeviceProblem                  sendlearn.plugin.live.portaudio_host  an audio device, channels or rate PortAudio cannot give
     ├── CaptureError (ValueError)          sendlearn.capture.errors  a value that cannot be part of a block
     │   ├── InvalidName                    an id that is not a safe name
     │   ├── InvalidMidi                    bytes that are not one well-formed MIDI message
@@ -51,7 +52,7 @@ from __future__ import annotations
 # tests/test_errors.py checks the two agree.
 EXTRAS: dict[str, str] = {
     "dawdreamer": "hosts", "pedalboard": "hosts",
-    "jack": "live", "rtmidi": "live",
+    "jack": "live", "rtmidi": "live", "sounddevice": "live",
     "librosa": "dataset",
     "h5py": "export", "webdataset": "export", "matplotlib": "export", "tfrecord": "export", "yaml": "export",
     "torch": "export", "datasets": "export", "tfrecord_lite": "export", "miditok": "export", "symusic": "export",

@@ -1,6 +1,6 @@
 """The JACK bridge at 128-frame periods, 48 kHz: xruns beside a C and a bare Python client, callback cost, virtual-port timing.
 
-    .venv/bin/python scripts/bench_live.py [--seconds 60] [--rounds 2] [--cpus N] [--hogs H] [--sync]
+    .venv/bin/python scripts/bench_live.py [--seconds 60] [--rounds 2] [--cpus N] [--hogs H] [--sync] [--audio portaudio]
 
 Starts its own ``jackd -d dummy`` (asynchronous, jackd's default, unless ``--sync``), feeds
 it from separate processes the way a DAW would: ``jack_metro`` (audio), ``jack_midiseq``
@@ -15,6 +15,11 @@ C; ...) so a machine whose load drifts weighs on all three alike:
 3. bridge: ``JackBridge`` with the same inputs, streaming through an adaptive ``Sender`` over a
    loopback websocket to a real receiver (``sendlearn serve`` in its own process); the
    virtual-port figures are read back from the dataset it wrote.
+
+``--audio portaudio`` adds a fourth phase to each round: ``PortAudioBridge`` capturing the same
+metronome through PortAudio's JACK host API (its device is the ``metro`` client), streamed to the
+receiver alike, reported beside the bridge: server xruns in its phase, PortAudio's input
+overflows and clock leaps, callback cost, blocks and drops.
 
 ``--cpus N`` pins this process before anything starts, as ``taskset`` would, so jackd, the
 feeders, both baselines, the bridge's two processes and the receiver all share N CPUs: any
@@ -45,7 +50,7 @@ from receiver_process import ReceiverProcess  # scripts/, beside this file
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.live.bridge import JackBridge
+from sendlearn.plugin.live.bridge import JackBridge, PortAudioBridge
 from sendlearn.plugin.live.ring import Control
 from sendlearn.plugin.live.runner import DummyServer
 from sendlearn.plugin.live.virtual_port import wrap_delta
@@ -197,6 +202,8 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, help="pin everything (jackd, baselines, bridge, receiver) to this many CPUs")
     parser.add_argument("--hogs", type=int, default=0, help="busy Python loops beside it (load), pinned alike")
     parser.add_argument("--sync", action="store_true", help="run jackd -S (synchronous)")
+    parser.add_argument("--audio", choices=["jack", "portaudio"], default="jack",
+                        help="portaudio: also a phase capturing through PortAudio's JACK host API, side by side")
     parser.add_argument("--sender", metavar="SERVER", help=argparse.SUPPRESS)
     parser.add_argument("--bare", metavar="SERVER", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,7 +227,7 @@ def main() -> None:
     load_before = os.getloadavg()
     try:
         with DummyServer(rate=RATE, period=PERIOD, sync=args.sync, log=log) as server:
-            result = bench(server, args.seconds, args.rounds, children)
+            result = bench(server, args.seconds, args.rounds, children, portaudio=args.audio == "portaudio")
     finally:
         for child in children:
             if child.poll() is None:
@@ -232,7 +239,8 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def bench(server: DummyServer, seconds: float, rounds: int, children: list[subprocess.Popen]) -> dict:
+def bench(server: DummyServer, seconds: float, rounds: int, children: list[subprocess.Popen],
+          portaudio: bool = False) -> dict:
     children.append(subprocess.Popen(["jack_metro", "-n", "metro", "-b", "120", "-f", "880", "-D", "40"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     children.append(subprocess.Popen(["jack_midiseq", "seq", "24000", "0", "60", "8000", "12000", "63", "8000"],
@@ -321,13 +329,38 @@ def bench(server: DummyServer, seconds: float, rounds: int, children: list[subpr
         return {"xruns": count, "loads": loads, "times": times.values_us(), "bridge": bridge, "sent": sent,
                 "jumps": jumps, "quality": stream_sender.level.name, "connections": stream_sender.connections}
 
-    phases: dict[str, list[dict]] = {"c": [], "bare": [], "bridge": []}
-    order = ["c", "bare", "bridge"]
+    def portaudio_phase(index: int) -> dict:
+        senders: list[Sender] = []
+
+        def open_stream(info: StreamInfo) -> CaptureProcessor:
+            processor = CaptureProcessor.for_stream(info, realtime=True)
+            senders.append(Sender(receiver.url, info, processor.handoff, adaptive=True).start())
+            return processor
+
+        with PortAudioBridge(open_stream, device="metro", block_size=PERIOD, session="bench",
+                             stream=f"portaudio{index}") as bridge:
+            time.sleep(0.5)
+            xruns_before = xruns[0]
+            overflows, leaps = bridge.count(Control.INPUT_OVERFLOWS), bridge.count(Control.CLOCK_JUMPS)
+            times = TimeCollector(bridge.callback_times_ns, lambda: bridge.cycles)
+            times.seen = bridge.cycles
+            loads = run_phase(seconds, times, control.cpu_load)
+            count = xruns[0] - xruns_before
+            overflows = bridge.count(Control.INPUT_OVERFLOWS) - overflows
+            leaps = bridge.count(Control.CLOCK_JUMPS) - leaps
+        (stream_sender,) = senders
+        stream_sender.close(timeout=300)
+        return {"xruns": count, "loads": loads, "times": times.values_us(), "bridge": bridge,
+                "overflows": overflows, "leaps": leaps}
+
+    phases: dict[str, list[dict]] = {"c": [], "bare": [], "bridge": [], **({"portaudio": []} if portaudio else {})}
+    order = list(phases)
     for index in range(rounds):
         # interleaved: C, bare, bridge; then bare, bridge, C; ... so a machine whose load drifts
-        # (other work beside it) weighs on all three alike
-        for kind in order[index % 3:] + order[:index % 3]:
-            phase = bridge_phase(index) if kind == "bridge" else bare_phase() if kind == "bare" else c_phase()
+        # (other work beside it) weighs on all of them alike
+        for kind in order[index % len(order):] + order[:index % len(order)]:
+            phase = (bridge_phase(index) if kind == "bridge" else bare_phase() if kind == "bare"
+                     else portaudio_phase(index) if kind == "portaudio" else c_phase())
             phases[kind].append(phase)
             print(f"round {index + 1}/{rounds} {kind}: {phase['xruns']} xruns in {seconds:.0f} s", file=sys.stderr,
                   flush=True)
@@ -366,7 +399,21 @@ def bench(server: DummyServer, seconds: float, rounds: int, children: list[subpr
     def mean_load(kind: str) -> float:
         return float(np.mean([load for p in phases[kind] for load in p["loads"]]))
 
+    extra = {}
+    if portaudio:
+        pa = phases["portaudio"]
+        pt = np.concatenate([p["times"] for p in pa])
+        extra = {
+            "xruns_portaudio": total("portaudio"), "portaudio_input_overflows": sum(p["overflows"] for p in pa),
+            "portaudio_clock_leaps": sum(p["leaps"] for p in pa),
+            "portaudio_callback_p50_pct": pct(pt, 50) / period_us * 100,
+            "portaudio_callback_p99_pct": pct(pt, 99) / period_us * 100,
+            "portaudio_blocks": sum(p["bridge"].processor.next_seq for p in pa),
+            "portaudio_dropped": sum(p["bridge"].processor.dropped for p in pa),
+            "dsp_load_portaudio_mean": mean_load("portaudio"),
+        }
     return {
+        **extra,
         "sample_rate": RATE, "period": PERIOD, "sync": server.sync, "seconds": seconds, "rounds": rounds,
         "xruns_c_client": total("c"), "xruns_bare": total("bare"), "xruns_bridge": total("bridge"),
         "xruns_by_round": {kind: [p["xruns"] for p in phases[kind]] for kind in phases},
@@ -438,6 +485,15 @@ def print_table(r: dict) -> None:
                                          f"over bound: {r['virtual_over_bound']} "
                                          f"({r['virtual_sent']} sent, {r['virtual_missing']} missing)"),
     ]
+    if "xruns_portaudio" in r:
+        rows += [
+            ("xruns, PortAudio (JACK host API)", f"{r['xruns_portaudio']} {r['xruns_by_round']['portaudio']}"),
+            ("PortAudio input overflows / clock leaps", f"{r['portaudio_input_overflows']} / {r['portaudio_clock_leaps']}"),
+            ("callback, PortAudio p50 / p99", f"{r['portaudio_callback_p50_pct']:.2f} % / "
+                                              f"{r['portaudio_callback_p99_pct']:.2f} % of period"),
+            ("PortAudio blocks / dropped, DSP load", f"{r['portaudio_blocks']} / {r['portaudio_dropped']}, "
+                                                     f"{r['dsp_load_portaudio_mean']:.1f} %"),
+        ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

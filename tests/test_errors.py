@@ -189,6 +189,8 @@ def test_the_receiver_only_install_runs_the_receivers_commands(receiver_only: Pa
     ("hosts", ["render", "{tune}", "--data-dir", "{out}"]),
     ("hosts", ["demo", "--data-dir", "{out}"]),
     ("live", ["live", "--seconds", "1", "--data-dir", "{out}"]),
+    ("live", ["live", "--audio", "portaudio", "--seconds", "1", "--data-dir", "{out}"]),
+    ("live", ["live", "--list-devices"]),
     ("dataset", ["sequences", "--data-dir", "{data}", "--window", "0.04", "--overlap", "0"]),
     ("export", ["export", "hdf5", "--data-dir", "{data}", "--out", "{out}/export"]),
     ("export", ["report", "--data-dir", "{data}", "--out", "{out}/report.html"]),

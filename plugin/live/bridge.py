@@ -38,18 +38,20 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jack
 import numpy as np
 
 from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.capture.tempo import DENOMINATOR
-from sendlearn.errors import SendLearnError
+from sendlearn.errors import SendLearnError, UsageError
 from sendlearn.plugin.live.ring import Control, Float, Int, Layout, RunState, SharedRings
 from sendlearn.plugin.live.tempo import Meter, PlayheadReader, Transport
 from sendlearn.plugin.live.virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
 from sendlearn.plugin.processor import CaptureProcessor, MidiInput, OpenStream
+
+if TYPE_CHECKING:  # JACK-Client only where JACK is used: a PortAudio capture runs without libjack
+    import jack
 
 MAX_SPANS = 1000  # freewheel spans a stream's figures list; more are counted
 MAX_HOLE_SECONDS = 60  # a longer leap of JACK's clock (a suspended machine) starts a new stretch
@@ -70,6 +72,8 @@ class JackBridge:
     process, captures every period it wrote and closes the processor, so whoever drains
     its hand-off sees it finish. ``bpm`` is in quarter notes per minute.
     """
+
+    HOST = "jack"  # StreamInfo.host, and how errors name the audio process
 
     def __init__(
         self,
@@ -93,10 +97,14 @@ class JackBridge:
                   "timebase_master": timebase_master, "bpm": bpm, "meter": list(meter),
                   "connect": [list(pair) for pair in connect or []]}
         self._servername = servername
+        self._launch("sendlearn.plugin.live.jack_host", config, open_stream, session, stream, track, bpm, meter)
+
+    def _launch(self, module: str, config: dict[str, Any], open_stream: OpenStream | None, session: str,
+                stream: str, track: str, bpm: float, meter: tuple[int, int]) -> None:
+        """Start the audio process ``module`` with ``config`` and capture what it writes."""
         self._watch: jack.Client | None = None
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "sendlearn.plugin.live.jack_host", json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._child = subprocess.Popen([sys.executable, "-m", module, json.dumps(config)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._closed = False
         try:
             self._setup(self._ready(), open_stream, session, stream, track, bpm, Meter(*meter))
@@ -110,10 +118,10 @@ class JackBridge:
         line = self._child.stdout.readline()
         if not line:
             self._child.wait(10)
-            raise BridgeError(f"the JACK process exited with {self._child.returncode} before it was ready")
+            raise BridgeError(f"the {self.HOST} process exited with {self._child.returncode} before it was ready")
         ready = json.loads(line)
         if "error" in ready:
-            raise BridgeError(ready["error"])
+            raise (UsageError if ready.get("usage") else BridgeError)(ready["error"])
         return ready
 
     def _setup(self, ready: dict[str, Any], open_stream: OpenStream | None, session: str, stream: str,
@@ -124,7 +132,7 @@ class JackBridge:
         self.rings.unlink()  # both processes hold it now: nothing to leave behind, even after a SIGKILL
         rate = ready["sample_rate"]
         self.info = StreamInfo(session, stream, rate, len(ready["inputs"]), ready["block_size"],
-                               track=track, host="jack")
+                               track=track, host=self.HOST)
         self.processor = (open_stream or _default_stream)(self.info)
         if not self.processor.realtime:
             raise ValueError("a live stream needs a realtime processor: it must never wait")
@@ -151,6 +159,8 @@ class JackBridge:
         """Xruns are counted here, by a client of our own with no process callback (so not in
         JACK's graph), never in the JACK process: Python on its notification thread would hold
         the GIL just when the audio callback is already late (plugin/live/jack_host.py)."""
+        import jack
+
         try:
             watch = jack.Client(f"{name}-watch"[:60], no_start_server=True, servername=self._servername)
         except jack.JackError:
@@ -372,6 +382,41 @@ class JackBridge:
         if index < 0:
             raise ValueError(f"sample {sample} comes before the first captured block")
         return (self._origins[index][1] + sample) & FRAME_MASK
+
+
+class PortAudioBridge(JackBridge):
+    """The same capture from any PortAudio input device (plugin/live/portaudio_host.py): ``device``
+    is an index or a name (a part of one will do; None: the default input), ``channels`` its
+    first N inputs (None: all), ``rate`` in Hz (None: the device's default), ``block_size``
+    frames a block. No JACK MIDI, no transport: the playhead is ``bpm``/``meter``'s.
+    ``device_lost`` says why, when the device stopped on its own."""
+
+    HOST = "portaudio"
+
+    def __init__(self, open_stream: OpenStream | None = None, *, device: str | None = None,
+                 channels: int | None = None, rate: int | None = None, block_size: int = 256,
+                 session: str = "live", stream: str = "portaudio", track: str = "", bpm: float = 120.0,
+                 meter: tuple[int, int] = (4, 4)) -> None:
+        if not 1 <= block_size <= 8192:
+            raise UsageError(f"--block-size {block_size}: give 1 to 8192 frames")
+        config = {"device": device, "channels": channels, "rate": rate, "block_size": block_size}
+        self._servername = None
+        self._launch("sendlearn.plugin.live.portaudio_host", config, open_stream, session, stream, track, bpm, meter)
+
+    def _watch_xruns(self, name: str) -> jack.Client | None:
+        return None  # PortAudio reports overflows per block (Control.INPUT_OVERFLOWS)
+
+    @property
+    def timestamps_trusted(self) -> bool:
+        """Whether the device's timestamps place losses as gaps (not JACK's: adc_clock.py)."""
+        return bool(self.ready.get("timestamps_trusted", True))
+
+    @property
+    def device_lost(self) -> str | None:
+        """Why the device stopped on its own, once it has; else None."""
+        if not self.count(Control.DEVICE_LOST):
+            return None
+        return self.closing.get("device_lost") or "the audio device stopped on its own"
 
 
 def transport(record: np.void) -> Transport:

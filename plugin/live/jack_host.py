@@ -27,7 +27,6 @@ in real time the callback never waits.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
@@ -40,6 +39,7 @@ import jack
 import numpy as np
 
 from sendlearn.plugin.lifetime import die_with_parent
+from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle
 from sendlearn.plugin.live.ring import (
     MAX_EVENTS,
     MIDI_BYTES,
@@ -52,11 +52,8 @@ from sendlearn.plugin.live.ring import (
 )
 from sendlearn.plugin.live.tempo import TICKS_PER_BEAT, Meter, jack_beats_per_minute, manual_bbt
 
-MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
 STOP_SECONDS = 10.0  # then the process exits without a clean deactivate
-SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see _settle)
 FREEWHEEL_NAP = 0.0002  # seconds: a freewheeling callback's nap while the ring is full
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}  # SIGUSR1: sent to ourselves on "stop"
 
 
 class JackWriter:
@@ -193,7 +190,7 @@ class JackWriter:
     # -- control -----------------------------------------------------------------------
 
     def start(self, connect: list[tuple[str, str]]) -> dict[str, Any]:
-        _settle()
+        settle()
         self.client.activate()
         self._control[Control.STATE] = RunState.RUNNING
         own = self.client.name + ":"
@@ -227,24 +224,6 @@ class JackWriter:
             self.virtual.close()
         client.close()
         return {"cycles": self._cycles, "last_error": self.last_error}
-
-
-def _settle() -> None:
-    """This process runs one Python callback that needs the GIL within a period (2.7 ms at
-    128/48k), on JACK's real-time thread. Any other thread here that holds the GIL when the
-    callback needs it is an ordinary thread, which a loaded machine may preempt for a whole
-    time slice while the callback waits: so no other thread here runs Python unless it must
-    (the main thread sleeps in ``sigwait``, the command reader in ``read``; rtmidi's callback
-    runs on its own real-time thread; xruns are counted in the capturing process). A 0.5 ms
-    switch interval bounds how long any of them holds the GIL. The collector never runs: objects
-    alive now are frozen out of its reach and the callback makes no cycles, so automatic
-    collection is off. The ring is allocated and mapped before the first period (ring.py).
-    Not ``mlockall``: with ``MCL_CURRENT | MCL_FUTURE`` the virtual port's messages came out
-    duplicated and lost under two CPU hogs (tests/test_live.py, 3 runs in 5; 0 in 5 without)."""
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-    gc.collect()
-    gc.freeze()
-    gc.disable()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The shared-memory rings between the JACK process and the process that captures.
+"""The shared-memory rings between the audio process (JACK or PortAudio) and the process that captures.
 
 The JACK callback's process (``jack_host.py``) does nothing but copy each period into a
 preallocated slot here and return; the capturing process (``bridge.py``) turns slots into
@@ -63,9 +63,13 @@ class Control(IntEnum):
     DROPPED_FRAMES_AT_END = 13
     FREEWHEELING = 14  # 1 while JACK freewheels (set from the freewheel notification)
     FREEWHEEL_WAITS = 15  # freewheeling periods whose callback waited for room in a full ring
+    INPUT_OVERFLOWS = 16  # PortAudio callbacks flagged paInputOverflow (plugin/live/portaudio_host.py)
+    CLOCK_GAPS = 17  # times the device's timestamps showed frames lost (plugin/live/adc_clock.py)
+    DEVICE_LOST = 18  # 1: the device stopped on its own (gone, unplugged, its server died)
+    CLOCK_JUMPS = 19  # leaps the device's timestamps showed, gaps or not (plugin/live/adc_clock.py)
 
 
-CONTROL_SLOTS = 16
+CONTROL_SLOTS = 32
 
 
 class RunState(IntEnum):

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jack
 import numpy as np
 
 from sendlearn.capture import Block, HandOff
 from sendlearn.plugin.lifetime import die_with_parent
-from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream
+from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream, PortAudioBridge
 from sendlearn.plugin.live.ring import Control
 
 
@@ -67,6 +66,8 @@ class DummyServer:
         return self
 
     def _wait_ready(self) -> None:
+        import jack  # here: a PortAudio capture imports this module without libjack
+
         deadline = time.monotonic() + self.timeout
         jack.set_error_function(lambda message: None)  # "cannot connect" until it is up: expected
         try:
@@ -75,6 +76,8 @@ class DummyServer:
             jack.set_error_function(None)
 
     def _poll_ready(self, deadline: float) -> None:
+        import jack
+
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 raise BridgeError(f"jackd exited with {self._proc and self._proc.returncode}"
@@ -157,6 +160,7 @@ class BridgeStats:
     frame_origins: tuple[tuple[int, int], ...] = ()  # (stream sample, JACK frame of it) at start and jumps
     tempo: dict[str, Any] = field(default_factory=dict)  # the timebase master's tempo unit (plugin/live/tempo.py)
     freewheel: dict[str, Any] = field(default_factory=dict)  # JACK's freewheeling spans (bridge.freewheel_figures)
+    device: dict[str, Any] = field(default_factory=dict)  # a PortAudio device's facts (device_figures)
 
     def closing_figures(self, max_origins: int = 20_000) -> dict[str, Any]:
         """The figures a live stream ends with (BYE ``stats``, so ``stream.json``): structured
@@ -174,7 +178,7 @@ class BridgeStats:
             "jack_frame_origin": self.frame_origins[0][1] if self.frame_origins else None,
             "jack_frame_origins": origins,
             "jack_frame_origins_left_out": max(0, len(self.frame_origins) - max_origins),
-            **self.tempo, **self.freewheel,
+            **self.tempo, **self.freewheel, **self.device,
         }
 
 
@@ -196,8 +200,19 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
         callback_p50_us=float(p50), callback_p99_us=float(p99), callback_max_us=float(top),
         period_us=bridge.info.block_size / bridge.info.sample_rate * 1e6,
         frame_origins=tuple(bridge.frame_origins), tempo=bridge.playheads.figures(),
-        freewheel=bridge.freewheel_figures(),
+        freewheel=bridge.freewheel_figures(), device=device_figures(bridge),
     )
+
+
+def device_figures(bridge: JackBridge) -> dict[str, Any]:
+    """Which audio host captured, and for PortAudio what its device reported: overflow flags,
+    losses its timestamps showed (plugin/live/adc_clock.py), and why it stopped if on its own."""
+    if not isinstance(bridge, PortAudioBridge):
+        return {}  # the JACK path's facts are the fields above
+    return {"audio_host": "portaudio", "audio_device": bridge.client_name,
+            "input_overflows": bridge.count(Control.INPUT_OVERFLOWS), "clock_gaps": bridge.count(Control.CLOCK_GAPS),
+            "clock_jumps": bridge.count(Control.CLOCK_JUMPS), "timestamps_trusted": bridge.timestamps_trusted,
+            "device_lost": bridge.device_lost}
 
 
 def run_bridge(
@@ -207,18 +222,22 @@ def run_bridge(
     stop: threading.Event | None = None,
     on_tick: Callable[[BridgeStats], None] | None = None,
     tick: float = 0.5,
+    bridge_class: type[JackBridge] = JackBridge,
     **bridge_options: Any,
 ) -> BridgeStats:
     """Run a ``JackBridge`` until ``stop`` is set or ``seconds`` pass (Ctrl-C also ends it),
     calling ``on_tick`` every ``tick`` seconds; return the final stats, taken after the
     bridge has captured every period the JACK process wrote. A JACK process that ends on its
     own (killed, crashed) raises ``BridgeError``: a capture that failed partway, which the
-    command aborts rather than completes."""
+    command aborts rather than completes. A PortAudio device that stops on its own ends the
+    run, not in failure: every block it gave is captured and the stats say why (``device_lost``)."""
     stop = stop or threading.Event()
-    with JackBridge(open_stream, **bridge_options) as bridge:
+    with bridge_class(open_stream, **bridge_options) as bridge:
         started = time.monotonic()
         try:
             while not stop.wait(tick):
+                if bridge.count(Control.DEVICE_LOST):
+                    break
                 if _gone(bridge.pid):  # not asked to stop: the capture failed partway, say so
                     raise BridgeError("the JACK process ended during the capture"
                                       + (f" ({bridge.last_error})" if bridge.last_error else ""))

@@ -1,0 +1,229 @@
+"""``sendlearn live --audio portaudio``: any audio device through PortAudio, on this machine
+through PortAudio's JACK host API over a private ``jackd -d dummy`` (Debian's libportaudio2 has
+it; PortAudio joins the server JACK_DEFAULT_SERVER names, which the ``jack_server`` fixture
+sets). The player (tests/jackplay.py) plays noise that is a function of the JACK frame, so the
+stored stream must be that noise, bit for bit, from one origin on, gaps included."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import read_stream, wait_for
+from jackplay import PERIOD, Player, noise
+from sendlearn.cli.main import main
+from sendlearn.plugin.live.adc_clock import AdcClock
+from sendlearn.plugin.live.runner import DummyServer
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def origin_of(stored: np.ndarray, player: Player) -> tuple[int, int]:
+    """(JACK frame of the stream's sample 0, samples of silence before the player is heard).
+    PortAudio connects its ports once its stream runs, so the first blocks may be silence;
+    the origin comes from the first block that is not, which must be the player's noise."""
+    silent = 0
+    while silent < stored.shape[1] and not stored[:, silent:silent + PERIOD].any():
+        silent += PERIOD
+    first, last = min(player.played), max(player.played) + PERIOD
+    played = noise(first, last - first, 0)
+    head = stored[0, silent:silent + 32]
+    for at in np.flatnonzero(played == head[0]):
+        if np.array_equal(played[at:at + 32], head):
+            return first + int(at) - silent, silent
+    raise AssertionError(f"the stored audio from sample {silent} on is not the player's noise anywhere")
+
+
+def test_portaudio_capture_is_the_played_audio_bit_for_bit(jack_server: DummyServer, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    player = Player(jack_server, 2)
+    player.client.activate()
+    try:
+        code, out, err = run_cli(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD), "--seconds", "2",
+                                  "--data-dir", str(tmp_path), "--session", "gig", "--json"], capsys)
+    finally:
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["audio"] == "portaudio" and summary["audio_host"] == "portaudio"
+    got = read_stream(tmp_path, "gig", "portaudio")
+    info, stored = got["info"], got["audio"]
+    assert info["complete"] and info["sample_rate"] == 48000 and stored.shape[0] == 2
+    assert info["sender"]["audio_device"].startswith("player (JACK Audio Connection Kit)")
+    origin, silent = origin_of(stored, player)
+    kept = np.ones(stored.shape[1], bool)
+    kept[:silent] = False  # silence before PortAudio's ports were connected: zeros, checked above
+    for gap in info["gaps"]:
+        kept[gap["start_sample"]:gap["end_sample"]] = False
+    # JACK's stamps leap after a stall with no frame lost (adc_clock.py): over the JACK host API the
+    # frames as delivered are the stream, leaps recorded beside them, and no gap is invented
+    assert info["sender"]["timestamps_trusted"] is False and info["sender"]["clock_gaps"] == 0
+    assert info["sender"]["clock_jumps"] >= 0 and not info["gaps"]
+    compared = 0
+    for start in range(0, stored.shape[1] - PERIOD + 1, PERIOD):
+        if not kept[start] or not player.clear(origin + start):
+            continue  # a gap, or a cycle the Python player itself ran late in
+        for channel in range(2):
+            assert stored[channel, start:start + PERIOD].tobytes() == noise(origin + start, PERIOD, channel).tobytes(), \
+                f"sample {start}, channel {channel}"
+        compared += PERIOD
+    assert compared >= 0.8 * stored.shape[1], f"only {compared} of {stored.shape[1]} samples were comparable"
+
+
+def test_list_devices_names_host_api_channels_and_rates(jack_server: DummyServer,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    player = Player(jack_server, 2)
+    try:
+        code, out, _ = run_cli(["live", "--list-devices"], capsys)
+    finally:
+        player.client.close()
+    assert code == 0
+    line = next(line for line in out.splitlines() if ": player " in line)
+    assert "(JACK Audio Connection Kit): 2 in, 0 out, default 48000 Hz, takes 48000 Hz" in line
+
+
+def test_list_devices_without_any_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No JACK server under that name and no sound card in this container: nothing to list."""
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"none-{tmp_path.name}")
+    code, out, _ = run_cli(["live", "--list-devices"], capsys)
+    assert code == 0
+    assert out.startswith("no audio devices (PortAudio V19") and out.rstrip().endswith("host APIs: ALSA, OSS)"), out
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--audio", "portaudio:nosuchdevice"], "audio device 'nosuchdevice': No input device matching"),
+    (["--audio", "portaudio:player", "--rate", "44100"], "refuses 44100 Hz; it takes 48000 Hz"),
+    (["--audio", "portaudio:player", "--channels", "3"], "3 channels asked for, it has 2 inputs"),
+    (["--audio", "portaudio:player", "--block-size", "0"], "--block-size 0: give 1 to 8192 frames"),
+    (["--audio", "portaudio", "--virtual-port", "x"], "--virtual-port goes with --audio jack"),
+    (["--audio", "pulse"], "--audio 'pulse': write jack, portaudio or portaudio:DEVICE"),
+    (["--rate", "44100"], "--rate goes with --audio portaudio"),
+])
+def test_bad_input_is_one_line_and_exit_2(jack_server: DummyServer, tmp_path: Path, argv: list[str], says: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    player = Player(jack_server, 2)
+    try:
+        code, _, err = run_cli(["live", *argv, "--seconds", "1", "--data-dir", str(tmp_path)], capsys)
+    finally:
+        player.client.close()
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    if "nosuchdevice" in argv[1]:  # an unknown device: the line lists the ones there are
+        assert "; input devices: " in err and "player (JACK Audio Connection Kit, 2 in, 48000 Hz)" in err
+
+
+def test_the_adc_clock_places_lost_blocks_and_ignores_lateness_and_drift() -> None:
+    """Timestamps late by up to most of a block, a clock 100 ppm off, and two losses (3 blocks,
+    then 1): the losses are found, whole, where they happened, and nothing else is."""
+    rate, block = 48000, 128
+    clock = AdcClock(rate, block)
+    rng = np.random.default_rng(1)
+    frame, found = 0, []
+    for index in range(20000):
+        if index in (5000, 12000):
+            frame += {5000: 3, 12000: 1}[index] * block
+        late = rng.uniform(0, 0.9 * block)
+        if clock.advance((frame * (1 + 1e-4) + late) / rate, block):
+            found.append((index, clock.first))
+        frame += block
+    assert found == [(5000, 5003 * block), (12000, 12004 * block)]
+    assert clock.missed_frames == 4 * block and clock.gaps == 2
+
+
+def test_untrusted_timestamps_record_their_leaps_and_keep_the_frames_contiguous() -> None:
+    rate, block = 48000, 128
+    clock = AdcClock(rate, block, trusted=False)
+    stamp, firsts = 0, []
+    for index in range(3000):
+        if index == 1000:
+            stamp += 3 * block  # JACK's DLL leaping ahead after a stall
+        assert clock.advance(stamp / rate, block) == 0
+        firsts.append(clock.first)
+        stamp += block
+    assert firsts == [k * block for k in range(3000)]
+    assert (clock.jumps, clock.jump_frames, clock.gaps) == (1, 3 * block, 0)
+
+
+def test_a_stop_event_ends_the_run_with_every_block_captured(jack_server: DummyServer) -> None:
+    """Ctrl-C's path: a stop event ends the run; every block PortAudio gave reached the sink, in order."""
+    from sendlearn.capture import HandOff, StreamInfo
+    from sendlearn.plugin import CaptureProcessor
+    from sendlearn.plugin.live.bridge import PortAudioBridge
+    from sendlearn.plugin.live.runner import drain, run_bridge
+
+    player = Player(jack_server, 1)
+    player.client.activate()
+    seqs: list[int] = []
+    stop = threading.Event()
+
+    def taken(block) -> None:
+        seqs.append(block.seq)
+        if len(seqs) == 200:
+            stop.set()
+
+    def open_stream(info: StreamInfo) -> CaptureProcessor:
+        handoff = HandOff(4096)
+        drain(handoff, taken)
+        return CaptureProcessor.for_stream(info, realtime=True, handoff=handoff)
+
+    try:
+        stats = run_bridge(open_stream, stop=stop, seconds=120, bridge_class=PortAudioBridge, device="player",
+                           block_size=PERIOD)
+    finally:
+        player.client.deactivate()
+        player.client.close()
+    assert stats.blocks >= 200 and stats.device["audio_host"] == "portaudio" and stats.device["device_lost"] is None
+    wait_for(lambda: len(seqs) >= stats.blocks, what="the drain to take the last blocks")
+    assert seqs == list(range(stats.blocks)) and stats.dropped == 0
+
+
+def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The JACK server behind the device stops mid-capture (SIGTERM: a SIGKILLed jackd leaves its
+    slot in JACK's shm registry, which holds 8 servers a machine): the run ends (exit 1, one line
+    saying why), and the stream holds every block the device gave, complete, with the reason."""
+    import os
+    import signal
+
+    server = DummyServer(log=tmp_path / "jackd.log").start()
+    player = Player(server, 2)
+    player.client.activate()
+    data_dir = tmp_path / "data"
+    blocks_dir = data_dir / "sessions" / "gig" / "portaudio"
+
+    def stop_the_server() -> None:
+        wait_for(lambda: blocks_dir.exists(), timeout=30, what="the stream")
+        time.sleep(1.0)
+        # the player goes first, cleanly: a jack.Client left open on a dead server segfaults
+        # when the collector closes it later, in whatever test is running then
+        player.client.deactivate()
+        player.client.close()
+        os.kill(server.pid or 0, signal.SIGTERM)
+
+    killer = threading.Thread(target=stop_the_server)
+    killer.start()
+    try:
+        code, out, err = run_cli(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD), "--seconds", "60",
+                                  "--data-dir", str(data_dir), "--session", "gig"], capsys)
+    finally:
+        killer.join()
+        server.stop()
+    assert code == 1
+    assert out.startswith("captured ") and len(err.strip().splitlines()) == 1, err
+    got = read_stream(data_dir, "gig", "portaudio")
+    info = got["info"]
+    reason = info["sender"]["device_lost"]
+    assert reason.startswith("the audio device player (JACK Audio Connection Kit) ")
+    assert err.strip() == f"failed: {reason}; the stream is complete up to then"
+    assert info["complete"] and info["blocks"] > 100 and not info["gaps"]
+    assert got["audio"].shape[1] == info["blocks"] * PERIOD
