@@ -14,7 +14,8 @@ from typing import Any
 
 from sendlearn.cli.host_logs import report_host_logs
 from sendlearn.cli.output import print_table
-from sendlearn.cli.render import host_output, load_inputs, render_all, report, show_progress
+from sendlearn.cli.render import host_output, load_inputs, render_all
+from sendlearn.cli.render_report import report, show_progress
 from sendlearn.plugin.offline.send import Outcome
 from sendlearn.plugin.session.inputs import LoadedInput
 from sendlearn.store.sink import remove_sessions

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser(
         "render", help="render MIDI or session files through real instruments into a dataset",
         description="Render .mid files (one track, --instrument) or .toml session files offline, capture "
-        "every block and stream it to a receiver: an in-process one writing to --data-dir, or --server.")
+        "every block into a dataset: the store writing straight into --data-dir, or the link to a receiver at --server. An Ardour 7 session (folder or .ardour file) is rendered by Ardour itself in JACK freewheel.")
     render.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=".mid or .toml file, or a directory of them (searched recursively), or an Ardour 7 session (its folder or .ardour file)")
     where = render.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",

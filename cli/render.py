@@ -17,13 +17,12 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from sendlearn.cli.host_logs import LOGS, HostOutput, printed, report_host_logs
+from sendlearn.cli.host_logs import LOGS, HostOutput, printed
 from sendlearn.cli.output import print_table
 from sendlearn.cli.progress import ProgressView
+from sendlearn.cli.render_report import report, show_progress
 from sendlearn.cli.sinks import choose_sink
 from sendlearn.errors import MissingExtra, UsageError
 from sendlearn.plugin.offline.send import Outcome, capture_session
@@ -168,47 +167,6 @@ def render_all(loaded: list[LoadedInput], server: str | None, data_dir: Path | N
             if outcome.ok and (folder / "stream.json").is_file():
                 outcome.path = str(folder)
     return outcomes, time.monotonic() - started
-
-
-def show_progress(args: argparse.Namespace) -> bool:
-    return sys.stdout.isatty() and sys.stderr.isatty() and not args.json
-
-
-# --- what it prints ------------------------------------------------------------------------
-
-
-def summary(outcomes: list[Outcome], data_dir: Path | None, server: str | None, elapsed: float) -> dict[str, Any]:
-    streams = []
-    for o in outcomes:
-        entry = asdict(o)
-        entry.update(entry.pop("extra"))
-        streams.append(entry)
-    return {
-        "ok": all(o.ok for o in outcomes),
-        "data_dir": str(data_dir) if data_dir is not None else None,
-        "server": server,
-        "elapsed_seconds": round(elapsed, 3),
-        "streams": streams,
-        "failures": [{"input": o.input, "session": o.session, "stream": o.stream, "reason": o.reason}
-                     for o in outcomes if not o.ok],
-    }
-
-
-def report(args: argparse.Namespace, outcomes: list[Outcome], data_dir: Path | None, elapsed: float) -> None:
-    server = getattr(args, "server", None)
-    for o in outcomes:  # on stderr in both modes: a person watching sees what failed and why
-        if not o.ok:
-            print(f"{o.input}: {o.stream}: {o.reason}", file=sys.stderr)
-    report_host_logs({o.input: o.extra.get("host_log") for o in outcomes})
-    if args.json:
-        print(json.dumps(summary(outcomes, data_dir, server, elapsed)))
-        return
-    good = sum(o.ok for o in outcomes)
-    print_table(f"{good} of {len(outcomes)} streams ok in {elapsed:.1f} s",
-                ["session", "stream", "seconds", "blocks", "events", "result"],
-                [[o.session, o.stream, f"{o.seconds:.2f}", o.blocks, o.events,
-                  "ok" if o.ok else f"failed: {o.reason}"] for o in outcomes])
-    print(f"written to {data_dir}" if data_dir is not None else f"sent to {server}")
 
 
 def _fail_early(args: argparse.Namespace, reason: str) -> int:

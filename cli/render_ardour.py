@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from sendlearn.cli.progress import ProgressView
-from sendlearn.cli.render import report, show_progress
+from sendlearn.cli.render_report import report, show_progress
 from sendlearn.cli.signals import stopped_by_signals
 from sendlearn.cli.sinks import choose_sink
 from sendlearn.errors import UsageError
