@@ -7,6 +7,9 @@ stored stream must be that noise, bit for bit, from one origin on, gaps included
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,15 +19,17 @@ import pytest
 
 from helpers import read_stream, wait_for
 from jackplay import PERIOD, Player, noise
-from sendlearn.cli.main import main
 from sendlearn.plugin.live.adc_clock import AdcClock
 from sendlearn.plugin.live.runner import DummyServer
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``sendlearn ARGV`` in a process of its own, as a user runs it: PortAudio, once loaded,
+    keeps a JACK client of its own in the process, and a JACK-Client closed later in the same
+    process (pytest's, in the JACK tests after these) could hang in jack_client_close."""
+    done = subprocess.run([sys.executable, "-m", "sendlearn", *argv], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "COLUMNS": "160"})
+    return done.returncode, done.stdout, done.stderr
 
 
 def origin_of(stored: np.ndarray, player: Player) -> tuple[int, int]:
@@ -43,13 +48,12 @@ def origin_of(stored: np.ndarray, player: Player) -> tuple[int, int]:
     raise AssertionError(f"the stored audio from sample {silent} on is not the player's noise anywhere")
 
 
-def test_portaudio_capture_is_the_played_audio_bit_for_bit(jack_server: DummyServer, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_portaudio_capture_is_the_played_audio_bit_for_bit(jack_server: DummyServer, tmp_path: Path) -> None:
     player = Player(jack_server, 2)
     player.client.activate()
     try:
         code, out, err = run_cli(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD), "--seconds", "2",
-                                  "--data-dir", str(tmp_path), "--session", "gig", "--json"], capsys)
+                                  "--data-dir", str(tmp_path), "--session", "gig", "--json"])
     finally:
         player.client.deactivate()
         player.client.close()
@@ -80,11 +84,10 @@ def test_portaudio_capture_is_the_played_audio_bit_for_bit(jack_server: DummySer
     assert compared >= 0.8 * stored.shape[1], f"only {compared} of {stored.shape[1]} samples were comparable"
 
 
-def test_list_devices_names_host_api_channels_and_rates(jack_server: DummyServer,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_devices_names_host_api_channels_and_rates(jack_server: DummyServer) -> None:
     player = Player(jack_server, 2)
     try:
-        code, out, _ = run_cli(["live", "--list-devices"], capsys)
+        code, out, _ = run_cli(["live", "--list-devices"])
     finally:
         player.client.close()
     assert code == 0
@@ -92,11 +95,11 @@ def test_list_devices_names_host_api_channels_and_rates(jack_server: DummyServer
     assert "(JACK Audio Connection Kit): 2 in, 0 out, default 48000 Hz, takes 48000 Hz" in line
 
 
-def test_list_devices_without_any_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_list_devices_without_any_says_so(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """No JACK server under that name and no sound card in this container: nothing to list."""
     monkeypatch.setenv("JACK_DEFAULT_SERVER", f"none-{tmp_path.name}")
-    code, out, _ = run_cli(["live", "--list-devices"], capsys)
+    code, out, _ = run_cli(["live", "--list-devices"])
     assert code == 0
     assert out.startswith("no audio devices (PortAudio V19") and out.rstrip().endswith("host APIs: ALSA, OSS)"), out
 
@@ -110,11 +113,10 @@ def test_list_devices_without_any_says_so(tmp_path: Path, capsys: pytest.Capture
     (["--audio", "pulse"], "--audio 'pulse': write jack, portaudio or portaudio:DEVICE"),
     (["--rate", "44100"], "--rate goes with --audio portaudio"),
 ])
-def test_bad_input_is_one_line_and_exit_2(jack_server: DummyServer, tmp_path: Path, argv: list[str], says: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(jack_server: DummyServer, tmp_path: Path, argv: list[str], says: str) -> None:
     player = Player(jack_server, 2)
     try:
-        code, _, err = run_cli(["live", *argv, "--seconds", "1", "--data-dir", str(tmp_path)], capsys)
+        code, _, err = run_cli(["live", *argv, "--seconds", "1", "--data-dir", str(tmp_path)])
     finally:
         player.client.close()
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
@@ -187,8 +189,7 @@ def test_a_stop_event_ends_the_run_with_every_block_captured(jack_server: DummyS
     assert seqs == list(range(stats.blocks)) and stats.dropped == 0
 
 
-def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path: Path) -> None:
     """The JACK server behind the device stops mid-capture (SIGTERM: a SIGKILLed jackd leaves its
     slot in JACK's shm registry, which holds 8 servers a machine): the run ends (exit 1, one line
     saying why), and the stream holds every block the device gave, complete, with the reason."""
@@ -214,7 +215,7 @@ def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path:
     killer.start()
     try:
         code, out, err = run_cli(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD), "--seconds", "60",
-                                  "--data-dir", str(data_dir), "--session", "gig"], capsys)
+                                  "--data-dir", str(data_dir), "--session", "gig"])
     finally:
         killer.join()
         server.stop()
