@@ -8,12 +8,11 @@ more than 8 channels (FLAC's limit), to a WAV at that depth.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -30,15 +29,15 @@ from sendlearn.capture.tempo import settle_blocks
 from sendlearn.dataset.schema import AudioFile, Backfill, Damage, Gap, QualityRun, StreamSummary
 from sendlearn.files.records import read_records
 from sendlearn.store.identity import info_json
-from sendlearn.store.layout import write_aside, write_fully, write_json
+from sendlearn.store.layout import write_aside, write_json
 from sendlearn.store.record import BlockRecord, check_version, read_block
 from sendlearn.store.tables import StoredBlock, blocks_table, events_table, notes_midi, params_table, write_parquet
-from sendlearn.store.wavfile import WORK_NAME, float_header, no_peak_chunk
 
 if TYPE_CHECKING:
     from sendlearn.store.writer import StreamWriter
 
 AUDIO_CHUNK_FRAMES = 1 << 16
+SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command; soundfile has no wrapper for it
 PUBLIC_FILES = ("events.parquet", "blocks.parquet", "params.parquet", "notes.mid")
 
 
@@ -63,7 +62,7 @@ def _finalise(writer: StreamWriter, ended: str) -> dict[str, Any]:
     # the audio file is copied and hashed on a second thread (file I/O, libsndfile and sha256 let
     # go of the GIL) while this one builds the tables; leaving the block waits for it either way
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-finalise-audio") as audio_thread:
-        audio = audio_thread.submit(_write_audio_and_hash, writer, stored, complete)
+        audio = audio_thread.submit(_write_audio_and_hash, writer, stored)
         write_aside(folder / "events.parquet", lambda p: write_parquet(events_table(stored), p))
         write_aside(folder / "blocks.parquet", lambda p: write_parquet(blocks_table(stored), p))
         write_aside(folder / "params.parquet", lambda p: write_parquet(params_table(stored), p))
@@ -189,62 +188,31 @@ def audio_format(qualities: set[Quality], channels: int) -> tuple[str, str, str]
     return "audio.flac", "FLAC", subtype
 
 
-def _write_audio_and_hash(writer: StreamWriter, stored: list[StoredBlock], complete: bool) -> tuple[str, str, str]:
+def _write_audio_and_hash(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str, str]:
     """(file name, subtype, sha256) of the stream's audio file, written."""
-    name, subtype = _write_audio(writer, stored, complete)
+    name, subtype = _write_audio(writer, stored)
     return name, subtype, _sha256(writer.dir / name)
 
 
-def _write_audio(writer: StreamWriter, stored: list[StoredBlock], complete: bool) -> tuple[str, str]:
+def _write_audio(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, str]:
     name, fmt, subtype = audio_format({s.quality for s in stored}, writer.info.channels)
-    channels, frames, fd, offset = writer.info.channels, writer.end_sample, writer.audio_fd, writer.audio_offset
-    os.ftruncate(fd, offset + frames * channels * 4)  # unwritten tails read as silence
-    # a complete stream's work file becomes the float WAV itself (no later block can change it),
-    # when this writer made it from empty: what a resumed folder holds on disk is only what the
-    # page cache gives back, so it is copied out of there as before
-    linkable = complete and writer.made_work_files and offset and subtype == "FLOAT"
-    header = float_header(writer.info.sample_rate, channels, frames) if linkable else None
-    if header is not None and len(header) == offset and _link_work_audio(writer, name, header):
-        return name, subtype
+    channels, frames, fd = writer.info.channels, writer.end_sample, writer.audio_fd
+    os.ftruncate(fd, frames * channels * 4)  # unwritten tails read as silence
 
     def write(tmp: Path) -> None:
         with soundfile.SoundFile(tmp, "w", writer.info.sample_rate, channels, subtype, format=fmt) as out:
-            if fmt == "WAV":
-                no_peak_chunk(out)
+            if fmt == "WAV":  # no PEAK chunk: it holds a timestamp, and equal data must give equal files
+                soundfile._snd.sf_command(out._file, SFC_SET_ADD_PEAK_CHUNK, soundfile._ffi.NULL, 0)
             for start in range(0, frames, AUDIO_CHUNK_FRAMES):
                 n = min(AUDIO_CHUNK_FRAMES, frames - start)
-                raw = os.pread(fd, n * channels * 4, offset + start * channels * 4)
+                raw = os.pread(fd, n * channels * 4, start * channels * 4)
                 out.write(np.frombuffer(raw, dtype="<f4").reshape(n, channels))
 
-    _publish_audio(writer.dir, name, write)
-    return name, subtype
-
-
-def _link_work_audio(writer: StreamWriter, name: str, header: bytes) -> bool:
-    """The work file, its header made final, linked into place; False where the file system
-    has no hard links (the audio is then copied)."""
-    write_fully(writer.audio_fd, header, 0)
-    os.fsync(writer.audio_fd)
-    work_file = writer.work / WORK_NAME
-
-    def link(tmp: Path) -> None:
-        tmp.unlink()
-        os.link(work_file, tmp)
-
-    try:
-        _publish_audio(writer.dir, name, link)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-        return False
-    return True
-
-
-def _publish_audio(folder: Path, name: str, write: Callable[[Path], object]) -> None:
-    write_aside(folder / name, write)
+    write_aside(writer.dir / name, write)
     for other in ("audio.wav", "audio.flac"):
         if other != name:
-            (folder / other).unlink(missing_ok=True)
+            (writer.dir / other).unlink(missing_ok=True)
+    return name, subtype
 
 
 def _quality_runs(stored: list[StoredBlock]) -> list[dict[str, Any]]:

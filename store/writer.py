@@ -1,8 +1,8 @@
 """One writer per stream: blocks in, durable work files out (docs/dataset.md, "Durability").
 
-While a stream is open its state lives in ``<stream>/.work/``: ``audio.wav`` (interleaved
-float32 behind a float WAV header, each block written at its own sample position, so
-out-of-order, duplicate and backfilled blocks all land in place; store/wavfile.py) and ``journal`` (one checksummed record per accepted
+While a stream is open its state lives in ``<stream>/.work/``: ``audio.f32`` (interleaved
+float32, each block written at its own sample position, so out-of-order, duplicate and
+backfilled blocks all land in place) and ``journal`` (one checksummed record per accepted
 block). ``commit`` fsyncs both: that is what "durable" means, and only then is a seq ACKed.
 ``finalise`` (store/finalise.py) turns the work files into the public files. A writer
 re-opened on the same folder (a receiver restart) recovers its state from them; a journal
@@ -35,7 +35,6 @@ from sendlearn.store.finalise import finalise
 from sendlearn.store.identity import check_same_stream, info_json, read_info, record_info
 from sendlearn.store.layout import WORK, fsync_dir, storage, stream_dir, write_fully
 from sendlearn.store.record import BlockRecord, block_record, check_version, header_of, record_span
-from sendlearn.store.wavfile import open_work_audio
 
 log = logging.getLogger("sendlearn.receiver")
 
@@ -63,7 +62,6 @@ class StreamWriter:
         self.failed: str | None = None  # the storage error that stopped this writer
         self.journal: Journal | None = None
         self._audio_fd: int | None = None
-        self.audio_offset = 0  # where sample 0 is in the work audio file (after its WAV header)
         self.through = -1  # every seq <= through is stored or a declared drop
         self._above: set[int] = set()  # stored seqs beyond the watermark
         self._dropped: list[tuple[int, int]] = []  # declared drops: sorted, disjoint
@@ -82,10 +80,6 @@ class StreamWriter:
         # every block record this writer's journal holds, as (header, quality, at), when all were
         # appended by this writer (the journal was empty when it opened); None: read the journal
         self._kept: list[tuple[BlockRecord, Quality, float]] | None = None
-        # this writer made the work files from empty, so every byte in them is its own write, made
-        # durable by fsyncs that all succeeded (a failed one abandons the writer). A folder it
-        # resumed may hold pages a failed write-back left stale on disk after its last writer
-        self.made_work_files = False
         self.opened = False
         if self.work.exists():
             try:
@@ -109,12 +103,11 @@ class StreamWriter:
             self.journal.abandon()
             self.journal = None
             raise
-        self._audio_fd, self.audio_offset = open_work_audio(self.work, self.info.sample_rate, self.info.channels)
+        self._audio_fd = os.open(self.work / "audio.f32", os.O_RDWR | os.O_CREAT, 0o644)
         for record in records:
             self._replay(record)
         self._record_damage(records, damage)
-        self.made_work_files = not records and not damage and not self.journal.torn_bytes
-        self._kept = [] if self.made_work_files else None
+        self._kept = [] if not records and not damage and not self.journal.torn_bytes else None
         if self.journal.torn_bytes:  # a crash mid-append, or damage at the very end: say so
             log.warning("%s/%s: cut %d bytes off the end of the journal (no intact record in them)",
                         self.info.session, self.info.stream, self.journal.torn_bytes)
@@ -196,7 +189,7 @@ class StreamWriter:
         return self._kept
 
     def _write_run(self, audio_fd: int, run: list[Block]) -> None:
-        """Write consecutive blocks' audio interleaved, as the WAV holds it: the one
+        """Write consecutive blocks' audio interleaved, as audio.f32 and the WAV hold it: the one
         copy the store makes of a block's samples, into one buffer for one pwrite."""
         if not run:
             return
@@ -206,7 +199,7 @@ class StreamWriter:
         for block in run:
             interleaved[at:at + block.frames] = cast(np.ndarray, block.audio).T
             at += block.frames
-        write_fully(audio_fd, interleaved.data, self.audio_offset + run[0].start_sample * channels * 4)
+        write_fully(audio_fd, interleaved.data, run[0].start_sample * channels * 4)
         run.clear()
 
     def _check_reach(self, block: Block) -> None:
@@ -284,8 +277,7 @@ class StreamWriter:
 
     @property
     def audio_fd(self) -> int:
-        """The work audio file (``audio.wav``; ``audio.f32`` in older folders), open until the
-        files are released; its samples start at ``audio_offset``."""
+        """The work audio file (``audio.f32``), open until the files are released."""
         return self._files()[1]
 
     @property

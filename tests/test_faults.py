@@ -46,7 +46,7 @@ def test_receiver_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     sender = subprocess.Popen([sys.executable, str(HERE / "spool_sender.py"), f"ws://127.0.0.1:{port}",
                                str(tmp_path / "spool"), INFO.session, INFO.stream, "600", "0.003"], stdout=subprocess.PIPE, text=True)
     try:
-        audio = data / "sessions" / INFO.session / INFO.stream / ".work" / "audio.wav"
+        audio = data / "sessions" / INFO.session / INFO.stream / ".work" / "audio.f32"
         wait_for(lambda: audio.exists() and audio.stat().st_size > 200 * 2048, 30, "blocks on disk")
         receiver.send_signal(signal.SIGKILL)
         receiver.wait(10)
@@ -69,7 +69,7 @@ def test_sender_killed_and_restarted_on_its_spool(tmp_path: Path) -> None:
     with ReceiverThread(tmp_path / "data", commit_interval=0.05) as receiver:
         first = subprocess.Popen([sys.executable, str(HERE / "spool_sender.py"), receiver.url, str(spool), INFO.session,
                                   INFO.stream, "500", "0.004"], stdout=subprocess.PIPE, text=True)
-        audio = tmp_path / "data" / "sessions" / INFO.session / INFO.stream / ".work" / "audio.wav"
+        audio = tmp_path / "data" / "sessions" / INFO.session / INFO.stream / ".work" / "audio.f32"
         wait_for(lambda: audio.exists() and audio.stat().st_size > 150 * 2048, 30, "blocks on disk")
         first.send_signal(signal.SIGKILL)
         first.wait(10)

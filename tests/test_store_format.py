@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,17 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
 from helpers import make_audio
 from midi_files import write_tune
 from sendlearn.capture import Block, Playhead, StreamInfo
 from sendlearn.cli.main import main
 from sendlearn.files.records import Journal, read_records
-from sendlearn.store.errors import OldJournal, StorageError
+from sendlearn.store.errors import OldJournal
 from sendlearn.store.locks import StreamLocks
 from sendlearn.store.status import open_stream_summaries
-from sendlearn.store.wavfile import data_offset, no_peak_chunk
 from sendlearn.store.writer import StreamWriter
 from sendlearn.transport import BlockEntry
 from sendlearn.transport.encode import entry_to_wire
@@ -40,7 +37,7 @@ def _old_work_folder(data_dir: Path, blocks: list[Block]) -> Path:
     """A work folder as sendlearn 0.1 left it: block records holding the wire map, no version."""
     writer = StreamWriter(data_dir, INFO)
     writer.add(blocks[:1])
-    writer.close()  # info.json and the work audio as they were; only the journal's records differ
+    writer.close()  # info.json and audio.f32 as they were; only the journal's records differ
     journal_path = writer.work / "journal"
     journal_path.unlink()
     journal = Journal(journal_path)
@@ -140,92 +137,6 @@ def test_two_renders_of_one_stream_never_both_write_it(tmp_path: Path) -> None:
     assert written[0] == 0 and written[1] == reports[0]["streams"][0]["blocks"]  # one wrote it all, one found it done
 
 
-def _stream_blocks(info: StreamInfo, n: int) -> list[Block]:
-    size = info.block_size
-    return [Block(info.session, info.stream, seq, seq * size, size, info.sample_rate, info.channels,
-                  Playhead(seconds=seq * size / info.sample_rate, playing=True), (), (),
-                  make_audio(info.channels, size, seed=seq)) for seq in range(n)]
-
-
-def _soundfile_wav(path: Path, audio: np.ndarray, rate: int) -> bytes:
-    """What soundfile writes for ``audio`` (channels, frames): a float WAV without a PEAK chunk."""
-    with soundfile.SoundFile(path, "w", rate, audio.shape[0], "FLOAT", format="WAV") as out:
-        no_peak_chunk(out)
-        out.write(audio.T)
-    return path.read_bytes()
-
-
-@pytest.mark.parametrize("channels", [1, 2, 3])
-def test_a_complete_streams_work_audio_becomes_its_wav_byte_for_byte(tmp_path: Path, channels: int) -> None:
-    info = StreamInfo("sess", f"ch{channels}", 44100, channels, 300)
-    blocks = _stream_blocks(info, 9)
-    writer = StreamWriter(tmp_path / "data", info)
-    writer.add(blocks[::2])  # out of order: the samples land at their own place either way
-    writer.add(blocks[1::2])
-    work_audio = writer.work / "audio.wav"
-    work_inode = work_audio.stat().st_ino
-    writer.bye(8)
-    writer.finalise("bye")
-    published = writer.dir / "audio.wav"
-    assert not writer.work.exists()
-    assert published.stat().st_ino == work_inode  # the samples were written once, never copied
-    expected = np.concatenate([b.audio for b in blocks], axis=1)
-    assert published.read_bytes() == _soundfile_wav(tmp_path / "ref.wav", expected, info.sample_rate)
-    summary = json.loads((writer.dir / "stream.json").read_text())
-    assert summary["checksums"]["audio.wav"] == hashlib.sha256(published.read_bytes()).hexdigest()
-
-
-def test_an_open_streams_wav_is_a_copy_that_a_resume_cannot_change(tmp_path: Path) -> None:
-    blocks = _stream_blocks(INFO, 6)
-    writer = StreamWriter(tmp_path, INFO)
-    writer.add(blocks[:3])
-    writer.finalise("connection lost")  # no BYE: the work folder stays for a resume
-    published = writer.dir / "audio.wav"
-    first = published.read_bytes()
-    assert published.stat().st_ino != (writer.work / "audio.wav").stat().st_ino
-    resumed = StreamWriter(tmp_path, INFO)
-    resumed.add(blocks[3:])
-    resumed.commit()
-    assert published.read_bytes() == first  # what readers have stays whole until finalised again
-    resumed.bye(5)
-    resumed.finalise("bye")
-    expected = np.concatenate([b.audio for b in blocks], axis=1)
-    assert published.read_bytes() == _soundfile_wav(tmp_path / "ref.wav", expected, INFO.sample_rate)
-
-
-def test_a_work_folder_with_the_earlier_headerless_audio_resumes_and_finalises(tmp_path: Path) -> None:
-    blocks = _stream_blocks(INFO, 6)
-    writer = StreamWriter(tmp_path, INFO)
-    writer.add(blocks[:4])
-    writer.close()
-    # as an earlier version left it: the same samples in .work/audio.f32, with no header
-    work_audio = writer.work / "audio.wav"
-    raw = work_audio.read_bytes()
-    (writer.work / "audio.f32").write_bytes(raw[data_offset(raw):])
-    work_audio.unlink()
-    resumed = StreamWriter(tmp_path, INFO)
-    assert resumed.audio_offset == 0
-    resumed.add(blocks[4:])
-    resumed.bye(5)
-    resumed.finalise("bye")
-    expected = np.concatenate([b.audio for b in blocks], axis=1)
-    assert (writer.dir / "audio.wav").read_bytes() == _soundfile_wav(tmp_path / "ref.wav", expected, INFO.sample_rate)
-
-
-def test_a_damaged_work_audio_header_is_a_storage_error_naming_the_file(tmp_path: Path) -> None:
-    writer = StreamWriter(tmp_path, INFO)
-    writer.add(_stream_blocks(INFO, 2))
-    writer.close()
-    work_audio = writer.work / "audio.wav"
-    damaged = bytearray(work_audio.read_bytes())
-    damaged[:4] = b"JUNK"
-    work_audio.write_bytes(bytes(damaged))
-    with pytest.raises(StorageError) as refused:
-        StreamWriter(tmp_path, INFO)
-    assert "audio.wav" in str(refused.value) and "RIFF" in str(refused.value)
-    assert work_audio.read_bytes() == bytes(damaged)  # left as it is
-
-
 CRASHING_WRITER = """
 import sys
 from pathlib import Path
@@ -260,9 +171,7 @@ def test_a_writer_killed_anywhere_resumes_over_audio_it_really_wrote(tmp_path: P
         resumed = StreamWriter(tmp_path, INFO)
         stored = [seq for seq in range(resumed.max_seq + 1) if resumed._stored(seq)]
         assert stored == list(range(resumed.through + 1))  # one writer, in order: no holes
-        work = resumed.work / "audio.wav"
-        raw = work.read_bytes()
-        samples = np.frombuffer(raw[resumed.audio_offset:], dtype="<f4")
+        samples = np.frombuffer((resumed.work / "audio.f32").read_bytes(), dtype="<f4")
         for seq in stored:
             got = samples[seq * 512:(seq + 1) * 512]
             assert got.tobytes() == make_audio(2, 256, seed=seq % 64).T.tobytes(), f"block {seq}: audio not written"
