@@ -256,9 +256,9 @@ def test_hellos_alone_leave_no_files(served: Served) -> None:
         with connect(served.url, compression=None) as ws:
             ws.send(hello_frame(f"ghost{i}", session="ghosts"))
             ws.recv(30)  # WELCOME
-    time.sleep(0)  # the connections' release runs as they close; the next check waits for it
+    # each connection's release (its lock file too) runs after it closes: wait for the last one
     deadline = time.monotonic() + 30
-    while served.data_dir.joinpath("sessions", "ghosts").exists() and time.monotonic() < deadline:
+    while {p for p in served.data_dir.rglob("*")} - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert {p for p in served.data_dir.rglob("*")} - before == set()
 
