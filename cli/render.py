@@ -22,7 +22,7 @@ from pathlib import Path
 from sendlearn.cli.host_logs import LOGS, HostOutput, printed
 from sendlearn.cli.output import print_table
 from sendlearn.cli.progress import ProgressView
-from sendlearn.cli.render_report import report, show_progress
+from sendlearn.cli.render_report import attach_paths, report, show_progress
 from sendlearn.cli.sinks import choose_sink
 from sendlearn.errors import MissingExtra, UsageError
 from sendlearn.plugin.offline.send import Outcome, capture_session
@@ -161,11 +161,7 @@ def render_all(loaded: list[LoadedInput], server: str | None, data_dir: Path | N
                 outcome.extra["host_log"] = printed(log)
             outcomes += done
             view.input_done()
-    if data_dir is not None:
-        for outcome in outcomes:
-            folder = data_dir / "sessions" / outcome.session / outcome.stream
-            if outcome.ok and (folder / "stream.json").is_file():
-                outcome.path = str(folder)
+    attach_paths(outcomes, data_dir)
     return outcomes, time.monotonic() - started
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from sendlearn.cli.progress import ProgressView
-from sendlearn.cli.render_report import report, show_progress
+from sendlearn.cli.render_report import attach_paths, report, show_progress
 from sendlearn.cli.signals import stopped_by_signals
 from sendlearn.cli.sinks import choose_sink
 from sendlearn.errors import UsageError
@@ -59,11 +59,7 @@ def run_ardour_render(args: argparse.Namespace) -> int:
                                        period=args.block_size or PERIOD, progress=view.for_session(session.name),
                                        stop=stop)
             view.input_done()
-    if data_dir is not None:
-        for outcome in outcomes:
-            folder = data_dir / "sessions" / outcome.session / outcome.stream
-            if outcome.ok and (folder / "stream.json").is_file():
-                outcome.path = str(folder)
+    attach_paths(outcomes, data_dir)
     report(args, outcomes, data_dir, time.monotonic() - started)
     return 0 if all(o.ok for o in outcomes) else 1
 

@@ -20,6 +20,16 @@ def show_progress(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty() and not args.json
 
 
+def attach_paths(outcomes: list[Outcome], data_dir: Path | None) -> None:
+    """Each written stream's folder on its outcome, when the streams went into ``data_dir``."""
+    if data_dir is None:
+        return
+    for outcome in outcomes:
+        folder = data_dir / "sessions" / outcome.session / outcome.stream
+        if outcome.ok and (folder / "stream.json").is_file():
+            outcome.path = str(folder)
+
+
 def summary(outcomes: list[Outcome], data_dir: Path | None, server: str | None, elapsed: float) -> dict[str, Any]:
     streams = []
     for o in outcomes:
