@@ -4,8 +4,10 @@ the GIL free for their one real-time callback, and the signals that stop them.""
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
+import threading
 
 MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see settle)
@@ -28,3 +30,16 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
+
+
+def stop_on_command() -> None:
+    """A thread reading the parent's commands on stdin: "stop", or stdin closed (the parent
+    gone), sends this process SIGUSR1, which the main thread's ``sigwait`` takes."""
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                break
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    threading.Thread(target=read_commands, daemon=True).start()

@@ -39,7 +39,7 @@ import jack
 import numpy as np
 
 from sendlearn.plugin.lifetime import die_with_parent
-from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle
+from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle, stop_on_command
 from sendlearn.plugin.live.ring import (
     MAX_EVENTS,
     MIDI_BYTES,
@@ -247,13 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(ready), flush=True)
 
-    def read_commands() -> None:
-        for line in sys.stdin:
-            if line.strip() == "stop":
-                break
-        os.kill(os.getpid(), signal.SIGUSR1)  # "stop", or the parent closed our stdin
-
-    threading.Thread(target=read_commands, daemon=True).start()
+    stop_on_command()
     signal.sigwait(STOP_SIGNALS)
     closing: list[dict[str, Any]] = []
     stopping = threading.Thread(target=lambda: closing.append(writer.stop()), daemon=True)

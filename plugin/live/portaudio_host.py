@@ -32,7 +32,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ import sounddevice as sd
 from sendlearn.errors import UsageError
 from sendlearn.plugin.lifetime import die_with_parent
 from sendlearn.plugin.live.adc_clock import AdcClock
-from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle
+from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle, stop_on_command
 from sendlearn.plugin.live.ring import TIMING_SLOTS, Control, Int, Layout, RunState, SharedRings, slots_for
 from sendlearn.plugin.live.virtual_port import FRAME_MASK
 
@@ -251,13 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(ready), flush=True)
 
-    def read_commands() -> None:
-        for line in sys.stdin:
-            if line.strip() == "stop":
-                break
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    threading.Thread(target=read_commands, daemon=True).start()
+    stop_on_command()
     closing: dict[str, Any] | None = None
     cycles, since = -1, time.monotonic()
     while signal.sigtimedwait(STOP_SIGNALS, WATCH_SECONDS) is None:
