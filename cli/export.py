@@ -52,18 +52,24 @@ def run_export(args: argparse.Namespace) -> int:
     writer(args.format)  # a missing library is a MissingExtra naming the export extra
     options = _tokens_options(args)
     interactive = sys.stderr.isatty() and not args.json
-    with interrupted_by_signals(), task_bars(interactive) as bar:
+    with interrupted_by_signals() as interrupt, task_bars(interactive) as bar:
         task = bar.add_task(f"export {args.format}", total=None)
+
+        def shown(done: int, total: int) -> None:
+            interrupt.check()
+            bar.update(task, completed=done, total=total)
+
         try:
             result = export(args.format, args.data_dir, args.out, sessions=args.session,
                             include_flagged=args.include_flagged, with_features=not args.no_features,
-                            window=args.window, overlap=args.overlap,
-                            progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
+                            window=args.window, overlap=args.overlap, progress=shown, **options)
+            interrupt.check()
         except UnknownSession as exc:
             raise UsageError(f"--session: {exc}") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:  # SIGINT, SIGTERM, SIGHUP: the writer removed what it had begun
+            _remove_contents(args.out)  # a signal lost in a finaliser came as the export was published
             print(f"sendlearn export: stopped; nothing of the {args.format} export is left in {args.out}",
                   file=sys.stderr)
             return 0
@@ -82,6 +88,17 @@ def run_export(args: argparse.Namespace) -> int:
     if len(result.files) > 10:
         print(f"  ... {len(result.files) - 10} more")
     return 0
+
+
+def _remove_contents(out: Path) -> None:
+    """Everything in ``out``, which was empty (or absent) when the export began."""
+    import shutil
+
+    for path in out.iterdir() if out.is_dir() else ():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _tokens_options(args: argparse.Namespace) -> dict[str, Any]:

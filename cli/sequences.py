@@ -85,11 +85,12 @@ def run_sequences(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     results = []
-    with interrupted_by_signals(), task_bars(_interactive(args)) as bar:
+    with interrupted_by_signals() as interrupt, task_bars(_interactive(args)) as bar:
         for session in sessions:
             task = bar.add_task(session, total=None)
 
             def shown(done: int, total: int, task: Any = task) -> None:
+                interrupt.check()
                 bar.update(task, completed=done, total=total)
 
             try:

@@ -18,6 +18,24 @@ from types import FrameType
 ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class Interrupt:
+    """Whether an ending signal came. The KeyboardInterrupt its handler raises is lost when it lands
+    in a finaliser or a weakref callback (Python prints "Exception ignored" and goes on), so a
+    command calls ``check`` where it goes on (its progress) and before it keeps anything."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal came, even one whose first raise was swallowed."""
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -31,13 +49,13 @@ def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]
             signal.signal(signum, old)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def interrupted_by_signals() -> contextlib.AbstractContextManager[None]:
-    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread."""
-    return _handled(_interrupt)
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[Interrupt]:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread; what it yields
+    raises it again on ``check`` (see Interrupt)."""
+    interrupt = Interrupt()
+    with _handled(interrupt):
+        yield interrupt
 
 
 def stopped_by_signals(stop: threading.Event) -> contextlib.AbstractContextManager[None]:

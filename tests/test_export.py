@@ -288,3 +288,27 @@ def test_shards_roll_at_their_size_and_every_sample_is_in_exactly_one(data_dir: 
     got = [(i["session"], i["stream"], i["window"]) for f in result.files
            for i in torch.load(f, weights_only=True)["samples"]]
     assert len(result.files) > 3 and sorted(got) == sorted(expected)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowing, on purpose
+def test_a_stop_swallowed_by_a_finaliser_still_stops_the_command() -> None:
+    """The KeyboardInterrupt of SIGTERM is lost when it lands in a weakref callback (CI saw an export
+    go on and publish its file): ``check`` raises it again, and the export calls it per sample."""
+    import gc
+    import signal
+    import weakref
+
+    from sendlearn.cli.signals import interrupted_by_signals
+
+    class Held:
+        pass
+
+    with interrupted_by_signals() as interrupt:
+        interrupt.check()  # no signal yet: nothing raised
+        held = Held()
+        ref = weakref.ref(held, lambda _: interrupt(signal.SIGTERM, None))
+        del held  # the callback's KeyboardInterrupt is printed and ignored
+        gc.collect()
+        assert ref() is None
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()

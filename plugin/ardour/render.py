@@ -291,7 +291,18 @@ def _wait(windows: list[SessionWindow], daw: ArdourProcess, progress: Progress |
             return f"nothing captured for {STALL_SECONDS:.0f} s at {window.taken} of {window.frames} samples"
     if progress is not None:
         progress(MASTER, window.taken, window.frames)
-    return next((w.problem for w in windows if w.problem), None)
+    problem = next((w.problem for w in windows if w.problem), None)
+    if problem is not None and _exits_soon(daw):  # its transport stops as it dies: the death is the cause
+        return f"Ardour exited ({_exit_status(daw.process.returncode)}) during the render{_last_words(daw)}"
+    return problem
+
+
+def _exits_soon(daw: ArdourProcess, seconds: float = 2.0) -> bool:
+    try:
+        daw.process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _exit_status(code: int | None) -> str:
