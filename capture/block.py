@@ -104,8 +104,10 @@ class Block:
             object.__setattr__(self, "midi", tuple(self.midi))
         if type(self.params) is not tuple:
             object.__setattr__(self, "params", tuple(self.params))
-        _check_offsets("midi", self.midi, MidiEvent, self.frames)
-        _check_offsets("params", self.params, ParamChange, self.frames)
+        if self.midi:  # most blocks have neither
+            _check_offsets("midi", self.midi, MidiEvent, self.frames)
+        if self.params:
+            _check_offsets("params", self.params, ParamChange, self.frames)
         audio = self.audio
         if audio is not None:
             if not isinstance(audio, np.ndarray) or audio.dtype != np.float32:

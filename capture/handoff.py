@@ -50,8 +50,9 @@ class HandOff:
     def put(self, block: Block, timeout: float | None = None) -> None:
         """Queue ``block``, waiting for room. For offline hosts only."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._failure is not None or len(self._queue) < self.capacity,
-                                          timeout):
+            room = self._failure is not None or len(self._queue) < self.capacity  # usually: no wait at all
+            if not room and not self._changed.wait_for(
+                    lambda: self._failure is not None or len(self._queue) < self.capacity, timeout):
                 raise TimeoutError(f"hand-off stayed full for {timeout} s")
             if self._failure is not None:
                 raise ConsumerFailed(f"the consumer failed: {self._failure}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Self
 
 from sendlearn.plugin.chain.feed import Progress
+
+REDRAW_SECONDS = 0.1  # rich redraws at 10 Hz anyway
 
 
 class StderrBars:
@@ -37,11 +40,16 @@ class ProgressView(StderrBars):
         self.current: tuple[str, Any] | None = None
 
     def for_session(self, session: str) -> Progress:
+        shown = [0.0]  # when the bar last moved: a render calls this per block, rich costs ~6 us a call
+
         def update(stream: str, done: int, total: int) -> None:
             name = f"{session}/{stream}"
             if self.current is None or self.current[0] != name:
                 self._drop_current()
                 self.current = (name, self.progress.add_task(name, total=total))
+            elif done < total and time.monotonic() - shown[0] < REDRAW_SECONDS:
+                return
+            shown[0] = time.monotonic()
             self.progress.update(self.current[1], completed=done)
         return update
 

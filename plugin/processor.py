@@ -87,7 +87,8 @@ class CaptureProcessor:
         frames = audio.shape[1]
         block = Block(
             self.session, self.stream, self._seq, self._sample, frames, self.sample_rate,
-            self.channels, playhead, self._events(midi, frames), self._params(params, frames),
+            self.channels, playhead, self._events(midi, frames) if midi else (),  # most blocks have none
+            self._params(params, frames) if params else (),
             np.array(audio, dtype=np.float32, order="C"),  # always a copy: hosts reuse buffers
         )
         if self.realtime:
