@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -38,6 +38,19 @@ class Slice:
     count: int
     midi: bool = False  # the bridge's MIDI input is this stream's (a MIDI track's output)
     events: int = 0  # MIDI events handed to it
+    params: list[tuple[int, str, float]] = field(default_factory=list)  # (stream sample, param, value), sorted
+    fed: int = 0  # stream samples handed on so far (blocks and gaps): where the next block starts
+    next_param: int = 0  # params[:next_param] are handed on (or lost in a gap)
+
+    def params_in(self, frames: int) -> list[tuple[int, str, float]]:
+        """The params of the next ``frames`` samples, at their offsets in that block."""
+        end = self.next_param
+        while end < len(self.params) and self.params[end][0] < self.fed + frames:
+            end += 1
+        taken = [(sample - self.fed, param, value) for sample, param, value in self.params[self.next_param:end]]
+        self.next_param = end
+        self.fed += frames
+        return taken
 
 
 class SessionWindow:
@@ -92,7 +105,7 @@ class SessionWindow:
         for part, block in zip(self.slices, parts, strict=True):
             if part.midi:
                 part.events += len(events)
-            part.processor.process(block, events if part.midi else (), playhead)
+            part.processor.process(block, events if part.midi else (), playhead, part.params_in(block.shape[1]))
 
     def _flush(self) -> None:
         """The held-back periods, settled with what the reader has decided by now."""
@@ -115,6 +128,7 @@ class SessionWindow:
             lost = min(frames, self.frames - self.taken)
             for part in self.slices:
                 part.processor.skip(blocks, lost)
+                part.params_in(lost)  # a point in a gap is lost with its samples
             self.taken += lost
             self.gaps += lost
             if self.taken >= self.frames:
