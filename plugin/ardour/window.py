@@ -7,6 +7,8 @@ bridge's clock keeps JACK's frames), and hands a stream only the periods Ardour 
 from ``start`` on, trimmed to ``frames``: stream sample 0 is the range's first sample. Where the
 transport frame says the range began is Ardour's own word (the JACK transport frame it rolls
 with), checked on the first rolling period: a roll that did not begin at ``start`` fails.
+A slice's automation points (plugin/ardour/automation.py, in stream samples) go with the block
+holding their sample, at their offset in it; a point in a gap is lost with the gap's samples.
 
 The playhead is Ardour's, as JACK's timebase master publishes it, read by the bridge's
 ``PlayheadReader`` (plugin/live/tempo.py): tempo in quarter notes once the reader has decided
