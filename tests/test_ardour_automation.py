@@ -3,14 +3,15 @@ played lanes become params rows of their track's stream, each point on its sampl
 
 The session is built with ardour7-lua (tests/ardour.py): ACE Reasonable Synth on a MIDI track
 with notes recorded into it, ACE Amplifier (a Lua DSP plugin) after it, a fader lane and a lane
-on the amplifier's Gain, both in Play, each with a point past the session range. Checked on data:
-- the synth stream's params rows are exactly the lanes' points inside the range, as Ardour holds
-  them (read back from Ardour after saving): names ``synth/gain`` and
-  ``synth/ACE Amplifier/Gain``, stream samples, values in the control's units (the fader's gain
-  a linear factor); the master has none; the interpolation of each lane is a stream fact;
+on the amplifier's Gain (which Ardour keeps in beats), both in Play, each with a point past the
+session range, and a lane on the master bus's fader. Checked on data:
+- each stream's params rows are exactly its lanes' points inside the range, as Ardour holds them
+  (read back from Ardour before saving): names ``synth/gain``, ``synth/ACE Amplifier/Gain`` and
+  ``Master/gain``, stream samples, values in the control's units (the fader's gain a linear
+  factor); the interpolation of each lane is a stream fact;
 - against the audio itself: the fader lane goes to 0, and from there on the synth stream fades to
   silence while the region's notes go on; the same session with that lane Off renders no
-  ``synth/gain`` rows and sounds there.
+  ``synth/gain`` rows and sounds there, and its amplifier lane set to Touch still gives its rows.
 (ACE Amplifier takes no MIDI, so the track plays no MIDI out of it: its stream has no events.)
 A missing Ardour fails (tests/ardour.py names the package), never a skip."""
 
@@ -40,6 +41,8 @@ AMP = ('Session:route_by_name("synth"):nth_plugin(1):to_insert():to_automatable(
 SILENT = 64000
 GAIN_POINTS = [(12000, 1.0), (40000, 0.5), (56000, 0.5), (SILENT, 0.0)]
 AMP_POINTS = [(8000, 0.0), (30000, -6.0), (50000, 6.0)]  # dB, the amplifier's own unit
+MASTER = "Session:master_out():gain_control()"
+MASTER_POINTS = [(20000, 1.0), (90000, 1.0)]  # the master bus's fader, left at 0 dB
 PAST_END = 10 * RATE  # a point this far after the start is past the session range
 # Ardour's fader follows its lane through a smoothing low-pass, so the track fades out after the
 # lane reaches 0 (measured: below -100 dBFS within 1024 samples, exactly 0 from about 3600 on,
@@ -63,10 +66,12 @@ def automate(daw: Ardour, folder: Path) -> None:
     assert daw.value(f"{AMP}:name()") == "Gain"
     daw.automate(FADER, GAIN_POINTS + [(PAST_END, 0.0)])
     daw.automate(AMP, AMP_POINTS + [(PAST_END, 6.0)])
+    daw.automate(MASTER, MASTER_POINTS)
     assert int(daw.value("Session:current_end_sample()")) < PAST_END
-    lanes = {"synth/gain": daw.lane(FADER), "synth/ACE Amplifier/Gain": daw.lane(AMP)}
+    assert daw.value("Session:master_out():name()") == "Master"
+    lanes = {"synth/gain": daw.lane(FADER), "synth/ACE Amplifier/Gain": daw.lane(AMP), "Master/gain": daw.lane(MASTER)}
     assert lanes == {"synth/gain": GAIN_POINTS + [(PAST_END, 0.0)],
-                     "synth/ACE Amplifier/Gain": AMP_POINTS + [(PAST_END, 6.0)]}, lanes
+                     "synth/ACE Amplifier/Gain": AMP_POINTS + [(PAST_END, 6.0)], "Master/gain": MASTER_POINTS}, lanes
     (folder / "lanes.json").write_text(json.dumps(lanes))
 
 
@@ -95,15 +100,18 @@ def test_played_lanes_become_the_tracks_params_rows_and_the_fader_lane_shapes_it
     data = tmp_path / "data"
     summary = render(song, data)
     first, last = summary["streams"][0]["range"]
-    want = sorted(((sample - first, param, value) for param, points in lanes.items() for sample, value in points
-                   if first <= sample < last), key=lambda row: row[0])
-    assert len(want) == len(GAIN_POINTS) + len(AMP_POINTS)  # the points past the end are not in the range
-    got = rows(data, "synth")
-    assert sorted(got) == sorted(want), (got, want)
-    assert [sample for sample, _, _ in got] == sorted(sample for sample, _, _ in want)  # each on its sample, in order
-    assert rows(data, "master") == []
+    want = {stream: sorted(((sample - first, param, value) for param, points in lanes.items()
+                            if param.startswith(prefix) for sample, value in points if first <= sample < last),
+                           key=lambda row: row[0])
+            for stream, prefix in (("synth", "synth/"), ("master", "Master/"))}
+    assert len(want["synth"]) == len(GAIN_POINTS) + len(AMP_POINTS)  # the points past the end are not in the range
+    assert len(want["master"]) == len(MASTER_POINTS)
     streams = {s["stream"]: s for s in summary["streams"]}
-    assert streams["synth"]["params"] == len(want) and streams["master"]["params"] == 0
+    for name in ("synth", "master"):
+        got = rows(data, name)
+        assert sorted(got) == sorted(want[name]), (name, got, want[name])
+        assert [sample for sample, _, _ in got] == [sample for sample, _, _ in want[name]]  # each on its sample, in order
+        assert streams[name]["params"] == len(want[name])
     stream = Dataset(data).stream("song", "synth")
     info = json.loads((stream.path / "stream.json").read_text())
     assert json.loads(info["meta"]["automation_interpolation"]) == {"synth/gain": "exponential",
@@ -123,18 +131,25 @@ def test_played_lanes_become_the_tracks_params_rows_and_the_fader_lane_shapes_it
 
 
 def test_a_lane_that_is_off_gives_no_rows_and_does_not_shape_the_audio(song: Path, tmp_path: Path) -> None:
+    """The synth's fader lane Off, the amplifier's lane in Touch (played back, as nothing touches it)."""
     copy = tmp_path / "song"
     shutil.copytree(song, copy)
     file = copy / "song.ardour"
     text = file.read_text()
-    # the fader lane's state: its AutomationList names the gain parameter
-    off, count = re.subn(r'(<AutomationList automation-id="gain"[^>]*?state=")Play(")', r"\1Off\2", text)
-    assert count == 1, re.findall(r"<AutomationList [^>]*>", text)
-    file.write_text(off)
+    # each lane's state is on its AutomationList, inside its route
+    route = re.search(r'<Route [^>]*name="synth".*?</Route>', text, flags=re.S)
+    assert route is not None
+    synth, count = re.subn(r'(<AutomationList automation-id="gain"[^>]*?state=")Play(")', r"\1Off\2", route[0])
+    synth, touched = re.subn(r'(<AutomationList automation-id="parameter-0"[^>]*?state=")Play(")', r"\1Touch\2", synth)
+    assert count == touched == 1, re.findall(r"<AutomationList [^>]*>", route[0])
+    assert re.search(r'<AutomationList automation-id="parameter-0"[^>]*time-domain="BeatTime"', synth)  # docs say so
+    file.write_text(text.replace(route[0], synth))
     data = tmp_path / "data"
     summary = render(copy, data)
     first, last = summary["streams"][0]["range"]
     got = rows(data, "synth")
+    assert [(sample + first, value) for sample, _, value in got] == AMP_POINTS, got
     assert {param for _, param, _ in got} == {"synth/ACE Amplifier/Gain"}, got
+    assert [param for _, param, _ in rows(data, "master")] == ["Master/gain"] * len(MASTER_POINTS)
     audio, _ = sf.read(Dataset(data).stream("song", "synth").path / "audio.wav", dtype="float32", always_2d=True)
     assert np.abs(audio[SILENT - first + QUIET[0]:]).max() > 0.01  # without the lane, the notes sound there

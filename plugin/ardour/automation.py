@@ -9,7 +9,8 @@ name met twice on a route gets `` (2)``, `` (3)``... so no two lanes share a nam
 A lane counts when Ardour plays it back: automation state Play, Touch or Latch (nothing touches
 a control headless, so those two play the lane as Play does). Off ignores the lane and Write
 overwrites it with the control's value as the transport rolls, so neither is played and neither
-is taken. Each point is taken as Ardour stores it: its time in samples (``timepos_t:samples()``),
+is taken. Each point is taken as Ardour stores it: its time in samples (``timepos_t:samples()``:
+Ardour's own tempo map converts a lane kept in beats, as 7.3 keeps plugin lanes on MIDI tracks),
 its value in the control's own units (the fader's gain as a linear factor, 1.0 being 0 dB; a
 plugin parameter in the plugin's units). Between points Ardour interpolates by the lane's style
 (the fader's is exponential, a plugin's usually linear): the rows hold the points only, and the
