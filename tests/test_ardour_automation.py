@@ -114,8 +114,8 @@ def test_played_lanes_become_the_tracks_params_rows_and_the_fader_lane_shapes_it
         assert streams[name]["params"] == len(want[name])
     stream = Dataset(data).stream("song", "synth")
     info = json.loads((stream.path / "stream.json").read_text())
-    assert json.loads(info["meta"]["automation_interpolation"]) == {"synth/gain": "exponential",
-                                                                    "synth/ACE Amplifier/Gain": "linear"}, info
+    assert info["meta"]["automation_interpolation"] == [["synth/gain", "exponential"],
+                                                        ["synth/ACE Amplifier/Gain", "linear"]], info
     # the fader lane against the audio: silent from where it reaches 0, while the notes go on
     audio, rate = sf.read(stream.path / "audio.wav", dtype="float32", always_2d=True)
     quiet = SILENT - first + QUIET[0]

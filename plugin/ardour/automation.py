@@ -14,12 +14,11 @@ Ardour's own tempo map converts a lane kept in beats, as 7.3 keeps plugin lanes 
 its value in the control's own units (the fader's gain as a linear factor, 1.0 being 0 dB; a
 plugin parameter in the plugin's units). Between points Ardour interpolates by the lane's style
 (the fader's is exponential, a plugin's usually linear): the rows hold the points only, and the
-style is a stream fact (``automation_interpolation``).
+style is a stream fact (``automation_interpolation``, pairs of lane and style).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from sendlearn.capture.block import MAX_PARAM_NAME
@@ -101,6 +100,7 @@ def too_long(lanes: list[Lane]) -> list[str]:
     return [lane.param for lane in lanes if len(lane.param) > MAX_PARAM_NAME]
 
 
-def interpolation_fact(lanes: list[Lane]) -> tuple[str, str]:
-    """The stream fact naming each lane's interpolation, as JSON: ``{"synth/gain": "exponential"}``."""
-    return ("automation_interpolation", json.dumps({lane.param: lane.interpolation for lane in lanes}))
+def interpolation_fact(lanes: list[Lane]) -> tuple[str, list[list[str]]]:
+    """The stream fact naming each lane's interpolation: ``[["synth/gain", "exponential"], ...]``
+    (pairs, not a map: a fact's map keys hold 64 characters, a lane's name up to 128)."""
+    return ("automation_interpolation", [[lane.param, lane.interpolation] for lane in lanes])

@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import jack
 
@@ -221,9 +222,10 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
         connect: list[tuple[str, str]] = []
         for stream in group:
             found = lanes.get(stream.name, [])
+            # StreamInfo's annotation names scalar facts; a fact may also be a list (transport/checks.py)
+            meta = cast(tuple[tuple[str, Any], ...], (interpolation_fact(found),) if found else ())
             info = StreamInfo(session.name, stream.name, session.sample_rate, len(stream.route.outputs), period,
-                              track=stream.route.name, host="ardour",
-                              meta=(interpolation_fact(found),) if found else ())
+                              track=stream.route.name, host="ardour", meta=meta)
             processor = CaptureProcessor.for_stream(info, realtime=False, capacity=OFFLINE_HANDOFF_BLOCKS)
             try:
                 opened[stream.name] = sink.open(info, processor.handoff,
