@@ -19,6 +19,7 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jack
@@ -76,6 +77,25 @@ class Ardour(ArdourProcess):
         """)
         if instrument and self.value(f'Session:route_by_name("{name}"):nth_plugin(0):display_name()') != instrument:
             raise ArdourError(f"track {name} has no {instrument}")
+
+    def add_lua_plugin(self, track: str, name: str) -> None:
+        """Ardour's Lua DSP plugin ``name`` (e.g. "ACE Amplifier") at the end of ``track``'s plugins."""
+        self.run(f'local p = ARDOUR.LuaAPI.new_luaproc(Session, "{name}") assert(not p:isnil(), "no Lua DSP {name}") '
+                 f'assert(Session:route_by_name("{track}"):add_processor_by_index(p, -1, nil, true) == 0, '
+                 '"not added")')
+
+    def automate(self, control: str, points: list[tuple[int, float]], state: str = "Play") -> None:
+        """Points (session sample, value) on the lane of ``control`` (a Lua expression for an
+        AutomationControl), and its automation state."""
+        adds = " ".join(f"al:add(Temporal.timepos_t({sample}), {value!r}, false, false)" for sample, value in points)
+        self.run(f"local ac = {control} local al = ac:alist() {adds} "
+                 f"ac:set_automation_state(ARDOUR.AutoState.{state})")
+
+    def lane(self, control: str) -> list[tuple[int, float]]:
+        """The points Ardour holds on ``control``'s lane, (session sample, value)."""
+        lines = self.run(f"for e in ({control}):alist():events():iter() do "
+                         "print('point ' .. tostring(e.when:samples()) .. ' ' .. string.format('%.17g', e.value)) end")
+        return [(int(line.split()[1]), float(line.split()[2])) for line in lines if line.startswith("point ")]
 
     def set_tempo_map(self, points: list[tuple[float, int, int, float]]) -> None:
         """``(quarter notes per minute, beats per bar, beat type, at quarter note)``, from 0:
@@ -198,13 +218,14 @@ def _ticks(beats: str) -> int:
 
 
 def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth",
-               tempo: tuple[float, int, int] | None = None) -> Path:
+               tempo: tuple[float, int, int] | None = None, prepare: Callable[[Ardour], None] | None = None) -> Path:
     """A saved Ardour session ``folder / "song"``: one MIDI track ``track`` with ACE Reasonable
     Synth and ``notes`` notes recorded into it (a sixth of a second apart, each a twelfth long;
     Ardour 7.3's Lua has no headless MIDI import), on a private jackd. Its session range is the
     recording's; ``tempo`` (quarter notes per minute, beats per bar, beat type) its tempo map, else
     Ardour's default 120 in 4/4. Returns the session folder; ``folder / "song-notes.json"`` holds
-    the notes Ardour holds in the region (``Ardour.region_notes``), outside the session folder."""
+    the notes Ardour holds in the region (``Ardour.region_notes``), outside the session folder.
+    ``prepare`` edits the session (plugins, automation) after the recording, before it is saved."""
     song = folder / "song"
     for attempt in range(START_ATTEMPTS):
         shutil.rmtree(song, ignore_errors=True)
@@ -244,6 +265,8 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
                 if got != notes:
                     raise ArdourError(f"Ardour recorded {got} of {notes} notes: {daw.tail()}")
                 (folder / "song-notes.json").write_text(json.dumps(daw.region_notes(track)))
+                if prepare is not None:
+                    prepare(daw)
                 daw.close(save=True)
             return song
     raise AssertionError("unreachable")

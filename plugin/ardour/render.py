@@ -27,12 +27,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import jack
 
 from sendlearn.capture import StreamInfo
+from sendlearn.capture.block import MAX_PARAM_NAME
 from sendlearn.capture.sink import Sink, SinkStream
 from sendlearn.errors import SendLearnError
+from sendlearn.plugin.ardour.automation import Lane, interpolation_fact, range_points, read_lanes, too_long
 from sendlearn.plugin.ardour.headless import CLIENT, LUA, ArdourError, ArdourProcess
 from sendlearn.plugin.ardour.session import ArdourSession, Route
 from sendlearn.plugin.ardour.window import SessionWindow, Slice
@@ -95,10 +98,12 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         daw, starts = _start_ardour(server, work, copy, session, stack)
         _check_plugins(daw, session)
         first, last = _range(daw, session, start, end)
+        lanes = _lanes(daw, session, streams)
         daw.be_timebase_master()
         daw.locate(first)
         _wait_located(daw, first)
-        outcomes = _capture(daw, server, session, streams, sink, input_name, first, last, period, progress, stop)
+        outcomes = _capture(daw, server, session, streams, lanes, sink, input_name, first, last, period, progress,
+                            stop)
         for outcome in outcomes:
             outcome.extra["ardour_starts"] = starts
         return outcomes
@@ -183,6 +188,16 @@ def _range(daw: ArdourProcess, session: ArdourSession, start: float | None, end:
     return first, last
 
 
+def _lanes(daw: ArdourProcess, session: ArdourSession, streams: list[Stream]) -> dict[str, list[Lane]]:
+    """Each stream's played automation lanes (plugin/ardour/automation.py), read before the roll."""
+    lanes = {stream.name: read_lanes(daw, stream.route.name) for stream in streams}
+    long = [param for found in lanes.values() for param in too_long(found)]
+    if long:
+        raise ArdourRenderError(f"{session.file}: automation lane names longer than {MAX_PARAM_NAME} characters "
+                                f"({', '.join(long[:3])}): rename the track or plugin")
+    return lanes
+
+
 def _wait_located(daw: ArdourProcess, sample: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while int(daw.value("Session:transport_sample()")) != sample:
@@ -191,13 +206,13 @@ def _wait_located(daw: ArdourProcess, sample: int, timeout: float = 20.0) -> Non
         time.sleep(0.05)
 
 
-def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, streams: list[Stream], sink: Sink,
-             input_name: str, first: int, last: int, period: int, progress: Progress | None,
-             stop: threading.Event) -> list[Outcome]:
+def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, streams: list[Stream],
+             lanes: dict[str, list[Lane]], sink: Sink, input_name: str, first: int, last: int, period: int,
+             progress: Progress | None, stop: threading.Event) -> list[Outcome]:
     """Each MIDI track through a bridge of its own (a bridge has one MIDI input: the track's audio
     and the MIDI it plays), the other tracks and the master through one more; every bridge's
     window starts at the same JACK cycle (the first one rolling from ``first``), so all streams
-    share one clock."""
+    share one clock. A stream's automation points go with the block holding their sample."""
     frames = last - first
     opened: dict[str, SinkStream] = {}
     groups = [[s] for s in streams if s.route.midi_output] + [[s for s in streams if not s.route.midi_output]]
@@ -206,8 +221,11 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
         slices: list[Slice] = []
         connect: list[tuple[str, str]] = []
         for stream in group:
+            found = lanes.get(stream.name, [])
+            # StreamInfo's annotation names scalar facts; a fact may also be a list (transport/checks.py)
+            meta = cast(tuple[tuple[str, Any], ...], (interpolation_fact(found),) if found else ())
             info = StreamInfo(session.name, stream.name, session.sample_rate, len(stream.route.outputs), period,
-                              track=stream.route.name, host="ardour")
+                              track=stream.route.name, host="ardour", meta=meta)
             processor = CaptureProcessor.for_stream(info, realtime=False, capacity=OFFLINE_HANDOFF_BLOCKS)
             try:
                 opened[stream.name] = sink.open(info, processor.handoff,
@@ -220,7 +238,8 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
             if stream.route.midi_output:
                 connect.append((f"{CLIENT}:{stream.route.midi_output}", "midi_in"))
             audio = len(stream.route.outputs)
-            slices.append(Slice(processor, sum(s.count for s in slices), audio, midi=bool(stream.route.midi_output)))
+            slices.append(Slice(processor, sum(s.count for s in slices), audio, midi=bool(stream.route.midi_output),
+                                params=range_points(found, first, last)))
         windows.append((SessionWindow(slices, session.sample_rate, first, frames), connect))
     started = time.monotonic()
     reason: str | None = None
@@ -267,7 +286,8 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
             else:
                 sink_stream.abort(reason)
             outcome.bytes_sent = sink_stream.figures().pop("bytes_sent", 0)
-            outcome.extra = {"render_seconds": round(elapsed, 3), "range": [first, last], "gaps": window.gaps}
+            outcome.extra = {"render_seconds": round(elapsed, 3), "range": [first, last], "gaps": window.gaps,
+                             "params": len(part.params)}
             outcomes.append(outcome)
     order = [s.name for s in streams]
     return sorted(outcomes, key=lambda o: order.index(o.stream))

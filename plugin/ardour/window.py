@@ -7,6 +7,8 @@ bridge's clock keeps JACK's frames), and hands a stream only the periods Ardour 
 from ``start`` on, trimmed to ``frames``: stream sample 0 is the range's first sample. Where the
 transport frame says the range began is Ardour's own word (the JACK transport frame it rolls
 with), checked on the first rolling period: a roll that did not begin at ``start`` fails.
+A slice's automation points (plugin/ardour/automation.py, in stream samples) go with the block
+holding their sample, at their offset in it; a point in a gap is lost with the gap's samples.
 
 The playhead is Ardour's, as JACK's timebase master publishes it, read by the bridge's
 ``PlayheadReader`` (plugin/live/tempo.py): tempo in quarter notes once the reader has decided
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -38,6 +40,19 @@ class Slice:
     count: int
     midi: bool = False  # the bridge's MIDI input is this stream's (a MIDI track's output)
     events: int = 0  # MIDI events handed to it
+    params: list[tuple[int, str, float]] = field(default_factory=list)  # (stream sample, param, value), sorted
+    fed: int = 0  # stream samples handed on so far (blocks and gaps): where the next block starts
+    next_param: int = 0  # params[:next_param] are handed on (or lost in a gap)
+
+    def params_in(self, frames: int) -> list[tuple[int, str, float]]:
+        """The params of the next ``frames`` samples, at their offsets in that block."""
+        end = self.next_param
+        while end < len(self.params) and self.params[end][0] < self.fed + frames:
+            end += 1
+        taken = [(sample - self.fed, param, value) for sample, param, value in self.params[self.next_param:end]]
+        self.next_param = end
+        self.fed += frames
+        return taken
 
 
 class SessionWindow:
@@ -92,7 +107,7 @@ class SessionWindow:
         for part, block in zip(self.slices, parts, strict=True):
             if part.midi:
                 part.events += len(events)
-            part.processor.process(block, events if part.midi else (), playhead)
+            part.processor.process(block, events if part.midi else (), playhead, part.params_in(block.shape[1]))
 
     def _flush(self) -> None:
         """The held-back periods, settled with what the reader has decided by now."""
@@ -115,6 +130,7 @@ class SessionWindow:
             lost = min(frames, self.frames - self.taken)
             for part in self.slices:
                 part.processor.skip(blocks, lost)
+                part.params_in(lost)  # a point in a gap is lost with its samples
             self.taken += lost
             self.gaps += lost
             if self.taken >= self.frames:

@@ -1,0 +1,106 @@
+"""A session's automation lanes, read from Ardour before the roll, as params rows of its streams.
+
+Read through Ardour's Lua (the loaded copy, so what Ardour itself will play), not from the
+session XML: Ardour resolves the lanes' time domains and plugin parameter numbering itself.
+Per route: its fader (``gain_control()``, param ``<route>/gain``) and every input control of
+every plugin (``<route>/<plugin>/<parameter>``, the parameter as the plugin names it; a plugin
+name met twice on a route gets `` (2)``, `` (3)``... so no two lanes share a name).
+
+A lane counts when Ardour plays it back: automation state Play, Touch or Latch (nothing touches
+a control headless, so those two play the lane as Play does). Off ignores the lane and Write
+overwrites it with the control's value as the transport rolls, so neither is played and neither
+is taken. Each point is taken as Ardour stores it: its time in samples (``timepos_t:samples()``:
+Ardour's own tempo map converts a lane kept in beats, as 7.3 keeps plugin lanes on MIDI tracks),
+its value in the control's own units (the fader's gain as a linear factor, 1.0 being 0 dB; a
+plugin parameter in the plugin's units). Between points Ardour interpolates by the lane's style
+(the fader's is exponential, a plugin's usually linear): the rows hold the points only, and the
+style is a stream fact (``automation_interpolation``, pairs of lane and style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sendlearn.capture.block import MAX_PARAM_NAME
+from sendlearn.plugin.ardour.headless import ArdourProcess
+
+# Evoral::ControlList::InterpolationStyle (Ardour 7.3's evoral/ControlList.h)
+INTERPOLATION = {0: "discrete", 1: "linear", 2: "curved", 3: "logarithmic", 4: "exponential"}
+PLAYED = ("Play", "Touch", "Latch")  # ARDOUR.AutoState values whose lanes Ardour plays back
+
+
+@dataclass(frozen=True)
+class Lane:
+    route: str
+    param: str  # ``<route>/gain`` or ``<route>/<plugin>/<parameter>``
+    interpolation: str
+    points: tuple[tuple[int, float], ...]  # (session sample, value), in Ardour's order
+
+
+def read_lanes(daw: ArdourProcess, route: str) -> list[Lane]:
+    """The played lanes of ``route``, with every point Ardour holds (the range is cut later)."""
+    name = '"' + route.replace("\\", "\\\\").replace('"', '\\"') + '"'  # a Lua string literal
+    played = " or ".join(f"s == ARDOUR.AutoState.{state}" for state in PLAYED)
+    # One line per lane and per point; a lane's name is printed last so it may hold spaces.
+    lines = daw.run(f"""
+        local r = Session:route_by_name({name})
+        assert(not r:isnil(), "no route " .. {name})
+        local function lane(param, ac)
+            local s = ac:automation_state()
+            if not ({played}) then return end
+            local al = ac:alist()
+            print('lane ' .. al:interpolation() .. ' ' .. param)
+            for e in al:events():iter() do
+                print('point ' .. tostring(e.when:samples()) .. ' ' .. string.format('%.17g', e.value))
+            end
+        end
+        lane('gain', r:gain_control())
+        local seen = {{}}
+        local i = 0
+        while true do
+            local p = r:nth_plugin(i)
+            if p:isnil() then break end
+            local pi = p:to_insert()
+            local pl = pi:plugin(0)
+            local label = p:display_name()
+            seen[label] = (seen[label] or 0) + 1
+            if seen[label] > 1 then label = label .. ' (' .. seen[label] .. ')' end
+            for j = 0, pl:parameter_count() - 1 do
+                local id, refs = pl:nth_parameter(j, true)
+                if refs[2] and pl:parameter_is_input(id) and pl:parameter_is_control(id) then
+                    local ac = pi:to_automatable():automation_control(
+                        Evoral.Parameter(ARDOUR.AutomationType.PluginAutomation, 0, id), false)
+                    if not ac:isnil() then lane(label .. '/' .. ac:name(), ac) end
+                end
+            end
+            i = i + 1
+        end
+    """)
+    lanes: list[tuple[str, str, list[tuple[int, float]]]] = []
+    for line in lines:
+        if line.startswith("lane "):
+            _, style, param = line.split(" ", 2)
+            lanes.append((f"{route}/{param}", INTERPOLATION.get(int(style), f"style {style}"), []))
+        elif line.startswith("point ") and lanes:
+            _, sample, value = line.split()
+            lanes[-1][2].append((int(sample), float(value)))
+    return [Lane(route, param, style, tuple(points)) for param, style, points in lanes]
+
+
+def range_points(lanes: list[Lane], first: int, last: int) -> list[tuple[int, str, float]]:
+    """Every point in ``[first, last)`` as ``(stream sample, param, value)``, stream sample 0
+    being ``first``; in sample order, a lane's points on one sample in Ardour's order."""
+    points = [(sample - first, lane.param, value) for lane in lanes for sample, value in lane.points
+              if first <= sample < last]
+    return sorted(points, key=lambda point: point[0])
+
+
+def too_long(lanes: list[Lane]) -> list[str]:
+    """Lane names a params row cannot hold (capture.block's limit)."""
+    return [lane.param for lane in lanes if len(lane.param) > MAX_PARAM_NAME]
+
+
+def interpolation_fact(lanes: list[Lane]) -> tuple[str, list[list[str]]]:
+    """The stream fact naming each lane's interpolation: ``[["synth/gain", "exponential"], ...]``
+    (pairs, not a map: a fact's map keys hold 64 characters, a lane's name up to 128)."""
+    return ("automation_interpolation", [[lane.param, lane.interpolation] for lane in lanes])

@@ -1,0 +1,42 @@
+"""plugin/ardour/window.py without Ardour: a stream's automation points reach its capture
+processor on the block holding their sample, at their offset in it, across the range's start
+(periods before it are not the stream's), a period cut at the range's end, and a gap (its points
+are lost with its samples). The real session is tests/test_ardour_automation.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sendlearn.capture import Playhead
+from sendlearn.plugin.ardour.window import SessionWindow, Slice
+from sendlearn.plugin.processor import CaptureProcessor
+
+RATE, PERIOD, START = 48000, 64, 100
+
+
+def rolling(sample: int) -> Playhead:
+    return Playhead(seconds=sample / RATE, playing=True)
+
+
+def test_points_go_with_the_block_holding_their_sample_and_a_gap_loses_its_own() -> None:
+    processor = CaptureProcessor("s", "synth", RATE, 1, realtime=False, capacity=64)
+    points = [(0, "synth/gain", 1.0), (63, "synth/gain", 0.5), (64, "synth/A/B", -6.0), (64, "synth/gain", 0.25),
+              (130, "synth/gain", 0.0), (200, "synth/A/B", 3.0), (249, "synth/gain", 1.0)]
+    window = SessionWindow([Slice(processor, 0, 1, params=points)], RATE, START, frames=250)
+    silence = np.zeros((1, PERIOD), dtype=np.float32)
+    window.process(silence, playhead=Playhead())  # stopped: not the stream's
+    window.process(silence, playhead=rolling(START))  # stream samples 0..63
+    window.process(silence, playhead=rolling(START + PERIOD))  # 64..127
+    window.skip(1, PERIOD)  # 128..191 lost: the point at 130 with them
+    window.process(silence, playhead=rolling(START + 3 * PERIOD))  # 192..249, cut at the range's end
+    window.close()
+    assert window.done.is_set() and window.problem is None
+    blocks = []
+    while (block := processor.handoff.take()) is not None:
+        blocks.append(block)
+    assert [(b.start_sample, b.frames) for b in blocks] == [(0, 64), (64, 64), (192, 58)]
+    assert [[(p.offset, p.param, p.value) for p in b.params] for b in blocks] == [
+        [(0, "synth/gain", 1.0), (63, "synth/gain", 0.5)],
+        [(0, "synth/A/B", -6.0), (0, "synth/gain", 0.25)],
+        [(8, "synth/A/B", 3.0), (57, "synth/gain", 1.0)],
+    ]
