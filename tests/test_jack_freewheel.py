@@ -24,6 +24,9 @@ from sendlearn.plugin.live.ring import Control
 from sendlearn.plugin.live.runner import DummyServer, bridge_stats, drain
 
 GUARD = 8.0  # seconds: a hang guard, below jackd's 10 s freewheel timeout for a client
+# how long the sink may stall while the queues fill: the JACK process itself waits only from its first
+# wait until the test sees it (5 ms polls) and lets the sink go; filling them took over 8 s on a loaded CI
+FILL_GUARD = 60.0
 
 
 def wait_until(condition, seconds: float = GUARD) -> bool:  # noqa: ANN001
@@ -46,7 +49,7 @@ def test_freewheel_captures_every_period_exactly(jack_server: DummyServer) -> No
 
         def take(block: Block) -> None:
             if bridge.count(Control.FREEWHEELING) and not release.is_set():
-                release.wait(GUARD)  # a sink that stalls while JACK freewheels: nothing may be lost
+                release.wait(FILL_GUARD)  # a sink that stalls while JACK freewheels: nothing may be lost
             blocks.append(block)
 
         drainer = drain(bridge.processor.handoff, take)
@@ -64,7 +67,7 @@ def test_freewheel_captures_every_period_exactly(jack_server: DummyServer) -> No
 
         toggler.set_freewheel(True)
         try:
-            waited = wait_until(lambda: bridge.count(Control.FREEWHEEL_WAITS) > 0)  # both queues are full
+            waited = wait_until(lambda: bridge.count(Control.FREEWHEEL_WAITS) > 0, FILL_GUARD)  # both queues are full
             release.set()
             time.sleep(0.2)
         finally:
