@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +111,10 @@ def test_list_devices_without_any_says_so(tmp_path: Path,
     (["--audio", "portaudio:player", "--rate", "44100"], "refuses 44100 Hz; it takes 48000 Hz"),
     (["--audio", "portaudio:player", "--channels", "3"], "3 channels asked for, it has 2 inputs"),
     (["--audio", "portaudio:player", "--block-size", "0"], "--block-size 0: give 1 to 8192 frames"),
-    (["--audio", "portaudio", "--virtual-port", "x"], "--virtual-port goes with --audio jack"),
+    (["--audio", "portaudio", "--connect", "a=b"], "--connect goes with --audio jack"),
+    (["--midi-in", "x"], "--midi-in goes with --audio portaudio"),
+    (["--audio", "portaudio:player", "--midi-in", "nosuch"],
+     "--midi-in 'nosuch': no MIDI input port matches; MIDI input ports: player:midi_out"),
     (["--audio", "pulse"], "--audio 'pulse': write jack, portaudio or portaudio:DEVICE"),
     (["--rate", "44100"], "--rate goes with --audio portaudio"),
 ])
@@ -228,3 +233,68 @@ def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path:
     assert err.strip() == f"failed: {reason}; the stream is complete up to then"
     assert info["complete"] and info["blocks"] > 100 and not info["gaps"]
     assert got["audio"].shape[1] == info["blocks"] * PERIOD
+
+
+def live_until(argv: list[str], ready: Callable[[], bool], then: Callable[[], None],
+               timeout: float = 60) -> tuple[int, str, str]:
+    """``sendlearn ARGV`` in a process of its own; once ``ready()``, ``then()`` runs, and the
+    capture is stopped with SIGTERM (as Ctrl-C stops it)."""
+    live = subprocess.Popen([sys.executable, "-m", "sendlearn", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "160"})
+    try:
+        wait_for(lambda: ready() or live.poll() is not None, timeout=timeout, what="the capture to start")
+        assert live.poll() is None, live.communicate()
+        then()
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=120)
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.communicate()
+    return live.returncode, out, err
+
+
+def test_midi_in_events_lie_within_their_bound_of_where_the_player_put_them(jack_server: DummyServer,
+                                                                           tmp_path: Path) -> None:
+    """The player writes noise and, in the same JACK cycles, MIDI at chosen frames of its JACK
+    MIDI output; ``--midi-in player:midi_out`` reads that port through rtmidi (its JACK API:
+    there is no ALSA sequencer here) beside the PortAudio capture of the player's audio. The
+    noise places the stream on JACK's frames (origin_of), so each event's true sample is known
+    independently of the capture: every one is stored, within its stored bound of it."""
+    player = Player(jack_server, 2)
+    player.client.activate()
+    events = [bytes((0x90 | k % 16, k % 128, 1 + k % 127)) for k in range(120)]
+
+    def play() -> None:
+        start = player.client.last_frame_time + 8 * PERIOD
+        player.play([(start + k * 331 + k % 7 * 13, data) for k, data in enumerate(events)])
+        wait_for(lambda: len(player.sent) + 1 >= len(events) and player.client.last_frame_time > start + 121 * 331,
+                 timeout=30, what="the player to send every event")
+        time.sleep(0.3)
+
+    try:
+        code, out, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                     "--midi-in", "player:midi_out", "--data-dir", str(tmp_path), "--session", "gig",
+                                     "--json"],
+                                    lambda: bool(player.client.get_all_connections("player:midi_out")) and
+                                    (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+    finally:
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    got = read_stream(tmp_path, "gig", "portaudio")
+    info, table = got["info"], got["events"].to_pydict()
+    sender = info["sender"]
+    assert sender["midi_in_ports"] == ["player:midi_out"] and sender["midi_in_ports_lost"] == []
+    assert sender["midi_in_placed"] == len(player.sent) == sender["midi_in_received"], \
+        json.dumps({k: v for k, v in sender.items() if "midi" in k or "clock" in k})
+    origin, _ = origin_of(got["audio"], player)
+    truth = {data: frame - origin for frame, data in player.sent}
+    assert sorted(table["data"]) == sorted(truth)
+    misses = [(data, sample, truth[data], bound) for data, sample, bound
+              in zip(table["data"], table["sample"], table["timing_error_samples"], strict=True)
+              if bound is None or abs(sample - truth[data]) > bound]
+    assert misses == [], misses
+    errors = [abs(s - truth[d]) for d, s in zip(table["data"], table["sample"], strict=True)]
+    print(f"midi-in error p50 {np.median(errors)}, max {max(errors)}; bound p50 "
+          f"{np.median(table['timing_error_samples'])}, max {max(table['timing_error_samples'])} frames")

@@ -169,6 +169,9 @@ class PortAudioWriter:
                 header = self._blank  # one store for the whole header, in ring.Int's order
                 header[Int.CYCLE], header[Int.ENTRY_NS], header[Int.FRAMES] = self.clock.first & FRAME_MASK, started, frames
                 header[Int.DROPPED_BEFORE], header[Int.DROPPED_FRAMES_BEFORE] = self._drops, self._drop_frames
+                # where the first frame lies before "now" on the device's clock: the capturing
+                # process places MIDI arrivals on the stream with it (plugin/live/arrival_clock.py)
+                header[Int.ADC_LAG_NS] = int((when.currentTime - when.inputBufferAdcTime) * 1e9)
                 self._ints[slot] = header
                 self._drops = self._drop_frames = 0
                 self._head += 1

@@ -212,7 +212,7 @@ def device_figures(bridge: JackBridge) -> dict[str, Any]:
     return {"audio_host": "portaudio", "audio_device": bridge.client_name,
             "input_overflows": bridge.count(Control.INPUT_OVERFLOWS), "clock_gaps": bridge.count(Control.CLOCK_GAPS),
             "clock_jumps": bridge.count(Control.CLOCK_JUMPS), "timestamps_trusted": bridge.timestamps_trusted,
-            "device_lost": bridge.device_lost}
+            "device_lost": bridge.device_lost, **bridge.midi_figures()}
 
 
 def run_bridge(
