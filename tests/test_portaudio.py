@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jack
 import numpy as np
 import pytest
+import rtmidi
 
 from helpers import read_stream, wait_for
-from jackplay import PERIOD, Player, noise
+from jackplay import PERIOD, Player, engine_now, noise
 from sendlearn.plugin.live.adc_clock import AdcClock
 from sendlearn.plugin.live.runner import DummyServer
 
@@ -298,3 +300,86 @@ def test_midi_in_events_lie_within_their_bound_of_where_the_player_put_them(jack
     errors = [abs(s - truth[d]) for d, s in zip(table["data"], table["sample"], strict=True)]
     print(f"midi-in error p50 {np.median(errors)}, max {max(errors)}; bound p50 "
           f"{np.median(table['timing_error_samples'])}, max {max(table['timing_error_samples'])} frames")
+
+
+def test_a_midi_port_that_vanishes_is_counted_and_the_capture_goes_on(jack_server: DummyServer,
+                                                                      tmp_path: Path) -> None:
+    """The program behind a ``--midi-in`` port quits mid-capture: the capture goes on, ends
+    whole (exit 0), and stream.json's sender names the port that went away."""
+    player = Player(jack_server, 2)
+    keys = jack.Client("keys", no_start_server=True, servername=jack_server.name)
+    keys.midi_outports.register("midi_out")
+    keys.activate()
+    player.client.activate()
+    closed = []
+
+    def vanish() -> None:
+        time.sleep(0.5)
+        keys.deactivate()
+        keys.close()
+        closed.append(True)
+        time.sleep(1.5)  # the ports are looked at twice a second
+
+    try:
+        code, out, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                     "--midi-in", "keys", "--data-dir", str(tmp_path), "--session", "gig"],
+                                    lambda: bool(keys.get_all_connections("keys:midi_out")) and
+                                    (tmp_path / "sessions" / "gig" / "portaudio").exists(), vanish)
+    finally:
+        if not closed:
+            keys.close()
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    assert err.strip() == "MIDI input keys:midi_out went away during the capture", err
+    info = read_stream(tmp_path, "gig", "portaudio")["info"]
+    assert info["complete"] and not info["gaps"]
+    assert info["sender"]["midi_in_ports"] == ["keys:midi_out"]
+    assert info["sender"]["midi_in_ports_lost"] == ["keys:midi_out"]
+
+
+def test_a_virtual_port_beside_portaudio_places_messages_sent_from_outside_the_graph(jack_server: DummyServer,
+                                                                                     tmp_path: Path) -> None:
+    """``--virtual-port vkeys``: a program sends through rtmidi from its own thread, as a DAW
+    sends to an OS MIDI port. Its witness is JACK's clock read just before and after each
+    send (engine_now): every message lies within its stored bound of that frame."""
+    player = Player(jack_server, 2)
+    player.client.activate()
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="keyboard")
+    out.open_virtual_port("out")
+    sent: list[tuple[int, bytes]] = []
+
+    def play() -> None:
+        player.client.connect("keyboard:out", "sendlearn-vkeys:vkeys")
+        time.sleep(0.2)
+        for k in range(40):
+            data = bytes((0x90, 30 + k, 90))
+            before = engine_now(player.client)
+            out.send_message(list(data))
+            after = engine_now(player.client)
+            if after - before <= PERIOD // 8:  # else the witness itself was interrupted: not a truth
+                sent.append((before, data))
+            time.sleep(0.01)
+        time.sleep(0.3)
+
+    try:
+        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                   "--virtual-port", "vkeys", "--data-dir", str(tmp_path), "--session", "gig",
+                                   "--json"],
+                                  lambda: bool(player.client.get_ports("sendlearn-vkeys:vkeys")) and
+                                  (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+    finally:
+        out.close_port()
+        out.delete()
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    got = read_stream(tmp_path, "gig", "portaudio")
+    table = got["events"].to_pydict()
+    assert [d[1] for d in table["data"]] == [30 + k for k in range(40)]
+    assert got["info"]["sender"]["midi_in_ports"] == ["vkeys"]
+    origin, _ = origin_of(got["audio"], player)
+    stored = {d: (s, b) for d, s, b in zip(table["data"], table["sample"], table["timing_error_samples"], strict=True)}
+    misses = [(data, stored[data], frame - origin) for frame, data in sent
+              if abs(stored[data][0] - (frame - origin)) > stored[data][1]]
+    assert len(sent) >= 20 and misses == [], misses
