@@ -115,6 +115,10 @@ def test_list_devices_without_any_says_so(tmp_path: Path,
     (["--audio", "portaudio:player", "--block-size", "0"], "--block-size 0: give 1 to 8192 frames"),
     (["--audio", "portaudio", "--connect", "a=b"], "--connect goes with --audio jack"),
     (["--midi-in", "x"], "--midi-in goes with --audio portaudio"),
+    (["--clock", "free"], "--clock free goes with --audio portaudio"),
+    (["--audio", "portaudio", "--clock", "link"], "--clock link is not built yet"),
+    (["--audio", "portaudio:player", "--clock", "midi:nosuch"],
+     "--clock midi:'nosuch': no MIDI input port matches; MIDI input ports: player:midi_out"),
     (["--audio", "portaudio:player", "--midi-in", "nosuch"],
      "--midi-in 'nosuch': no MIDI input port matches; MIDI input ports: player:midi_out"),
     (["--audio", "pulse"], "--audio 'pulse': write jack, portaudio or portaudio:DEVICE"),
@@ -383,3 +387,55 @@ def test_a_virtual_port_beside_portaudio_places_messages_sent_from_outside_the_g
     misses = [(data, stored[data], frame - origin) for frame, data in sent
               if abs(stored[data][0] - (frame - origin)) > stored[data][1]]
     assert len(sent) >= 20 and misses == [], misses
+
+
+def test_midi_clock_sets_the_playhead_tempo_and_song_position(jack_server: DummyServer, tmp_path: Path) -> None:
+    """``--clock midi:player``: the player sends, at exact frames of its JACK MIDI output, a Song
+    Position Pointer (bar 3, beat 2, 16th 2: 9.25 quarter notes), Continue, then MIDI clock at
+    97.3 bpm. Right after the SPP the stored playhead is there and playing; two quarter notes of
+    clock later the tempo is within 0.1 bpm and the position follows the clocks."""
+    player = Player(jack_server, 2)
+    player.client.activate()
+    bpm, spp = 97.3, 37  # sixteenths
+    interval = 48000 * 60 / (bpm * 24)  # frames between clocks
+    ticks = 24 * 3
+    plan: dict[str, int] = {}
+
+    def play() -> None:
+        start = player.client.last_frame_time + 8 * PERIOD
+        first = start + 12000  # a quarter second of standing at the SPP before the clocks run
+        plan.update(start=start, first=first)
+        schedule = [(start, bytes((0xF2, spp & 0x7F, spp >> 7))), (start + 10, b"\xfb")]
+        schedule += [(first + round(k * interval), b"\xf8") for k in range(ticks)]
+        player.play(schedule)
+        wait_for(lambda: len(player.sent) == len(schedule), timeout=30, what="the player to send the clock")
+        time.sleep(0.3)
+
+    try:
+        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                   "--clock", "midi:player:midi_out", "--meter", "4/4", "--data-dir", str(tmp_path),
+                                   "--session", "gig", "--json"],
+                                  lambda: bool(player.client.get_all_connections("player:midi_out")) and
+                                  (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+    finally:
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    got = read_stream(tmp_path, "gig", "portaudio")
+    sender = got["info"]["sender"]
+    assert sender["playhead_source"] == "midi clock (player:midi_out)" and sender["midi_clocks"] == ticks
+    assert sender["midi_clock_jitter_max_frames"] is not None
+    assert got["events"].num_rows == 0  # the clock port sets the playhead; it is not stored as events
+    origin, _ = origin_of(got["audio"], player)
+    spp_at, first_at = plan["start"] - origin, plan["first"] - origin
+    blocks = got["blocks"].to_pydict()
+    rows = list(zip(blocks["sample"], blocks["playing"], blocks["bpm"], blocks["ppq"], strict=True))
+    standing = [r for r in rows if spp_at + 6000 <= r[0] <= first_at - 3000]
+    assert standing and all(playing and ppq == spp / 4 for _, playing, _, ppq in standing), standing[:3]
+    settled = [r for r in rows if first_at + 48 * interval <= r[0] <= first_at + (ticks - 1) * interval]
+    assert len(settled) > 100
+    assert all(playing and abs(tempo - bpm) <= 0.1 for _, playing, tempo, _ in settled), \
+        [r for r in settled if abs(r[2] - bpm) > 0.1][:3]
+    assert all(abs(ppq - (spp / 4 + (sample - first_at) / interval / 24)) <= 0.05
+               for sample, _, _, ppq in settled), [(s, p, spp / 4 + (s - first_at) / interval / 24)
+                                                    for s, _, _, p in settled][:3]

@@ -42,6 +42,8 @@ from typing import Protocol
 
 from sendlearn.capture import CaptureError, MidiEvent
 
+RECENT = 64  # blocks ``sample_at_local`` looks back over
+
 
 class StreamClock:
     """Monotonic ns -> stream sample, from the blocks as they are captured (in order)."""
@@ -54,6 +56,7 @@ class StreamClock:
         self._index = 0
         self.zero_ns: float | None = None  # the estimate: when stream sample 0 was at the ADC
         self._next: float | None = None  # the peeked next block's zero (see ``peek``)
+        self._latest: deque[tuple[float, int]] = deque(maxlen=RECENT)  # (entry - lag, sample): ``sample_at_local``
 
     def block(self, sample: int, entry_ns: int, lag_ns: int) -> None:
         """The block whose first frame is stream sample ``sample``."""
@@ -67,11 +70,24 @@ class StreamClock:
         self._index = index + 1
         self.zero_ns = minima[0][1]
         self._recent.append(zero)
+        self._latest.append((entry_ns - lag_ns, sample))
 
     def sample_at(self, ns: float) -> float:
         """The stream sample at the ADC at monotonic time ``ns`` (a fraction)."""
         assert self.zero_ns is not None, "no block yet"
         return (ns - self.zero_ns) * self.rate / 1e9
+
+    def sample_at_local(self, ns: float) -> float:
+        """The stream sample at ``ns`` by the last block whose callback began by then (or the
+        oldest one kept): follows the cycles as they ran, stalls included, so the spacing of
+        messages delivered by the same cycles (MIDI clock) keeps the stream's own rate. For a
+        rate, not a bound: it is as late as that callback was."""
+        base, sample = self._latest[0]
+        for when, at in reversed(self._latest):
+            if when <= ns:
+                base, sample = when, at
+                break
+        return sample + (ns - base) * self.rate / 1e9
 
     def delivered_by_then(self, ns: float, end: int) -> bool:
         """Whether monotonic time ``ns`` came before the latest block (ending at stream

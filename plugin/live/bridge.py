@@ -45,7 +45,7 @@ import numpy as np
 from sendlearn.capture import MidiEvent, Playhead, StreamInfo
 from sendlearn.capture.tempo import DENOMINATOR
 from sendlearn.errors import SendLearnError, UsageError
-from sendlearn.plugin.live.arrival_clock import Placer, StreamClock
+from sendlearn.plugin.live.arrival_clock import Arrival, Placer, StreamClock
 from sendlearn.plugin.live.ring import Control, Float, Int, Layout, RunState, SharedRings
 from sendlearn.plugin.live.tempo import Meter, PlayheadReader, Transport
 from sendlearn.plugin.live.virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
@@ -54,6 +54,7 @@ from sendlearn.plugin.processor import CaptureProcessor, MidiInput, OpenStream
 if TYPE_CHECKING:  # JACK-Client only where JACK is used: a PortAudio capture runs without libjack
     import jack
 
+    from sendlearn.plugin.live.midi_clock import MidiClock
     from sendlearn.plugin.live.midi_in import MidiInputs
 
 MAX_SPANS = 1000  # freewheel spans a stream's figures list; more are counted
@@ -221,7 +222,7 @@ class JackBridge:
             self.midi_events += count
             following = periods[(index + 1) % slots] if has_following else None
             midi += self._estimated_midi(ints, following, jump)
-            playhead = self.playheads.read(transport(record), self.processor.position, frames)
+            playhead = self._playhead(record, frames)
             if ints[Int.FREEWHEEL]:
                 self._freewheel(record["audio"][:, :frames], midi, playhead)
             else:
@@ -229,6 +230,10 @@ class JackBridge:
         except Exception as exc:  # one bad period must not end the capture
             self.capture_errors += 1
             self.last_error = repr(exc)
+
+    def _playhead(self, record: np.void, frames: int) -> Playhead:
+        """The playhead at this period's first frame: JACK's transport, or ``--bpm``/``--meter``."""
+        return self.playheads.read(transport(record), self.processor.position, frames)
 
     def _may_capture(self, index: int) -> bool:
         """Whether period ``index`` (the next, whose following one is in the ring) may be
@@ -418,16 +423,18 @@ class PortAudioBridge(JackBridge):
                  channels: int | None = None, rate: int | None = None, block_size: int = 256,
                  session: str = "live", stream: str = "portaudio", track: str = "", bpm: float = 120.0,
                  meter: tuple[int, int] = (4, 4), midi_in: list[str] | None = None,
-                 virtual_port: str | None = None) -> None:
+                 virtual_port: str | None = None, clock: str | None = None) -> None:
         if not 1 <= block_size <= 8192:
             raise UsageError(f"--block-size {block_size}: give 1 to 8192 frames")
         config = {"device": device, "channels": channels, "rate": rate, "block_size": block_size}
         self._servername = None
         self.midi: MidiInputs | None = None
-        if midi_in or virtual_port:  # first: a port that is not there is a usage error before any audio
+        self.clock: MidiClock | None = None
+        self._clock_port, self._bpm, self._meter = clock, bpm, meter
+        if midi_in or virtual_port or clock:  # first: a port that is not there is a usage error before any audio
             from sendlearn.plugin.live.midi_in import MidiInputs
 
-            self.midi = MidiInputs(list(midi_in or []), virtual_port)
+            self.midi = MidiInputs(list(midi_in or []), virtual_port, clock=clock)
         try:
             self._launch("sendlearn.plugin.live.portaudio_host", config, open_stream, session, stream, track,
                          bpm, meter)
@@ -440,6 +447,11 @@ class PortAudioBridge(JackBridge):
         seconds = ready["sample_rate"] // ready["block_size"]  # blocks in about a second
         self.stream_clock = StreamClock(ready["sample_rate"], seconds if ready.get("timestamps_trusted", True) else None)
         self.placer = Placer(self.stream_clock, ready["block_size"])
+        self._ticks: list[Arrival] = []  # the clock port's messages not yet reached
+        if self.midi is not None and self.midi.clock_port is not None:
+            from sendlearn.plugin.live.midi_clock import MidiClock
+
+            self.clock = MidiClock(ready["sample_rate"], self._bpm, self._meter, self.midi.clock_port)
         super()._setup(ready, *args)
 
     def _watch_xruns(self, name: str) -> jack.Client | None:
@@ -466,6 +478,20 @@ class PortAudioBridge(JackBridge):
         # no following period: the capture has stopped and this is its last block
         return self.placer.place(start, frames, self.midi.take(), last=following is None)
 
+    def _playhead(self, record: np.void, frames: int) -> Playhead:
+        """``--clock midi:PORT``: the clock's messages up to this period's first frame, read."""
+        clock, midi = self.clock, self.midi
+        if clock is None or midi is None:
+            return super()._playhead(record, frames)
+        start, at = self.processor.position, self.stream_clock.sample_at_local
+        self._ticks += midi.take(clock=True)
+        due = sorted(((at(tick.ns()), tick) for tick in self._ticks), key=lambda pair: pair[0])
+        self._ticks = [tick for sample, tick in due if sample >= start]
+        for sample, tick in due:
+            if sample < start:
+                clock.feed(sample, tick.data)
+        return clock.playhead(start)
+
     def close(self) -> None:
         super().close()
         if self.midi is not None:
@@ -475,11 +501,15 @@ class PortAudioBridge(JackBridge):
         """The MIDI inputs' facts a stream closes with (stream.json's ``sender``)."""
         midi, placer = self.midi, self.placer
         if midi is None:
-            return {}
+            return {"playhead_source": "free (--bpm, --meter; not playing)"}
+        if self.clock is not None and not midi.names:
+            return {**self.clock.figures(), "midi_api": midi.api_name, "midi_in_ports_lost": list(midi.lost)}
         waiting = len(placer.waiting) + midi.pending  # not placed (yet, or ever: after the last block)
         return {"midi_in_ports": midi.names, "midi_in_received": midi.received, "midi_in_placed": placer.placed,
                 "midi_in_moved": placer.moved, "midi_in_left_over": waiting, "midi_in_bound_max": placer.bound_max,
-                "midi_in_ports_lost": list(midi.lost), "midi_api": midi.api_name}
+                "midi_in_ports_lost": list(midi.lost), "midi_api": midi.api_name,
+                **(self.clock.figures() if self.clock is not None else
+                   {"playhead_source": "free (--bpm, --meter; not playing)"})}
 
     @property
     def timestamps_trusted(self) -> bool:

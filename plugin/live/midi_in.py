@@ -76,7 +76,7 @@ def input_ports(api: int) -> list[str]:
         lister.delete()
 
 
-def match_port(wanted: str, ports: list[str]) -> str:
+def match_port(wanted: str, ports: list[str], flag: str = "--midi-in ") -> str:
     """The port named ``wanted``, or the one port whose name contains it; else a UsageError
     (one line, naming the ports there are)."""
     if wanted in ports:
@@ -86,7 +86,7 @@ def match_port(wanted: str, ports: list[str]) -> str:
         return found[0]
     there = "; ".join(ports) if ports else "none"
     what = f"{len(found)} MIDI input ports match" if found else "no MIDI input port matches"
-    raise UsageError(f"--midi-in {wanted!r}: {what}; MIDI input ports: {there}")
+    raise UsageError(f"{flag}{wanted!r}: {what}; MIDI input ports: {there}")
 
 
 class Chain:
@@ -120,8 +120,8 @@ class Stamped:
 
 
 class _Port:
-    def __init__(self, midi: Any, name: str, virtual: bool, opened_ns: int) -> None:
-        self.midi, self.name, self.virtual = midi, name, virtual
+    def __init__(self, midi: Any, name: str, virtual: bool, opened_ns: int, clock: bool = False) -> None:
+        self.midi, self.name, self.virtual, self.clock = midi, name, virtual, clock
         self.empty_ns = opened_ns  # nothing can have arrived before the port was opened
         self.chain: Chain | None = None
         self.since = 0
@@ -134,24 +134,28 @@ class MidiInputs:
     start of the last poll that emptied every queue (everything that arrived before it has
     been taken or is waiting in ``take``)."""
 
-    def __init__(self, wanted: list[str], virtual: str | None = None, *, client: str = "sendlearn") -> None:
+    def __init__(self, wanted: list[str], virtual: str | None = None, *, clock: str | None = None,
+                 client: str = "sendlearn") -> None:
         rtmidi = _rtmidi()
         self.api = midi_api()
-        there = input_ports(self.api) if wanted else []
+        there = input_ports(self.api) if wanted or clock else []
         names = [match_port(name, there) for name in wanted]
+        # the clock port's messages set the playhead (midi_clock.py); they are taken apart
+        self.clock_port = None if clock is None else match_port(clock, there, "--clock midi:")
         self.ports: list[_Port] = []
         self._closed = False
         self.lost: list[str] = []  # ports that vanished mid-capture
         self._arrived: deque[Stamped] = deque()
+        self._clocked: deque[Stamped] = deque()
         self.swept_ns = 0
         self._stop = threading.Event()
         try:
-            for index, name in enumerate(names):
+            for index, name in enumerate([*names, *([self.clock_port] if self.clock_port else [])]):
                 midi = rtmidi.MidiIn(self.api, name=f"{client}-in{index + 1}", queue_size_limit=QUEUE_SIZE)
                 midi.ignore_types(sysex=False, timing=False, active_sense=False)  # keep everything
                 opened = time.perf_counter_ns()
                 midi.open_port(there.index(name), name="in")
-                self.ports.append(_Port(midi, name, False, opened))
+                self.ports.append(_Port(midi, name, False, opened, clock=index == len(names)))
             if virtual is not None:
                 midi = rtmidi.MidiIn(self.api, name=f"{client}-{virtual}", queue_size_limit=QUEUE_SIZE)
                 midi.ignore_types(sysex=False, timing=False, active_sense=False)
@@ -172,7 +176,8 @@ class MidiInputs:
 
     @property
     def names(self) -> list[str]:
-        return [port.name for port in self.ports]
+        """The event ports (not the clock's)."""
+        return [port.name for port in self.ports if not port.clock]
 
     @property
     def api_name(self) -> str:
@@ -180,7 +185,7 @@ class MidiInputs:
 
     @property
     def received(self) -> int:
-        return sum(port.received for port in self.ports)
+        return sum(port.received for port in self.ports if not port.clock)
 
     @property
     def alive(self) -> bool:
@@ -191,11 +196,13 @@ class MidiInputs:
         """Messages collected and not yet taken."""
         return len(self._arrived)
 
-    def take(self) -> list[Stamped]:
-        """What arrived since the last call, in the order polled."""
+    def take(self, clock: bool = False) -> list[Stamped]:
+        """What arrived since the last call at the event ports (the ``clock`` port), in the
+        order polled."""
+        arrived = self._clocked if clock else self._arrived
         out = []
-        while self._arrived:
-            out.append(self._arrived.popleft())
+        while arrived:
+            out.append(arrived.popleft())
         return out
 
     def _run(self) -> None:
@@ -228,7 +235,7 @@ class MidiInputs:
                 port.chain = chain
             port.since = since
             port.received += 1
-            self._arrived.append(Stamped(bytes(message), chain, since))
+            (self._clocked if port.clock else self._arrived).append(Stamped(bytes(message), chain, since))
 
     def _watch(self) -> None:
         """Close ports whose source went away (named ports only: a virtual one is ours)."""
