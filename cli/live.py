@@ -143,7 +143,8 @@ def run_live(args: argparse.Namespace) -> int:
     from sendlearn.cli.signals import stopped_by_signals
     from sendlearn.cli.sinks import choose_sink
     from sendlearn.plugin import CaptureProcessor
-    from sendlearn.plugin.live.bridge import BridgeError, PortAudioBridge
+    from sendlearn.plugin.live.bridge import BridgeError
+    from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
     from sendlearn.plugin.live.runner import run_bridge
     from sendlearn.store.sink import SENDER_LIVE
 

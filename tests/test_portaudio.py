@@ -171,7 +171,7 @@ def test_a_stop_event_ends_the_run_with_every_block_captured(jack_server: DummyS
     """Ctrl-C's path: a stop event ends the run; every block PortAudio gave reached the sink, in order."""
     from sendlearn.capture import HandOff, StreamInfo
     from sendlearn.plugin import CaptureProcessor
-    from sendlearn.plugin.live.bridge import PortAudioBridge
+    from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
     from sendlearn.plugin.live.runner import drain, run_bridge
 
     player = Player(jack_server, 1)

@@ -1,11 +1,11 @@
 """The PortAudio process of the live bridge: an input stream whose callback copies each block
 into shared memory and returns. Nothing else runs in this process.
 
-    python -m sendlearn.plugin.live.portaudio_host CONFIG_JSON     # started by bridge.PortAudioBridge
+    python -m sendlearn.plugin.live.portaudio_host CONFIG_JSON     # started by portaudio_bridge.PortAudioBridge
 
 The twin of ``jack_host.py`` for any audio device PortAudio reaches (CoreAudio, WASAPI, ALSA,
 PipeWire's or JACK's own host API), writing the same ring (plugin/live/ring.py), so the
-capturing process (plugin/live/bridge.py) serves both unchanged. Per block the callback
+capturing process (plugin/live/bridge.py, portaudio_bridge.py) serves both unchanged. Per block the callback
 writes the device's float32 frames as PortAudio delivered them, and as the block's clock the
 device frame of its first frame, kept from PortAudio's input timestamps (plugin/live/adc_clock.py):
 frames the device lost (an overflow) move that clock on, and the capturing process turns the

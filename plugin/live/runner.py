@@ -20,7 +20,8 @@ import numpy as np
 
 from sendlearn.capture import Block, HandOff
 from sendlearn.plugin.lifetime import die_with_parent
-from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream, PortAudioBridge
+from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream
+from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
 from sendlearn.plugin.live.ring import Control
 
 
