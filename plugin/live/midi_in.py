@@ -167,6 +167,9 @@ class MidiInputs:
                     raise UsageError(f"--virtual-port {virtual!r}: {exc} (this MIDI system has no virtual ports)") \
                         from None
                 self.ports.append(_Port(midi, virtual, True, opened))
+        except rtmidi.RtMidiError as exc:  # no MIDI system to open, a port gone since it was listed
+            self._close_ports()
+            raise UsageError(f"MIDI input: {exc}") from None
         except BaseException:
             self._close_ports()
             raise
