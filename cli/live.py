@@ -48,6 +48,13 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
     live.add_argument("--jack-server", help="JACK server name (default: the default server)")
     live.add_argument("--audio-ports", type=int, default=2, help="audio inputs, passed through to outputs")
     live.add_argument("--virtual-port", metavar="NAME", help="also open a python-rtmidi virtual MIDI input")
+    live.add_argument("--midi-in", action="append", default=[], metavar="PORT",
+                      help="with --audio portaudio: capture this MIDI input port (any rtmidi sees: a name or a unique "
+                      "part of one), stamped on the audio clock with its error bound (repeatable)")
+    live.add_argument("--clock", metavar="jack|free|midi:PORT",
+                      help="the playhead: JACK's transport (--audio jack, the default there), free (--bpm/--meter, "
+                      "not playing: the default with portaudio) or midi:PORT (MIDI clock, Start/Stop/Continue and "
+                      "Song Position Pointer from that port, with --audio portaudio)")
     live.add_argument("--bpm", type=float, default=120.0,
                       help="tempo in quarter notes per minute when no JACK timebase master")
     live.add_argument("--meter", default="4/4", help="time signature when no timebase master")
@@ -67,12 +74,21 @@ def _audio_source(args: argparse.Namespace) -> tuple[str, str | None]:
     kind, _, device = args.audio.partition(":")
     if kind not in ("jack", "portaudio") or (kind == "jack" and device):
         raise UsageError(f"--audio {args.audio!r}: write jack, portaudio or portaudio:DEVICE")
+    clock = args.clock or ("jack" if kind == "jack" else "free")
+    if clock == "link":
+        raise UsageError("--clock link is not built yet (docs/live.md)")
+    if not (clock in ("jack", "free") or clock.startswith("midi:") and clock[5:]):
+        raise UsageError(f"--clock {clock!r}: write jack, free or midi:PORT")
+    if (clock == "jack") != (kind == "jack"):
+        raise UsageError(f"--clock {clock} goes with --audio {'portaudio' if kind == 'jack' else 'jack'}")
     if kind == "jack":
         for flag, value in (("--channels", args.channels), ("--rate", args.rate)):
             if value is not None:
                 raise UsageError(f"{flag} goes with --audio portaudio (JACK's server sets its own)")
+        if args.midi_in:  # JACK MIDI reaches our own JACK MIDI input, frame-exact
+            raise UsageError("--midi-in goes with --audio portaudio (with jack: --connect SOURCE=midi_in)")
         return kind, None
-    unsupported = [flag for flag, value in (("--virtual-port", args.virtual_port), ("--connect", args.connect),
+    unsupported = [flag for flag, value in (("--connect", args.connect),
                                             ("--timebase-master", args.timebase_master)) if value]
     if unsupported:
         raise UsageError(f"{unsupported[0]} goes with --audio jack (not yet with portaudio)")
@@ -118,7 +134,8 @@ def run_live(args: argparse.Namespace) -> int:
                          "(with --data-dir the store writes every block itself, fsynced each second)")
     from importlib.util import find_spec
 
-    needed = ["sounddevice"] if audio == "portaudio" else ["jack", *(["rtmidi"] if args.virtual_port else [])]
+    midi = ["rtmidi"] if args.virtual_port or args.midi_in or (args.clock or "").startswith("midi:") else []
+    needed = ["sounddevice", *midi] if audio == "portaudio" else ["jack", *midi]
     missing = [name for name in needed if find_spec(name) is None]
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
         raise MissingExtra(missing[0], "live capture")
@@ -126,7 +143,8 @@ def run_live(args: argparse.Namespace) -> int:
     from sendlearn.cli.signals import stopped_by_signals
     from sendlearn.cli.sinks import choose_sink
     from sendlearn.plugin import CaptureProcessor
-    from sendlearn.plugin.live.bridge import BridgeError, PortAudioBridge
+    from sendlearn.plugin.live.bridge import BridgeError
+    from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
     from sendlearn.plugin.live.runner import run_bridge
     from sendlearn.store.sink import SENDER_LIVE
 
@@ -165,7 +183,9 @@ def run_live(args: argparse.Namespace) -> int:
     try:
         if audio == "portaudio":
             options: dict[str, Any] = dict(bridge_class=PortAudioBridge, device=device, channels=args.channels,
-                                           rate=args.rate, block_size=args.block_size)
+                                           rate=args.rate, block_size=args.block_size, midi_in=args.midi_in,
+                                           virtual_port=args.virtual_port,
+                                           clock=args.clock[5:] if (args.clock or "").startswith("midi:") else None)
         else:
             options = dict(connect=connect, name=args.jack_name, servername=args.jack_server,
                            audio_ports=args.audio_ports, virtual_port=args.virtual_port,
@@ -212,9 +232,12 @@ def run_live(args: argparse.Namespace) -> int:
         lost = final.midi_dropped + final.midi_rejected + final.virtual_dropped
         if audio == "portaudio":
             facts = final.device
-            print(f"captured {final.seconds:.1f} s from {facts['audio_device']}: {final.blocks} blocks, "
+            events = f"{facts['midi_in_placed']} MIDI events, " if "midi_in_placed" in facts else ""
+            print(f"captured {final.seconds:.1f} s from {facts['audio_device']}: {final.blocks} blocks, {events}"
                   f"{facts['input_overflows']} input overflows, {facts['clock_jumps']} clock leaps, "
                   f"{final.dropped} blocks dropped -> {summary['destination']}")
+            for port in facts.get("midi_in_ports_lost", []):
+                print(f"MIDI input {port} went away during the capture", file=sys.stderr)
         else:
             print(f"captured {final.seconds:.1f} s: {final.blocks} blocks, {final.midi_events} JACK MIDI events, "
                   f"{final.virtual_events} virtual-port events, {final.xruns} xruns, {final.dropped} blocks dropped"

@@ -50,7 +50,8 @@ from receiver_process import ReceiverProcess  # scripts/, beside this file
 
 from sendlearn.capture import StreamInfo
 from sendlearn.plugin import CaptureProcessor
-from sendlearn.plugin.live.bridge import JackBridge, PortAudioBridge
+from sendlearn.plugin.live.bridge import JackBridge
+from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
 from sendlearn.plugin.live.ring import Control
 from sendlearn.plugin.live.runner import DummyServer
 from sendlearn.plugin.live.virtual_port import wrap_delta

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import jack
 import numpy as np
 import pytest
+import rtmidi
 
 from helpers import read_stream, wait_for
-from jackplay import PERIOD, Player, noise
+from jackplay import PERIOD, Player, engine_now, noise
 from sendlearn.plugin.live.adc_clock import AdcClock
 from sendlearn.plugin.live.runner import DummyServer
 
@@ -109,7 +113,14 @@ def test_list_devices_without_any_says_so(tmp_path: Path,
     (["--audio", "portaudio:player", "--rate", "44100"], "refuses 44100 Hz; it takes 48000 Hz"),
     (["--audio", "portaudio:player", "--channels", "3"], "3 channels asked for, it has 2 inputs"),
     (["--audio", "portaudio:player", "--block-size", "0"], "--block-size 0: give 1 to 8192 frames"),
-    (["--audio", "portaudio", "--virtual-port", "x"], "--virtual-port goes with --audio jack"),
+    (["--audio", "portaudio", "--connect", "a=b"], "--connect goes with --audio jack"),
+    (["--midi-in", "x"], "--midi-in goes with --audio portaudio"),
+    (["--clock", "free"], "--clock free goes with --audio portaudio"),
+    (["--audio", "portaudio", "--clock", "link"], "--clock link is not built yet"),
+    (["--audio", "portaudio:player", "--clock", "midi:nosuch"],
+     "--clock midi:'nosuch': no MIDI input port matches; MIDI input ports: player:midi_out"),
+    (["--audio", "portaudio:player", "--midi-in", "nosuch"],
+     "--midi-in 'nosuch': no MIDI input port matches; MIDI input ports: player:midi_out"),
     (["--audio", "pulse"], "--audio 'pulse': write jack, portaudio or portaudio:DEVICE"),
     (["--rate", "44100"], "--rate goes with --audio portaudio"),
 ])
@@ -160,7 +171,7 @@ def test_a_stop_event_ends_the_run_with_every_block_captured(jack_server: DummyS
     """Ctrl-C's path: a stop event ends the run; every block PortAudio gave reached the sink, in order."""
     from sendlearn.capture import HandOff, StreamInfo
     from sendlearn.plugin import CaptureProcessor
-    from sendlearn.plugin.live.bridge import PortAudioBridge
+    from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
     from sendlearn.plugin.live.runner import drain, run_bridge
 
     player = Player(jack_server, 1)
@@ -228,3 +239,203 @@ def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path:
     assert err.strip() == f"failed: {reason}; the stream is complete up to then"
     assert info["complete"] and info["blocks"] > 100 and not info["gaps"]
     assert got["audio"].shape[1] == info["blocks"] * PERIOD
+
+
+def live_until(argv: list[str], ready: Callable[[], bool], then: Callable[[], None],
+               timeout: float = 60) -> tuple[int, str, str]:
+    """``sendlearn ARGV`` in a process of its own; once ``ready()``, ``then()`` runs, and the
+    capture is stopped with SIGTERM (as Ctrl-C stops it)."""
+    live = subprocess.Popen([sys.executable, "-m", "sendlearn", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "160"})
+    try:
+        wait_for(lambda: ready() or live.poll() is not None, timeout=timeout, what="the capture to start")
+        assert live.poll() is None, live.communicate()
+        then()
+        live.send_signal(signal.SIGTERM)
+        out, err = live.communicate(timeout=120)
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.communicate()
+    return live.returncode, out, err
+
+
+def test_midi_in_events_lie_within_their_bound_of_where_the_player_put_them(jack_server: DummyServer,
+                                                                           tmp_path: Path) -> None:
+    """The player writes noise and, in the same JACK cycles, MIDI at chosen frames of its JACK
+    MIDI output; ``--midi-in player:midi_out`` reads that port through rtmidi (its JACK API:
+    there is no ALSA sequencer here) beside the PortAudio capture of the player's audio. The
+    noise places the stream on JACK's frames (origin_of), so each event's true sample is known
+    independently of the capture: every one is stored, within its stored bound of it."""
+    player = Player(jack_server, 2)
+    player.client.activate()
+    events = [bytes((0x90 | k % 16, k % 128, 1 + k % 127)) for k in range(120)]
+
+    def play() -> None:
+        start = player.client.last_frame_time + 8 * PERIOD
+        player.play([(start + k * 331 + k % 7 * 13, data) for k, data in enumerate(events)])
+        wait_for(lambda: len(player.sent) + 1 >= len(events) and player.client.last_frame_time > start + 121 * 331,
+                 timeout=30, what="the player to send every event")
+        time.sleep(0.3)
+
+    try:
+        code, out, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                     "--midi-in", "player:midi_out", "--data-dir", str(tmp_path), "--session", "gig",
+                                     "--json"],
+                                    lambda: bool(player.client.get_all_connections("player:midi_out")) and
+                                    (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+    finally:
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    got = read_stream(tmp_path, "gig", "portaudio")
+    info, table = got["info"], got["events"].to_pydict()
+    sender = info["sender"]
+    assert sender["midi_in_ports"] == ["player:midi_out"] and sender["midi_in_ports_lost"] == []
+    assert sender["midi_in_placed"] == len(player.sent) == sender["midi_in_received"], \
+        json.dumps({k: v for k, v in sender.items() if "midi" in k or "clock" in k})
+    origin, _ = origin_of(got["audio"], player)
+    truth = {data: frame - origin for frame, data in player.sent}
+    assert sorted(table["data"]) == sorted(truth)
+    misses = [(data, sample, truth[data], bound) for data, sample, bound
+              in zip(table["data"], table["sample"], table["timing_error_samples"], strict=True)
+              if bound is None or abs(sample - truth[data]) > bound]
+    assert misses == [], misses
+    errors = [abs(s - truth[d]) for d, s in zip(table["data"], table["sample"], strict=True)]
+    print(f"midi-in error p50 {np.median(errors)}, max {max(errors)}; bound p50 "
+          f"{np.median(table['timing_error_samples'])}, max {max(table['timing_error_samples'])} frames")
+
+
+def test_a_midi_port_that_vanishes_is_counted_and_the_capture_goes_on(jack_server: DummyServer,
+                                                                      tmp_path: Path) -> None:
+    """The program behind a ``--midi-in`` port quits mid-capture: the capture goes on, ends
+    whole (exit 0), and stream.json's sender names the port that went away."""
+    player = Player(jack_server, 2)
+    keys = jack.Client("keys", no_start_server=True, servername=jack_server.name)
+    keys.midi_outports.register("midi_out")
+    keys.activate()
+    player.client.activate()
+    closed = []
+
+    def vanish() -> None:
+        time.sleep(0.5)
+        keys.deactivate()
+        keys.close()
+        closed.append(True)
+        time.sleep(1.5)  # the ports are looked at twice a second
+
+    try:
+        code, out, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                     "--midi-in", "keys", "--data-dir", str(tmp_path), "--session", "gig"],
+                                    lambda: bool(keys.get_all_connections("keys:midi_out")) and
+                                    (tmp_path / "sessions" / "gig" / "portaudio").exists(), vanish)
+    finally:
+        if not closed:
+            keys.close()
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    assert err.strip() == "MIDI input keys:midi_out went away during the capture", err
+    info = read_stream(tmp_path, "gig", "portaudio")["info"]
+    assert info["complete"] and not info["gaps"]
+    assert info["sender"]["midi_in_ports"] == ["keys:midi_out"]
+    assert info["sender"]["midi_in_ports_lost"] == ["keys:midi_out"]
+
+
+def test_a_virtual_port_beside_portaudio_places_messages_sent_from_outside_the_graph(jack_server: DummyServer,
+                                                                                     tmp_path: Path) -> None:
+    """``--virtual-port vkeys``: a program sends through rtmidi from its own thread, as a DAW
+    sends to an OS MIDI port. Its witness is JACK's clock read just before and after each
+    send (engine_now): every message lies within its stored bound of that frame."""
+    player = Player(jack_server, 2)
+    player.client.activate()
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="keyboard")
+    out.open_virtual_port("out")
+    sent: list[tuple[int, bytes]] = []
+
+    def play() -> None:
+        player.client.connect("keyboard:out", "sendlearn-vkeys:vkeys")
+        time.sleep(0.2)
+        for k in range(40):
+            data = bytes((0x90, 30 + k, 90))
+            before = engine_now(player.client)
+            out.send_message(list(data))
+            after = engine_now(player.client)
+            if after - before <= PERIOD // 8:  # else the witness itself was interrupted: not a truth
+                sent.append((before, data))
+            time.sleep(0.01)
+        time.sleep(0.3)
+
+    try:
+        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                   "--virtual-port", "vkeys", "--data-dir", str(tmp_path), "--session", "gig",
+                                   "--json"],
+                                  lambda: bool(player.client.get_ports("sendlearn-vkeys:vkeys")) and
+                                  (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+    finally:
+        out.close_port()
+        out.delete()
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    got = read_stream(tmp_path, "gig", "portaudio")
+    table = got["events"].to_pydict()
+    assert [d[1] for d in table["data"]] == [30 + k for k in range(40)]
+    assert got["info"]["sender"]["midi_in_ports"] == ["vkeys"]
+    origin, _ = origin_of(got["audio"], player)
+    stored = {d: (s, b) for d, s, b in zip(table["data"], table["sample"], table["timing_error_samples"], strict=True)}
+    misses = [(data, stored[data], frame - origin) for frame, data in sent
+              if abs(stored[data][0] - (frame - origin)) > stored[data][1]]
+    assert len(sent) >= 20 and misses == [], misses
+
+
+def test_midi_clock_sets_the_playhead_tempo_and_song_position(jack_server: DummyServer, tmp_path: Path) -> None:
+    """``--clock midi:player``: the player sends, at exact frames of its JACK MIDI output, a Song
+    Position Pointer (bar 3, beat 2, 16th 2: 9.25 quarter notes), Continue, then MIDI clock at
+    97.3 bpm. Right after the SPP the stored playhead is there and playing; two quarter notes of
+    clock later the tempo is within 0.1 bpm and the position follows the clocks."""
+    player = Player(jack_server, 2)
+    player.client.activate()
+    bpm, spp = 97.3, 37  # sixteenths
+    interval = 48000 * 60 / (bpm * 24)  # frames between clocks
+    ticks = 24 * 3
+    plan: dict[str, int] = {}
+
+    def play() -> None:
+        start = player.client.last_frame_time + 8 * PERIOD
+        first = start + 12000  # a quarter second of standing at the SPP before the clocks run
+        plan.update(start=start, first=first)
+        schedule = [(start, bytes((0xF2, spp & 0x7F, spp >> 7))), (start + 10, b"\xfb")]
+        schedule += [(first + round(k * interval), b"\xf8") for k in range(ticks)]
+        player.play(schedule)
+        wait_for(lambda: len(player.sent) == len(schedule), timeout=30, what="the player to send the clock")
+        time.sleep(0.3)
+
+    try:
+        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                   "--clock", "midi:player:midi_out", "--meter", "4/4", "--data-dir", str(tmp_path),
+                                   "--session", "gig", "--json"],
+                                  lambda: bool(player.client.get_all_connections("player:midi_out")) and
+                                  (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+    finally:
+        player.client.deactivate()
+        player.client.close()
+    assert code == 0, err
+    got = read_stream(tmp_path, "gig", "portaudio")
+    sender = got["info"]["sender"]
+    assert sender["playhead_source"] == "midi clock (player:midi_out)" and sender["midi_clocks"] == ticks
+    assert sender["midi_clock_jitter_max_frames"] is not None
+    assert got["events"].num_rows == 0  # the clock port sets the playhead; it is not stored as events
+    origin, _ = origin_of(got["audio"], player)
+    spp_at, first_at = plan["start"] - origin, plan["first"] - origin
+    blocks = got["blocks"].to_pydict()
+    rows = list(zip(blocks["sample"], blocks["playing"], blocks["bpm"], blocks["ppq"], strict=True))
+    standing = [r for r in rows if spp_at + 6000 <= r[0] <= first_at - 3000]
+    assert standing and all(playing and ppq == spp / 4 for _, playing, _, ppq in standing), standing[:3]
+    settled = [r for r in rows if first_at + 48 * interval <= r[0] <= first_at + (ticks - 1) * interval]
+    assert len(settled) > 100
+    assert all(playing and abs(tempo - bpm) <= 0.1 for _, playing, tempo, _ in settled), \
+        [r for r in settled if abs(r[2] - bpm) > 0.1][:3]
+    assert all(abs(ppq - (spp / 4 + (sample - first_at) / interval / 24)) <= 0.05
+               for sample, _, _, ppq in settled), [(s, p, spp / 4 + (s - first_at) / interval / 24)
+                                                    for s, _, _, p in settled][:3]

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sendlearn.capture import Playhead, StreamInfo
+from sendlearn.capture import MidiEvent, Playhead, StreamInfo
 from sendlearn.capture.tempo import DENOMINATOR
 from sendlearn.errors import SendLearnError, UsageError
 from sendlearn.plugin.live.ring import Control, Float, Int, Layout, RunState, SharedRings
@@ -184,7 +184,7 @@ class JackBridge:
                 stopped = rings.count(Control.STATE) == RunState.STOPPED or self._child.poll() is not None
                 head = rings.count(Control.HEAD)  # read after the state: final once stopped
                 last = head if stopped else head - 1  # a period waits for the next (module docstring)
-                while tail < last:
+                while tail < last and (stopped or self._may_capture(tail)):
                     self._capture(tail, tail + 1 < head)
                     tail += 1
                     rings.control[Control.TAIL] = tail
@@ -217,11 +217,8 @@ class JackBridge:
                 used += size
             self.midi_events += count
             following = periods[(index + 1) % slots] if has_following else None
-            if self.virtual is not None:
-                length = frames if following is None else \
-                    (int(following["ints"][Int.ENTRY_NS]) - ints[Int.ENTRY_NS]) * self.info.sample_rate // 10**9
-                midi += self.virtual.take(cycle, length, jump)
-            playhead = self.playheads.read(transport(record), self.processor.position, frames)
+            midi += self._estimated_midi(ints, following, jump)
+            playhead = self._playhead(record, frames)
             if ints[Int.FREEWHEEL]:
                 self._freewheel(record["audio"][:, :frames], midi, playhead)
             else:
@@ -229,6 +226,24 @@ class JackBridge:
         except Exception as exc:  # one bad period must not end the capture
             self.capture_errors += 1
             self.last_error = repr(exc)
+
+    def _playhead(self, record: np.void, frames: int) -> Playhead:
+        """The playhead at this period's first frame: JACK's transport, or ``--bpm``/``--meter``."""
+        return self.playheads.read(transport(record), self.processor.position, frames)
+
+    def _may_capture(self, index: int) -> bool:
+        """Whether period ``index`` (the next, whose following one is in the ring) may be
+        captured now; ``PortAudioBridge`` waits for its MIDI to be collected."""
+        return True
+
+    def _estimated_midi(self, ints: list[int], following: np.void | None, jump: int) -> list[MidiEvent]:
+        """The virtual port's messages for this period, placed with their bounds."""
+        if self.virtual is None:
+            return []
+        frames = ints[Int.FRAMES]
+        length = frames if following is None else \
+            (int(following["ints"][Int.ENTRY_NS]) - ints[Int.ENTRY_NS]) * self.info.sample_rate // 10**9
+        return self.virtual.take(ints[Int.CYCLE], length, jump)
 
     def _freewheel(self, audio: np.ndarray, midi: list[MidiInput], playhead: Playhead) -> None:
         """A freewheeling period: no deadline, so its block waits for room in the hand-off
@@ -382,41 +397,6 @@ class JackBridge:
         if index < 0:
             raise ValueError(f"sample {sample} comes before the first captured block")
         return (self._origins[index][1] + sample) & FRAME_MASK
-
-
-class PortAudioBridge(JackBridge):
-    """The same capture from any PortAudio input device (plugin/live/portaudio_host.py): ``device``
-    is an index or a name (a part of one will do; None: the default input), ``channels`` its
-    first N inputs (None: all), ``rate`` in Hz (None: the device's default), ``block_size``
-    frames a block. No JACK MIDI, no transport: the playhead is ``bpm``/``meter``'s.
-    ``device_lost`` says why, when the device stopped on its own."""
-
-    HOST = "portaudio"
-
-    def __init__(self, open_stream: OpenStream | None = None, *, device: str | None = None,
-                 channels: int | None = None, rate: int | None = None, block_size: int = 256,
-                 session: str = "live", stream: str = "portaudio", track: str = "", bpm: float = 120.0,
-                 meter: tuple[int, int] = (4, 4)) -> None:
-        if not 1 <= block_size <= 8192:
-            raise UsageError(f"--block-size {block_size}: give 1 to 8192 frames")
-        config = {"device": device, "channels": channels, "rate": rate, "block_size": block_size}
-        self._servername = None
-        self._launch("sendlearn.plugin.live.portaudio_host", config, open_stream, session, stream, track, bpm, meter)
-
-    def _watch_xruns(self, name: str) -> jack.Client | None:
-        return None  # PortAudio reports overflows per block (Control.INPUT_OVERFLOWS)
-
-    @property
-    def timestamps_trusted(self) -> bool:
-        """Whether the device's timestamps place losses as gaps (not JACK's: adc_clock.py)."""
-        return bool(self.ready.get("timestamps_trusted", True))
-
-    @property
-    def device_lost(self) -> str | None:
-        """Why the device stopped on its own, once it has; else None."""
-        if not self.count(Control.DEVICE_LOST):
-            return None
-        return self.closing.get("device_lost") or "the audio device stopped on its own"
 
 
 def transport(record: np.void) -> Transport:

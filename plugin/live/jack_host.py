@@ -149,7 +149,7 @@ class JackWriter:
         state, pos = client.transport_query_struct()
         # two stores for the whole header (order as in ring.Int and ring.Float)
         self._ints[slot] = (client.last_frame_time, started, frames, self._drops, self._drop_frames, state,
-                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used, self._freewheeling)
+                            pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used, self._freewheeling, 0)
         self._floats[slot] = (pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute)
         self._drops = self._drop_frames = 0
 

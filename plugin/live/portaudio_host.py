@@ -1,11 +1,11 @@
 """The PortAudio process of the live bridge: an input stream whose callback copies each block
 into shared memory and returns. Nothing else runs in this process.
 
-    python -m sendlearn.plugin.live.portaudio_host CONFIG_JSON     # started by bridge.PortAudioBridge
+    python -m sendlearn.plugin.live.portaudio_host CONFIG_JSON     # started by portaudio_bridge.PortAudioBridge
 
 The twin of ``jack_host.py`` for any audio device PortAudio reaches (CoreAudio, WASAPI, ALSA,
 PipeWire's or JACK's own host API), writing the same ring (plugin/live/ring.py), so the
-capturing process (plugin/live/bridge.py) serves both unchanged. Per block the callback
+capturing process (plugin/live/bridge.py, portaudio_bridge.py) serves both unchanged. Per block the callback
 writes the device's float32 frames as PortAudio delivered them, and as the block's clock the
 device frame of its first frame, kept from PortAudio's input timestamps (plugin/live/adc_clock.py):
 frames the device lost (an overflow) move that clock on, and the capturing process turns the
@@ -169,6 +169,9 @@ class PortAudioWriter:
                 header = self._blank  # one store for the whole header, in ring.Int's order
                 header[Int.CYCLE], header[Int.ENTRY_NS], header[Int.FRAMES] = self.clock.first & FRAME_MASK, started, frames
                 header[Int.DROPPED_BEFORE], header[Int.DROPPED_FRAMES_BEFORE] = self._drops, self._drop_frames
+                # where the first frame lies before "now" on the device's clock: the capturing
+                # process places MIDI arrivals on the stream with it (plugin/live/arrival_clock.py)
+                header[Int.ADC_LAG_NS] = int((when.currentTime - when.inputBufferAdcTime) * 1e9)
                 self._ints[slot] = header
                 self._drops = self._drop_frames = 0
                 self._head += 1

@@ -95,6 +95,7 @@ class Int(IntEnum):
     EVENTS = 11  # JACK MIDI events stored
     EVENT_BYTES = 12
     FREEWHEEL = 13  # 1: JACK was freewheeling (no deadline: the period waited for room, never dropped)
+    ADC_LAG_NS = 14  # PortAudio: currentTime - inputBufferAdcTime (how long ago the first frame was captured)
 
 
 class Float(IntEnum):

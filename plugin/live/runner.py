@@ -20,7 +20,8 @@ import numpy as np
 
 from sendlearn.capture import Block, HandOff
 from sendlearn.plugin.lifetime import die_with_parent
-from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream, PortAudioBridge
+from sendlearn.plugin.live.bridge import BridgeError, JackBridge, OpenStream
+from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
 from sendlearn.plugin.live.ring import Control
 
 
@@ -212,7 +213,7 @@ def device_figures(bridge: JackBridge) -> dict[str, Any]:
     return {"audio_host": "portaudio", "audio_device": bridge.client_name,
             "input_overflows": bridge.count(Control.INPUT_OVERFLOWS), "clock_gaps": bridge.count(Control.CLOCK_GAPS),
             "clock_jumps": bridge.count(Control.CLOCK_JUMPS), "timestamps_trusted": bridge.timestamps_trusted,
-            "device_lost": bridge.device_lost}
+            "device_lost": bridge.device_lost, **bridge.midi_figures()}
 
 
 def run_bridge(
