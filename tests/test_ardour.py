@@ -39,6 +39,7 @@ TICKS = 1920  # Ardour's ticks per quarter note (Temporal::ticks_per_beat)
 LAG = 16  # periods Ardour's published BBT may trail JACK's frame (its transport behind: 6 seen under two CPU hogs)
 START_ATTEMPTS = 3  # jackd now and then drops Ardour's client as it sets up (tests/ardour.py, ArdourDropped)
 RECORD_ATTEMPTS = 3
+PLAY_ATTEMPTS = 12  # a fresh take has played only after some seconds (none in its first four tests once)
 
 
 class Witness:
@@ -94,6 +95,9 @@ def record_song(ardour: Ardour, jack_server: DummyServer) -> bool:
         ardour.record([SYNTH, NOTES])
         time.sleep(0.5)  # arming is queued to Ardour's process thread
         ardour.roll()
+        deadline = time.monotonic() + 30  # notes sent before the roll really starts are not recorded
+        while ardour.transport_sample() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         start = keys.client.frame_time + RATE // 10
         keys.play([(start + k * RATE // 6 + dt, bytes((0x90 if dt == 0 else 0x80, 48 + k, 90 if dt == 0 else 0)))
                    for k in range(24) for dt in (0, RATE // 12)])
@@ -110,7 +114,7 @@ def plays_the_take(ardour: Ardour, server: DummyServer) -> bool:
     """Whether Ardour plays the notes it recorded. Once, on a loaded CI machine, a session with both
     takes in its playlists played none of them in the four tests that followed; so the song is
     played once before it is used, a few times if need be."""
-    for _ in range(3):
+    for attempt in range(PLAY_ATTEMPTS):
         ardour.locate(0)
         witness = Witness(server)
         with witness.client:
@@ -122,8 +126,9 @@ def plays_the_take(ardour: Ardour, server: DummyServer) -> bool:
             ardour.stop()
             time.sleep(0.2)
         if sum(1 for _, data in witness.events if data[0] & 0xF0 == 0x90) >= 3:
+            print(f"Ardour played its take at attempt {attempt + 1}")
             return True
-        time.sleep(1.0)
+        time.sleep(2.0)
     return False
 
 
@@ -159,7 +164,11 @@ def play(daw: Ardour, server: DummyServer, seconds: float) -> tuple[list[Block],
             witness.client.connect(source, port)
         time.sleep(0.2)
         daw.roll()
-        time.sleep(seconds)
+        # ``seconds`` of Ardour's rolling transport, however late its roll starts (a fixed sleep once
+        # left a meter-change song short of its last bar): a hang guard, not a timing
+        deadline = time.monotonic() + seconds + 30
+        while max(witness.positions, default=0) < seconds * RATE and time.monotonic() < deadline:
+            time.sleep(0.05)
         daw.stop()
         time.sleep(0.2)
     drainer.join(10)
