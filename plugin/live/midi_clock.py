@@ -2,10 +2,12 @@
 Position Pointer, as a DAW sends them to a MIDI port, placed on the stream's samples by
 arrival_clock.py like any other message.
 
-- Tempo: 24 clocks a quarter note. ``bpm`` is the least-squares slope of the last ``SMOOTHING``
-  clocks' samples (48: two quarter notes), so the jitter of a periodic MIDI transport (a JACK
-  period either way) averages out; before ``MIN_TICKS`` clocks it is ``--bpm``. A pause of the
-  clock longer than ``GAP_TICKS`` intervals starts the fit again (a new tempo may follow).
+- Tempo: 24 clocks a quarter note. ``bpm`` is the Theil-Sen slope (the median of the slopes
+  between every pair) of the last ``SMOOTHING`` clocks' samples (48: two quarter notes), so the
+  jitter of a periodic MIDI transport (a JACK period either way) averages out and a clock held
+  back by a stalled cycle does not pull the tempo (a least-squares fit did: 0.13 bpm off at
+  97.3 under two CPU hogs); before ``MIN_TICKS`` clocks it is ``--bpm``. A pause of the clock
+  longer than ``GAP_TICKS`` intervals starts the fit again (a new tempo may follow).
 - Position: Start sets it to 0, Song Position Pointer to its sixteenths; the first clock after
   Start or Continue is that position, each further clock a 24th of a quarter note on. Between
   clocks it moves at ``bpm``, never past the next clock's.
@@ -29,6 +31,7 @@ SMOOTHING = 48
 MIN_TICKS = 6
 GAP_TICKS = 8
 TICKS_PER_QUARTER = 24
+_PAIRS = {n: np.triu_indices(n, 1) for n in range(MIN_TICKS, SMOOTHING + 1)}  # every (i < j) of n clocks
 
 
 class MidiClock:
@@ -86,11 +89,13 @@ class MidiClock:
 
     def _fit(self) -> None:
         samples = np.fromiter(self._ticks, float)
-        index = np.arange(len(samples), dtype=float)
-        slope, intercept = np.polyfit(index, samples, 1)
+        first, second = _PAIRS[len(samples)]
+        slope = float(np.median((samples[second] - samples[first]) / (second - first)))
         if slope > 0:
             self.bpm = self.rate * 60.0 / (slope * TICKS_PER_QUARTER)
         if len(samples) == SMOOTHING:
+            index = np.arange(len(samples), dtype=float)
+            intercept = float(np.median(samples - slope * index))
             self._residuals.append(float(samples[-1] - (slope * index[-1] + intercept)))
 
     def ppq_at(self, sample: float) -> float:
@@ -111,7 +116,7 @@ class MidiClock:
         """The playhead's source and the clock's measured jitter (stream.json's ``sender``)."""
         residuals = np.abs(np.array(self._residuals)) if self._residuals else np.zeros(0)
         return {"playhead_source": f"midi clock ({self.port})", "midi_clocks": self.clocks,
-                "midi_clock_bpm_smoothing": f"least squares over the last {SMOOTHING} clocks",
+                "midi_clock_bpm_smoothing": f"Theil-Sen over the last {SMOOTHING} clocks",
                 "midi_clock_jitter_p50_frames": round(float(np.percentile(residuals, 50)), 1) if len(residuals) else None,
                 "midi_clock_jitter_max_frames": round(float(residuals.max()), 1) if len(residuals) else None,
                 "midi_clock_ignored": self.ignored}
