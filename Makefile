@@ -49,7 +49,7 @@ $(BIN)/python:
 # modules appear), which takes a few seconds.
 $(STAMPS)/deps: pyproject.toml | $(BIN)/python
 	@mkdir -p $(STAMPS)
-	$(BIN)/python -m pip install -q -e '.[hosts,live,dev,dataset,batch,export]' --config-settings editable_mode=strict \
+	$(BIN)/python -m pip install -q -e '.[hosts,live,link,dev,dataset,batch,export]' --config-settings editable_mode=strict \
 		>$(STAMPS)/deps.log 2>&1 || (cat $(STAMPS)/deps.log; exit 1)
 	@touch $@
 

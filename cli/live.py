@@ -51,10 +51,13 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
     live.add_argument("--midi-in", action="append", default=[], metavar="PORT",
                       help="with --audio portaudio: capture this MIDI input port (any rtmidi sees: a name or a unique "
                       "part of one), stamped on the audio clock with its error bound (repeatable)")
-    live.add_argument("--clock", metavar="jack|free|midi:PORT",
+    live.add_argument("--clock", metavar="jack|free|midi:PORT|link",
                       help="the playhead: JACK's transport (--audio jack, the default there), free (--bpm/--meter, "
-                      "not playing: the default with portaudio) or midi:PORT (MIDI clock, Start/Stop/Continue and "
-                      "Song Position Pointer from that port, with --audio portaudio)")
+                      "not playing: the default with portaudio), midi:PORT (MIDI clock, Start/Stop/Continue and "
+                      "Song Position Pointer from that port, with --audio portaudio) or link (the Ableton Link "
+                      "session's tempo, beat and start/stop, with --audio portaudio)")
+    live.add_argument("--quantum", type=float,
+                      help="with --clock link: beats of Link's phase (default: a bar of --meter, in quarter notes)")
     live.add_argument("--bpm", type=float, default=120.0,
                       help="tempo in quarter notes per minute when no JACK timebase master")
     live.add_argument("--meter", default="4/4", help="time signature when no timebase master")
@@ -75,10 +78,14 @@ def _audio_source(args: argparse.Namespace) -> tuple[str, str | None]:
     if kind not in ("jack", "portaudio") or (kind == "jack" and device):
         raise UsageError(f"--audio {args.audio!r}: write jack, portaudio or portaudio:DEVICE")
     clock = args.clock or ("jack" if kind == "jack" else "free")
-    if clock == "link":
-        raise UsageError("--clock link is not built yet (docs/live.md)")
-    if not (clock in ("jack", "free") or clock.startswith("midi:") and clock[5:]):
-        raise UsageError(f"--clock {clock!r}: write jack, free or midi:PORT")
+    if not (clock in ("jack", "free", "link") or clock.startswith("midi:") and clock[5:]):
+        raise UsageError(f"--clock {clock!r}: write jack, free, midi:PORT or link")
+    if args.quantum is not None:
+        if clock != "link":
+            raise UsageError("--quantum goes with --clock link")
+        from sendlearn.plugin.live.link_clock import check_quantum
+
+        check_quantum(args.quantum)
     if (clock == "jack") != (kind == "jack"):
         raise UsageError(f"--clock {clock} goes with --audio {'portaudio' if kind == 'jack' else 'jack'}")
     if kind == "jack":
@@ -135,6 +142,7 @@ def run_live(args: argparse.Namespace) -> int:
     from importlib.util import find_spec
 
     midi = ["rtmidi"] if args.virtual_port or args.midi_in or (args.clock or "").startswith("midi:") else []
+    midi += ["aalink"] if args.clock == "link" else []
     needed = ["sounddevice", *midi] if audio == "portaudio" else ["jack", *midi]
     missing = [name for name in needed if find_spec(name) is None]
     if missing:  # a receiver-only install: say which extra, not a traceback from the JACK process
@@ -185,7 +193,8 @@ def run_live(args: argparse.Namespace) -> int:
             options: dict[str, Any] = dict(bridge_class=PortAudioBridge, device=device, channels=args.channels,
                                            rate=args.rate, block_size=args.block_size, midi_in=args.midi_in,
                                            virtual_port=args.virtual_port,
-                                           clock=args.clock[5:] if (args.clock or "").startswith("midi:") else None)
+                                           clock=args.clock[5:] if (args.clock or "").startswith("midi:") else None,
+                                           link=args.clock == "link", quantum=args.quantum)
         else:
             options = dict(connect=connect, name=args.jack_name, servername=args.jack_server,
                            audio_ports=args.audio_ports, virtual_port=args.virtual_port,

@@ -52,7 +52,7 @@ from __future__ import annotations
 # tests/test_errors.py checks the two agree.
 EXTRAS: dict[str, str] = {
     "dawdreamer": "hosts", "pedalboard": "hosts",
-    "jack": "live", "rtmidi": "live", "sounddevice": "live",
+    "jack": "live", "rtmidi": "live", "sounddevice": "live", "aalink": "link",
     "librosa": "dataset",
     "h5py": "export", "webdataset": "export", "matplotlib": "export", "tfrecord": "export", "yaml": "export",
     "torch": "export", "datasets": "export", "tfrecord_lite": "export", "miditok": "export", "symusic": "export",

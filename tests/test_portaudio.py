@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jack
@@ -23,34 +20,10 @@ import rtmidi
 
 from helpers import read_stream, wait_for
 from jackplay import PERIOD, Player, engine_now, noise
+from live_cli import live_until, origin_of, run_cli
 from sendlearn.plugin.live.adc_clock import AdcClock
 from sendlearn.plugin.live.midi_clock import MidiClock
 from sendlearn.plugin.live.runner import DummyServer
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``sendlearn ARGV`` in a process of its own, as a user runs it: PortAudio, once loaded,
-    keeps a JACK client of its own in the process, and a JACK-Client closed later in the same
-    process (pytest's, in the JACK tests after these) could hang in jack_client_close."""
-    done = subprocess.run([sys.executable, "-m", "sendlearn", *argv], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "COLUMNS": "160"})
-    return done.returncode, done.stdout, done.stderr
-
-
-def origin_of(stored: np.ndarray, player: Player) -> tuple[int, int]:
-    """(JACK frame of the stream's sample 0, samples of silence before the player is heard).
-    PortAudio connects its ports once its stream runs, so the first blocks may be silence;
-    the origin comes from the first block that is not, which must be the player's noise."""
-    silent = 0
-    while silent < stored.shape[1] and not stored[:, silent:silent + PERIOD].any():
-        silent += PERIOD
-    first, last = min(player.played), max(player.played) + PERIOD
-    played = noise(first, last - first, 0)
-    head = stored[0, silent:silent + 32]
-    for at in np.flatnonzero(played == head[0]):
-        if np.array_equal(played[at:at + 32], head):
-            return first + int(at) - silent, silent
-    raise AssertionError(f"the stored audio from sample {silent} on is not the player's noise anywhere")
 
 
 def test_portaudio_capture_is_the_played_audio_bit_for_bit(jack_server: DummyServer, tmp_path: Path) -> None:
@@ -117,7 +90,6 @@ def test_list_devices_without_any_says_so(tmp_path: Path,
     (["--audio", "portaudio", "--connect", "a=b"], "--connect goes with --audio jack"),
     (["--midi-in", "x"], "--midi-in goes with --audio portaudio"),
     (["--clock", "free"], "--clock free goes with --audio portaudio"),
-    (["--audio", "portaudio", "--clock", "link"], "--clock link is not built yet"),
     (["--audio", "portaudio:player", "--clock", "midi:nosuch"],
      "--clock midi:'nosuch': no MIDI input port matches; MIDI input ports: player:midi_out"),
     (["--audio", "portaudio:player", "--midi-in", "nosuch"],
@@ -229,8 +201,6 @@ def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path:
     """The JACK server behind the device stops mid-capture (SIGTERM: a SIGKILLed jackd leaves its
     slot in JACK's shm registry, which holds 8 servers a machine): the run ends (exit 1, one line
     saying why), and the stream holds every block the device gave, complete, with the reason."""
-    import os
-    import signal
 
     server = DummyServer(log=tmp_path / "jackd.log").start()
     player = Player(server, 2)
@@ -264,25 +234,6 @@ def test_a_device_that_goes_away_ends_the_stream_whole_with_the_reason(tmp_path:
     assert err.strip() == f"failed: {reason}; the stream is complete up to then"
     assert info["complete"] and info["blocks"] > 100 and not info["gaps"]
     assert got["audio"].shape[1] == info["blocks"] * PERIOD
-
-
-def live_until(argv: list[str], ready: Callable[[], bool], then: Callable[[], None],
-               timeout: float = 60) -> tuple[int, str, str]:
-    """``sendlearn ARGV`` in a process of its own; once ``ready()``, ``then()`` runs, and the
-    capture is stopped with SIGTERM (as Ctrl-C stops it)."""
-    live = subprocess.Popen([sys.executable, "-m", "sendlearn", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "160"})
-    try:
-        wait_for(lambda: ready() or live.poll() is not None, timeout=timeout, what="the capture to start")
-        assert live.poll() is None, live.communicate()
-        then()
-        live.send_signal(signal.SIGTERM)
-        out, err = live.communicate(timeout=120)
-    finally:
-        if live.poll() is None:
-            live.kill()
-            live.communicate()
-    return live.returncode, out, err
 
 
 def test_midi_in_events_lie_within_their_bound_of_where_the_player_put_them(jack_server: DummyServer,

@@ -72,6 +72,11 @@ class StreamClock:
         self._recent.append(zero)
         self._latest.append((entry_ns - lag_ns, sample))
 
+    def ns_at(self, sample: float) -> float:
+        """When stream sample ``sample`` was at the ADC, by the estimate (monotonic ns)."""
+        assert self.zero_ns is not None, "no block yet"
+        return self.zero_ns + sample * 1e9 / self.rate
+
     def sample_at(self, ns: float) -> float:
         """The stream sample at the ADC at monotonic time ``ns`` (a fraction)."""
         assert self.zero_ns is not None, "no block yet"

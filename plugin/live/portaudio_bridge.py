@@ -20,6 +20,7 @@ from sendlearn.plugin.processor import OpenStream
 if TYPE_CHECKING:
     import jack
 
+    from sendlearn.plugin.live.link_clock import LinkClock
     from sendlearn.plugin.live.midi_clock import MidiClock
     from sendlearn.plugin.live.midi_in import MidiInputs
 
@@ -34,7 +35,9 @@ class PortAudioBridge(JackBridge):
     ``midi_in`` (rtmidi input ports, by name or a unique part of one) and ``virtual_port`` are
     received here (plugin/live/midi_in.py) and placed on the stream's samples from the
     device's clock, each with its bound (plugin/live/arrival_clock.py). A period is captured
-    once every message that can fall in it has been collected (or it has waited ``MIDI_WAIT_NS``)."""
+    once every message that can fall in it has been collected (or it has waited ``MIDI_WAIT_NS``).
+    ``clock``: a MIDI clock port; ``link``: the playhead from Ableton Link at ``quantum`` beats
+    (plugin/live/link_clock.py), at the moment each block's first frame reached the device."""
 
     HOST = "portaudio"
     MIDI_WAIT_NS = 500_000_000  # a starved MIDI poller never holds the ring up longer than this
@@ -44,30 +47,39 @@ class PortAudioBridge(JackBridge):
                  channels: int | None = None, rate: int | None = None, block_size: int = 256,
                  session: str = "live", stream: str = "portaudio", track: str = "", bpm: float = 120.0,
                  meter: tuple[int, int] = (4, 4), midi_in: list[str] | None = None,
-                 virtual_port: str | None = None, clock: str | None = None) -> None:
+                 virtual_port: str | None = None, clock: str | None = None, link: bool = False,
+                 quantum: float | None = None) -> None:
         if not 1 <= block_size <= 8192:
             raise UsageError(f"--block-size {block_size}: give 1 to 8192 frames")
         config = {"device": device, "channels": channels, "rate": rate, "block_size": block_size}
         self._servername = None
         self.midi: MidiInputs | None = None
         self.clock: MidiClock | None = None
+        self.link: LinkClock | None = None
         self._clock_port, self._bpm, self._meter = clock, bpm, meter
         if midi_in or virtual_port or clock:  # first: a port that is not there is a usage error before any audio
             from sendlearn.plugin.live.midi_in import MidiInputs
 
             self.midi = MidiInputs(list(midi_in or []), virtual_port, clock=clock)
         try:
+            if link:
+                from sendlearn.plugin.live.link_clock import LinkClock
+
+                self.link = LinkClock(bpm, meter, quantum)
             self._launch("sendlearn.plugin.live.portaudio_host", config, open_stream, session, stream, track,
                          bpm, meter)
         except BaseException:
-            if self.midi is not None:
-                self.midi.close()
+            self._close_inputs()
             raise
 
     def _setup(self, ready: dict[str, Any], *args: Any) -> None:
         seconds = ready["sample_rate"] // ready["block_size"]  # blocks in about a second
         self.stream_clock = StreamClock(ready["sample_rate"], seconds if ready.get("timestamps_trusted", True) else None)
         self.placer = Placer(self.stream_clock, ready["block_size"])
+        # --clock link: when each block's first frame was, from the earliest callback of the last half
+        # second: it follows a device clock drifting from the monotonic one (jackd -d dummy ran
+        # 0.28 % slow: the earliest block since the start put beats 10 ms off in 4 s)
+        self.link_clock = StreamClock(ready["sample_rate"], max(1, seconds // 2))
         self._ticks: list[Arrival] = []  # the clock port's messages not yet reached
         if self.midi is not None and self.midi.clock_port is not None:
             from sendlearn.plugin.live.midi_clock import MidiClock
@@ -89,10 +101,12 @@ class PortAudioBridge(JackBridge):
         return midi.swept_ns >= self.placer.horizon_ns(end) + self.MIDI_GUARD_NS
 
     def _estimated_midi(self, ints: list[int], following: np.void | None, jump: int) -> list[MidiEvent]:
-        if self.midi is None:
-            return []
         start, frames = self.processor.position, ints[Int.FRAMES]
         self.stream_clock.block(start, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
+        if self.link is not None:
+            self.link_clock.block(start, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
+        if self.midi is None:
+            return []
         if following is not None:  # the next callback's lateness bounds this period's arrivals too
             self.stream_clock.peek(start + frames, int(following["ints"][Int.ENTRY_NS]),
                                    int(following["ints"][Int.ADC_LAG_NS]))
@@ -101,6 +115,8 @@ class PortAudioBridge(JackBridge):
 
     def _playhead(self, record: np.void, frames: int) -> Playhead:
         """``--clock midi:PORT``: the clock's messages up to this period's first frame, read."""
+        if self.link is not None:
+            return self.link.playhead(self.link_clock.ns_at(self.processor.position))
         clock, midi = self.clock, self.midi
         if clock is None or midi is None:
             return super()._playhead(record, frames)
@@ -115,22 +131,28 @@ class PortAudioBridge(JackBridge):
 
     def close(self) -> None:
         super().close()
+        self._close_inputs()
+
+    def _close_inputs(self) -> None:
         if self.midi is not None:
             self.midi.close()
+        if self.link is not None:
+            self.link.close()
 
     def midi_figures(self) -> dict[str, Any]:
-        """The MIDI inputs' facts a stream closes with (stream.json's ``sender``)."""
+        """The MIDI inputs' and the playhead source's facts a stream closes with (stream.json's
+        ``sender``)."""
         midi, placer = self.midi, self.placer
+        source = (self.link.figures() if self.link is not None else self.clock.figures() if self.clock is not None
+                  else {"playhead_source": "free (--bpm, --meter; not playing)"})
         if midi is None:
-            return {"playhead_source": "free (--bpm, --meter; not playing)"}
+            return source
         if self.clock is not None and not midi.names:
-            return {**self.clock.figures(), "midi_api": midi.api_name, "midi_in_ports_lost": list(midi.lost)}
+            return {**source, "midi_api": midi.api_name, "midi_in_ports_lost": list(midi.lost)}
         waiting = len(placer.waiting) + midi.pending  # not placed (yet, or ever: after the last block)
         return {"midi_in_ports": midi.names, "midi_in_received": midi.received, "midi_in_placed": placer.placed,
                 "midi_in_moved": placer.moved, "midi_in_left_over": waiting, "midi_in_bound_max": placer.bound_max,
-                "midi_in_ports_lost": list(midi.lost), "midi_api": midi.api_name,
-                **(self.clock.figures() if self.clock is not None else
-                   {"playhead_source": "free (--bpm, --meter; not playing)"})}
+                "midi_in_ports_lost": list(midi.lost), "midi_api": midi.api_name, **source}
 
     @property
     def timestamps_trusted(self) -> bool:

@@ -1,0 +1,184 @@
+"""``sendlearn live --audio portaudio --clock link``: the playhead from an Ableton Link session.
+
+A Link peer (tests/link_peer.py, aalink in a process of its own, as a DAW is) sets 123.4 bpm,
+starts, changes tempo mid-stream and stops, writing what Link's own timeline said all along.
+The witness is independent of the capture's clock arithmetic: the player's noise places each
+stored sample on JACK's frames, JACK's own time keeping (``jack_frames_to_time``) gives the
+moment of that frame on the clock Link's timeline runs on (CLOCK_MONOTONIC_RAW), and the peer's
+log gives Link's beat, tempo and playing state then."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from helpers import read_stream
+from jackplay import PERIOD, Player
+from live_cli import live_until, origin_of, run_cli
+from sendlearn.plugin.live.runner import DummyServer
+
+PEER = Path(__file__).with_name("link_peer.py")
+# stated in docs/live.md: a block's beat within 3 periods and 1 ms of Link's timeline over PortAudio's
+# JACK host API, which after a stall may deliver 2 to 3 periods late for good (arrival_clock.py)
+BOUND_SECONDS = 3 * PERIOD / 48000 + 0.001
+SETTLE_SECONDS = 0.1  # a tempo or start/stop change reaches the stored blocks within this
+WITNESS_SURE_US = 1000  # blocks whose cycle the witness saw run within 1 ms of the steady clock
+
+
+class CycleClock:
+    """An independent witness of when each JACK frame was: a JACK client in a process of its
+    own (tests/cycle_witness.py) notes, every cycle, its cycle's first frame and the moment its
+    callback began on CLOCK_MONOTONIC_RAW (the clock JACK and Link keep time on). JACK's own estimate (``jack_get_cycle_times``) was tried and
+    left: beside two CPU hogs it put cycle starts up to 26 ms after callbacks that had already
+    run in them."""
+
+    def __init__(self, server: DummyServer, out: Path) -> None:
+        self.out = out
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cycle_witness.py")),
+                                         server.name, str(out)], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "ready"
+
+    def stop(self) -> np.ndarray:
+        """Its notes, ``(first frame, ns)`` a cycle."""
+        self.process.terminate()
+        assert self.process.wait(timeout=30) == 0
+        return np.load(self.out)
+
+    def microseconds(self, entries: np.ndarray, frames: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """When each of ``frames`` was, in microseconds on CLOCK_MONOTONIC_RAW, and how sure the
+        witness is of it. The estimate: the earliest callback within a quarter second either
+        side (a callback begins after its cycle did, never before; seen from the future too,
+        which the capture cannot). Its uncertainty: how much later the witness's own callback
+        of that frame's cycle began (``jackd -d dummy`` on a loaded machine runs its cycles
+        late and catches up, so for a while its frames are not where a steady clock puts
+        them, and nobody can say which moment such a frame "was")."""
+        seen = entries[:, 0].astype(float)
+        began = entries[:, 1] - seen * 1e9 / rate  # the cycle's start plus the callback's lateness
+        half = rate // 4
+        low = np.searchsorted(seen, frames - half)
+        high = np.maximum(np.searchsorted(seen, frames + half), low + 1)
+        earliest = np.array([began[a:b].min() for a, b in zip(low, high, strict=True)])
+        cycle = np.clip(np.searchsorted(seen, frames, side="right") - 1, 0, len(seen) - 1)
+        own = np.where(frames - seen[cycle] < PERIOD, began[cycle], np.inf)  # no callback seen: unsure
+        return (earliest + frames * 1e9 / rate) / 1e3, (own - earliest) / 1e3
+
+
+def link_multicast_works(tmp_path: Path) -> str | None:
+    """None when two Link peers on this machine find each other; else why not. Link discovers
+    peers by multicast on every IPv4 interface: a container with only loopback needs multicast
+    enabled on it, which this sets up (as root) before saying it cannot."""
+    def meet() -> bool:
+        peers = [subprocess.Popen([sys.executable, str(PEER), str(tmp_path / f"probe{k}.jsonl"), "--wait", "10",
+                                   "--script", "end@1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for k in range(2)]
+        return all(peer.wait(timeout=30) == 0 for peer in peers)
+
+    if meet():
+        return None
+    ip = shutil.which("ip")
+    if ip is None:
+        return "two Link peers on this machine did not find each other, and there is no `ip` to enable multicast"
+    steps = [[ip, "link", "set", "lo", "multicast", "on"], [ip, "route", "replace", "224.0.0.0/4", "dev", "lo"]]
+    failed = [" ".join(step) + ": " + done.stderr.strip() for step in steps
+              if (done := subprocess.run(step, capture_output=True, text=True)).returncode]
+    if meet():
+        return None
+    return ("two Link peers on this machine did not find each other, even with multicast on loopback"
+            + (f" ({'; '.join(failed)})" if failed else ""))
+
+
+def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummyServer, tmp_path: Path) -> None:
+    """The peer sets 123.4 bpm, starts, moves to 101.7 bpm and stops. Every stored block's
+    beat (``ppq``) is in phase with Link's at the quantum (4) within ``BOUND_SECONDS`` of beats
+    wherever the witness is sure of when its frames were; its tempo is the session's and it is
+    playing exactly while the session plays, except within 0.1 s of a change."""
+    why = link_multicast_works(tmp_path)
+    assert why is None, why
+    player = Player(jack_server, 2)
+    player.client.activate()
+    witness = CycleClock(jack_server, tmp_path / "cycles.npy")
+    log = tmp_path / "peer.jsonl"
+    script = ["tempo=123.4@0.3", "start@0.8", "tempo=101.7@2.0", "stop@3.2", "end@3.8"]
+
+    def play() -> None:
+        peer = subprocess.run([sys.executable, str(PEER), str(log), "--quantum", "4", "--wait", "30",
+                               "--script", *script], capture_output=True, text=True, timeout=90)
+        assert peer.returncode == 0, peer.stderr
+
+    try:
+        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
+                                   "--clock", "link", "--meter", "4/4", "--data-dir", str(tmp_path),
+                                   "--session", "gig", "--json"],
+                                  lambda: (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+        assert code == 0, err
+        got = read_stream(tmp_path, "gig", "portaudio")
+        origin, _ = origin_of(got["audio"], player)
+        blocks = got["blocks"].to_pydict()
+    finally:
+        entries = witness.stop()
+        player.client.deactivate()
+        player.client.close()
+    at_us, unsure_us = witness.microseconds(entries, origin + np.array(blocks["sample"], dtype=float),
+                                            jack_server.rate)
+    sender = got["info"]["sender"]
+    assert sender["playhead_source"] == "ableton link (quantum 4)" and sender["link_peers_max"] >= 1
+    assert (sender["link_starts"], sender["link_stops"]) == (1, 1)
+
+    lines = log.read_text().splitlines()
+    events = {what: at for at, what in json.loads(lines[-1])["events"]}
+    rows = np.array([json.loads(line) for line in lines[:-1]], dtype=float)  # time us, beat, tempo, playing
+    index = np.searchsorted(rows[:, 0], at_us, side="right") - 1
+    inside = (index >= 0) & (at_us <= rows[-1, 0])  # blocks while the peer was logging
+    assert inside.sum() > 1000
+    row = rows[index[inside]]
+    when = at_us[inside]
+    beat = row[:, 1] + (when - row[:, 0]) * row[:, 2] / 60e6
+    ppq = np.array(blocks["ppq"])[inside]
+    bpm = np.array(blocks["bpm"])[inside]
+    playing = np.array(blocks["playing"])[inside]
+
+    joined = when >= rows[0, 0] + SETTLE_SECONDS * 1e6  # the sessions merged when the peer saw us
+    sure = joined & (unsure_us[inside] <= WITNESS_SURE_US)
+    assert sure.sum() >= joined.sum() / 2, f"the witness was sure of {sure.sum()} blocks of {joined.sum()}"
+    phase = (ppq - beat + 2.0) % 4.0 - 2.0
+    limit = BOUND_SECONDS * row[:, 2] / 60
+    assert np.all(np.abs(phase[sure]) <= limit[sure]), \
+        f"phase error up to {np.abs(phase[sure]).max():.4f} beats (limit {limit[sure].max():.4f})"
+
+    settle = SETTLE_SECONDS * 1e6
+    first, second = events["tempo=123.4"], events["tempo=101.7"]
+    # Link carries tempo as microseconds a beat: 123.4 bpm arrives as 123.39991
+    assert np.all(np.abs(bpm[(when > first + settle) & (when < second)] - 123.4) < 0.001)
+    assert np.all(np.abs(bpm[when > second + settle] - 101.7) < 0.001)
+    start, stop = events["start"], events["stop"]
+    assert playing[(when > start + settle) & (when < stop)].all()
+    assert not playing[joined & ((when < start) | (when > stop + settle))].any()
+    assert np.all(np.diff(ppq[joined]) > 0)  # Link's beat never goes back within a session
+
+
+def test_link_bad_input_is_one_line_and_exit_2(jack_server: DummyServer, tmp_path: Path) -> None:
+    player = Player(jack_server, 2)
+    fake = tmp_path / "without_aalink"
+    fake.mkdir()
+    (fake / "aalink.py").write_text("raise ImportError(\"No module named 'aalink'\", name='aalink')\n")
+    try:
+        for argv, says in [
+            (["--audio", "portaudio:player", "--clock", "link", "--quantum", "0"],
+             "--quantum 0.0: give the bar length in beats, more than 0 and at most 256"),
+            (["--audio", "portaudio:player", "--clock", "link", "--quantum", "nan"], "--quantum nan"),
+            (["--audio", "portaudio:player", "--quantum", "4"], "--quantum goes with --clock link"),
+            (["--clock", "link"], "--clock link goes with --audio portaudio"),
+        ]:
+            code, _, err = run_cli(["live", *argv, "--seconds", "1", "--data-dir", str(tmp_path)])
+            assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (argv, err)
+        code, _, err = run_cli(["live", "--audio", "portaudio:player", "--clock", "link", "--seconds", "1",
+                                "--data-dir", str(tmp_path)], pythonpath=str(fake))
+        assert code == 2 and err.strip() == "sendlearn live: " \
+            "--clock link needs aalink, which this install lacks (pip install 'sendlearn[link]')", err
+    finally:
+        player.client.close()
