@@ -50,25 +50,23 @@ def block_digest(
     channels: int, playhead: Playhead, midi: tuple[MidiEvent, ...],
     params: tuple[ParamChange, ...], audio: np.ndarray | None,
 ) -> int:
-    """xxh3-64 of a block's content in a fixed byte layout (docs/protocol.md, "Digest")."""
-    h = xxhash.xxh3_64()
-    h.update(_HEADER.pack(seq, start_sample, frames, sample_rate, channels))
-    h.update(session.encode() + b"\0" + stream.encode() + b"\0")
-    h.update(_PLAYHEAD.pack(*playhead.as_tuple()))
+    """xxh3-64 of a block's content in a fixed byte layout (docs/protocol.md, "Digest"). One call
+    over the whole layout: xxhash lets go of the GIL in every call, and each time it did, a busy
+    sender thread could take it and keep the capture thread waiting (scripts/bench_process.py)."""
+    parts: list[bytes | memoryview] = [_HEADER.pack(seq, start_sample, frames, sample_rate, channels),
+                                       session.encode(), b"\0", stream.encode(), b"\0",
+                                       _PLAYHEAD.pack(*playhead.as_tuple())]
     for event in midi:
         error = -1 if event.timing_error is None else event.timing_error
-        h.update(_EVENT.pack(event.offset, len(event.data), error))
-        h.update(event.data)
+        parts += (_EVENT.pack(event.offset, len(event.data), error), event.data)
     for change in params:
         name = change.param.encode()
-        h.update(_PARAM.pack(change.offset, len(name), float(change.value)))
-        h.update(name)
+        parts += (_PARAM.pack(change.offset, len(name), float(change.value)), name)
     if audio is None:
-        h.update(b"\0no-audio")
+        parts.append(b"\0no-audio")
     else:
-        h.update(b"\1")
-        h.update(audio.data)
-    return h.intdigest()
+        parts += (b"\1", audio.data)
+    return xxhash.xxh3_64_intdigest(b"".join(parts))
 
 
 @dataclass(frozen=True, slots=True)
