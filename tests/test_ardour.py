@@ -17,7 +17,6 @@ A missing Ardour fails (tests/ardour.py names the package), never a skip."""
 from __future__ import annotations
 
 import bisect
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -314,6 +313,7 @@ def test_sendlearn_live_beside_ardour_in_6_8_stores_100_quarter_notes(daw: Ardou
     import json
 
     from helpers import read_stream
+    from live_cli import live_until
     from sendlearn.cli.main import main
 
     daw.set_tempo_map([(100.0, 6, 8, 0)])
@@ -321,26 +321,21 @@ def test_sendlearn_live_beside_ardour_in_6_8_stores_100_quarter_notes(daw: Ardou
     sources = {name: daw.port(name) for name in (f"{SYNTH}/audio_out 1", f"{SYNTH}/audio_out 2", f"{NOTES}/midi_out 1")}
     connect = [f"{sources[f'{SYNTH}/audio_out 1']}=in_1", f"{sources[f'{SYNTH}/audio_out 2']}=in_2",
                f"{sources[f'{NOTES}/midi_out 1']}=midi_in"]
-    result: dict = {}
 
-    def live() -> None:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            result["code"] = main(["live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name,
-                                   "--jack-name", "user-live", "--session", "ardour", "--stream", "six-eight",
-                                   "--seconds", "4", "--json", *[arg for pair in connect for arg in ("--connect", pair)]])
-        result["out"] = out.getvalue()
+    def roll_two_seconds() -> None:  # of Ardour's own transport: its roll may start late on a loaded machine
+        daw.roll()
+        deadline = time.monotonic() + 60  # a hang guard only
+        while daw.transport_sample() < 2 * RATE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daw.stop()
 
-    thread = threading.Thread(target=live)
-    thread.start()
-    deadline = time.monotonic() + 60  # a hang guard only
-    while not daw.jack.get_all_connections(sources[f"{NOTES}/midi_out 1"]):
-        assert thread.is_alive() and time.monotonic() < deadline, result
-        time.sleep(0.05)
-    daw.roll()
-    thread.join(60)
-    daw.stop()
-    assert result["code"] == 0, result
+    # as a user runs it: a process of its own, stopped with SIGTERM (Ctrl-C) once Ardour has played
+    code, _, err = live_until(["live", "--data-dir", str(tmp_path), "--jack-server", jack_server.name,
+                               "--jack-name", "user-live", "--session", "ardour", "--stream", "six-eight", "--json",
+                               *[arg for pair in connect for arg in ("--connect", pair)]],
+                              lambda: bool(daw.jack.get_all_connections(sources[f"{NOTES}/midi_out 1"])),
+                              roll_two_seconds)
+    assert code == 0, err
     got = read_stream(tmp_path, "ardour", "six-eight")
     sender = got["info"]["sender"]
     table = got["blocks"].to_pydict()
