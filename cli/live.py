@@ -55,7 +55,7 @@ def add_parser(commands: argparse._SubParsersAction, default_data_dir: Path) -> 
                       help="the playhead: JACK's transport (--audio jack, the default there), free (--bpm/--meter, "
                       "not playing: the default with portaudio), midi:PORT (MIDI clock, Start/Stop/Continue and "
                       "Song Position Pointer from that port, with --audio portaudio) or link (the Ableton Link "
-                      "session's tempo, beat and start/stop, with --audio portaudio)")
+                      "session's tempo, beat and start/stop)")
     live.add_argument("--quantum", type=float,
                       help="with --clock link: beats of Link's phase (default: a bar of --meter, in quarter notes)")
     live.add_argument("--bpm", type=float, default=120.0,
@@ -80,14 +80,14 @@ def _audio_source(args: argparse.Namespace) -> tuple[str, str | None]:
     clock = args.clock or ("jack" if kind == "jack" else "free")
     if not (clock in ("jack", "free", "link") or clock.startswith("midi:") and clock[5:]):
         raise UsageError(f"--clock {clock!r}: write jack, free, midi:PORT or link")
+    if kind == "jack" and clock != "link" and clock != "jack" or kind == "portaudio" and clock == "jack":
+        raise UsageError(f"--clock {clock} goes with --audio {'portaudio' if kind == 'jack' else 'jack'}")
     if args.quantum is not None:
         if clock != "link":
             raise UsageError("--quantum goes with --clock link")
         from sendlearn.plugin.live.link_clock import check_quantum
 
         check_quantum(args.quantum)
-    if (clock == "jack") != (kind == "jack"):
-        raise UsageError(f"--clock {clock} goes with --audio {'portaudio' if kind == 'jack' else 'jack'}")
     if kind == "jack":
         for flag, value in (("--channels", args.channels), ("--rate", args.rate)):
             if value is not None:
@@ -198,7 +198,7 @@ def run_live(args: argparse.Namespace) -> int:
         else:
             options = dict(connect=connect, name=args.jack_name, servername=args.jack_server,
                            audio_ports=args.audio_ports, virtual_port=args.virtual_port,
-                           timebase_master=args.timebase_master)
+                           timebase_master=args.timebase_master, link=args.clock == "link", quantum=args.quantum)
         with stopped_by_signals(stop):
             final: BridgeStats = run_bridge(
                 open_stream, seconds=args.seconds, stop=stop, on_tick=on_tick, session=args.session,

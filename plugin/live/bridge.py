@@ -45,6 +45,7 @@ import numpy as np
 from sendlearn.capture import MidiEvent, Playhead, StreamInfo
 from sendlearn.capture.tempo import DENOMINATOR
 from sendlearn.errors import SendLearnError, UsageError
+from sendlearn.plugin.live.arrival_clock import StreamClock
 from sendlearn.plugin.live.ring import Control, Float, Int, Layout, RunState, SharedRings
 from sendlearn.plugin.live.tempo import Meter, PlayheadReader, Transport
 from sendlearn.plugin.live.virtual_port import FRAME_MASK, VirtualEvents, wrap_delta
@@ -52,6 +53,8 @@ from sendlearn.plugin.processor import CaptureProcessor, MidiInput, OpenStream
 
 if TYPE_CHECKING:  # JACK-Client only where JACK is used: a PortAudio capture runs without libjack
     import jack
+
+    from sendlearn.plugin.live.link_clock import LinkClock
 
 MAX_SPANS = 1000  # freewheel spans a stream's figures list; more are counted
 MAX_HOLE_SECONDS = 60  # a longer leap of JACK's clock (a suspended machine) starts a new stretch
@@ -90,6 +93,8 @@ class JackBridge:
         virtual_port: str | None = None,
         servername: str | None = None,
         connect: list[tuple[str, str]] | None = None,
+        link: bool = False,
+        quantum: float | None = None,
     ) -> None:
         if audio_ports < 1:
             raise ValueError(f"audio_ports must be >= 1, got {audio_ports}")
@@ -97,7 +102,25 @@ class JackBridge:
                   "timebase_master": timebase_master, "bpm": bpm, "meter": list(meter),
                   "connect": [list(pair) for pair in connect or []]}
         self._servername = servername
-        self._launch("sendlearn.plugin.live.jack_host", config, open_stream, session, stream, track, bpm, meter)
+        self._join_link(link, bpm, meter, quantum)
+        try:
+            self._launch("sendlearn.plugin.live.jack_host", config, open_stream, session, stream, track, bpm, meter)
+        except BaseException:
+            self._leave_link()
+            raise
+
+    def _join_link(self, link: bool, bpm: float, meter: tuple[int, int], quantum: float | None) -> None:
+        """``link``: the playhead from Ableton Link at ``quantum`` beats, not the JACK transport
+        (plugin/live/link_clock.py), at the moment each block's first frame was captured."""
+        self.link: LinkClock | None = None
+        if link:
+            from sendlearn.plugin.live.link_clock import LinkClock
+
+            self.link = LinkClock(bpm, meter, quantum)
+
+    def _leave_link(self) -> None:
+        if self.link is not None:
+            self.link.close()
 
     def _launch(self, module: str, config: dict[str, Any], open_stream: OpenStream | None, session: str,
                 stream: str, track: str, bpm: float, meter: tuple[int, int]) -> None:
@@ -139,6 +162,11 @@ class JackBridge:
         self.timebase_master: bool = ready["timebase_master"]
         # as the timebase master we publish JACK's definition ourselves: nothing to measure
         self.playheads = PlayheadReader(rate, bpm, meter, own_unit=DENOMINATOR if self.timebase_master else None)
+        # with Link: when each block's first frame was, from the earliest callback of the last quarter
+        # second (callbacks are late, never early); it follows a device clock drifting from the
+        # monotonic one (jackd -d dummy ran 0.28 % slow: the earliest block since the start put
+        # beats 10 ms off in 4 s) and one that lost time (the dummy server on a loaded machine)
+        self.link_clock = StreamClock(rate, max(1, rate // ready["block_size"] // 4))
         self.virtual = (VirtualEvents(self.rings, ready["block_size"], ready["margin"])
                         if ready["virtual_port"] else None)
         self._origin: int | None = None
@@ -218,6 +246,8 @@ class JackBridge:
             self.midi_events += count
             following = periods[(index + 1) % slots] if has_following else None
             midi += self._estimated_midi(ints, following, jump)
+            if self.link is not None:
+                self.link_clock.block(self.processor.position, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
             playhead = self._playhead(record, frames)
             if ints[Int.FREEWHEEL]:
                 self._freewheel(record["audio"][:, :frames], midi, playhead)
@@ -228,7 +258,9 @@ class JackBridge:
             self.last_error = repr(exc)
 
     def _playhead(self, record: np.void, frames: int) -> Playhead:
-        """The playhead at this period's first frame: JACK's transport, or ``--bpm``/``--meter``."""
+        """The playhead at this period's first frame: Link's, JACK's transport, or ``--bpm``/``--meter``."""
+        if self.link is not None:
+            return self.link.playhead(self.link_clock.ns_at(self.processor.position))
         return self.playheads.read(transport(record), self.processor.position, frames)
 
     def _may_capture(self, index: int) -> bool:
@@ -297,6 +329,7 @@ class JackBridge:
         self._stop_child()
         self._reader.join()
         self._close_watch()
+        self._leave_link()
 
     def _stop_child(self) -> None:
         child = self._child

@@ -20,7 +20,6 @@ from sendlearn.plugin.processor import OpenStream
 if TYPE_CHECKING:
     import jack
 
-    from sendlearn.plugin.live.link_clock import LinkClock
     from sendlearn.plugin.live.midi_clock import MidiClock
     from sendlearn.plugin.live.midi_in import MidiInputs
 
@@ -55,17 +54,13 @@ class PortAudioBridge(JackBridge):
         self._servername = None
         self.midi: MidiInputs | None = None
         self.clock: MidiClock | None = None
-        self.link: LinkClock | None = None
         self._clock_port, self._bpm, self._meter = clock, bpm, meter
         if midi_in or virtual_port or clock:  # first: a port that is not there is a usage error before any audio
             from sendlearn.plugin.live.midi_in import MidiInputs
 
             self.midi = MidiInputs(list(midi_in or []), virtual_port, clock=clock)
         try:
-            if link:
-                from sendlearn.plugin.live.link_clock import LinkClock
-
-                self.link = LinkClock(bpm, meter, quantum)
+            self._join_link(link, bpm, meter, quantum)
             self._launch("sendlearn.plugin.live.portaudio_host", config, open_stream, session, stream, track,
                          bpm, meter)
         except BaseException:
@@ -76,10 +71,6 @@ class PortAudioBridge(JackBridge):
         seconds = ready["sample_rate"] // ready["block_size"]  # blocks in about a second
         self.stream_clock = StreamClock(ready["sample_rate"], seconds if ready.get("timestamps_trusted", True) else None)
         self.placer = Placer(self.stream_clock, ready["block_size"])
-        # --clock link: when each block's first frame was, from the earliest callback of the last half
-        # second: it follows a device clock drifting from the monotonic one (jackd -d dummy ran
-        # 0.28 % slow: the earliest block since the start put beats 10 ms off in 4 s)
-        self.link_clock = StreamClock(ready["sample_rate"], max(1, seconds // 2))
         self._ticks: list[Arrival] = []  # the clock port's messages not yet reached
         if self.midi is not None and self.midi.clock_port is not None:
             from sendlearn.plugin.live.midi_clock import MidiClock
@@ -102,11 +93,9 @@ class PortAudioBridge(JackBridge):
 
     def _estimated_midi(self, ints: list[int], following: np.void | None, jump: int) -> list[MidiEvent]:
         start, frames = self.processor.position, ints[Int.FRAMES]
-        self.stream_clock.block(start, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
-        if self.link is not None:
-            self.link_clock.block(start, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
         if self.midi is None:
             return []
+        self.stream_clock.block(start, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
         if following is not None:  # the next callback's lateness bounds this period's arrivals too
             self.stream_clock.peek(start + frames, int(following["ints"][Int.ENTRY_NS]),
                                    int(following["ints"][Int.ADC_LAG_NS]))
@@ -115,10 +104,8 @@ class PortAudioBridge(JackBridge):
 
     def _playhead(self, record: np.void, frames: int) -> Playhead:
         """``--clock midi:PORT``: the clock's messages up to this period's first frame, read."""
-        if self.link is not None:
-            return self.link.playhead(self.link_clock.ns_at(self.processor.position))
         clock, midi = self.clock, self.midi
-        if clock is None or midi is None:
+        if clock is None or midi is None:  # Link's, or --bpm/--meter
             return super()._playhead(record, frames)
         start, at = self.processor.position, self.stream_clock.sample_at_local
         self._ticks += midi.take(clock=True)
@@ -136,8 +123,8 @@ class PortAudioBridge(JackBridge):
     def _close_inputs(self) -> None:
         if self.midi is not None:
             self.midi.close()
-        if self.link is not None:
-            self.link.close()
+        if getattr(self, "link", None) is not None:  # set before the audio process starts
+            self._leave_link()
 
     def midi_figures(self) -> dict[str, Any]:
         """The MIDI inputs' and the playhead source's facts a stream closes with (stream.json's

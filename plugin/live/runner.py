@@ -208,8 +208,8 @@ def bridge_stats(bridge: JackBridge, started: float) -> BridgeStats:
 def device_figures(bridge: JackBridge) -> dict[str, Any]:
     """Which audio host captured, and for PortAudio what its device reported: overflow flags,
     losses its timestamps showed (plugin/live/adc_clock.py), and why it stopped if on its own."""
-    if not isinstance(bridge, PortAudioBridge):
-        return {}  # the JACK path's facts are the fields above
+    if not isinstance(bridge, PortAudioBridge):  # the JACK path's facts are the fields above, and Link's
+        return bridge.link.figures() if bridge.link is not None else {}
     return {"audio_host": "portaudio", "audio_device": bridge.client_name,
             "input_overflows": bridge.count(Control.INPUT_OVERFLOWS), "clock_gaps": bridge.count(Control.CLOCK_GAPS),
             "clock_jumps": bridge.count(Control.CLOCK_JUMPS), "timestamps_trusted": bridge.timestamps_trusted,
