@@ -18,8 +18,11 @@ bare clients in one run. Tests judge the data.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import jack
 import numpy as np
@@ -358,3 +361,17 @@ def test_a_full_ring_drops_whole_periods_and_the_stream_keeps_its_clock(jack_ser
     assert len(played) > 100
     for b in played:  # on its frames, across the hole and any xrun the loaded machine adds
         assert b.audio[0].tobytes() == noise(bridge.jack_frame(b.start_sample), b.frames, 0).tobytes(), b.seq
+
+
+def test_jack_servers_killed_without_leaving_do_not_use_up_the_registry(tmp_path: Path) -> None:
+    """JACK's registry holds 8 servers a machine; one SIGKILLed (a render or test run killed)
+    keeps its entry until a server of its name registers again. Twelve servers started and
+    killed in turn, more than the registry holds: every one starts, and the one after them."""
+    names = []
+    for k in range(13):
+        server = DummyServer(log=tmp_path / f"jackd{k}.log").start()
+        names.append(server.name)
+        if k < 12:
+            os.kill(server.pid or 0, signal.SIGKILL)
+        server.stop()
+    assert len(names) == 13 and set(names) <= {f"sendlearn-{os.getuid()}-{k}" for k in range(DummyServer.NAMES)}

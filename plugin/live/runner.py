@@ -25,6 +25,20 @@ from sendlearn.plugin.live.portaudio_bridge import PortAudioBridge
 from sendlearn.plugin.live.ring import Control
 
 
+def _serving(name: str) -> bool:
+    """Whether a JACK server runs under ``name`` (a client can open on it)."""
+    import jack  # here: a PortAudio capture imports this module without libjack
+
+    jack.set_error_function(lambda message: None)  # "cannot connect": the answer we ask for
+    try:
+        jack.Client("sendlearn-probe", no_start_server=True, servername=name).close()
+    except jack.JackOpenError:
+        return False
+    finally:
+        jack.set_error_function(None)
+    return True
+
+
 class DummyServer:
     """``jackd -d dummy`` under a private server name, started and stopped by us.
 
@@ -35,11 +49,21 @@ class DummyServer:
     While running, ``JACK_DEFAULT_SERVER`` names it in this process's environment: libjack
     reads it when a client opens, and python-rtmidi's JACK clients have no other way to be
     told which server to join. The previous value is restored on ``stop``.
+
+    Without a ``name``, the first of ``NAMES`` no server of ours runs under. JACK's registry
+    holds ``NAMES`` servers a machine and frees the entry of one that died without leaving
+    (killed, or its parent was) only when a server of the same name registers again: with a
+    new name each time, a few killed renders or test runs left every later jackd failing "too
+    many servers already active". Two starting at once under one name: the second exits at
+    once and the next name is tried.
     """
+
+    NAMES = 8
 
     def __init__(self, name: str | None = None, *, rate: int = 48000, period: int = 128,
                  sync: bool = True, log: Path | None = None, timeout: float = 10.0) -> None:
-        self.name = name or f"sendlearn-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        self._names = [name] if name else [f"sendlearn-{os.getuid()}-{k}" for k in range(self.NAMES)]
+        self.name = self._names[0]
         self.rate, self.period, self.sync = rate, period, sync
         self.log = log
         self.timeout = timeout
@@ -47,6 +71,18 @@ class DummyServer:
         self._saved_env: str | None = None
 
     def start(self) -> DummyServer:
+        failed: BridgeError | None = None
+        for name in self._names:
+            if len(self._names) > 1 and _serving(name):
+                continue
+            self.name = name
+            try:
+                return self._start()
+            except BridgeError as exc:  # jackd exited: the name was taken meanwhile, or the registry is full
+                failed = exc
+        raise failed or BridgeError(f"every JACK server name of ours is in use: {', '.join(self._names)}")
+
+    def _start(self) -> DummyServer:
         command = ["jackd", "-n", self.name, *(["-S"] if self.sync else []),
                    "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
         env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": self.name}
