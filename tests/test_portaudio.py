@@ -164,6 +164,37 @@ def test_midi_clock_tempo_holds_through_clocks_held_back_by_stalled_cycles() -> 
     assert clock.figures()["midi_clock_jitter_max_frames"] > 100
 
 
+def test_midi_clock_start_stop_and_continue_move_the_playhead_as_a_daw_means_them() -> None:
+    """Start: position 0, playing, the first clock is beat 0 itself. Stop: the position holds
+    where the clocks had it. Continue: on from there. Song Position Pointer while stopped:
+    there, still stopped. At 120 bpm: 1000 frames a clock at 48 kHz."""
+    clock = MidiClock(48000, 120.0, (4, 4), "clock")
+    at = 0.0
+
+    def clocks(count: int) -> None:
+        nonlocal at
+        for _ in range(count):
+            clock.feed(at, b"\xf8")
+            at += 1000.0
+
+    clocks(30)  # clocks before Start: tempo only, never position
+    assert not clock.playing and clock.playhead(int(at)).ppq == 0.0
+    clock.feed(at, b"\xfa")  # Start
+    clocks(48)  # two quarter notes: the 48th clock is at 47/24
+    assert clock.playing and abs(clock.ppq_at(at - 1000) - 47 / 24) < 1e-9 and abs(clock.bpm - 120.0) < 1e-6
+    clock.feed(at - 500, b"\xfc")  # Stop half a clock after the last one
+    held = clock.playhead(int(at) + 50000)
+    assert not held.playing and abs(held.ppq - (47 / 24 + 0.5 / 24)) < 1e-9
+    clock.feed(at, b"\xfb")  # Continue: the next clock is where it stopped
+    clocks(24)
+    assert clock.playing and abs(clock.ppq_at(at - 1000) - (47 / 24 + 0.5 / 24 + 23 / 24)) < 1e-9
+    clock.feed(at, b"\xfc")
+    clock.feed(at + 10, bytes((0xF2, 16, 0)))  # SPP while stopped: bar 2 of 4/4
+    playhead = clock.playhead(int(at) + 20000)
+    assert not playhead.playing and (playhead.ppq, playhead.bar, playhead.beat) == (4.0, 2, 1.0)
+    assert clock.figures()["midi_clocks"] == 102 and clock.figures()["midi_clock_ignored"] == 0
+
+
 def test_a_stop_event_ends_the_run_with_every_block_captured(jack_server: DummyServer) -> None:
     """Ctrl-C's path: a stop event ends the run; every block PortAudio gave reached the sink, in order."""
     from sendlearn.capture import HandOff, StreamInfo
