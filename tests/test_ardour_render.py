@@ -237,8 +237,8 @@ def test_a_plugin_missing_on_this_machine_fails_naming_track_and_plugin(song: Pa
 
 
 def ours(pid: int) -> list[str]:
-    """Processes left by the command ``pid``: its jackd (named after it) and every process joined
-    to that server (Ardour, the bridge's JACK process)."""
+    """Processes left by the command ``pid``: its jackd and every process it started while that
+    server ran (Ardour, the bridge's JACK process), all marked SENDLEARN_JACK_OWNER=sendlearn-PID-..."""
     mark = f"sendlearn-{pid}-".encode()
     found = []
     for proc in Path("/proc").glob("[0-9]*"):

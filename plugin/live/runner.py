@@ -39,6 +39,9 @@ def _serving(name: str) -> bool:
     return True
 
 
+OWNER_ENV = "SENDLEARN_JACK_OWNER"
+
+
 class DummyServer:
     """``jackd -d dummy`` under a private server name, started and stopped by us.
 
@@ -55,7 +58,9 @@ class DummyServer:
     (killed, or its parent was) only when a server of the same name registers again: with a
     new name each time, a few killed renders or test runs left every later jackd failing "too
     many servers already active". Two starting at once under one name: the second exits at
-    once and the next name is tried.
+    once and the next name is tried. ``SENDLEARN_JACK_OWNER`` (``sendlearn-PID-NAME``) in jackd's
+    environment, and in this process's while it runs (so in every process started meanwhile:
+    Ardour, the bridge's JACK process), says whose server it is.
     """
 
     NAMES = 8
@@ -68,7 +73,7 @@ class DummyServer:
         self.log = log
         self.timeout = timeout
         self._proc: subprocess.Popen[bytes] | None = None
-        self._saved_env: str | None = None
+        self._saved_env: dict[str, str | None] = {}
 
     def start(self) -> DummyServer:
         failed: BridgeError | None = None
@@ -85,7 +90,8 @@ class DummyServer:
     def _start(self) -> DummyServer:
         command = ["jackd", "-n", self.name, *(["-S"] if self.sync else []),
                    "-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
-        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": self.name}
+        ours = {"JACK_DEFAULT_SERVER": self.name, OWNER_ENV: f"sendlearn-{os.getpid()}-{self.name}"}
+        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", **ours}
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         try:
             self._proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -93,8 +99,8 @@ class DummyServer:
         finally:
             if not isinstance(out, int):  # our log file, not subprocess.DEVNULL
                 out.close()
-        self._saved_env = os.environ.get("JACK_DEFAULT_SERVER")
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        self._saved_env = {key: os.environ.get(key) for key in ours}
+        os.environ.update(ours)
         try:
             self._wait_ready()
         except BaseException:
@@ -139,10 +145,11 @@ class DummyServer:
                 proc.kill()
                 proc.wait(5)
         if os.environ.get("JACK_DEFAULT_SERVER") == self.name:
-            if self._saved_env is None:
-                os.environ.pop("JACK_DEFAULT_SERVER", None)
-            else:
-                os.environ["JACK_DEFAULT_SERVER"] = self._saved_env
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     @property
     def pid(self) -> int | None:
