@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -58,3 +59,12 @@ def live_until(argv: list[str], ready: Callable[[], bool], then: Callable[[], No
             live.kill()
             live.communicate()
     return live.returncode, out, err
+
+
+def live_beside(player_port: str, tmp_path: Path, options: list[str], ready: Callable[[], bool],
+                then: Callable[[], None]) -> tuple[int, str, str]:
+    """``sendlearn live --audio portaudio:PLAYER_PORT OPTIONS`` into ``tmp_path`` (session
+    ``gig``) with ``live_until``: ``then`` runs once ``ready()`` and the stream has opened."""
+    return live_until(["live", "--audio", f"portaudio:{player_port}", "--block-size", str(PERIOD), *options,
+                       "--data-dir", str(tmp_path), "--session", "gig"],
+                      lambda: ready() and (tmp_path / "sessions" / "gig" / "portaudio").exists(), then)

@@ -20,7 +20,7 @@ import rtmidi
 
 from helpers import read_stream, wait_for
 from jackplay import PERIOD, Player, engine_now, noise
-from live_cli import live_until, origin_of, run_cli
+from live_cli import live_beside, origin_of, run_cli
 from sendlearn.plugin.live.adc_clock import AdcClock
 from sendlearn.plugin.live.midi_clock import MidiClock
 from sendlearn.plugin.live.runner import DummyServer
@@ -286,11 +286,8 @@ def test_midi_in_events_lie_within_their_bound_of_where_the_player_put_them(jack
         time.sleep(0.3)
 
     try:
-        code, out, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
-                                     "--midi-in", "player:midi_out", "--data-dir", str(tmp_path), "--session", "gig",
-                                     "--json"],
-                                    lambda: bool(player.client.get_all_connections("player:midi_out")) and
-                                    (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+        code, out, err = live_beside("player", tmp_path, ["--midi-in", "player:midi_out", "--json"],
+                                     lambda: bool(player.client.get_all_connections("player:midi_out")), play)
     finally:
         player.client.deactivate()
         player.client.close()
@@ -332,10 +329,8 @@ def test_a_midi_port_that_vanishes_is_counted_and_the_capture_goes_on(jack_serve
         time.sleep(1.5)  # the ports are looked at twice a second
 
     try:
-        code, out, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
-                                     "--midi-in", "keys", "--data-dir", str(tmp_path), "--session", "gig"],
-                                    lambda: bool(keys.get_all_connections("keys:midi_out")) and
-                                    (tmp_path / "sessions" / "gig" / "portaudio").exists(), vanish)
+        code, out, err = live_beside("player", tmp_path, ["--midi-in", "keys"],
+                                     lambda: bool(keys.get_all_connections("keys:midi_out")), vanish)
     finally:
         if not closed:
             keys.close()
@@ -374,11 +369,8 @@ def test_a_virtual_port_beside_portaudio_places_messages_sent_from_outside_the_g
         time.sleep(0.3)
 
     try:
-        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
-                                   "--virtual-port", "vkeys", "--data-dir", str(tmp_path), "--session", "gig",
-                                   "--json"],
-                                  lambda: bool(player.client.get_ports("sendlearn-vkeys:vkeys")) and
-                                  (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+        code, _, err = live_beside("player", tmp_path, ["--virtual-port", "vkeys", "--json"],
+                                   lambda: bool(player.client.get_ports("sendlearn-vkeys:vkeys")), play)
     finally:
         out.close_port()
         out.delete()
@@ -419,11 +411,8 @@ def test_midi_clock_sets_the_playhead_tempo_and_song_position(jack_server: Dummy
         time.sleep(0.3)
 
     try:
-        code, _, err = live_until(["live", "--audio", "portaudio:player", "--block-size", str(PERIOD),
-                                   "--clock", "midi:player:midi_out", "--meter", "4/4", "--data-dir", str(tmp_path),
-                                   "--session", "gig", "--json"],
-                                  lambda: bool(player.client.get_all_connections("player:midi_out")) and
-                                  (tmp_path / "sessions" / "gig" / "portaudio").exists(), play)
+        code, _, err = live_beside("player", tmp_path, ["--clock", "midi:player:midi_out", "--meter", "4/4", "--json"],
+                                   lambda: bool(player.client.get_all_connections("player:midi_out")), play)
     finally:
         player.client.deactivate()
         player.client.close()

@@ -60,11 +60,12 @@ class PortAudioBridge(JackBridge):
 
             self.midi = MidiInputs(list(midi_in or []), virtual_port, clock=clock)
         try:
-            self._join_link(link, bpm, meter, quantum)
+            self._join_link(link, bpm, meter, quantum)  # sets self.link first, so it is there to leave
             self._launch("sendlearn.plugin.live.portaudio_host", config, open_stream, session, stream, track,
                          bpm, meter)
         except BaseException:
             self._close_inputs()
+            self._leave_link()
             raise
 
     def _setup(self, ready: dict[str, Any], *args: Any) -> None:
@@ -92,9 +93,9 @@ class PortAudioBridge(JackBridge):
         return midi.swept_ns >= self.placer.horizon_ns(end) + self.MIDI_GUARD_NS
 
     def _estimated_midi(self, ints: list[int], following: np.void | None, jump: int) -> list[MidiEvent]:
-        start, frames = self.processor.position, ints[Int.FRAMES]
         if self.midi is None:
             return []
+        start, frames = self.processor.position, ints[Int.FRAMES]
         self.stream_clock.block(start, ints[Int.ENTRY_NS], ints[Int.ADC_LAG_NS])
         if following is not None:  # the next callback's lateness bounds this period's arrivals too
             self.stream_clock.peek(start + frames, int(following["ints"][Int.ENTRY_NS]),
@@ -123,8 +124,6 @@ class PortAudioBridge(JackBridge):
     def _close_inputs(self) -> None:
         if self.midi is not None:
             self.midi.close()
-        if getattr(self, "link", None) is not None:  # set before the audio process starts
-            self._leave_link()
 
     def midi_figures(self) -> dict[str, Any]:
         """The MIDI inputs' and the playhead source's facts a stream closes with (stream.json's
