@@ -143,15 +143,24 @@ def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummySer
     rows = np.array([json.loads(line) for line in lines[:-1]], dtype=float)  # time us, beat, tempo, playing
     index = np.searchsorted(rows[:, 0], at_us, side="right") - 1
     inside = (index >= 0) & (at_us <= rows[-1, 0])  # blocks while the peer was logging
-    assert inside.sum() > 1000
     row = rows[index[inside]]
     when = at_us[inside]
+    # every part of the script has blocks to judge, whatever the load: CI at ac00b44 asked for 1000
+    # blocks in the peer's 3.8 s and had 758, JACK's dummy frames running at half the clock's rate
+    # beside two CPU hogs (here, at the same load, 1422)
+    settle_us = SETTLE_SECONDS * 1e6
+    spans = {"stopped, before start": (rows[0, 0] + settle_us, events["start"]),
+             "playing at 123.4 bpm": (events["start"] + settle_us, events["tempo=101.7"]),
+             "playing at 101.7 bpm": (events["tempo=101.7"] + settle_us, events["stop"]),
+             "stopped, after stop": (events["stop"] + settle_us, rows[-1, 0])}
+    for span, (begin, end) in spans.items():
+        assert ((when > begin) & (when < end)).sum() >= 25, f"too few blocks {span}: {sorted(spans.items())}"
     beat = row[:, 1] + (when - row[:, 0]) * row[:, 2] / 60e6
     ppq = np.array(blocks["ppq"])[inside]
     bpm = np.array(blocks["bpm"])[inside]
     playing = np.array(blocks["playing"])[inside]
 
-    joined = when >= rows[0, 0] + SETTLE_SECONDS * 1e6  # the sessions merged when the peer saw us
+    joined = when >= rows[0, 0] + settle_us  # the sessions merged when the peer saw us
     sure = joined & (unsure_us[inside] <= WITNESS_SURE_US)
     assert sure.sum() >= joined.sum() / 3, f"the witness was sure of {sure.sum()} blocks of {joined.sum()}"
     phase = (ppq - beat + 2.0) % 4.0 - 2.0
@@ -159,14 +168,13 @@ def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummySer
     assert np.all(np.abs(phase[sure]) <= limit[sure]), \
         f"phase error up to {np.abs(phase[sure]).max():.4f} beats (limit {limit[sure].max():.4f})"
 
-    settle = SETTLE_SECONDS * 1e6
     first, second = events["tempo=123.4"], events["tempo=101.7"]
     # Link carries tempo as microseconds a beat: 123.4 bpm arrives as 123.39991
-    assert np.all(np.abs(bpm[(when > first + settle) & (when < second)] - 123.4) < 0.001)
-    assert np.all(np.abs(bpm[when > second + settle] - 101.7) < 0.001)
+    assert np.all(np.abs(bpm[(when > first + settle_us) & (when < second)] - 123.4) < 0.001)
+    assert np.all(np.abs(bpm[when > second + settle_us] - 101.7) < 0.001)
     start, stop = events["start"], events["stop"]
-    assert playing[(when > start + settle) & (when < stop)].all()
-    assert not playing[joined & ((when < start) | (when > stop + settle))].any()
+    assert playing[(when > start + settle_us) & (when < stop)].all()
+    assert not playing[joined & ((when < start) | (when > stop + settle_us))].any()
     assert np.all(np.diff(ppq[joined]) > 0)  # Link's beat never goes back within a session
 
 
