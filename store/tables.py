@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from sendlearn.capture import Playhead, Quality, midi_channel, midi_kind
 from sendlearn.capture.midi import delta_track
 from sendlearn.dataset.schema import BLOCKS_SCHEMA, EVENTS_SCHEMA, PARAMS_SCHEMA, stamp
+from sendlearn.store.columns import arrow_table
 from sendlearn.store.record import BlockRecord
 
 TICKS_PER_BEAT = 960
@@ -41,7 +42,7 @@ def events_table(blocks: list[StoredBlock]) -> pa.Table:
             cols["kind"].append(midi_kind(event.data))
             cols["channel"].append(midi_channel(event.data))
             cols["timing_error_samples"].append(event.timing_error)
-    return pa.table(cols, schema=EVENTS_SCHEMA)
+    return arrow_table(cols, EVENTS_SCHEMA)
 
 
 def blocks_table(blocks: list[StoredBlock]) -> pa.Table:
@@ -57,7 +58,7 @@ def blocks_table(blocks: list[StoredBlock]) -> pa.Table:
         "beat": [p.beat for p in heads], "quality": [stored.quality.name for stored in blocks],
         "backfilled": [stored.backfilled for stored in blocks], "digest": [e.digest for e in entries],
     }
-    return pa.table({name: cols[name] for name in BLOCKS_SCHEMA.names}, schema=BLOCKS_SCHEMA)
+    return arrow_table(cols, BLOCKS_SCHEMA)
 
 
 def params_table(blocks: list[StoredBlock]) -> pa.Table:
@@ -68,7 +69,7 @@ def params_table(blocks: list[StoredBlock]) -> pa.Table:
             cols["block_seq"].append(stored.entry.seq)
             cols["param"].append(change.param)
             cols["value"].append(float(change.value))
-    return pa.table(cols, schema=PARAMS_SCHEMA)
+    return arrow_table(cols, PARAMS_SCHEMA)
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
