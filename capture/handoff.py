@@ -10,12 +10,18 @@ Offline both sides block on one condition, never a sleep loop: ``put``, ``close`
 ``fail`` wake a waiting ``take``; ``take`` wakes a waiting ``put``. ``offer`` notifies no one
 (that would take the condition's lock on the audio thread), so a consumer of a real-time
 producer takes with a short timeout: the timeout is its polling period.
+
+An offline consumer may instead be called on the producer's own thread (``deliver_to``):
+no queue and no second thread. Two Python threads only take turns at the GIL, and each turn
+the other takes costs a wait: the store, drained on a thread of its own, made a render's
+capture about twice as slow as the same work on one thread (scripts/bench_offline.py).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from .block import Block
 from .errors import ConsumerFailed
@@ -32,6 +38,13 @@ class HandOff:
         self._closed = False
         self._failure: str | None = None
         self._changed = threading.Condition(threading.Lock())  # offline waits only: ``offer`` never takes it
+        self._consumer: Callable[[Block], None] | None = None
+
+    def deliver_to(self, consumer: Callable[[Block], None]) -> None:
+        """Offline only: from now on ``put`` calls ``consumer(block)`` on the producer's thread
+        instead of queueing the block. The consumer raises ``ConsumerFailed`` when it cannot take
+        it (and calls ``fail``, so every later ``put`` raises too)."""
+        self._consumer = consumer
 
     def offer(self, block: Block) -> bool:
         """Queue ``block`` if there is room; otherwise count it as dropped. Never waits."""
@@ -48,7 +61,14 @@ class HandOff:
         self._dropped += blocks
 
     def put(self, block: Block, timeout: float | None = None) -> None:
-        """Queue ``block``, waiting for room. For offline hosts only."""
+        """Queue ``block``, waiting for room (or hand it to the consumer: ``deliver_to``). For
+        offline hosts only."""
+        if (consumer := self._consumer) is not None:
+            if self._failure is not None:
+                raise ConsumerFailed(f"the consumer failed: {self._failure}")
+            self._offered += 1
+            consumer(block)
+            return
         with self._changed:
             room = self._failure is not None or len(self._queue) < self.capacity  # usually: no wait at all
             if not room and not self._changed.wait_for(

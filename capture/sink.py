@@ -9,9 +9,11 @@
 
 The **store** (``sendlearn.store.sink.StoreSink``) writes straight into a data dir; the **link**
 (``sendlearn.transport.link.LinkSink``) sends over the wire to a receiver (``--server`` only).
-Adding is the hand-off's, not a method here: the sink drains it on a thread of its own, so the
-host renders the next block while the last one is written, and a real-time producer's ``offer``
-never waits. Producers (``plugin``) see only this module; the command (``cli``) picks the sink.
+Adding is the hand-off's, not a method here. The link, and the store for a live producer, drain
+it on a thread of its own, so a real-time producer's ``offer`` never waits; the store takes an
+offline producer's blocks on the producer's own thread (``HandOff.deliver_to``: two Python
+threads only take turns at the GIL) and fsyncs beside it. Producers (``plugin``) see only this
+module; the command (``cli``) picks the sink.
 
 A live stream's sink must not rely on being woken by ``offer`` (it takes no lock, so wakes no
 one), names a take of its own (a live take is never replayed), records every seq the producer

@@ -8,6 +8,7 @@ more than 8 channels (FLAC's limit), to a WAV at that depth.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -208,11 +209,26 @@ def _write_audio(writer: StreamWriter, stored: list[StoredBlock]) -> tuple[str, 
                 raw = os.pread(fd, n * channels * 4, start * channels * 4)
                 out.write(np.frombuffer(raw, dtype="<f4").reshape(n, channels))
 
-    write_aside(writer.dir / name, write)
+    try:
+        write_aside(writer.dir / name, write)
+    except soundfile.SoundFileError as exc:  # libsndfile says only "System error." of a full disk
+        raise _audio_write_error(writer.dir, frames * channels * 4, exc) from exc
     for other in ("audio.wav", "audio.flac"):
         if other != name:
             (writer.dir / other).unlink(missing_ok=True)
     return name, subtype
+
+
+def _audio_write_error(folder: Path, samples_bytes: int, exc: Exception) -> OSError:
+    """An OSError (``storage`` names it) for libsndfile's failure to write the audio file: the
+    disk is full when it has less room than the samples take (float32; an upper bound for the
+    PCM and FLAC files), otherwise libsndfile's own words."""
+    disk = os.statvfs(folder)
+    free = disk.f_bavail * disk.f_frsize
+    if free < samples_bytes:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the audio file needs up to "
+                                     f"{samples_bytes} bytes, {free} are free in {folder}")
+    return OSError(errno.EIO, f"libsndfile could not write the audio file in {folder}: {exc}")
 
 
 def _quality_runs(stored: list[StoredBlock]) -> list[dict[str, Any]]:

@@ -22,10 +22,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sendlearn.capture import Block, HandOff, StreamInfo
+from sendlearn.capture import Block, ConsumerFailed, HandOff, StreamInfo
 from sendlearn.store.completed import CompletedStream, open_stream_writer
 from sendlearn.store.errors import StreamMismatch
 from sendlearn.store.finalise import finalise
@@ -90,33 +91,70 @@ class StoreStream:
         self.written = 0
         self.dropped_seqs = 0  # seqs declared dropped so far (the tail's are declared at BYE)
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._drain, name=f"sendlearn-store-{info.stream}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self.live:
+            self._thread = threading.Thread(target=self._drain, name=f"sendlearn-store-{info.stream}", daemon=True)
+            self._thread.start()
+        else:  # offline: written on the producer's thread (capture.handoff says why), fsynced beside it
+            self._batch: list[Block] = []
+            self._since_commit = 0
+            self._writing = threading.Lock()  # an abort from another thread waits for the block being written
+            self._syncing: Future[int] | None = None
+            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sendlearn-sync-{info.stream}")
+            handoff.deliver_to(self._accept)
 
     def _drain(self) -> None:
         try:
-            if self.live:
-                self._drain_live()
-            else:
-                self._drain_offline()
-        except Exception as exc:  # StorageError, Refused: the render stops (put raises) and says why
-            self.error = f"writing {self.info.session}/{self.info.stream} failed: {exc}"
-            self.handoff.fail(self.error)
+            self._drain_live()
+        except Exception as exc:  # StorageError, Refused: the producer stops and says why
+            self._failed(exc)
 
-    def _drain_offline(self) -> None:
-        batch: list[Block] = []
-        since_commit = 0
-        while (block := self.handoff.take(timeout=None)) is not None:  # None: closed and drained
+    def _failed(self, exc: BaseException) -> str:
+        self.error = f"writing {self.info.session}/{self.info.stream} failed: {exc}"
+        self.handoff.fail(self.error)
+        return self.error
+
+    def _accept(self, block: Block) -> None:
+        """One offline block, on the producer's thread: written in batches of ``BATCH_BLOCKS``,
+        fsynced every ``COMMIT_BLOCKS`` on the syncer thread while the producer goes on (an fsync
+        lets go of the GIL; the next one waits for the last). A block a resumed stream holds is skipped."""
+        with self._writing:
+            if self.handoff.failure is not None:  # aborted, or the last write failed
+                raise ConsumerFailed(f"the consumer failed: {self.handoff.failure}")
             self.last_seq = block.seq
             if block.seq > self.durable:
-                batch.append(block)
-            if len(batch) >= BATCH_BLOCKS:
-                since_commit += self._write(batch)
-                batch = []
-                if since_commit >= COMMIT_BLOCKS:
-                    self.writer.commit()
-                    since_commit = 0
-        self._write(batch)
+                self._batch.append(block)
+            if len(self._batch) < BATCH_BLOCKS:
+                return
+            try:
+                self._since_commit += self._write(self._batch)
+                self._batch = []
+                if self._since_commit >= COMMIT_BLOCKS:
+                    self._wait_sync()
+                    self._syncing = self._syncer.submit(self.writer.commit)
+                    self._since_commit = 0
+            except Exception as exc:  # StorageError: the render stops (put raises) and says why
+                raise ConsumerFailed(self._failed(exc)) from exc
+
+    def _wait_sync(self) -> None:
+        """The last fsync has ended; raises what it raised."""
+        syncing, self._syncing = self._syncing, None
+        if syncing is not None:
+            syncing.result()
+
+    def _end_offline(self, flush: bool) -> None:
+        """The producer is done (``flush``: write what is batched) or aborted: the syncer stops."""
+        with self._writing:
+            try:
+                if flush and self.error is None:
+                    self._write(self._batch)
+                self._batch = []
+                self._wait_sync()
+            except Exception as exc:
+                if self.error is None:
+                    self._failed(exc)
+            finally:
+                self._syncer.shutdown(wait=True)
 
     def _drain_live(self) -> None:
         """Poll the hand-off (``LIVE_POLL``: ``offer`` wakes no one), write whatever is queued at
@@ -152,7 +190,10 @@ class StoreStream:
         return len(batch)
 
     def finish(self) -> str | None:
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            self._end_offline(flush=True)
         try:
             return self._complete()
         finally:
@@ -161,7 +202,10 @@ class StoreStream:
     def abort(self, reason: str) -> None:
         self.handoff.fail(reason)  # a producer still putting (Ctrl-C in another thread) stops instead of waiting
         self.handoff.close()  # the producer may have stopped without closing: let the drain end
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            self._end_offline(flush=False)
         try:
             if not isinstance(self.writer, CompletedStream):
                 _release(self.writer)

@@ -4,6 +4,7 @@ write the same dataset, and a capture that fails partway never leaves a complete
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,3 +136,36 @@ def test_a_capture_that_fails_partway_says_no_bye_to_a_real_receiver(tmp_path: P
     assert served["info"]["complete"] and served["audio"].tobytes() == clean["audio"].tobytes()
     for table in ("events", "blocks", "params"):
         assert served[table].equals(clean[table]), table
+
+
+def test_a_render_into_a_disk_that_fills_stops_names_why_and_resumes_once_there_is_room(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store writes on the render's own thread and fsyncs beside it: a write the disk
+    refuses stops the render there (exit 1, the reason in its report), no stream is marked
+    complete, and once the disk has room the same command resumes the take after its last
+    fsync into the dataset a clean render writes. A real tmpfs, 12 MiB for 38 MiB of audio:
+    one fsync (every 2048 blocks, 8 MiB) lands before the disk is full. With room for the work
+    files but not the audio file, finalise says the disk is full (libsndfile says "System error.")."""
+    from disks import tmpfs
+
+    song = write_tune(tmp_path / "long.mid", [(480 * i, 48 + i % 24, 90) for i in range(200)])  # 100 s
+    with tmpfs(tmp_path / "disk", "12m") as disk:
+        assert main(["render", str(song), "--data-dir", str(disk / "data"), "--json"]) == 1
+        (failed,) = json.loads(capsys.readouterr().out)["streams"]
+        assert not failed["ok"] and "No space left on device" in failed["reason"], failed
+        folder = disk / "data/sessions/long/long"
+        assert not (folder / "stream.json").exists() and (folder / ".work/journal").stat().st_size > 0
+        # room for the work files, not for the audio file beside them: finalise says so
+        subprocess.run(["mount", "-o", "remount,size=60m", str(disk)], check=True)
+        assert main(["render", str(song), "--data-dir", str(disk / "data"), "--json"]) == 1
+        (short,) = json.loads(capsys.readouterr().out)["streams"]
+        assert not short["ok"] and "No space left on device" in short["reason"], short  # which file met the
+        assert "System error" not in short["reason"], short  # full disk first: the tables are written beside it
+        assert short["resumed"] and 0 < short["blocks_written"] < short["blocks"], short  # after the last fsync
+        assert not (folder / "stream.json").exists()
+        subprocess.run(["mount", "-o", "remount,size=128m", str(disk)], check=True)
+        assert main(["render", str(song), "--data-dir", str(disk / "data"), "--json"]) == 0
+        (done,) = json.loads(capsys.readouterr().out)["streams"]
+        assert done["ok"] and done["resumed"] and done["blocks_written"] == 0, done  # every block was on disk
+        _capture(song, StoreSink(tmp_path / "clean"))
+        assert without_variable(dataset_files(disk / "data")) == without_variable(dataset_files(tmp_path / "clean"))

@@ -23,9 +23,9 @@ from sendlearn.plugin.session.takes import render_take
 from sendlearn.plugin.session.timeline import Timeline
 from sendlearn.plugin.session.tracks import Session
 
-# blocks an offline producer may run ahead of its sink (512-frame stereo: ~20 MB, 44 s of audio):
-# room to go on producing while the store's drain thread waits on an fsync (which lets go of the
-# GIL), instead of stalling with it every COMMIT_BLOCKS
+# blocks an offline producer may run ahead of a link's sender (512-frame stereo: ~20 MB, 44 s of
+# audio): room to go on producing while the sender waits on its receiver. The store takes each
+# block on the producer's thread (HandOff.deliver_to), so nothing queues there.
 OFFLINE_HANDOFF_BLOCKS = 4096
 
 
