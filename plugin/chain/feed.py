@@ -56,7 +56,7 @@ class BlockFeeder:
                  timeline: Timeline, done: Callable[[int], None] | None = None,
                  playheads: dict[int, Playhead] | None = None) -> None:
         self.processor = processor
-        self.playheads = playheads  # shared by two feeders on one grid: each playhead computed once
+        self.playheads = playheads  # shared by two feeders on one grid, or worked out ahead: taken once
         self.events = events
         self.changes = changes  # (sample, param, value), sorted by sample
         self.timeline = timeline

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sendlearn.capture import StreamInfo
+from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.plugin.chain.feed import (
     CAPTURE_ERRORS,
     CHAIN_ERRORS,
@@ -128,23 +128,33 @@ class _Rendered:
     audio: np.ndarray
     params: dict[str, list[tuple[int, float]]]
     lag: int | None
+    playheads: dict[int, Playhead]  # by block start, worked out while the instrument rendered
 
 
 def _render_part(session: Session, track: Track, timeline: Timeline, part: _Part) -> _Rendered | TrackResult:
     frames, rate = timeline.length, session.sample_rate
     instrument = track.instrument
     assert instrument is not None  # a recording is captured by recording.capture_recording
-    try:
-        params = automation_points(track.instrument_lanes(), timeline, frames)
-        curves = {name: automation_curve(points, frames) for name, points in params.items()}
-        audio = render_stream(instrument, part.events, frames, rate, timeline=timeline, automation=curves)
-    except (RenderError, ValueError, TypeError) as exc:
-        return _failed(track, part.stream, frames, rate, len(part.events), f"render failed: {exc}")
+    # the blocks' playheads on a second thread while the instrument renders: DawDreamer lets go of
+    # the GIL, and the capture (on the critical path after the render) finds them ready
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendlearn-playheads") as beside:
+        playheads = beside.submit(block_playheads, timeline, frames, session.block_size)
+        try:
+            params = automation_points(track.instrument_lanes(), timeline, frames)
+            curves = {name: automation_curve(points, frames) for name, points in params.items()}
+            audio = render_stream(instrument, part.events, frames, rate, timeline=timeline, automation=curves)
+        except (RenderError, ValueError, TypeError) as exc:
+            return _failed(track, part.stream, frames, rate, len(part.events), f"render failed: {exc}")
     problem = check_render(audio, frames)
     if problem is not None:
         return _failed(track, part.stream, frames, rate, len(part.events), problem)
     lag = None if instrument.exact else onset_lag(audio, part.events)
-    return _Rendered(session, track, timeline, part, audio, params, lag)
+    return _Rendered(session, track, timeline, part, audio, params, lag, playheads.result())
+
+
+def block_playheads(timeline: Timeline, frames: int, block_size: int) -> dict[int, Playhead]:
+    """The playhead of every block of a ``frames``-long stream, by its first sample."""
+    return {start: timeline.playhead_at(start) for start in range(0, frames, block_size)}
 
 
 def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progress | None) -> TrackResult:
@@ -173,7 +183,8 @@ def _capture_part(rendered: _Rendered, open_stream: OpenStream, progress: Progre
         key=lambda c: c[0],
     )
     feeder = BlockFeeder(processor, part.events, changes, timeline,
-                         (lambda done: progress(part.stream, done, frames)) if progress else None)
+                         (lambda done: progress(part.stream, done, frames)) if progress else None,
+                         playheads=rendered.playheads)
     try:
         feed_through_chain(audio, chain, moves, size, feeder, gain_db=track.gain_db)
         feeder.check_all_fed()
