@@ -29,7 +29,8 @@ def arrow_table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema) -> pa.T
 def arrow_column(values: Sequence[Any], field: pa.Field) -> pa.Array:
     """One column. None is null where ``field`` is nullable; elsewhere a ValueError."""
     count = len(values)
-    nulls = [index for index, value in enumerate(values) if value is None]
+    # ``None in values`` is one C loop; the rows are listed only when there is one
+    nulls = [index for index, value in enumerate(values) if value is None] if None in values else []
     if nulls and not field.nullable:
         raise ValueError(f"column {field.name} holds None at row {nulls[0]} but may not be null")
     validity = _validity(count, nulls) if nulls else None
