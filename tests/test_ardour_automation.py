@@ -153,3 +153,27 @@ def test_a_lane_that_is_off_gives_no_rows_and_does_not_shape_the_audio(song: Pat
     assert [param for _, param, _ in rows(data, "master")] == ["Master/gain"] * len(MASTER_POINTS)
     audio, _ = sf.read(Dataset(data).stream("song", "synth").path / "audio.wav", dtype="float32", always_2d=True)
     assert np.abs(audio[SILENT - first + QUIET[0]:]).max() > 0.01  # without the lane, the notes sound there
+
+
+def test_a_range_starting_inside_the_lanes_starts_each_with_its_value_there(song: Path, tmp_path: Path) -> None:
+    """``--start`` between the lanes' points: the synth's two lanes each start with a row at stream
+    sample 0 holding their value there (the amplifier's linear lane: exactly the line between its
+    neighbours, worked out here; the fader's exponential one: between its neighbours), then their
+    points in the range; the master's lane, whose first point is inside the range, gets none."""
+    lanes = json.loads((song.parent / "lanes.json").read_text())
+    data = tmp_path / "data"
+    code, out, err = run(str(song), "--data-dir", str(data), "--start", "0.4", "--json")
+    assert code == 0, (out, err)
+    first, last = json.loads(out)["streams"][0]["range"]
+    assert first == 19200
+    got = rows(data, "synth")
+    starts = [(param, value) for sample, param, value in got if sample == 0]
+    assert [param for param, _ in starts] == ["synth/gain", "synth/ACE Amplifier/Gain"], got
+    (a0, v0), (a1, v1) = AMP_POINTS[0], AMP_POINTS[1]
+    assert abs(dict(starts)["synth/ACE Amplifier/Gain"] - (v0 + (v1 - v0) * (first - a0) / (a1 - a0))) < 1e-9, starts
+    assert GAIN_POINTS[1][1] < dict(starts)["synth/gain"] < GAIN_POINTS[0][1], starts
+    later = [(sample + first, param, value) for sample, param, value in got if sample > 0]
+    assert sorted(later) == sorted((sample, param, value) for param, points in lanes.items() if param.startswith("synth/")
+                                   for sample, value in points if first < sample < last), later
+    assert [(sample + first, value) for sample, _, value in rows(data, "master")] == \
+        [(s, v) for s, v in MASTER_POINTS if s < last]

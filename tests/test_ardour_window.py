@@ -1,13 +1,15 @@
 """plugin/ardour/window.py without Ardour: a stream's automation points reach its capture
 processor on the block holding their sample, at their offset in it, across the range's start
 (periods before it are not the stream's), a period cut at the range's end, and a gap (its points
-are lost with its samples). The real session is tests/test_ardour_automation.py."""
+are lost with its samples); a lane begun before the range starts with its value there. The real
+session is tests/test_ardour_automation.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from sendlearn.capture import Playhead
+from sendlearn.plugin.ardour.automation import Lane, range_points
 from sendlearn.plugin.ardour.window import SessionWindow, Slice
 from sendlearn.plugin.processor import CaptureProcessor
 
@@ -40,3 +42,16 @@ def test_points_go_with_the_block_holding_their_sample_and_a_gap_loses_its_own()
         [(0, "synth/A/B", -6.0), (0, "synth/gain", 0.25)],
         [(8, "synth/A/B", 3.0), (57, "synth/gain", 1.0)],
     ]
+
+
+def test_a_lane_begun_before_the_range_starts_with_its_value_there() -> None:
+    """Points before the range are not the stream's: a lane that has some, and none on the range's
+    first sample, gets one row at stream sample 0 with Ardour's value there; a lane whose points
+    all fall in the range, or one with a point on its first sample, does not."""
+    lanes = [Lane("synth", "synth/gain", "exponential", ((100, 1.0), (900, 0.5)), 0.8),
+             Lane("synth", "synth/A/B", "linear", ((500, -6.0), (700, 6.0)), -6.0),
+             Lane("synth", "synth/A/C", "linear", ((200, 0.0), (300, 1.0), (400, 2.0)), 1.0)]
+    assert range_points(lanes, 300, 800) == [(0, "synth/gain", 0.8), (0, "synth/A/C", 1.0), (100, "synth/A/C", 2.0),
+                                             (200, "synth/A/B", -6.0), (400, "synth/A/B", 6.0)]
+    assert range_points(lanes, 0, 800) == [(100, "synth/gain", 1.0), (200, "synth/A/C", 0.0), (300, "synth/A/C", 1.0),
+                                           (400, "synth/A/C", 2.0), (500, "synth/A/B", -6.0), (700, "synth/A/B", 6.0)]

@@ -15,6 +15,11 @@ its value in the control's own units (the fader's gain as a linear factor, 1.0 b
 plugin parameter in the plugin's units). Between points Ardour interpolates by the lane's style
 (the fader's is exponential, a plugin's usually linear): the rows hold the points only, and the
 style is a stream fact (``automation_interpolation``, pairs of lane and style).
+
+A range that starts after a lane's first point (``--start``) would leave the value the lane holds
+there to the points before it, which the stream does not have: such a lane gets one more row, at
+stream sample 0, holding the value Ardour itself evaluates there (``ControlList::eval``, by the
+lane's own interpolation), unless a point falls on that very sample.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sendlearn.capture.block import MAX_PARAM_NAME
-from sendlearn.plugin.ardour.headless import ArdourProcess
+from sendlearn.plugin.ardour.headless import ArdourError, ArdourProcess
 
 # Evoral::ControlList::InterpolationStyle (Ardour 7.3's evoral/ControlList.h)
 INTERPOLATION = {0: "discrete", 1: "linear", 2: "curved", 3: "logarithmic", 4: "exponential"}
@@ -35,10 +40,12 @@ class Lane:
     param: str  # ``<route>/gain`` or ``<route>/<plugin>/<parameter>``
     interpolation: str
     points: tuple[tuple[int, float], ...]  # (session sample, value), in Ardour's order
+    at_first: float  # the lane's value at the range's first sample, as Ardour evaluates it
 
 
-def read_lanes(daw: ArdourProcess, route: str) -> list[Lane]:
-    """The played lanes of ``route``, with every point Ardour holds (the range is cut later)."""
+def read_lanes(daw: ArdourProcess, route: str, first: int) -> list[Lane]:
+    """The played lanes of ``route``, with every point Ardour holds (the range is cut later) and
+    the value each holds at session sample ``first``."""
     name = '"' + route.replace("\\", "\\\\").replace('"', '\\"') + '"'  # a Lua string literal
     played = " or ".join(f"s == ARDOUR.AutoState.{state}" for state in PLAYED)
     # One line per lane and per point; a lane's name is printed last so it may hold spaces.
@@ -50,6 +57,7 @@ def read_lanes(daw: ArdourProcess, route: str) -> list[Lane]:
             if not ({played}) then return end
             local al = ac:alist()
             print('lane ' .. al:interpolation() .. ' ' .. param)
+            print('first ' .. string.format('%.17g', al:eval(Temporal.timepos_t({first}))))
             for e in al:events():iter() do
                 print('point ' .. tostring(e.when:samples()) .. ' ' .. string.format('%.17g', e.value))
             end
@@ -76,22 +84,30 @@ def read_lanes(daw: ArdourProcess, route: str) -> list[Lane]:
             i = i + 1
         end
     """)
-    lanes: list[tuple[str, str, list[tuple[int, float]]]] = []
+    lanes: list[tuple[str, str, list[tuple[int, float]], list[float]]] = []
     for line in lines:
         if line.startswith("lane "):
             _, style, param = line.split(" ", 2)
-            lanes.append((f"{route}/{param}", INTERPOLATION.get(int(style), f"style {style}"), []))
+            lanes.append((f"{route}/{param}", INTERPOLATION.get(int(style), f"style {style}"), [], []))
         elif line.startswith("point ") and lanes:
             _, sample, value = line.split()
             lanes[-1][2].append((int(sample), float(value)))
-    return [Lane(route, param, style, tuple(points)) for param, style, points in lanes]
+        elif line.startswith("first ") and lanes:
+            lanes[-1][3].append(float(line.split()[1]))
+    missing = [param for param, _, _, at_first in lanes if len(at_first) != 1]
+    if missing:  # a line lost on the way from Ardour: never guess a value
+        raise ArdourError(f"Ardour gave no value at sample {first} for the lanes {', '.join(missing)}")
+    return [Lane(route, param, style, tuple(points), at_first[0]) for param, style, points, at_first in lanes]
 
 
 def range_points(lanes: list[Lane], first: int, last: int) -> list[tuple[int, str, float]]:
     """Every point in ``[first, last)`` as ``(stream sample, param, value)``, stream sample 0
-    being ``first``; in sample order, a lane's points on one sample in Ardour's order."""
-    points = [(sample - first, lane.param, value) for lane in lanes for sample, value in lane.points
-              if first <= sample < last]
+    being ``first``; in sample order, a lane's points on one sample in Ardour's order. A lane
+    with points before ``first`` and none on it starts with its value there (module docstring)."""
+    points = [(0, lane.param, lane.at_first) for lane in lanes
+              if any(sample < first for sample, _ in lane.points) and all(sample != first for sample, _ in lane.points)]
+    points += [(sample - first, lane.param, value) for lane in lanes for sample, value in lane.points
+               if first <= sample < last]
     return sorted(points, key=lambda point: point[0])
 
 

@@ -98,7 +98,7 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         daw, starts = _start_ardour(server, work, copy, session, stack)
         _check_plugins(daw, session)
         first, last = _range(daw, session, start, end)
-        lanes = _lanes(daw, session, streams)
+        lanes = _lanes(daw, session, streams, first)
         daw.be_timebase_master()
         daw.locate(first)
         _wait_located(daw, first)
@@ -188,9 +188,10 @@ def _range(daw: ArdourProcess, session: ArdourSession, start: float | None, end:
     return first, last
 
 
-def _lanes(daw: ArdourProcess, session: ArdourSession, streams: list[Stream]) -> dict[str, list[Lane]]:
-    """Each stream's played automation lanes (plugin/ardour/automation.py), read before the roll."""
-    lanes = {stream.name: read_lanes(daw, stream.route.name) for stream in streams}
+def _lanes(daw: ArdourProcess, session: ArdourSession, streams: list[Stream], first: int) -> dict[str, list[Lane]]:
+    """Each stream's played automation lanes (plugin/ardour/automation.py), read before the roll,
+    with their values at the range's ``first`` sample."""
+    lanes = {stream.name: read_lanes(daw, stream.route.name, first) for stream in streams}
     long = [param for found in lanes.values() for param in too_long(found)]
     if long:
         raise ArdourRenderError(f"{session.file}: automation lane names longer than {MAX_PARAM_NAME} characters "
