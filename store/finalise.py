@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import operator
 import os
 import shutil
 import time
@@ -135,6 +136,10 @@ def _journal_headers(journal: Path) -> Iterator[tuple[BlockRecord, Quality, floa
 def _load(headers: Iterable[tuple[BlockRecord, Quality, float]]) -> tuple[list[StoredBlock], list[dict[str, Any]]]:
     """The stored block of each seq (the best quality that arrived) and the backfills, from the
     journal's block records: read back from disk, or kept by the writer that appended them all."""
+    if isinstance(headers, list):  # the writer's kept records: most often every seq once, in order
+        seqs = [entry.seq for entry, _, _ in headers]
+        if all(map(operator.lt, seqs, seqs[1:])):  # then none was stored twice: no backfill to pick
+            return [StoredBlock(entry, quality, False) for entry, quality, _ in headers], []
     latest: dict[int, StoredBlock] = {}
     backfills: list[dict[str, Any]] = []
     for entry, quality, at in headers:
