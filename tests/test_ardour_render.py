@@ -3,8 +3,8 @@ with ardour7-lua (tests/ardour.py: ACE Reasonable Synth on a MIDI track, notes r
 rendered by the command in JACK freewheel into a data dir, and checked on data:
 - one stream per track and ``master``, complete, covering the session range to the sample;
 - the synth track's stream holds every MIDI event its region plays, on its sample;
-- every block's playhead on Ardour's tempo map (6/8 at 100 quarter notes a minute: Ardour
-  publishes quarter-note ticks, settled before the blocks are stored), the same in every stream;
+- every block's playhead on Ardour's tempo map (6/8 at 100 quarter notes a minute, asked of
+  Ardour's map before the roll), the same in every stream;
 - ``master`` is the synth track bit for bit, a constant number of samples later (measured and
   bounded: Ardour's JACK output of the master bus trails its tracks' by a period and a little);
 - ``master`` against what ``ardour7-export`` writes for the same session (float, no normalising):

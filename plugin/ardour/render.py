@@ -31,13 +31,14 @@ from typing import Any, cast
 
 import jack
 
-from sendlearn.capture import StreamInfo
+from sendlearn.capture import Playhead, StreamInfo
 from sendlearn.capture.block import MAX_PARAM_NAME
 from sendlearn.capture.sink import Sink, SinkStream
 from sendlearn.errors import SendLearnError
 from sendlearn.plugin.ardour.automation import Lane, interpolation_fact, range_points, read_lanes, too_long
 from sendlearn.plugin.ardour.headless import CLIENT, LUA, ArdourError, ArdourProcess
 from sendlearn.plugin.ardour.session import ArdourSession, Route
+from sendlearn.plugin.ardour.tempo_map import map_playheads
 from sendlearn.plugin.ardour.window import SessionWindow, Slice
 from sendlearn.plugin.live.bridge import BridgeError, JackBridge
 from sendlearn.plugin.live.runner import DummyServer
@@ -99,11 +100,12 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         _check_plugins(daw, session)
         first, last = _range(daw, session, start, end)
         lanes = _lanes(daw, session, streams, first)
+        playheads = map_playheads(daw, first, last, period, session.sample_rate)
         daw.be_timebase_master()
         daw.locate(first)
         _wait_located(daw, first)
-        outcomes = _capture(daw, server, session, streams, lanes, sink, input_name, first, last, period, progress,
-                            stop)
+        outcomes = _capture(daw, server, session, streams, lanes, playheads, sink, input_name, first, last, period,
+                            progress, stop)
         for outcome in outcomes:
             outcome.extra["ardour_starts"] = starts
         return outcomes
@@ -208,8 +210,8 @@ def _wait_located(daw: ArdourProcess, sample: int, timeout: float = 20.0) -> Non
 
 
 def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, streams: list[Stream],
-             lanes: dict[str, list[Lane]], sink: Sink, input_name: str, first: int, last: int, period: int,
-             progress: Progress | None, stop: threading.Event) -> list[Outcome]:
+             lanes: dict[str, list[Lane]], playheads: dict[int, Playhead], sink: Sink, input_name: str, first: int,
+             last: int, period: int, progress: Progress | None, stop: threading.Event) -> list[Outcome]:
     """Each MIDI track through a bridge of its own (a bridge has one MIDI input: the track's audio
     and the MIDI it plays), the other tracks and the master through one more; every bridge's
     window starts at the same JACK cycle (the first one rolling from ``first``), so all streams
@@ -241,7 +243,7 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
             audio = len(stream.route.outputs)
             slices.append(Slice(processor, sum(s.count for s in slices), audio, midi=bool(stream.route.midi_output),
                                 params=range_points(found, first, last)))
-        windows.append((SessionWindow(slices, session.sample_rate, first, frames), connect))
+        windows.append((SessionWindow(slices, session.sample_rate, first, frames, playheads), connect))
     started = time.monotonic()
     reason: str | None = None
     try:

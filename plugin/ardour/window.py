@@ -10,13 +10,13 @@ with), checked on the first rolling period: a roll that did not begin at ``start
 A slice's automation points (plugin/ardour/automation.py, in stream samples) go with the block
 holding their sample, at their offset in it; a point in a gap is lost with the gap's samples.
 
-The playhead is Ardour's, as JACK's timebase master publishes it, read by the bridge's
-``PlayheadReader`` (plugin/live/tempo.py): tempo in quarter notes once the reader has decided
-what Ardour's beats count. Until it has (the first beats of an x/8 meter) a live stream stores
-what was published and its closing figures let the store settle it; an Ardour render holds those
-periods back instead (``pending``, a few beats at most) and hands them on settled
-(``capture.tempo.settle_blocks``) as soon as the reader decides, so every stored block is in
-quarter notes and beats of the meter.
+The playhead is Ardour's tempo map at each period's first sample (``playheads``, asked before
+the roll: plugin/ardour/tempo_map.py), since Ardour 7.3 publishes over JACK only the tempo and
+meter where the roll began. Without a map (the tests that drive a window by hand) it is what
+JACK's timebase master publishes, read by the bridge's ``PlayheadReader`` (plugin/live/tempo.py):
+tempo in quarter notes once the reader has decided what Ardour's beats count. Until it has (the
+first beats of an x/8 meter) those periods are held back (``pending``, a few beats at most) and
+handed on settled (``capture.tempo.settle_blocks``) as soon as the reader decides.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ class SessionWindow:
     """What the bridge sees as its processor (realtime, as it requires); ``done`` is set once the
     range is captured, ``problem`` says why a render cannot be trusted."""
 
-    def __init__(self, slices: list[Slice], rate: int, start: int, frames: int) -> None:
+    def __init__(self, slices: list[Slice], rate: int, start: int, frames: int,
+                 playheads: dict[int, Playhead] | None = None) -> None:
         self.slices = slices
+        self.playheads = playheads  # Ardour's map by session sample, one a period from ``start``
         self.rate, self.start, self.frames = rate, start, frames
         self.realtime = True  # the bridge flips it off for freewheeling periods
         self.position = 0  # every frame the bridge gave us: its clock
@@ -87,6 +89,12 @@ class SessionWindow:
             if at != self.start:
                 self._fail(f"Ardour rolled from sample {at}, not from the start {self.start}")
                 return
+        if self.playheads is not None:
+            mapped = self.playheads.get(self.start + self.taken)
+            if mapped is None:  # periods fall on the map's grid from the start: never guess between
+                self._fail(f"no playhead of Ardour's map at sample {self.start + self.taken}")
+                return
+            playhead = mapped
         keep = min(frames, self.frames - self.taken)
         events = [e for e in midi if _offset(e) < keep]  # an event past the range's end is not in the range
         parts = [audio[part.first:part.first + part.count, :keep].copy() for part in self.slices]  # the ring is reused
@@ -100,6 +108,8 @@ class SessionWindow:
             self.done.set()
 
     def _provisional(self, at: int) -> bool:
+        if self.playheads is not None:  # the map's playheads are in quarter notes already
+            return False
         spans = self.reader.provisional_spans if self.reader is not None else []
         return bool(spans) and spans[-1][0] <= at < spans[-1][1]
 
