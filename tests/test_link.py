@@ -162,7 +162,9 @@ def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummySer
 
     joined = when >= rows[0, 0] + settle_us  # the sessions merged when the peer saw us
     sure = joined & (unsure_us[inside] <= WITNESS_SURE_US)
-    assert sure.sum() >= joined.sum() / 3, f"the witness was sure of {sure.sum()} blocks of {joined.sum()}"
+    # enough blocks to judge, counted, not a share: how many cycles the witness is sure of is the
+    # load's (CI at 22df94b beside two hogs: 124 of 1259, where a quiet run is sure of most)
+    assert sure.sum() >= 50, f"the witness was sure of {sure.sum()} blocks of {joined.sum()}"
     phase = (ppq - beat + 2.0) % 4.0 - 2.0
     limit = BOUND_SECONDS * row[:, 2] / 60
     assert np.all(np.abs(phase[sure]) <= limit[sure]), \
