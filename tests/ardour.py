@@ -251,6 +251,11 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
                     daw.record([track])
                     time.sleep(0.5)  # arming is queued to Ardour's process thread
                     daw.roll()
+                    # the keys start once Ardour really rolls: beside two CPU hogs its roll came
+                    # late and it recorded 3 of 12 notes (CI at fee3b43)
+                    rolling = time.monotonic() + 10
+                    while daw.transport_sample() == 0 and time.monotonic() < rolling:
+                        time.sleep(0.02)
                     start = keys.client.frame_time + rate // 5
                     keys.play([(start + k * rate // 6 + dt, bytes((0x90 if dt == 0 else 0x80, 48 + k % 24,
                                                                    90 if dt == 0 else 0)))
@@ -262,8 +267,10 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
                         time.sleep(0.2)
                     daw.stop_recording([track])
                 got = daw.notes(track)
-                if got != notes:
-                    raise ArdourError(f"Ardour recorded {got} of {notes} notes: {daw.tail()}")
+                if got != notes:  # set-up, not what is tested: a new session records again
+                    if attempt == START_ATTEMPTS - 1:
+                        raise ArdourError(f"Ardour recorded {got} of {notes} notes: {daw.tail()}")
+                    continue
                 (folder / "song-notes.json").write_text(json.dumps(daw.region_notes(track)))
                 if prepare is not None:
                     prepare(daw)
