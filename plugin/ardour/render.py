@@ -249,11 +249,10 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
     try:
         with ExitStack() as bridges:
             for k, (window, connect) in enumerate(windows):
-                bridge = bridges.enter_context(JackBridge(
+                bridges.enter_context(JackBridge(
                     lambda info, window=window: window,  # type: ignore[misc]
                     name=f"sendlearn-ardour-{k}", audio_ports=sum(1 for _, ours in connect if ours != "midi_in"),
                     servername=server.name, connect=connect, session=session.name))
-                window.reader = bridge.playheads
             control = jack.Client("sendlearn-ardour-control", no_start_server=True, servername=server.name)
             try:
                 control.set_freewheel(True)

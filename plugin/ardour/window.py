@@ -12,24 +12,19 @@ holding their sample, at their offset in it; a point in a gap is lost with the g
 
 The playhead is Ardour's tempo map at each period's first sample (``playheads``, asked before
 the roll: plugin/ardour/tempo_map.py), since Ardour 7.3 publishes over JACK only the tempo and
-meter where the roll began. Without a map (the tests that drive a window by hand) it is what
-JACK's timebase master publishes, read by the bridge's ``PlayheadReader`` (plugin/live/tempo.py):
-tempo in quarter notes once the reader has decided what Ardour's beats count. Until it has (the
-first beats of an x/8 meter) those periods are held back (``pending``, a few beats at most) and
-handed on settled (``capture.tempo.settle_blocks``) as soon as the reader decides.
+meter where the roll began. Without a map (tests/test_ardour_window.py drives a window by hand)
+a period keeps the playhead it came with.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from sendlearn.capture import Playhead
-from sendlearn.capture.tempo import settle_blocks
-from sendlearn.plugin.live.tempo import PlayheadReader
 from sendlearn.plugin.processor import CaptureProcessor, MidiInput
 
 
@@ -71,12 +66,9 @@ class SessionWindow:
         self.done = threading.Event()
         self.problem: str | None = None
         self.closed = False
-        self.reader: PlayheadReader | None = None  # the bridge's, once it runs: says which periods are provisional
-        self.pending: list[tuple[int, list[np.ndarray], list[MidiInput], Playhead]] = []  # (bridge sample, audio per stream, MIDI, playhead)
 
     def process(self, audio: np.ndarray, midi: Iterable[MidiInput] = (), playhead: Playhead | None = None) -> None:
         frames = audio.shape[1]
-        at = self.position  # the bridge's sample of this period, as its reader noted it
         self.position += frames
         playing = playhead is not None and playhead.playing
         if self.done.is_set() or not playing:
@@ -98,20 +90,10 @@ class SessionWindow:
         keep = min(frames, self.frames - self.taken)
         events = [e for e in midi if _offset(e) < keep]  # an event past the range's end is not in the range
         parts = [audio[part.first:part.first + part.count, :keep].copy() for part in self.slices]  # the ring is reused
-        if self._provisional(at):
-            self.pending.append((at, parts, events, playhead))
-        else:
-            self._flush()
-            self._forward(parts, events, playhead)
+        self._forward(parts, events, playhead)
         self.taken += keep
         if self.taken >= self.frames:
             self.done.set()
-
-    def _provisional(self, at: int) -> bool:
-        if self.playheads is not None:  # the map's playheads are in quarter notes already
-            return False
-        spans = self.reader.provisional_spans if self.reader is not None else []
-        return bool(spans) and spans[-1][0] <= at < spans[-1][1]
 
     def _forward(self, parts: list[np.ndarray], events: list[MidiInput], playhead: Playhead) -> None:
         for part, block in zip(self.slices, parts, strict=True):
@@ -119,23 +101,9 @@ class SessionWindow:
                 part.events += len(events)
             part.processor.process(block, events if part.midi else (), playhead, part.params_in(block.shape[1]))
 
-    def _flush(self) -> None:
-        """The held-back periods, settled with what the reader has decided by now."""
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, []
-        heads = [p[3] for p in pending]
-        figures = self.reader.figures() if self.reader is not None else {}
-        settled = settle_blocks([p[0] for p in pending], [h.bpm for h in heads], [h.ts_num for h in heads],
-                                [h.ts_den for h in heads], [h.bar for h in heads], [h.beat for h in heads],
-                                [h.ppq for h in heads], figures)
-        for k, (_, parts, events, head) in enumerate(pending):
-            self._forward(parts, events, replace(head, bpm=settled.bpm[k], beat=settled.beat[k], ppq=settled.ppq[k]))
-
     def skip(self, blocks: int, frames: int) -> None:
         """Periods lost before capture: inside the range they are a gap in every stream."""
         self.position += frames
-        self._flush()
         if self.taken and not self.done.is_set():
             lost = min(frames, self.frames - self.taken)
             for part in self.slices:
@@ -154,7 +122,6 @@ class SessionWindow:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._flush()
             for part in self.slices:
                 part.processor.close()
 
