@@ -2,7 +2,8 @@
 
 ``plugin.batch`` runs it per input, in ``plugin.pool``'s worker processes or on a Dask cluster.
 It is where the render (``plugin``) meets its sink (``cli.sinks``), which plugin may not import:
-the same ``capture_session`` as ``render FILE``, into the store or over the link.
+the same ``capture_session`` as ``render FILE``, into the store or over the link; an Ardour
+session goes to ``render_ardour_input`` (render_ardour.py), Ardour's own render into that sink.
 
 Resumable: streams are written by the store sink straight into ``--data-dir``, and a stream
 whose ``stream.json`` is complete under the same take id (``plugin.takes``: a digest of the
@@ -22,7 +23,14 @@ from sendlearn.cli.host_logs import HostOutput, printed
 from sendlearn.cli.sinks import choose_sink
 from sendlearn.plugin.offline.render import session_streams
 from sendlearn.plugin.offline.send import capture_session
-from sendlearn.plugin.session.inputs import SUFFIXES, LoadedInput, find_inputs, load_input, midi_problem
+from sendlearn.plugin.session.inputs import (
+    SUFFIXES,
+    LoadedInput,
+    find_inputs,
+    is_ardour_path,
+    load_input,
+    midi_problem,
+)
 from sendlearn.plugin.session.reader import SessionError
 from sendlearn.plugin.session.takes import take_id
 from sendlearn.plugin.session.timeline import MIDI_ERRORS
@@ -39,6 +47,10 @@ def render_input(payload: dict[str, Any]) -> dict[str, Any]:
 
     Returns ``{"skipped": bool, "error": reason or None, "outcomes": [stream outcomes]}``."""
     path = Path(payload["input"])
+    if is_ardour_path(path):  # its own jackd and Ardour, in this worker process
+        from sendlearn.cli.render_ardour import render_ardour_input
+
+        return render_ardour_input(payload, writer=SENDER)
     if path.suffix.lower() not in SUFFIXES:
         return {"skipped": False, "error": "not a .mid MIDI file or a .toml session file", "outcomes": []}
     try:

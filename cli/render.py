@@ -4,8 +4,8 @@ sessions: render_ardour.py).
 Every input is loaded and checked before anything renders, so bad input (exit 2) never
 leaves half a dataset behind. Each track then goes render -> CaptureProcessor -> sink
 (``plugin.offline.send``): the store, writing straight into ``--data-dir``, or the link to
-``--server`` (``cli.sinks``). A directory, ``--workers`` or ``--scheduler`` make it a
-batch (render_batch.py). ``sendlearn demo`` (demo.py) renders its session through here too.
+``--server`` (``cli.sinks``). A directory (other than an Ardour session's), ``--workers``,
+``--scheduler`` or Ardour sessions beside other inputs make it a batch (render_batch.py). ``sendlearn demo`` (demo.py) renders its session through here too.
 """
 
 from __future__ import annotations
@@ -50,21 +50,16 @@ def run_render(args: argparse.Namespace) -> int:
         return list_instruments(args.json)
     if not args.inputs:
         raise UsageError("give one or more INPUT files (.mid or .toml), or --list-instruments")
-    from sendlearn.plugin.ardour.session import is_ardour_path
+    from sendlearn.cli.render_batch import is_batch, run_batch_command
+    from sendlearn.plugin.session.inputs import is_ardour_path
 
-    if any(is_ardour_path(p) for p in args.inputs):  # an Ardour session (folder or .ardour file): Ardour renders it
+    ardour = [is_ardour_path(p) for p in args.inputs]
+    if is_batch(args) or (any(ardour) and not all(ardour)):
+        return run_batch_command(args)  # the renders run in worker processes, each input on its own
+    if all(ardour):  # Ardour sessions (folders or .ardour files): Ardour renders them
         from sendlearn.cli.render_ardour import run_ardour_render
 
         return run_ardour_render(args)
-    for path in args.inputs:  # a batch would render the MIDI takes inside a session folder as .mid inputs
-        inside = next(path.rglob("*.ardour"), None) if path.is_dir() else None
-        if inside is not None:
-            raise UsageError(f"{path}: holds the Ardour session {inside.parent}; render each session folder "
-                             "(a batch of Ardour sessions is not supported yet)")
-    from sendlearn.cli.render_batch import is_batch, run_batch_command
-
-    if is_batch(args):
-        return run_batch_command(args)  # the renders run in worker processes
     loaded = load_inputs(args.inputs, instrument=args.instrument, sample_rate=args.sample_rate,
                          block_size=args.block_size)
     # a wss:// --server signed by a CA of its own

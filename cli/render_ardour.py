@@ -2,23 +2,31 @@
 played by Ardour headless in JACK freewheel and captured into the same sink, with the same
 progress, ``--json`` and exit codes as other renders (plugin/ardour/render.py). Every input is
 read before anything renders, so a path that is no Ardour session ends the command (exit 2)
-without half a dataset behind."""
+without half a dataset behind.
+
+In a batch (a directory holding sessions, ``--workers``, ``--scheduler``) each session is one
+task, ``render_ardour_input`` in a worker process of its own, so each render has its own
+private jackd and Ardour; a bad session is a failure of its task and the batch goes on."""
 
 from __future__ import annotations
 
 import argparse
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from sendlearn.cli.progress import ProgressView
+from sendlearn.cli.render_batch import check_range
 from sendlearn.cli.render_report import attach_paths, report, show_progress
 from sendlearn.cli.signals import stopped_by_signals
 from sendlearn.cli.sinks import choose_sink
-from sendlearn.errors import UsageError
-from sendlearn.plugin.ardour.render import PERIOD, capture_ardour
-from sendlearn.plugin.ardour.session import ArdourSession, is_ardour_path, read_session
+from sendlearn.errors import SendLearnError, UsageError
+from sendlearn.plugin.ardour.render import PERIOD, capture_ardour, session_streams, take_id
+from sendlearn.plugin.ardour.session import ArdourSession, read_session
 from sendlearn.plugin.offline.send import Outcome
+from sendlearn.store.sink import is_complete
 from sendlearn.transport.link import ServerDown, check_server
 from sendlearn.transport.tls import client_context
 
@@ -26,12 +34,7 @@ SENDER = "sendlearn render (store)"
 
 
 def run_ardour_render(args: argparse.Namespace) -> int:
-    if not all(is_ardour_path(p) for p in args.inputs):
-        raise UsageError("give Ardour sessions, or .mid/.toml files, in one command: not both")
-    if args.workers is not None or args.scheduler is not None:
-        raise UsageError("Ardour sessions render one after another here: --workers and --scheduler are not yet supported")
-    if args.start is not None and args.end is not None and args.end <= args.start:
-        raise UsageError(f"--end {args.end} is not after --start {args.start}")
+    check_range(args)
     sessions = [read_session(p) for p in args.inputs]
     _check_unique(sessions)
     context = client_context(args.ca_file)
@@ -71,3 +74,54 @@ def _check_unique(sessions: list[ArdourSession]) -> None:
             raise UsageError(f"{session.file}: session {session.name!r} is also {seen[session.name]}; "
                              "each session must come from one input")
         seen[session.name] = session.file
+
+
+def render_ardour_input(payload: dict[str, Any], *, writer: str) -> dict[str, Any]:
+    """The batch job for one Ardour session (``sendlearn.cli.batch:render_input`` hands it on):
+    skipped when every stream is complete under its take, else rendered into the payload's
+    sink. Anything that stops the render is this input's ``error``, without its path (the
+    batch's failure names the input)."""
+    path = Path(payload["input"])
+    start, end = payload.get("start"), payload.get("end")
+    period = payload["block_size"] or PERIOD
+    try:
+        session = read_session(path)
+        server = payload["server"]
+        data_dir = None if server is not None else Path(payload["data_dir"])
+        if data_dir is not None and _all_complete(session, data_dir, start, end, period):
+            return {"skipped": True, "error": None, "outcomes": []}
+        sink = choose_sink(server, data_dir, writer=writer, token=payload["token"],
+                           ssl_context=client_context(payload.get("ca_file")) if server is not None else None)
+        outcomes = capture_ardour(session, sink, input_name=payload.get("shown", str(path)), start=start, end=end,
+                                  period=period)
+    except SendLearnError as exc:
+        return {"skipped": False, "error": _without(str(exc), path), "outcomes": []}
+    attach_paths(outcomes, data_dir)
+    return {"skipped": False, "error": None, "outcomes": [asdict(o) for o in outcomes]}
+
+
+def _all_complete(session: ArdourSession, data_dir: Path, start: float | None, end: float | None,
+                  period: int) -> bool:
+    """Whether a rerun has nothing to do, told from the session file's range (or ``start``/``end``)
+    without starting Ardour. A take id covers the session file, so a complete take under any
+    range the file can mean is this render's; a range kept in beat time is left to Ardour."""
+    rate = session.sample_rate
+    ranges = session.range_samples() or {(0, 0)}
+    if start is not None:
+        ranges = {(round(start * rate), last) for _, last in ranges}
+    if end is not None:
+        ranges = {(first, round(end * rate)) for first, _ in ranges}
+    streams = session_streams(session)
+    return bool(streams) and any(
+        last > first and all(is_complete(data_dir, session.name, s.name, take_id(session, s.name, first, last, period))
+                             for s in streams)
+        for first, last in ranges)
+
+
+def _without(message: str, path: Path) -> str:
+    """``message`` without a leading path of the input (``<path>: ``), which the failure names."""
+    for shown in (str(path / f"{path.name}.ardour"), str(path)):
+        if message.startswith(f"{shown}: "):
+            return message[len(shown) + 2:]
+    head, sep, rest = message.partition(": ")
+    return rest if sep and Path(head).is_relative_to(path) else message

@@ -1,6 +1,7 @@
 """``sendlearn render DIR_OR_FILES... --workers N | --scheduler URL``: the batch command.
 
-Each input is a task of ``plugin.batch`` running the job ``sendlearn.cli.batch:render_input`` (batch.py).
+Each input is a task of ``plugin.batch`` running the job ``sendlearn.cli.batch:render_input`` (batch.py):
+a MIDI or session file, or an Ardour session (its own jackd and Ardour in that worker).
 Progress (rich, on a terminal) shows inputs done of all, done / skipped / failed, files per
 second, audio seconds per second (``12.5x``: times real time), the time taken and the time
 left. SIGINT, SIGTERM and SIGHUP stop the batch cleanly: no new render starts, the ones in
@@ -23,7 +24,7 @@ from sendlearn.cli.progress import StderrBars
 from sendlearn.cli.signals import interrupted_by_signals
 from sendlearn.errors import MissingExtra, UsageError
 from sendlearn.plugin.batch.driver import DEFAULT_TIMEOUT, BatchResult, run_batch
-from sendlearn.plugin.session.inputs import find_inputs, session_name
+from sendlearn.plugin.session.inputs import find_inputs, is_ardour_path, session_name
 from sendlearn.transport.tls import client_context
 
 MAX_TABLE_ROWS = 40
@@ -31,9 +32,16 @@ JOB = "sendlearn.cli.batch:render_input"  # what each worker runs for an input (
 
 
 def is_batch(args: argparse.Namespace) -> bool:
-    """A directory among the inputs, ``--workers`` or ``--scheduler``: bad inputs are failures."""
+    """A directory among the inputs (an Ardour session's folder is one input, not a directory of
+    them), ``--workers`` or ``--scheduler``: bad inputs are failures."""
     return (args.workers is not None or args.scheduler is not None
-            or any(path.is_dir() for path in args.inputs))
+            or any(path.is_dir() and not is_ardour_path(path) for path in args.inputs))
+
+
+def check_range(args: argparse.Namespace) -> None:
+    """``--start``/``--end`` (Ardour sessions) make a range."""
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise UsageError(f"--end {args.end} is not after --start {args.start}")
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
@@ -53,8 +61,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--scheduler {args.scheduler}: expected tcp://HOST:PORT")
     if args.scheduler is not None and find_spec("distributed") is None:
         raise MissingExtra("distributed", "--scheduler")
-    if find_spec("dawdreamer") is None:
-        raise MissingExtra("dawdreamer", "rendering")
+    check_range(args)
     if args.instrument is not None:
         from sendlearn.plugin.session.instrument import parse_instrument
 
@@ -66,6 +73,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if missing and not any(p.exists() for p in args.inputs):
         raise UsageError(f"{missing[0]}: no such file or directory")
     inputs = find_inputs(args.inputs)
+    if find_spec("dawdreamer") is None and not all(is_ardour_path(i.path) for i in inputs):
+        raise MissingExtra("dawdreamer", "rendering")  # Ardour renders its sessions itself
     if args.server is not None:
         try:
             check_server(args.server, client_context(args.ca_file))
@@ -84,7 +93,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     options = {"instrument": args.instrument, "sample_rate": args.sample_rate, "block_size": args.block_size,
                "log_dir": None if args.verbose else str(args.data_dir.resolve() / LOGS),
                "data_dir": None if data_dir is None else str(data_dir), "server": args.server, "token": args.token,
-               "ca_file": args.ca_file}
+               "ca_file": args.ca_file, "start": args.start, "end": args.end}
     workers = args.workers or 1
     started = time.monotonic()
     with interrupted_by_signals(), _Progress(len(inputs), started, sys.stderr.isatty() and not args.json) as view:

@@ -327,12 +327,3 @@ def test_render_an_ardour_session_into_a_receiver(song: Path, tmp_path: Path) ->
     for stream in ("synth", "master"):
         info = json.loads((tmp_path / "served" / "sessions" / "song" / stream / "stream.json").read_text())
         assert info["complete"] is True and info["audio"]["frames"] == RATE and info["take"].startswith("ardour-"), info
-
-
-def test_a_folder_holding_ardour_sessions_is_refused_not_rendered_as_its_midi_takes(song: Path, tmp_path: Path) -> None:
-    """A batch would otherwise find the takes Ardour recorded (interchange/*/midifiles/*.mid) and
-    render them with the default synth as if they were the session."""
-    code, _, err = run(str(song.parent), "--data-dir", str(tmp_path / "data"))
-    assert code == 2
-    one_line(err, song.parent, "holds the Ardour session")
-    assert not (tmp_path / "data" / "sessions").exists()

@@ -16,6 +16,7 @@ it; otherwise it is aborted, so a rerun under the same take completes it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -51,6 +52,7 @@ MASTER = "master"
 START_ATTEMPTS = 3  # jackd drops Ardour's client in about one start in three (tests/ardour.py says why)
 STALL_SECONDS = 60.0  # no frame captured for this long while rolling: Ardour or the graph hung
 TAKE_FORMAT = 1
+WORK_PREFIX = "sendlearn-ardour-"  # then the rendering process's pid: a folder of a dead one is swept
 
 Progress = Callable[[str, int, int], None]  # (stream, frames done, frames in all)
 
@@ -91,7 +93,8 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         raise ArdourRenderError(f"{session.file}: nothing to render (no track with an audio output)")
     stop = stop or threading.Event()
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sendlearn-ardour-")))
+        sweep_work_folders()
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")))
         copy = work / "session"
         shutil.copytree(session.folder, copy, symlinks=True, ignore=shutil.ignore_patterns("export", "*.bak"))
         server = _start_jackd(session, period, work / "jackd.log")
@@ -110,6 +113,28 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
             outcome.extra["ardour_starts"] = starts
         return outcomes
     raise AssertionError("unreachable")  # ExitStack may swallow nothing here; mypy wants a return
+
+
+def sweep_work_folders() -> list[Path]:
+    """Remove the work folders (session copies) of renders whose process is gone: one killed by
+    SIGKILL (a batch's timeout or Ctrl-C kills its workers so) could not remove its own."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: not ours to judge
+    return True
 
 
 def _start_jackd(session: ArdourSession, period: int, log: Path) -> DummyServer:

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sendlearn.errors import UsageError
+from sendlearn.plugin.session.inputs import ARDOUR_SUFFIX as SUFFIX
+from sendlearn.plugin.session.inputs import ardour_snapshot
 
-SUFFIX = ".ardour"
 OLDEST, NEWEST = 3000, 7999  # session format versions Ardour 7 loads (7.x writes 7000-7003)
 PLUGIN_TYPES = {"lv2", "ladspa", "luaproc", "windows-vst", "lxvst", "mac-vst", "vst3", "audiounit"}
 MASTER_FLAG = "MasterOut"
+SUPERCLOCK = 282240000  # Ardour 7's superclock ticks a second: audio-time positions are "a<ticks>"
 
 
 class ArdourSessionError(UsageError):
@@ -43,6 +45,17 @@ class ArdourSession:
     sample_rate: int
     created_with: str
     routes: tuple[Route, ...]
+    # the session range's start and end in superclock ticks, when the file keeps it in audio time
+    session_range: tuple[int, int] | None = None
+
+    def range_samples(self) -> set[tuple[int, int]]:
+        """The first and end samples the session range may mean: a position between two samples
+        is one or the other as Ardour's release rounds it (floor or nearest)."""
+        if self.session_range is None:
+            return set()
+        ends = [{value * self.sample_rate // SUPERCLOCK, round(value * self.sample_rate / SUPERCLOCK)}
+                for value in self.session_range]
+        return {(first, last) for first in ends[0] for last in ends[1]}
 
     @property
     def tracks(self) -> list[Route]:
@@ -51,13 +64,6 @@ class ArdourSession:
     @property
     def master(self) -> Route | None:
         return next((r for r in self.routes if r.master), None)
-
-
-def is_ardour_path(path: Path) -> bool:
-    """Whether ``path`` is meant as an Ardour session: a .ardour file, or a folder holding one."""
-    if path.suffix.lower() == SUFFIX:
-        return True
-    return path.is_dir() and any(path.glob(f"*{SUFFIX}"))
 
 
 def session_file(path: Path) -> Path:
@@ -69,12 +75,10 @@ def session_file(path: Path) -> Path:
         raise ArdourSessionError(f"{path}: no such file or folder")
     if not path.is_dir():
         raise ArdourSessionError(f"{path}: not an Ardour session (no .ardour file)")
-    main = path / f"{path.name}{SUFFIX}"
-    if main.is_file():
-        return main
+    snapshot = ardour_snapshot(path)
+    if snapshot is not None:
+        return snapshot
     snapshots = sorted(p for p in path.glob(f"*{SUFFIX}") if p.is_file())
-    if len(snapshots) == 1:
-        return snapshots[0]
     if not snapshots:
         raise ArdourSessionError(f"{path}: not an Ardour session (no .ardour file)")
     names = ", ".join(p.name for p in snapshots)
@@ -99,7 +103,19 @@ def read_session(path: Path) -> ArdourSession:
     created = "" if program is None else program.get("created-with", "")
     routes = root.find("Routes")
     return ArdourSession(file.parent, file, file.stem, version, rate, created,
-                         tuple(_route(r) for r in ([] if routes is None else routes.findall("Route"))))
+                         tuple(_route(r) for r in ([] if routes is None else routes.findall("Route"))),
+                         _session_range(root))
+
+
+def _session_range(root: ET.Element) -> tuple[int, int] | None:
+    """The session range as the file holds it, so a batch can tell a complete take without
+    starting Ardour; None when it is kept in beat time (the render asks Ardour)."""
+    for location in root.iter("Location"):
+        if "IsSessionRange" in location.get("flags", "").split(","):
+            ends = [location.get(key, "") for key in ("start", "end")]
+            if all(e.startswith("a") and e[1:].isdigit() for e in ends):
+                return int(ends[0][1:]), int(ends[1][1:])
+    return None
 
 
 def _route(element: ET.Element) -> Route:

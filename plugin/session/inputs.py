@@ -1,4 +1,5 @@
-"""What ``sendlearn render`` takes: INPUT files (``.mid``, ``.toml``) and directories of them.
+"""What ``sendlearn render`` takes: INPUT files (``.mid``, ``.toml``), Ardour sessions (a folder
+holding a ``.ardour`` file, or that file; plugin/ardour renders them) and directories of these.
 
 ``find_inputs`` turns the command line's paths into inputs (a directory is searched); a
 ``LoadedInput`` is one input made a ``Session``, with every MIDI file its tracks name parsed
@@ -26,6 +27,7 @@ from sendlearn.plugin.session.reader import (
 from sendlearn.plugin.session.timeline import MIDI_ERRORS, Timeline
 
 SUFFIXES = (".mid", ".midi", ".toml")
+ARDOUR_SUFFIX = ".ardour"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,23 +49,55 @@ class LoadedInput:
 
 
 def find_inputs(paths: Iterable[Path]) -> list[Input]:
-    """Files as given; directories searched recursively for .mid, .midi and .toml (sorted). A
-    found ``.mid`` is named after its path inside the directory (``a/b.mid`` -> ``a_b``), so
-    files of the same name in different folders make different sessions; one that a found
-    session file names as a track's ``midi`` is left to that session."""
+    """Paths as given; directories searched recursively for .mid, .midi and .toml files and
+    Ardour session folders (sorted). A found ``.mid`` is named after its path inside the
+    directory (``a/b.mid`` -> ``a_b``), so files of the same name in different folders make
+    different sessions; one that a found session file names as a track's ``midi`` is left to
+    that session. An Ardour session folder is one input named after its snapshot, and nothing
+    inside it is another (its recorded takes are MIDI files Ardour plays itself)."""
     found: list[Input] = []
     for path in paths:
+        if is_ardour_path(path):
+            found.append(Input(path, ardour_name(path)))
+            continue
         if not path.is_dir():
             found.append(Input(path))
             continue
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+        sessions = sorted({p.parent for p in path.rglob(f"*{ARDOUR_SUFFIX}") if p.is_file()})
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+                       and not any(p.is_relative_to(s) for s in sessions))
         in_sessions = {m for f in files if f.suffix.lower() == ".toml" for m in _session_midi(f)}
+        here: list[Input] = [Input(s, ardour_name(s)) for s in sessions]
         for file in files:
             if file.resolve() in in_sessions:
                 continue  # a track of a session file found beside it, not an input of its own
             relative = file.relative_to(path).with_suffix("")
-            found.append(Input(file, None if file.suffix.lower() == ".toml" else safe_name("_".join(relative.parts))))
+            here.append(Input(file, None if file.suffix.lower() == ".toml" else safe_name("_".join(relative.parts))))
+        found += sorted(here, key=lambda item: item.path)
     return found
+
+
+def is_ardour_path(path: Path) -> bool:
+    """Whether ``path`` is meant as an Ardour session: a .ardour file, or a folder holding one."""
+    if path.suffix.lower() == ARDOUR_SUFFIX:
+        return True
+    return path.is_dir() and any(path.glob(f"*{ARDOUR_SUFFIX}"))
+
+
+def ardour_snapshot(folder: Path) -> Path | None:
+    """The snapshot an Ardour session folder renders: the one named like the folder (Ardour's
+    main snapshot), else its only one; None when there is no such one."""
+    main = folder / f"{folder.name}{ARDOUR_SUFFIX}"
+    if main.is_file():
+        return main
+    snapshots = [p for p in folder.glob(f"*{ARDOUR_SUFFIX}") if p.is_file()]
+    return snapshots[0] if len(snapshots) == 1 else None
+
+
+def ardour_name(path: Path) -> str | None:
+    """The session an Ardour input writes (its snapshot's name), None if it cannot be told."""
+    snapshot = path if path.suffix.lower() == ARDOUR_SUFFIX else ardour_snapshot(path)
+    return None if snapshot is None else snapshot.stem
 
 
 def _session_midi(session_file: Path) -> set[Path]:
@@ -78,6 +112,8 @@ def _session_midi(session_file: Path) -> set[Path]:
 
 def session_name(item: Input) -> str | None:
     """The session an input writes, when it can be told without rendering (else None)."""
+    if is_ardour_path(item.path):
+        return item.name
     if item.path.suffix.lower() != ".toml":
         return item.name or safe_name(item.path.stem)
     try:
