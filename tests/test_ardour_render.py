@@ -2,7 +2,8 @@
 with ardour7-lua (tests/ardour.py: ACE Reasonable Synth on a MIDI track, notes recorded into it),
 rendered by the command in JACK freewheel into a data dir, and checked on data:
 - one stream per track and ``master``, complete, covering the session range to the sample;
-- the synth track's stream holds every MIDI event its region plays, on its sample;
+- the synth track's stream holds every MIDI event its region plays, on its sample, and exactly
+  what an independent JACK client joined to the same graph heard Ardour play, where it heard it;
 - every block's playhead on Ardour's tempo map (6/8 at 100 quarter notes a minute, asked of
   Ardour's map before the roll), the same in every stream;
 - ``master`` is the synth track bit for bit, a constant number of samples later (measured and
@@ -27,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,53 @@ def test_render_an_ardour_session_into_streams_equal_to_its_export(song: Path, t
     energy = float((audio["master"] ** 2).sum() / (truth ** 2).sum())
     print(f"master lags its track {lag}; master vs export: shift {shift}, envelope residual {ratio:.4f}, energy {energy:.5f}")
     assert ratio <= ENVELOPE_MAX and abs(energy - 1) <= 0.01, (shift, ratio, energy)
+
+
+@contextlib.contextmanager
+def witness(server: str, port: str, heard: list[tuple[int, bytes]]) -> Iterator[None]:
+    """Another JACK client in the render's private graph, hearing ``port``: each MIDI event at the
+    transport frame of its cycle plus its offset (JACK's word on where Ardour is, every cycle; the
+    cycle's own frame, not ``jack_get_current_transport_frame``, which adds the wall time since the
+    cycle began: in freewheel that is no measure of frames)."""
+    import jack
+
+    client = jack.Client("witness", no_start_server=True, servername=server)
+    inlet = client.midi_inports.register("in")
+
+    def process(frames: int) -> None:
+        state, position = client.transport_query_struct()
+        if state == jack.ROLLING:
+            at = position.frame
+            heard.extend((at + offset, bytes(data)) for offset, data in inlet.incoming_midi_events())
+
+    client.set_process_callback(process)
+    with client:
+        client.connect(port, inlet)
+        yield
+
+
+def test_every_event_is_where_an_independent_jack_client_hears_it(song: Path, tmp_path: Path) -> None:
+    """The synth track's events, on their stream samples, are what a witness client joined to the
+    same graph heard Ardour play, at JACK's transport frame less the range's start."""
+    from sendlearn.cli.sinks import choose_sink
+    from sendlearn.plugin.ardour.headless import CLIENT
+    from sendlearn.plugin.ardour.render import capture_ardour
+    from sendlearn.plugin.ardour.session import read_session
+
+    session = read_session(song)
+    port = f"{CLIENT}:{next(r for r in session.tracks if r.name == 'synth').midi_output}"
+    heard: list[tuple[int, bytes]] = []
+    data = tmp_path / "data"
+    sink = choose_sink(None, data, writer="test", token=None, ssl_context=None)
+    outcomes = capture_ardour(session, sink, input_name=str(song), beside=lambda name: witness(name, port, heard))
+    assert all(o.ok for o in outcomes), outcomes
+    first, last = outcomes[0].extra["range"]
+    import pyarrow.parquet as pq
+
+    events = pq.read_table(data / "sessions" / "song" / "synth" / "events.parquet").to_pydict()
+    stored = [(sample, bytes(raw)) for sample, raw in zip(events["sample"], events["data"], strict=True)]
+    assert len(stored) == 2 * NOTES
+    assert stored == [(at - first, raw) for at, raw in heard if first <= at < last], (stored[:3], heard[:3])
 
 
 def test_a_rerun_of_the_same_session_is_the_same_take(song: Path, tmp_path: Path) -> None:

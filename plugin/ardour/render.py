@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -86,8 +86,12 @@ def session_streams(session: ArdourSession) -> list[Stream]:
 
 def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start: float | None = None,
                    end: float | None = None, period: int = PERIOD, progress: Progress | None = None,
-                   stop: threading.Event | None = None) -> list[Outcome]:
-    """Render ``session`` (``start``/``end`` in seconds, else its session range) into ``sink``."""
+                   stop: threading.Event | None = None,
+                   beside: Callable[[str], AbstractContextManager[object]] | None = None) -> list[Outcome]:
+    """Render ``session`` (``start``/``end`` in seconds, else its session range) into ``sink``.
+
+    ``beside(server_name)`` is entered once Ardour stands at the start, before the roll, and left
+    before the private graph is torn down: another JACK client (a witness) may join it there."""
     streams = session_streams(session)
     if not any(not s.route.master for s in streams):
         raise ArdourRenderError(f"{session.file}: nothing to render (no track with an audio output)")
@@ -107,6 +111,8 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
         daw.be_timebase_master()
         daw.locate(first)
         _wait_located(daw, first)
+        if beside is not None:
+            stack.enter_context(beside(server.name))
         outcomes = _capture(daw, server, session, streams, lanes, playheads, sink, input_name, first, last, period,
                             progress, stop)
         for outcome in outcomes:
