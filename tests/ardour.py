@@ -244,9 +244,14 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
             with daw:
                 if tempo is not None:
                     daw.set_tempo_map([(*tempo, 0)])
-                keys = Keys(server)
-                with keys.client:
+                try:
+                    keys = Keys(server)
                     keys.client.activate()
+                except jack.JackError:  # jackd lost a client as Ardour set up (ArdourDropped): again
+                    if attempt == START_ATTEMPTS - 1:
+                        raise
+                    continue
+                with keys.client:
                     keys.client.connect(keys.out, inlet)
                     daw.record([track])
                     time.sleep(0.5)  # arming is queued to Ardour's process thread

@@ -177,3 +177,63 @@ def test_a_range_starting_inside_the_lanes_starts_each_with_its_value_there(song
                                    for sample, value in points if first < sample < last), later
     assert [(sample + first, value) for sample, _, value in rows(data, "master")] == \
         [(s, v) for s, v in MASTER_POINTS if s < last]
+
+
+# The mix lanes (a session of their own): the synth track's panner and mute, the master's trim
+# (a MIDI track has no trim in Ardour: its trim_control() is never saved), all in Play
+TRIM = "Session:master_out():trim_control()"
+PAN = 'Session:route_by_name("synth"):pan_azimuth_control()'
+MUTE = 'Session:route_by_name("synth"):mute_control()'
+TRIMMED = 30000
+TRIM_POINTS = [(6000, 1.0), (TRIMMED, 0.5)]  # a linear factor, as the fader's
+PAN_AT = 40000
+PAN_POINTS = [(10000, 0.5), (PAN_AT, 0.0)]  # 0.5 the centre, 0 all left
+MUTED = 80000
+MUTE_POINTS = [(4000, 0.0), (MUTED, 1.0)]
+SETTLED = 4096  # samples after a lane's point by which Ardour's smoothing has followed it
+PERIOD = 1024
+
+
+def mix(daw: Ardour, folder: Path) -> None:
+    daw.automate(TRIM, TRIM_POINTS)
+    daw.automate(PAN, PAN_POINTS)
+    daw.automate(MUTE, MUTE_POINTS)
+    lanes = {"Master/trim": daw.lane(TRIM), "synth/pan_azimuth": daw.lane(PAN), "synth/mute": daw.lane(MUTE)}
+    assert lanes == {"Master/trim": TRIM_POINTS, "synth/pan_azimuth": PAN_POINTS, "synth/mute": MUTE_POINTS}, lanes
+    (folder / "lanes.json").write_text(json.dumps(lanes))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ardour-mix")
+    return build_song(folder, rate=RATE, notes=NOTES + 6, prepare=lambda daw: mix(daw, folder))
+
+
+def test_trim_pan_and_mute_lanes_become_rows_and_shape_the_audio(mixed: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    summary = render(mixed, data)
+    first, last = summary["streams"][0]["range"]
+    assert first == 0 and last > MUTED + ZERO
+    lanes = json.loads((mixed.parent / "lanes.json").read_text())
+    for stream, prefix in (("synth", "synth/"), ("master", "Master/")):
+        got = rows(data, stream)
+        want = sorted(((sample, param, value) for param, points in lanes.items() if param.startswith(prefix)
+                       for sample, value in points), key=lambda row: row[0])
+        assert sorted(got) == sorted(want) and [s for s, _, _ in got] == [s for s, _, _ in want], (got, want)
+    audio = {s: sf.read(Dataset(data).stream("song", s).path / "audio.wav", dtype="float32", always_2d=True)[0]
+             for s in ("synth", "master")}
+    synth = audio["synth"]
+    # the panner: both sides at the centre, nothing right once the lane is at 0
+    left, right = (synth[:, k].astype(np.float64) ** 2 for k in (0, 1))
+    centre, panned = slice(PAN_POINTS[0][0], PAN_AT), slice(PAN_AT + SETTLED, MUTED)
+    assert right[centre].sum() > 0.1 * left[centre].sum() and left[panned].sum() > 0 and not right[panned].any()
+    # mute: sounding before its point, silent from a few periods after it (Ardour mutes at a
+    # period's boundary and fades: measured exactly 0 about 5000 samples on), while notes go on
+    assert np.abs(synth[:MUTED]).max() > 0.01 and not synth[MUTED + ZERO:].any()
+    notes = json.loads((mixed.parent / "song-notes.json").read_text())
+    assert len([on for on, *_ in notes if on * RATE * 60 // (120 * 1920) > MUTED + ZERO]) >= 2, notes
+    # the master's trim at 0.5 (a linear factor): the master is its track at half the amplitude,
+    # a period and 16 samples later (tests/test_ardour_render.py: MASTER_LAG)
+    master, track = audio["master"][PERIOD + 16:].astype(np.float64), synth[:-(PERIOD + 16)].astype(np.float64)
+    halved = slice(TRIMMED + SETTLED, PAN_AT)
+    assert abs((master[halved] ** 2).sum() / (track[halved] ** 2).sum() - 0.25) < 1e-3

@@ -2,9 +2,12 @@
 
 Read through Ardour's Lua (the loaded copy, so what Ardour itself will play), not from the
 session XML: Ardour resolves the lanes' time domains and plugin parameter numbering itself.
-Per route: its fader (``gain_control()``, param ``<route>/gain``) and every input control of
-every plugin (``<route>/<plugin>/<parameter>``, the parameter as the plugin names it; a plugin
-name met twice on a route gets `` (2)``, `` (3)``... so no two lanes share a name).
+Per route: its fader (``gain_control()``, param ``<route>/gain``), trim (``<route>/trim``, a
+linear factor like the fader's), mute (``<route>/mute``, 0 or 1), panner (``<route>/pan_azimuth``,
+0 to 1 with 0.5 the centre, and ``<route>/pan_width`` where the panner has one) and every input
+control of every plugin (``<route>/<plugin>/<parameter>``, the parameter as the plugin names it;
+a plugin name met twice on a route gets `` (2)``, `` (3)``... so no two lanes share a name).
+A MIDI track's MIDI CC lanes are not read: Ardour plays them as MIDI it sends, not as a control.
 
 A lane counts when Ardour plays it back: automation state Play, Touch or Latch (nothing touches
 a control headless, so those two play the lane as Play does). Off ignores the lane and Write
@@ -48,7 +51,8 @@ def read_lanes(daw: ArdourProcess, route: str, first: int) -> list[Lane]:
     the value each holds at session sample ``first``."""
     name = '"' + route.replace("\\", "\\\\").replace('"', '\\"') + '"'  # a Lua string literal
     played = " or ".join(f"s == ARDOUR.AutoState.{state}" for state in PLAYED)
-    # One line per lane and per point; a lane's name is printed last so it may hold spaces.
+    # One line per lane and per point; a lane's name is printed last so it may hold spaces. (No
+    # Lua comments: the chunk reaches Ardour as one line. A route without a panner has no pan lanes.)
     lines = daw.run(f"""
         local r = Session:route_by_name({name})
         assert(not r:isnil(), "no route " .. {name})
@@ -63,6 +67,10 @@ def read_lanes(daw: ArdourProcess, route: str, first: int) -> list[Lane]:
             end
         end
         lane('gain', r:gain_control())
+        for _, c in ipairs({{{{'trim', r:trim_control()}}, {{'mute', r:mute_control()}},
+                            {{'pan_azimuth', r:pan_azimuth_control()}}, {{'pan_width', r:pan_width_control()}}}}) do
+            if c[2] and not c[2]:isnil() then lane(c[1], c[2]) end
+        end
         local seen = {{}}
         local i = 0
         while true do
@@ -97,7 +105,8 @@ def read_lanes(daw: ArdourProcess, route: str, first: int) -> list[Lane]:
     missing = [param for param, _, _, at_first in lanes if len(at_first) != 1]
     if missing:  # a line lost on the way from Ardour: never guess a value
         raise ArdourError(f"Ardour gave no value at sample {first} for the lanes {', '.join(missing)}")
-    return [Lane(route, param, style, tuple(points), at_first[0]) for param, style, points, at_first in lanes]
+    # a played lane without points plays nothing (Ardour plays every pan lane when one plays)
+    return [Lane(route, param, style, tuple(points), at_first[0]) for param, style, points, at_first in lanes if points]
 
 
 def range_points(lanes: list[Lane], first: int, last: int) -> list[tuple[int, str, float]]:
