@@ -55,3 +55,15 @@ def test_a_lane_begun_before_the_range_starts_with_its_value_there() -> None:
                                              (200, "synth/A/B", -6.0), (400, "synth/A/B", 6.0)]
     assert range_points(lanes, 0, 800) == [(100, "synth/gain", 1.0), (200, "synth/A/C", 0.0), (300, "synth/A/C", 1.0),
                                            (400, "synth/A/C", 2.0), (500, "synth/A/B", -6.0), (700, "synth/A/B", 6.0)]
+
+
+def test_a_lua_chunk_holding_a_comment_is_refused_before_it_reaches_ardour() -> None:
+    """A chunk goes to ardour7-lua as one line, where a ``--`` comment would swallow the rest and
+    the chunk would never end (a lane reader hung so, 60 s, before this check)."""
+    from sendlearn.plugin.ardour.headless import _has_comment
+
+    assert _has_comment("local x = 1 -- why\nprint(x)")
+    assert _has_comment("print('a') --[[ block ]]")
+    assert not _has_comment('print("a--b")\nprint(\'c--d\')')  # inside strings, e.g. a track named so
+    assert not _has_comment("print('it\\'s -- fine')")
+    assert not _has_comment("print(1 - -1)")

@@ -79,6 +79,8 @@ class ArdourProcess:
 
     def run(self, chunk: str, timeout: float = TIMEOUT) -> list[str]:
         """Run one Lua chunk (newlines become spaces: no ``--`` comments); return what it printed."""
+        if _has_comment(chunk):  # it would swallow the rest of the line: the chunk never ends
+            raise ValueError(f"a Lua chunk sent as one line holds a -- comment: {chunk.strip()[:200]!r}")
         self._count += 1
         mark = f"@@{self._count}"
         one_line = " ".join(line.strip() for line in chunk.strip().splitlines())
@@ -175,3 +177,21 @@ class ArdourProcess:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _has_comment(chunk: str) -> bool:
+    """Whether a line of ``chunk`` holds ``--`` outside a string literal."""
+    for line in chunk.splitlines():
+        quote, i = "", 0
+        while i < len(line):
+            if quote:
+                if line[i] == "\\":
+                    i += 1
+                elif line[i] == quote:
+                    quote = ""
+            elif line[i] in "'\"":
+                quote = line[i]
+            elif line.startswith("--", i):
+                return True
+            i += 1
+    return False
