@@ -128,6 +128,24 @@ class Block:
                 "digest", f"block {self.seq} carries {self.digest:016x}, content hashes to {digest:016x}"
             )
 
+    @classmethod
+    def checked_by_maker(cls, session: str, stream: str, seq: int, start_sample: int, frames: int,
+                         sample_rate: int, channels: int, playhead: Playhead, midi: tuple[MidiEvent, ...],
+                         params: tuple[ParamChange, ...], audio: np.ndarray) -> Block:
+        """A block whose maker has checked everything ``__post_init__`` would (the capture
+        processor: its names, rate and channels once, its own counters, the host's events as they
+        came, its own float32 copy of the audio): only the digest is computed. On an audio
+        thread, after an idle period, every check costs several times its warm price
+        (scripts/bench_process.py)."""
+        block = object.__new__(cls)
+        for name, value in (("session", session), ("stream", stream), ("seq", seq), ("start_sample", start_sample),
+                            ("frames", frames), ("sample_rate", sample_rate), ("channels", channels),
+                            ("playhead", playhead), ("midi", midi), ("params", params), ("audio", audio)):
+            object.__setattr__(block, name, value)
+        object.__setattr__(block, "digest", block_digest(session, stream, seq, start_sample, frames, sample_rate,
+                                                         channels, playhead, midi, params, audio))
+        return block
+
     @property
     def end_sample(self) -> int:
         """The first sample after this block."""

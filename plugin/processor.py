@@ -1,7 +1,11 @@
 """The capture processor: the part of the plugin that sits on the audio thread.
 
 ``process`` returns the very array it was given (audio passes through untouched), and on
-the way copies what the block holds into a ``Block`` that it hands off without waiting.
+the way copies what the block holds into a ``Block`` that it hands off without waiting. What a
+Block checks is checked here once (names, rate, channels) or as it comes (the host's events,
+frames, playhead), so the block is made without checking it again (``Block.checked_by_maker``):
+on an audio thread, after an idle period as between a host's callbacks, every line of Python
+runs several times slower from cold caches (scripts/bench_process.py).
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ from typing import Any, TypedDict, TypeVar, Unpack
 import numpy as np
 
 from sendlearn.capture import (
+    MAX_CHANNELS,
+    MAX_FRAMES,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
     STOPPED,
     Block,
     CaptureError,
     HandOff,
+    InvalidBlock,
     MidiEvent,
     ParamChange,
     Playhead,
@@ -67,6 +76,11 @@ class CaptureProcessor:
         self.stream = check_name(stream, "stream")
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
+        # what every Block would check, checked once (process makes blocks without checking them again)
+        if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
+            raise InvalidBlock("sample_rate", f"must be {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE}, got {self.sample_rate}")
+        if not 1 <= self.channels <= MAX_CHANNELS:
+            raise InvalidBlock("channels", f"must be 1-{MAX_CHANNELS}, got {self.channels}")
         self.handoff = handoff if handoff is not None else HandOff(capacity)
         self.realtime = realtime
         self._seq = first_seq
@@ -85,9 +99,13 @@ class CaptureProcessor:
         if audio.ndim != 2 or audio.shape[0] != self.channels:
             raise ValueError(f"audio must be (channels={self.channels}, frames), got {audio.shape}")
         frames = audio.shape[1]
-        block = Block(
-            self.session, self.stream, self._seq, self._sample, frames, self.sample_rate,
-            self.channels, playhead, self._events(midi, frames) if midi else (),  # most blocks have none
+        if not 0 < frames <= MAX_FRAMES:  # what Block would refuse
+            raise InvalidBlock("frames", f"must be 1-{MAX_FRAMES}, got {frames}")
+        if not isinstance(playhead, Playhead):
+            raise InvalidBlock("playhead", f"must be a Playhead, not {type(playhead).__name__}")
+        block = Block.checked_by_maker(
+            self.session, self.stream, self._seq, self._sample, frames, self.sample_rate, self.channels, playhead,
+            self._events(midi, frames) if midi else (),  # most blocks have none
             self._params(params, frames) if params else (),
             np.array(audio, dtype=np.float32, order="C"),  # always a copy: hosts reuse buffers
         )

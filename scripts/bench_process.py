@@ -1,11 +1,14 @@
 """process() cost on a 512-frame stereo block, and protocol encode/decode per quality level.
 
-    .venv/bin/python scripts/bench_process.py [--blocks N]
+    .venv/bin/python scripts/bench_process.py [--blocks N] [--baseline REV --rounds R]
 
 ``process()`` is timed twice: alone, and while a sender thread is busy in the same process
 (as in ``sendlearn live``, where the capture thread calls ``process`` beside the sender): that
 thread takes every block from the hand-off and encodes it into protocol frames at the lossless
-and the lossy levels in turn, without pause. Prints a table, then one JSON object as the last line. Targets: median ≤ 20 µs, p99 ≤ 100 µs
+and the lossy levels in turn, without pause. ``--baseline REV`` instead measures ``process()`` beside the busy sender only, for this checkout
+and git revision REV in turn, each in a process of its own, ``--rounds`` times (a drifting load
+weighs on both alike), and prints both medians of the rounds' p99. Prints a table, then one JSON
+object as the last line. Targets: median ≤ 20 µs, p99 ≤ 100 µs
 (the project's aim for a 512-frame stereo block; README.md's Benchmarks table keeps the last figures).
 """
 
@@ -75,6 +78,13 @@ class BusySender:
             sender.send_blocks([block], levels[self.encoded % len(levels)])
             sender.data_to_send()
             self.encoded += 1
+
+
+def bench_paced(blocks: int) -> dict[str, float]:
+    """``process()`` alone, paced as beside the busy sender: what a call costs after the thread
+    slept (cold caches; on a VM the vCPU may have halted), with no other thread at all."""
+    processor = CaptureProcessor("bench", "keys", SR, CHANNELS, capacity=1024)
+    return summarise(time_process(processor, min(blocks, BUSY_BLOCKS), drain=True, pace=PACE))
 
 
 def bench_process(blocks: int, busy: bool = False) -> dict[str, float]:
@@ -148,23 +158,72 @@ def bench_protocol(seconds: float = 10.0) -> dict[str, dict[str, float]]:
     return results
 
 
+def side_by_side(revision: str, rounds: int) -> None:
+    """``process()`` beside a busy sender: this checkout against ``revision``, in turn."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from baseline import baseline_tree  # scripts/baseline.py, beside this script
+
+    runs: dict[str, list[dict[str, float]]] = {revision: [], "this": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = {revision: baseline_tree(revision, Path(scratch)), "this": None}
+        for k in range(rounds):
+            for label, tree in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(tree)} if tree is not None else None
+                done = subprocess.run([sys.executable, __file__, "--busy-only"], capture_output=True, text=True,
+                                      env=env, check=True)
+                runs[label].append(json.loads(done.stdout.splitlines()[-1]))
+                got = runs[label][-1]
+                print(f"round {k + 1} {label:>9}: median {got['process_median_us']:6.1f} µs, "
+                      f"p99 {got['process_p99_us']:6.1f} µs; paced alone p99 {got['paced_alone']['process_p99_us']:6.1f} µs",
+                      flush=True)
+    summary = {label: {"p99_us": [round(r["process_p99_us"], 1) for r in found],
+                       "median_of_p99_us": round(statistics.median(r["process_p99_us"] for r in found), 1),
+                       "median_of_median_us": round(statistics.median(r["process_median_us"] for r in found), 1),
+                       "paced_alone_median_of_p99_us": round(statistics.median(r["paced_alone"]["process_p99_us"]
+                                                                               for r in found), 1)}
+               for label, found in runs.items()}
+    for label, figures in summary.items():
+        print(f"{label:>9}: p99 median of rounds {figures['median_of_p99_us']} µs, "
+              f"median {figures['median_of_median_us']} µs; paced alone p99 {figures['paced_alone_median_of_p99_us']} µs")
+    print(json.dumps({"block_frames": FRAMES, "channels": CHANNELS, "baseline": revision, "rounds": rounds,
+                      "busy_sender": summary}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blocks", type=int, default=50000)
+    parser.add_argument("--baseline", metavar="REV", help="also measure git revision REV, side by side")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--busy-only", action="store_true", help=argparse.SUPPRESS)  # one side of --baseline
     args = parser.parse_args()
+    if args.busy_only:
+        print(json.dumps({**bench_process(args.blocks, busy=True), "paced_alone": bench_paced(args.blocks)}))
+        return
+    if args.baseline:
+        side_by_side(args.baseline, args.rounds)
+        return
     process = bench_process(args.blocks)
     busy = bench_process(args.blocks, busy=True)
+    paced = bench_paced(args.blocks)
     protocol = bench_protocol()
     print(f"process(): median {process['process_median_us']:.1f} µs, p99 {process['process_p99_us']:.1f} µs "
           f"({process['process_median_pct_of_block']:.2f}% of a {FRAMES}-frame block at {SR} Hz)")
     print(f"process() beside a busy sender thread: median {busy['process_median_us']:.1f} µs, "
           f"p99 {busy['process_p99_us']:.1f} µs ({busy['sender_blocks_encoded']} blocks encoded meanwhile)")
+    print(f"process() paced the same, alone (no other thread): median {paced['process_median_us']:.1f} µs, "
+          f"p99 {paced['process_p99_us']:.1f} µs")
     print(f"{'quality':8} {'enc blk/s':>10} {'dec blk/s':>10} {'bytes/blk':>10} {'vs f32':>7}")
     for name, r in protocol.items():
         print(f"{name:8} {r['encode_blocks_per_s']:10.0f} {r['decode_blocks_per_s']:10.0f} "
               f"{r['bytes_per_block']:10.0f} {r['ratio_vs_raw_f32']:7.3f}")
     print(json.dumps({"block_frames": FRAMES, "channels": CHANNELS, "sample_rate": SR, **process,
-                      "busy_sender": busy, "protocol": protocol}))
+                      "busy_sender": busy, "paced_alone": paced, "protocol": protocol}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from baseline import baseline_tree  # scripts/baseline.py, beside this script
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -210,29 +211,6 @@ def run_step(streams: int, seconds: float, workers: int, senders: int, where: st
             "senders_cores": sum(r[3] for r in results) / elapsed,
             "receiver_cores": cpu / elapsed, "receiver_cpu_per_stream": cpu / elapsed / streams,
             "receiver_peak_rss_mib": peak, "receiver_rss_per_stream_mib": (peak - base_rss) / streams}
-
-
-PACKAGES = {"root": "", "cli": "cli", "plugin": "plugin", "capture": "capture", "transport": "transport",
-            "server": "server", "store": "store", "files": "files", "dataset": "dataset"}
-
-
-def baseline_tree(revision: str, into: Path) -> Path:
-    """The package of git ``revision`` (of this checkout) as an importable ``sendlearn`` tree:
-    its folders extracted and linked the way pyproject's package-dir maps them."""
-    repo = Path(__file__).resolve().parent.parent
-    source = into / "source"
-    source.mkdir()
-    archive = subprocess.run(["git", "-C", str(repo), "archive", revision], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
-    package = into / "tree" / "sendlearn"
-    package.mkdir(parents=True)
-    for folder, name in PACKAGES.items():
-        if name:
-            (package / name).symlink_to(source / folder)
-        else:
-            for file in (source / folder).iterdir():
-                (package / file.name).symlink_to(file)
-    return into / "tree"
 
 
 def row(label: str, r: dict[str, Any]) -> str:

@@ -92,3 +92,27 @@ def test_wrong_channel_count_is_a_host_error() -> None:
     processor = CaptureProcessor("s", "t", 48000, 2)
     with pytest.raises(ValueError, match="channels=2"):
         processor.process(make_audio(1, 64))
+
+
+def test_a_block_made_without_checks_is_the_block_the_checks_pass() -> None:
+    """``process`` makes its blocks with ``Block.checked_by_maker`` (checked once, not per block):
+    each is equal, digest and all, to the Block the full checks make of the same fields, and
+    what those checks refuse still reaches the host as an error."""
+    import dataclasses
+
+    from sendlearn.capture import Block, InvalidBlock
+
+    processor = CaptureProcessor("s", "t", 48000, 2)
+    audio = np.linspace(-1, 1, 2 * 256, dtype=np.float64).reshape(2, 256)  # not float32: copied to it
+    processor.process(audio, [(5, b"\x90\x3c\x64"), (1, b"\x80\x3c\x00")], Playhead(seconds=1.0, bpm=90.0),
+                      [(3, "t/gain", 0.5)])
+    made = processor.handoff.take()
+    assert made is not None
+    fields = {f.name: getattr(made, f.name) for f in dataclasses.fields(Block) if f.name != "digest"}
+    checked = Block(**fields)
+    assert checked == made and checked.digest == made.digest
+    assert [e.offset for e in made.midi] == [1, 5] and made.audio.dtype == np.float32
+    with pytest.raises(InvalidBlock):
+        processor.process(np.zeros((2, 256), dtype=np.float32), (), "not a playhead")  # type: ignore[arg-type]
+    with pytest.raises(InvalidBlock):
+        CaptureProcessor("s", "t", 10, 2)
