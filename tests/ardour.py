@@ -19,15 +19,19 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import jack
+import soundfile as sf
 
 from sendlearn.plugin.ardour.headless import CLIENT, ArdourError, ArdourProcess
 from sendlearn.plugin.live.runner import DummyServer
 
 SYNTH = "ACE Reasonable Synth"
+SUPERCLOCK = 282240000  # Ardour 7's superclock ticks per second (session file positions "a<ticks>")
 
 
 class ArdourDropped(ArdourError):
@@ -83,6 +87,31 @@ class Ardour(ArdourProcess):
         self.run(f'local p = ARDOUR.LuaAPI.new_luaproc(Session, "{name}") assert(not p:isnil(), "no Lua DSP {name}") '
                  f'assert(Session:route_by_name("{track}"):add_processor_by_index(p, -1, nil, true) == 0, '
                  '"not added")')
+
+    def add_audio_track(self, name: str, channels: int) -> None:
+        """An audio track of ``channels`` inputs and outputs (Ardour's usual panner between them)."""
+        self.run(f'local t = Session:new_audio_track({channels}, {channels}, nil, 1, "{name}", '
+                 "ARDOUR.PresentationInfo.max_order, ARDOUR.TrackMode.Normal, true) "
+                 'assert(t:size() == 1, "no track made")')
+
+    def add_plugin(self, route: str, name: str) -> None:
+        """The LV2 plugin ``name`` (e.g. "ACE Reverb") at the end of ``route``'s plugins ("Master"
+        is the master bus)."""
+        self.run(f'local r = Session:route_by_name("{route}") assert(not r:isnil(), "no route {route}") '
+                 f'local p = ARDOUR.LuaAPI.new_plugin(Session, "{name}", ARDOUR.PluginType.LV2, "") '
+                 f'assert(not p:isnil(), "plugin not found: {name}") '
+                 'assert(r:add_processor_by_index(p, -1, nil, true) == 0, "not added")')
+
+    def wait_connected(self, port: str, other: str, timeout: float = 10.0) -> None:
+        """Until Ardour's port ``port`` is connected to its port ``other``: Ardour connects a new
+        track's outputs to the master bus a moment after adding it, and a session saved before
+        that has the track unconnected (a silent master)."""
+        deadline = time.monotonic() + timeout
+        # port() again each time: it raises ArdourDropped once jackd has dropped Ardour's client
+        while not any(p.name == f"{CLIENT}:{other}" for p in self.jack.get_all_connections(self.port(port, timeout))):
+            if time.monotonic() > deadline:
+                raise ArdourError(f"Ardour did not connect {port} to {other}")
+            time.sleep(0.05)
 
     def automate(self, control: str, points: list[tuple[int, float]], state: str = "Play") -> None:
         """Points (session sample, value) on the lane of ``control`` (a Lua expression for an
@@ -217,15 +246,45 @@ def _ticks(beats: str) -> int:
     return int(whole) * 1920 + int(ticks)
 
 
+@dataclass(frozen=True)
+class AudioClip:
+    """An audio region for ``build_session``: the WAV file ``wav`` (at the session's rate, mono or
+    stereo; float samples play exactly as stored) whole, on an audio track ``track`` of as many
+    channels, its first sample at session sample ``position``."""
+
+    track: str
+    wav: Path
+    position: int
+
+
 def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str = "synth",
                tempo: tuple[float, int, int] | None = None, prepare: Callable[[Ardour], None] | None = None) -> Path:
     """A saved Ardour session ``folder / "song"``: one MIDI track ``track`` with ACE Reasonable
-    Synth and ``notes`` notes recorded into it (a sixth of a second apart, each a twelfth long;
-    Ardour 7.3's Lua has no headless MIDI import), on a private jackd. Its session range is the
-    recording's; ``tempo`` (quarter notes per minute, beats per bar, beat type) its tempo map, else
-    Ardour's default 120 in 4/4. Returns the session folder; ``folder / "song-notes.json"`` holds
-    the notes Ardour holds in the region (``Ardour.region_notes``), outside the session folder.
-    ``prepare`` edits the session (plugins, automation) after the recording, before it is saved."""
+    Synth and ``notes`` notes recorded into it (``build_session`` says how)."""
+    return build_session(folder, rate=rate, notes=notes, midi=(track,), tempo=tempo, prepare=prepare)
+
+
+def build_session(folder: Path, *, rate: int = 48000, notes: int = 12, midi: Sequence[str] = ("synth",),
+                  audio: Sequence[AudioClip] = (), master: Sequence[str] = (), end: int | None = None,
+                  tempo: tuple[float, int, int] | None = None,
+                  prepare: Callable[[Ardour], None] | None = None) -> Path:
+    """A saved Ardour session ``folder / "song"``, built on a private jackd:
+
+    - a MIDI track with ACE Reasonable Synth for each name in ``midi``, the same ``notes`` notes
+      recorded into each (a sixth of a second apart, each a twelfth long; Ardour 7.3's Lua has no
+      headless MIDI import); ``folder / "song-notes.json"`` holds the notes Ardour holds in the
+      region (``Ardour.region_notes``, the same in every track), outside the session folder;
+    - an audio track for each of ``audio`` with its WAV as a region (``place_audio``);
+    - the LV2 plugins ``master`` (e.g. "ACE Reverb") on the master bus, in that order.
+
+    Its session range starts at 0 and ends at ``end`` (a sample) if given, else where the
+    recording ends or half a second after the last audio region, whichever is later; ``tempo``
+    (quarter notes per minute, beats per bar, beat type) its tempo map, else Ardour's default 120
+    in 4/4. ``prepare`` edits the session (plugins, automation) after the recording, before it
+    is saved. Returns the session folder."""
+    if len({clip.track for clip in audio} | set(midi)) != len(audio) + len(midi):
+        raise ValueError("one track a name, one audio region a track")
+    channels = [sf.info(str(clip.wav)).channels for clip in audio]
     song = folder / "song"
     for attempt in range(START_ATTEMPTS):
         shutil.rmtree(song, ignore_errors=True)
@@ -233,9 +292,13 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
             daw = Ardour(server, folder / f"home-{attempt}")
             try:
                 daw.create_session(song, rate)
-                daw.add_midi_track(track)
-                inlet = daw.port(f"{track}/midi_in 1")
-                daw.port(f"{track}/audio_out 1")
+                for name in midi:
+                    daw.add_midi_track(name)
+                for clip, count in zip(audio, channels, strict=True):
+                    daw.add_audio_track(clip.track, count)
+                inlets = [daw.port(f"{name}/midi_in 1") for name in midi]
+                for name in [*midi, *(clip.track for clip in audio)]:
+                    daw.wait_connected(f"{name}/audio_out 1", "Master/audio_in 1")
             except ArdourDropped:
                 daw.close()
                 if attempt == START_ATTEMPTS - 1:
@@ -244,41 +307,163 @@ def build_song(folder: Path, *, rate: int = 48000, notes: int = 12, track: str =
             with daw:
                 if tempo is not None:
                     daw.set_tempo_map([(*tempo, 0)])
-                try:
-                    keys = Keys(server)
-                    keys.client.activate()
-                except jack.JackError:  # jackd lost a client as Ardour set up (ArdourDropped): again
+                if midi and not _record_notes(daw, server, midi, inlets, notes, rate):
                     if attempt == START_ATTEMPTS - 1:
-                        raise
-                    continue
-                with keys.client:
-                    keys.client.connect(keys.out, inlet)
-                    daw.record([track])
-                    time.sleep(0.5)  # arming is queued to Ardour's process thread
-                    daw.roll()
-                    # the keys start once Ardour really rolls: beside two CPU hogs its roll came
-                    # late and it recorded 3 of 12 notes (CI at fee3b43)
-                    rolling = time.monotonic() + 10
-                    while daw.transport_sample() == 0 and time.monotonic() < rolling:
-                        time.sleep(0.02)
-                    start = keys.client.frame_time + rate // 5
-                    keys.play([(start + k * rate // 6 + dt, bytes((0x90 if dt == 0 else 0x80, 48 + k % 24,
-                                                                   90 if dt == 0 else 0)))
-                               for k in range(notes) for dt in (0, rate // 12)])
-                    time.sleep(0.5 + notes / 6)
-                    daw.stop()
-                    deadline = time.monotonic() + 10  # Ardour's butler writes the take after the stop
-                    while daw.notes(track) < notes and time.monotonic() < deadline:
-                        time.sleep(0.2)
-                    daw.stop_recording([track])
-                got = daw.notes(track)
-                if got != notes:  # set-up, not what is tested: a new session records again
-                    if attempt == START_ATTEMPTS - 1:
-                        raise ArdourError(f"Ardour recorded {got} of {notes} notes: {daw.tail()}")
-                    continue
-                (folder / "song-notes.json").write_text(json.dumps(daw.region_notes(track)))
+                        raise ArdourError(f"Ardour recorded {[daw.notes(n) for n in midi]} of {notes} notes: {daw.tail()}")
+                    continue  # set-up, not what is tested: a new session records again
+                if midi:
+                    held = [daw.region_notes(name) for name in midi]
+                    if any(h != held[0] for h in held):
+                        raise ArdourError(f"the tracks hold different notes: {held}")
+                    (folder / "song-notes.json").write_text(json.dumps(held[0]))
+                for plugin in master:
+                    daw.add_plugin("Master", plugin)
                 if prepare is not None:
                     prepare(daw)
                 daw.close(save=True)
-            return song
+        place_audio(song, audio, rate, end)
+        if audio:
+            check_audio(song, audio, rate, folder / "home-check")
+        return song
     raise AssertionError("unreachable")
+
+
+def _record_notes(daw: Ardour, server: DummyServer, tracks: Sequence[str], inlets: list[str], notes: int,
+                  rate: int) -> bool:
+    """Record ``notes`` notes into every track of ``tracks`` at once (one keyboard into every
+    track's MIDI input); whether each recorded them all."""
+    try:
+        keys = Keys(server)
+        keys.client.activate()
+    except jack.JackError:  # jackd lost a client as Ardour set up (ArdourDropped): a new session
+        return False
+    with keys.client:
+        for inlet in inlets:
+            keys.client.connect(keys.out, inlet)
+        daw.record(list(tracks))
+        time.sleep(0.5)  # arming is queued to Ardour's process thread
+        daw.roll()
+        # the keys start once Ardour really rolls: beside two CPU hogs its roll came
+        # late and it recorded 3 of 12 notes (CI at fee3b43)
+        rolling = time.monotonic() + 10
+        while daw.transport_sample() == 0 and time.monotonic() < rolling:
+            time.sleep(0.02)
+        start = keys.client.frame_time + rate // 5
+        keys.play([(start + k * rate // 6 + dt, bytes((0x90 if dt == 0 else 0x80, 48 + k % 24,
+                                                       90 if dt == 0 else 0)))
+                   for k in range(notes) for dt in (0, rate // 12)])
+        time.sleep(0.5 + notes / 6)
+        daw.stop()
+        deadline = time.monotonic() + 10  # Ardour's butler writes the take after the stop
+        while any(daw.notes(t) < notes for t in tracks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        daw.stop_recording(list(tracks))
+    return all(daw.notes(t) == notes for t in tracks)
+
+
+def _at(sample: int, rate: int) -> str:
+    """A session sample as Ardour 7 writes a position: superclock ticks, "a<ticks>"."""
+    if SUPERCLOCK % rate:
+        raise ValueError(f"{rate} Hz is no whole number of superclock ticks a sample")
+    return f"a{sample * (SUPERCLOCK // rate)}"
+
+
+def place_audio(song: Path, audio: Sequence[AudioClip], rate: int, end: int | None) -> None:
+    """Each clip's WAV as a region on its (empty) audio track, and the session range, written
+    into the saved session file (Ardour closed): Ardour 7.3's Lua cannot import a file headless
+    (the editor's ``do_import`` is all it has) nor make a region from a source, so this writes
+    what Ardour itself writes for an imported file. The WAV is copied whole into the session's
+    ``interchange/<name>/audiofiles/``, one ``Source`` a channel (``channel`` k of the one
+    file), a whole-file region in ``Regions`` and a region on the track's playlist at
+    ``position``. Region fades are off: Ardour's default 64-sample fade in and out would scale
+    the first and last samples, and the clip is meant to play exactly as stored.
+
+    The session range: starts at 0 when there was none (no recording); ends at ``end`` if given,
+    else at the later of its end and half a second after the last clip."""
+    if not audio and end is None:
+        return  # the session file stays as Ardour wrote it
+    file = song / f"{song.name}.ardour"
+    tree = ET.parse(file)
+    session = tree.getroot()
+    next_id = int(session.get("id-counter", "0")) + 1
+
+    def new_id() -> str:
+        nonlocal next_id
+        next_id += 1
+        return str(next_id - 1)
+
+    files = song / "interchange" / song.name / "audiofiles"
+    files.mkdir(parents=True, exist_ok=True)
+    sources, regions, playlists = (_child(session, tag) for tag in ("Sources", "Regions", "Playlists"))
+    last = 0
+    for clip in audio:
+        info = sf.info(str(clip.wav))
+        if info.samplerate != rate:
+            raise ValueError(f"{clip.wav} is at {info.samplerate} Hz, the session at {rate}: Ardour would not resample it")
+        shutil.copyfile(clip.wav, files / clip.wav.name)
+        ids = [new_id() for _ in range(info.channels)]
+        for channel, source in enumerate(ids):
+            ET.SubElement(sources, "Source", {"name": clip.wav.name, "type": "audio", "flags": "", "id": source,
+                                              "natural-position": "a0", "channel": str(channel),
+                                              "origin": str(clip.wav), "gain": "1"})
+        route = next((r for r in session.iter("Route") if r.get("name") == clip.track), None)
+        if route is None:
+            raise ValueError(f"no track {clip.track} in {file}")
+        playlist = next(p for p in playlists if p.get("id") == route.get("audio-playlist"))
+        for whole, position, parent in ((True, 0, regions), (False, clip.position, playlist)):
+            region = {"name": clip.wav.stem if whole else f"{clip.wav.stem}.1", "muted": "0", "opaque": "1",
+                      "locked": "0", "video-locked": "0", "automatic": "0", "whole-file": str(int(whole)),
+                      "import": "1", "external": "0", "sync-marked": "0", "left-of-split": "0",
+                      "right-of-split": "0", "hidden": "0", "position-locked": "0", "valid-transients": "0",
+                      "start": "a0", "length": f"{_at(info.frames, rate)}@{_at(position, rate)}",
+                      "sync-position": "a0", "ancestral-start": "a0", "ancestral-length": "a0@a0", "stretch": "1",
+                      "shift": "1", "layering-index": "0", "tags": "", "contents": "0", "envelope-active": "0",
+                      "default-fade-in": "0", "default-fade-out": "0", "fade-in-active": "0",
+                      "fade-out-active": "0", "scale-amplitude": "1", "id": new_id(), "type": "audio",
+                      "first-edit": "nothing", "channels": str(info.channels)}
+            for channel, source in enumerate(ids):
+                region[f"source-{channel}"] = region[f"master-source-{channel}"] = source
+            ET.SubElement(parent, "Region", region)
+        last = max(last, clip.position + info.frames)
+    locations = _child(session, "Locations")
+    span = next((loc for loc in locations if "IsSessionRange" in loc.get("flags", "")), None)
+    if span is None:
+        span = ET.SubElement(locations, "Location", {"id": new_id(), "name": "session", "start": "a0", "end": "a0",
+                                                     "flags": "IsSessionRange", "locked": "0", "timestamp": "0",
+                                                     "cue": "0"})
+    if end is None:
+        end = max(int(span.get("end", "a0")[1:]) * rate // SUPERCLOCK, last + rate // 2) if audio else None
+    if end is not None:
+        span.set("end", _at(end, rate))
+    session.set("id-counter", str(next_id))
+    tree.write(file, xml_declaration=True, encoding="UTF-8")
+
+
+def _child(parent: ET.Element, tag: str) -> ET.Element:
+    found = parent.find(tag)
+    if found is None:
+        raise ValueError(f"an Ardour session without <{tag}>")
+    return found
+
+
+def check_audio(song: Path, audio: Sequence[AudioClip], rate: int, home: Path) -> None:
+    """Ardour loads the session and holds each clip where ``place_audio`` put it: one region a
+    track, its position, length and channels, fades off, and its loudest sample the WAV's. (Its
+    dummy backend would spare the jackd, but ardour7-lua 7.3 crashes loading a session on it.)"""
+    import numpy as np
+
+    with DummyServer(rate=rate, period=256) as server:
+        daw = ArdourProcess(server.name, home)  # reads Ardour's model only: a dropped JACK client does no harm
+        with daw:
+            daw.load_session(song, song.name)
+            for clip in audio:
+                data, _ = sf.read(str(clip.wav), dtype="float32", always_2d=True)
+                got = daw.run(f'for r in Session:route_by_name("{clip.track}"):to_track():playlist():region_list():iter() do '
+                              "local a = r:to_audioregion() print('region ' .. r:position():samples() .. ' ' .. "
+                              "r:length():samples() .. ' ' .. a:n_channels() .. ' ' .. tostring(a:fade_in_active()) .. ' ' .. "
+                              "tostring(a:fade_out_active()) .. ' ' .. string.format('%.9g', a:maximum_amplitude(nil))) end")
+                regions = [line.split()[1:] for line in got if line.startswith("region ")]
+                want = [str(clip.position), str(len(data)), str(data.shape[1]), "false", "false"]
+                if len(regions) != 1 or regions[0][:5] != want or \
+                        abs(float(regions[0][5]) - float(np.abs(data).max())) > 1e-6:
+                    raise ArdourError(f"{clip.track}: Ardour holds {regions}, not {want} ({song})")
