@@ -28,10 +28,10 @@ import jack
 import soundfile as sf
 
 from sendlearn.plugin.ardour.headless import CLIENT, ArdourError, ArdourProcess
+from sendlearn.plugin.ardour.session import SUPERCLOCK  # session file positions are "a<ticks>"
 from sendlearn.plugin.live.runner import DummyServer
 
 SYNTH = "ACE Reasonable Synth"
-SUPERCLOCK = 282240000  # Ardour 7's superclock ticks per second (session file positions "a<ticks>")
 
 
 class ArdourDropped(ArdourError):
