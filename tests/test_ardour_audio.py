@@ -11,11 +11,12 @@ period, so here the render is checked bit for bit, against the WAV and against w
   exactly, so ``master`` is the export bit for bit ``PERIOD + 2 * TRACK_LAG`` samples later.
 
 Where the lags come from (docs/session.md, "Ardour sessions"; measured by rendering with the
-engine setting changed, not asserted here): Ardour 7's JACK ports resample for varispeed, and a
-port delays what passes through it by its resampler's latency, ``port-resampler-quality`` - 1 =
-16 samples at Ardour's default 17 (8 at 9, 0 at 0): the track's output port delays it once, the
-master's output port again. The period: the master's input reads the track's output port as it
-was at the end of the previous cycle. The export runs no JACK ports, so neither."""
+engine setting changed): Ardour 7's JACK ports resample for varispeed, and a port delays what
+passes through it by its resampler's latency, ``port-resampler-quality`` - 1 = 16 samples at
+Ardour's default 17 (8 at 9): the track's output port delays it once, the master's output port
+again. The render runs Ardour at 0 (plugin/ardour/headless.py), so ``TRACK_LAG`` is 0 and a
+region's samples are on their sample. The period: the master's input reads the track's output
+port as it was at the end of the previous cycle. The export runs no JACK ports, so neither."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ RATE = 48000
 PERIOD = 1024
 POSITION = RATE // 2 + 123  # the region's first session sample: not on a period
 TAIL = RATE // 2  # the session range ends this long after the region (build_session's default)
-TRACK_LAG = 16  # Ardour's port-resampler-quality (17) - 1: what each JACK output port of Ardour delays
+TRACK_LAG = 0  # port-resampler-quality - 1: what each JACK output port of Ardour delays (we run it at 0)
 
 
 def clip() -> np.ndarray:

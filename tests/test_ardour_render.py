@@ -42,7 +42,7 @@ RATE = 48000
 PERIOD = 1024
 NOTES = 12
 TEMPO = (100.0, 6, 8)  # quarter notes a minute, 6/8: Ardour publishes beats in eighths (plugin/live/tempo.py)
-MASTER_LAG = PERIOD + 16  # the master bus trails its track in Ardour's JACK output (measured at periods 256-1024)
+MASTER_LAG = PERIOD  # the master bus trails its track in Ardour's JACK output by a period (docs/session.md)
 MASTER_LAG_MAX = PERIOD + 64
 EXPORT_SHIFT_MAX = PERIOD + 64  # ... and the capture the export
 # ACE Reasonable Synth's waveform differs between two renders of the same notes (sample residuals

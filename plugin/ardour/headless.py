@@ -33,9 +33,16 @@ TIMEOUT = 60.0  # a hang guard only: a chunk takes milliseconds, loading a sessi
 # registers publishes its BBT for JACK's frame) only with the "JACK Transport" master current,
 # which Lua cannot set in 7.3: it comes from the user config file (TransportMasterManager reads
 # it at start), plus the session's external-sync option.
+# ``port-resampler-quality`` 0: Ardour 7 resamples at its JACK ports (for varispeed) and each
+# output port then delays its audio by the quality - 1 samples (16 at the default 17), while
+# MIDI ports do not: a MIDI track's audio came 16 samples after its own events, the master 32
+# after its tracks' sources. A render runs at speed 1, so no port needs the resampler
+# (tests/test_ardour_audio.py: a region's samples on their sample, bit for bit).
 RC_CONFIG = """<?xml version="1.0" encoding="UTF-8"?>
 <Ardour>
-  <Config/>
+  <Config>
+    <Option name="port-resampler-quality" value="0"/>
+  </Config>
   <TransportMasters current="JACK Transport">
     <TransportMaster type="Engine" removeable="0" name="JACK Transport"/>
   </TransportMasters>
