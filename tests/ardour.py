@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jack
+import numpy as np
 import soundfile as sf
 
 from sendlearn.plugin.ardour.headless import CLIENT, ArdourError, ArdourProcess
@@ -467,3 +469,20 @@ def check_audio(song: Path, audio: Sequence[AudioClip], rate: int, home: Path) -
                 if len(regions) != 1 or regions[0][:5] != want or \
                         abs(float(regions[0][5]) - float(np.abs(data).max())) > 1e-6:
                     raise ArdourError(f"{clip.track}: Ardour holds {regions}, not {want} ({song})")
+
+
+def export(song: Path, folder: Path) -> tuple[np.ndarray, int]:
+    """What ``ardour7-export -b float`` (no normalising, no dither) writes for the session ``song``,
+    and its rate; run on a copy in ``folder``, as the exporter writes into the session."""
+    copy = folder / "export"
+    shutil.copytree(song, copy)
+    wav = folder / "export.wav"
+    for attempt in range(3):  # ardour7-export 7.3 now and then aborts (free(): invalid next size)
+        done = subprocess.run(["ardour7-export", "-b", "float", "-o", str(wav), str(copy), song.name],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            break
+        if done.returncode > 0 or attempt == 2:
+            raise ArdourError(f"ardour7-export exited {done.returncode}: {done.stderr[-500:]}")
+    audio, rate = sf.read(wav, dtype="float32", always_2d=True)
+    return audio, rate

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from ardour import build_song
+from ardour import build_song, export
 
 from sendlearn.cli.main import main
 
@@ -166,12 +166,7 @@ def test_render_an_ardour_session_into_streams_equal_to_its_export(song: Path, t
     assert worst == 0.0 and lag == MASTER_LAG, (lag, worst)  # when this fails, docs/session.md's figure changes
     assert not audio["master"][:lag].any()
     # the export of the same session and range: the same sound, aligned within a bound
-    exported = tmp_path / "export"
-    shutil.copytree(song, exported)
-    wav = tmp_path / "export.wav"
-    subprocess.run(["ardour7-export", "-b", "float", "-o", str(wav), str(exported), "song"], check=True,
-                   capture_output=True, timeout=120)
-    truth, rate = sf.read(wav, dtype="float32", always_2d=True)
+    truth, rate = export(song, tmp_path)
     assert rate == RATE and len(truth) == last - first
     shift = best_envelope_shift(audio["master"], truth, EXPORT_SHIFT_MAX)
     n = len(truth) - shift
