@@ -108,7 +108,7 @@ def test_a_folder_of_ardour_sessions_renders_each_in_a_graph_of_its_own(song: Pa
     data = tmp_path / "data"
     code, summary, err = render(str(corpus), "--workers", "2", "--data-dir", str(data))
     assert code == 1, (summary, err)
-    assert (summary["inputs"], summary["done"], summary["failed"]) == (4, 3, 1), summary
+    assert (summary["inputs"], summary["done"], summary["failed"]) == (4, 3, 1), summary["failures"]
     [failure] = summary["failures"]
     assert failure["input"] == str(corpus / "broken") and failure["reason"].startswith("not an Ardour session"), failure
     # the sessions, and the loose file; none of the takes Ardour recorded inside the sessions

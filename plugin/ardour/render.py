@@ -160,7 +160,7 @@ def _start_ardour(server: DummyServer, work: Path, copy: Path, session: ArdourSe
     """Ardour with the copy loaded and every route's ports in JACK; started again when jackd drops
     its client as it sets up (tests/ardour.py: ArdourDropped)."""
     ports = [p for r in session.routes for p in r.outputs]
-    looker = jack.Client("sendlearn-ardour-ports", no_start_server=True, servername=server.name)
+    looker = _open_client("sendlearn-ardour-ports", server.name)
     stack.callback(looker.close)
     problem = ""
     for attempt in range(START_ATTEMPTS):
@@ -179,7 +179,7 @@ def _start_ardour(server: DummyServer, work: Path, copy: Path, session: ArdourSe
     raise ArdourRenderError(f"{session.file}: Ardour did not come up whole in {START_ATTEMPTS} starts ({problem})")
 
 
-def _wait_ports(looker: jack.Client, ports: list[str], timeout: float = 10.0) -> list[str]:
+def _wait_ports(looker: jack.Client, ports: list[str], timeout: float = 30.0) -> list[str]:
     """The ports not there: none once Ardour is up; all of them at once when jackd dropped its
     client (it registers them as it loads, so a client with no port left is gone)."""
     deadline = time.monotonic() + timeout
@@ -232,7 +232,7 @@ def _lanes(daw: ArdourProcess, session: ArdourSession, streams: list[Stream], fi
     return lanes
 
 
-def _wait_located(daw: ArdourProcess, sample: int, timeout: float = 20.0) -> None:
+def _wait_located(daw: ArdourProcess, sample: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while int(daw.value("Session:transport_sample()")) != sample:
         if time.monotonic() > deadline:
@@ -284,7 +284,7 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
                     lambda info, window=window: window,  # type: ignore[misc]
                     name=f"sendlearn-ardour-{k}", audio_ports=sum(1 for _, ours in connect if ours != "midi_in"),
                     servername=server.name, connect=connect, session=session.name))
-            control = _control_client(server.name)
+            control = _open_client("sendlearn-ardour-control", server.name)
             try:
                 control.set_freewheel(True)
                 daw.roll()
@@ -326,13 +326,13 @@ def _capture(daw: ArdourProcess, server: DummyServer, session: ArdourSession, st
     return sorted(outcomes, key=lambda o: order.index(o.stream))
 
 
-def _control_client(server: str, attempts: int = 3) -> jack.Client:
-    """The client that switches freewheel. jackd 1.9.21 now and then refuses a client opening
+def _open_client(name: str, server: str, attempts: int = 3) -> jack.Client:
+    """A client of ours on the private server. jackd 1.9.21 now and then refuses a client opening
     while others register their ports (a CI run beside two CPU hogs: "server_error", the bridges
     just up); the server is fine and a moment later the same open succeeds."""
     for attempt in range(attempts):
         try:
-            return jack.Client("sendlearn-ardour-control", no_start_server=True, servername=server)
+            return jack.Client(name, no_start_server=True, servername=server)
         except jack.JackOpenError:
             if attempt == attempts - 1:
                 raise
