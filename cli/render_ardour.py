@@ -106,11 +106,9 @@ def _all_complete(session: ArdourSession, data_dir: Path, start: float | None, e
     without starting Ardour. A take id covers the session file, so a complete take under any
     range the file can mean is this render's; a range kept in beat time is left to Ardour."""
     rate = session.sample_rate
-    ranges = session.range_samples() or {(0, 0)}
-    if start is not None:
-        ranges = {(round(start * rate), last) for _, last in ranges}
-    if end is not None:
-        ranges = {(first, round(end * rate)) for first, _ in ranges}
+    known = session.range_samples() if start is None or end is None else {(0, 0)}  # (0, 0): both given
+    ranges = {(first if start is None else round(start * rate), last if end is None else round(end * rate))
+              for first, last in known}
     streams = session_streams(session)
     return bool(streams) and any(
         last > first and all(is_complete(data_dir, session.name, s.name, take_id(session, s.name, first, last, period))

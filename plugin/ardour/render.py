@@ -121,16 +121,13 @@ def capture_ardour(session: ArdourSession, sink: Sink, *, input_name: str, start
     raise AssertionError("unreachable")  # ExitStack may swallow nothing here; mypy wants a return
 
 
-def sweep_work_folders() -> list[Path]:
+def sweep_work_folders() -> None:
     """Remove the work folders (session copies) of renders whose process is gone: one killed by
     SIGKILL (a batch's timeout or Ctrl-C kills its workers so) could not remove its own."""
-    removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
         pid = folder.name[len(WORK_PREFIX):].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 def _alive(pid: int) -> bool:
