@@ -375,3 +375,53 @@ def test_jack_servers_killed_without_leaving_do_not_use_up_the_registry(tmp_path
             os.kill(server.pid or 0, signal.SIGKILL)
         server.stop()
     assert len(names) == 13 and set(names) <= {f"sendlearn-{os.getuid()}-{k}" for k in range(DummyServer.NAMES)}
+
+
+def test_a_stop_while_a_period_is_read_leaves_that_period_out(jack_server: DummyServer) -> None:
+    """``stop`` runs on another thread of the JACK process: it may take the GIL while the callback
+    is between the period's audio and its MIDI, and JACK then disconnects our ports, so the MIDI
+    read after it is not what was played. That period is after the end: no block without its
+    events. Here the stop lands exactly there, in JACK's own thread, at the 50th period read."""
+    from sendlearn.plugin.live.jack_host import JackWriter
+
+    writer = JackWriter(name="racer", audio_ports=1, servername=jack_server.name)
+    reads = []
+
+    class StopMidway:
+        def __init__(self, port: jack.MidiPort) -> None:
+            self.port = port
+
+        def incoming_midi_events(self):  # noqa: ANN202
+            reads.append(writer.client.last_frame_time)
+            if len(reads) == 50:
+                writer._ended = True  # what stop() does first, its thread holding the GIL here
+            return self.port.incoming_midi_events()
+
+    writer._midi_port = StopMidway(writer._midi_port)  # type: ignore[assignment]
+    try:
+        writer.client.activate()
+        deadline = time.monotonic() + 60  # a hang guard only
+        while len(reads) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # periods after the end: passed through, never captured
+    finally:
+        writer.stop()
+        writer.rings.unlink()
+    assert len(reads) == 50  # the periods after the stop did not read MIDI at all
+    assert writer.rings.count(Control.HEAD) == 49  # the 50th, read across the stop, is not a period
+
+
+def test_an_audio_process_whose_parent_is_gone_ends_quietly() -> None:
+    """Ctrl-C on a batch takes a worker before its audio process has said its closing line: the
+    pipe is closed, and the line is dropped without a traceback on the user's shared stderr."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); "
+                              "from sendlearn.plugin.live.host_process import tell_parent; "
+                              "tell_parent({'cycles': 1}); tell_parent({'cycles': 2})"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the parent is gone
+    assert child.wait(timeout=30) == 0
+    assert child.stderr.read() == b""

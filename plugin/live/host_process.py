@@ -4,6 +4,7 @@ the GIL free for their one real-time callback, and the signals that stop them.""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import sys
@@ -30,6 +31,17 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
+
+
+def tell_parent(message: dict) -> None:
+    """One JSON line to the parent on stdout. A parent already gone (Ctrl-C on a batch takes the
+    worker first) has closed the pipe: nobody is left to tell, and a traceback on the shared
+    stderr would be noise in the user's terminal (seen beside two CPU hogs), so it is dropped,
+    and stdout pointed at /dev/null so the exit's own flush stays quiet."""
+    try:
+        print(json.dumps(message), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def stop_on_command() -> None:

@@ -39,7 +39,7 @@ import jack
 import numpy as np
 
 from sendlearn.plugin.lifetime import die_with_parent
-from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle, stop_on_command
+from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle, stop_on_command, tell_parent
 from sendlearn.plugin.live.ring import (
     MAX_EVENTS,
     MIDI_BYTES,
@@ -119,9 +119,9 @@ class JackWriter:
             if not capturing:
                 pass  # after the end: passed through, not captured, not a drop
             elif room:
-                self._record(slot, frames, started)
-                self._head += 1
-                control[Control.HEAD] = self._head  # last: the reader may take the slot now
+                if self._record(slot, frames, started):
+                    self._head += 1
+                    control[Control.HEAD] = self._head  # last: the reader may take the slot now
             else:
                 self._drop(frames)
         except Exception as exc:  # capture must never stop the pass-through
@@ -133,7 +133,12 @@ class JackWriter:
         self._cycles += 1
         control[Control.CYCLES] = self._cycles
 
-    def _record(self, slot: int, frames: int, started: int) -> None:
+    def _record(self, slot: int, frames: int, started: int) -> bool:
+        """Write the period into ``slot``; whether it is whole. A ``stop`` that came while this
+        callback ran (its thread took the GIL) may have had JACK disconnect our MIDI port after
+        the audio was read: the period is then after the end, never a block whose events are lost
+        (likely what CI at 953b86c saw on a starved machine: a stream's last note missing while
+        its block held the player's audio)."""
         client = self.client
         count = used = 0
         offsets, lengths, data = self._offsets, self._lengths, self._data
@@ -146,12 +151,15 @@ class JackWriter:
             data[slot, used:used + size] = np.frombuffer(message, np.uint8)
             count += 1
             used += size
+        if self._ended:
+            return False
         state, pos = client.transport_query_struct()
         # two stores for the whole header (order as in ring.Int and ring.Float)
         self._ints[slot] = (client.last_frame_time, started, frames, self._drops, self._drop_frames, state,
                             pos.valid, pos.frame, pos.bar, pos.beat, pos.tick, count, used, self._freewheeling, 0)
         self._floats[slot] = (pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute)
         self._drops = self._drop_frames = 0
+        return True
 
     def _drop(self, frames: int) -> None:
         """The reader is a whole ring behind: this period is lost, and counted."""
@@ -237,15 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         writer = JackWriter(**config)
     except (jack.JackError, OSError, ValueError) as exc:
-        print(json.dumps({"error": f"cannot run as a JACK client: {exc}"}), flush=True)
+        tell_parent({"error": f"cannot run as a JACK client: {exc}"})
         return 1
     try:
         ready = writer.start(connect)
     except jack.JackError as exc:
         writer.stop()
-        print(json.dumps({"error": str(exc)}), flush=True)
+        tell_parent({"error": str(exc)})
         return 1
-    print(json.dumps(ready), flush=True)
+    tell_parent(ready)
 
     stop_on_command()
     signal.sigwait(STOP_SIGNALS)
@@ -254,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     stopping.start()
     stopping.join(STOP_SECONDS)  # a JACK server that died under us can hang deactivate for good
     if not closing:
-        print(json.dumps({"error": f"the JACK client did not stop within {STOP_SECONDS} s"}), flush=True)
+        tell_parent({"error": f"the JACK client did not stop within {STOP_SECONDS} s"})
         os._exit(2)
-    print(json.dumps(closing[0]), flush=True)
+    tell_parent(closing[0])
     return 0
 
 

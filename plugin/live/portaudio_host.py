@@ -41,7 +41,7 @@ import sounddevice as sd
 from sendlearn.errors import UsageError
 from sendlearn.plugin.lifetime import die_with_parent
 from sendlearn.plugin.live.adc_clock import AdcClock
-from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle, stop_on_command
+from sendlearn.plugin.live.host_process import MIN_SLOT_FRAMES, STOP_SIGNALS, settle, stop_on_command, tell_parent
 from sendlearn.plugin.live.ring import TIMING_SLOTS, Control, Int, Layout, RunState, SharedRings, slots_for
 from sendlearn.plugin.live.virtual_port import FRAME_MASK
 
@@ -240,18 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         writer = PortAudioWriter(**config)
     except DeviceProblem as exc:
-        print(json.dumps({"error": str(exc), "usage": True}), flush=True)
+        tell_parent({"error": str(exc), "usage": True})
         return 2
     except (sd.PortAudioError, OSError, ValueError) as exc:
-        print(json.dumps({"error": f"cannot open the audio device: {exc}"}), flush=True)
+        tell_parent({"error": f"cannot open the audio device: {exc}"})
         return 1
     try:
         ready = writer.start()
     except sd.PortAudioError as exc:
         writer.rings.unlink()
-        print(json.dumps({"error": f"cannot start the audio device {writer.name}: {exc}"}), flush=True)
+        tell_parent({"error": f"cannot start the audio device {writer.name}: {exc}"})
         return 1
-    print(json.dumps(ready), flush=True)
+    tell_parent(ready)
 
     stop_on_command()
     closing: dict[str, Any] | None = None
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     if closing is None:
         closing = writer.stop()
-    print(json.dumps(closing), flush=True)
+    tell_parent(closing)
     os._exit(0)  # not Pa_Terminate at exit: its JACK host API asserts when the server has gone
 
 
