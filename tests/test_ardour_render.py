@@ -292,6 +292,19 @@ def ours(pid: int) -> list[str]:
     return found
 
 
+def wait_rolling(render: subprocess.Popen, data: Path) -> None:
+    """Until ``render`` (of ``song`` into ``data``) has written its first blocks: the freewheeling roll
+    is on. A fixed wait once let 200 s of song render whole before the signal (CI at 953b86c: in
+    3.1 s on a quiet machine, where a loaded one takes several times that)."""
+    import time
+
+    audio = data / "sessions" / "song" / "synth" / ".work" / "audio.f32"
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not (audio.is_file() and audio.stat().st_size > 0):
+        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
+        time.sleep(0.02)
+
+
 def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_completes(
         song: Path, tmp_path: Path) -> None:
     import signal
@@ -301,11 +314,7 @@ def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_
     data = tmp_path / "data"
     command = [sys.executable, "-m", "sendlearn", "render", str(song), "--data-dir", str(data), "--json", "--end", "200"]
     render = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120  # a hang guard only
-    while not (data / "sessions" / "song").is_dir():  # the streams open once Ardour is up
-        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
-        time.sleep(0.05)
-    time.sleep(2)  # into the freewheeling roll (200 s of song take several seconds)
+    wait_rolling(render, data)
     assert render.poll() is None, "the render ended before the signal: make it longer"
     render.send_signal(signal.SIGTERM)
     out, err = render.communicate(timeout=120)
@@ -334,11 +343,7 @@ def test_ardour_dying_midway_fails_naming_it_and_leaves_nothing_running(song: Pa
     data = tmp_path / "data"
     render = subprocess.Popen([sys.executable, "-m", "sendlearn", "render", str(song), "--data-dir", str(data),
                                "--json", "--end", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120  # a hang guard only
-    while not (data / "sessions" / "song").is_dir():
-        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
-        time.sleep(0.05)
-    time.sleep(2)
+    wait_rolling(render, data)
     pids = []  # ardour7-lua execs Ardour's luasession
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
