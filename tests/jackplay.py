@@ -91,8 +91,10 @@ class Player:
             if frame >= start:  # one in the past (a cycle we missed) is simply not sent
                 self.midi.write_midi_event(frame - start, data)
                 self.sent.append((frame, data))
-        if self.client.frames_since_cycle_start >= frames:
-            self.unclear.add(start)  # we overran: the bridge may have read this cycle before us
+        # we overran (a new cycle began while we ran, or ours is past its period): the bridge may
+        # have read this cycle's buffers before us, or between our audio and our MIDI
+        if self.client.last_frame_time != start or self.client.frames_since_cycle_start >= frames:
+            self.unclear.add(start)
 
     def clear(self, frame: int) -> bool:
         """Whether the cycle holding ``frame`` and its neighbours ran plainly (see ``unclear``)."""

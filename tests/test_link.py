@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,21 +94,36 @@ def link_multicast_works(tmp_path: Path) -> str | None:
             + (f" ({'; '.join(failed)})" if failed else ""))
 
 
-@pytest.mark.parametrize("audio", ["portaudio", "jack"])
-def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummyServer, tmp_path: Path,
-                                                          audio: str) -> None:
-    """The peer sets 123.4 bpm, starts, moves to 101.7 bpm and stops. Every stored block's
-    beat (``ppq``) is in phase with Link's at the quantum (4) within ``BOUND_SECONDS`` of beats
-    wherever the witness is sure of when its frames were; its tempo is the session's and it is
-    playing exactly while the session plays, except within 0.1 s of a change. Through PortAudio
-    (the stream placed on JACK's frames by the player's noise) and through our own JACK client
-    (by the JACK frame origins it records)."""
-    why = link_multicast_works(tmp_path)
-    assert why is None, why
+CAPTURE_ATTEMPTS = 3
+
+
+@dataclass
+class Seen:
+    """One capture beside the Link peer, placed on Link's timeline by the witness."""
+
+    sender: dict
+    blocks: dict
+    events: dict[str, float]  # the peer's script: what, when (us)
+    inside: np.ndarray  # blocks while the peer was logging
+    when: np.ndarray  # those blocks' moments (us, CLOCK_MONOTONIC_RAW)
+    row: np.ndarray  # the peer's log row before each: time us, beat, tempo, playing
+    joined: np.ndarray  # the sessions had merged
+    sure: np.ndarray  # ... and the witness is sure of the moment, within WITNESS_SURE_US
+    unsure_us: np.ndarray  # how unsure the witness is of each moment (inf: it missed that cycle)
+    enough_why: str  # empty when there are enough blocks to judge
+
+    @property
+    def enough(self) -> bool:
+        return not self.enough_why
+
+
+def capture_beside_peer(jack_server: DummyServer, folder: Path, audio: str) -> Seen:
+    """``sendlearn live --clock link`` through ``audio`` while the peer plays its script."""
+    folder.mkdir()
     player = Player(jack_server, 2)
     player.client.activate()
-    witness = CycleClock(jack_server, tmp_path / "cycles.npy")
-    log = tmp_path / "peer.jsonl"
+    witness = CycleClock(jack_server, folder / "cycles.npy")
+    log = folder / "peer.jsonl"
     script = ["tempo=123.4@0.3", "start@0.8", "tempo=101.7@2.0", "stop@3.2", "end@3.8"]
 
     def play() -> None:
@@ -118,11 +134,11 @@ def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummySer
     try:
         source = (["--audio", "portaudio:player", "--block-size", str(PERIOD)] if audio == "portaudio" else
                   ["--connect", "player:out_1=in_1", "--connect", "player:out_2=in_2"])
-        code, _, err = live_until(["live", *source, "--clock", "link", "--meter", "4/4", "--data-dir", str(tmp_path),
+        code, _, err = live_until(["live", *source, "--clock", "link", "--meter", "4/4", "--data-dir", str(folder),
                                    "--session", "gig", "--stream", audio, "--json"],
-                                  lambda: (tmp_path / "sessions" / "gig" / audio).exists(), play)
+                                  lambda: (folder / "sessions" / "gig" / audio).exists(), play)
         assert code == 0, err
-        got = read_stream(tmp_path, "gig", audio)
+        got = read_stream(folder, "gig", audio)
         blocks = got["blocks"].to_pydict()
         sender = got["info"]["sender"]
         if audio == "portaudio":
@@ -135,48 +151,84 @@ def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummySer
         player.client.deactivate()
         player.client.close()
     at_us, unsure_us = witness.microseconds(entries, np.array(frames, dtype=float), jack_server.rate)
-    assert sender["playhead_source"] == "ableton link (quantum 4)" and sender["link_peers_max"] >= 1
-    assert (sender["link_starts"], sender["link_stops"]) == (1, 1)
-
     lines = log.read_text().splitlines()
     events = {what: at for at, what in json.loads(lines[-1])["events"]}
     rows = np.array([json.loads(line) for line in lines[:-1]], dtype=float)  # time us, beat, tempo, playing
     index = np.searchsorted(rows[:, 0], at_us, side="right") - 1
-    inside = (index >= 0) & (at_us <= rows[-1, 0])  # blocks while the peer was logging
-    row = rows[index[inside]]
+    inside = (index >= 0) & (at_us <= rows[-1, 0])
     when = at_us[inside]
+    settle_us = SETTLE_SECONDS * 1e6
+    joined = when >= rows[0, 0] + settle_us  # the sessions merged when the peer saw us
+    sure = joined & (unsure_us[inside] <= WITNESS_SURE_US)
+    why = []
     # every part of the script has blocks to judge, whatever the load: CI at ac00b44 asked for 1000
     # blocks in the peer's 3.8 s and had 758, JACK's dummy frames running at half the clock's rate
     # beside two CPU hogs (here, at the same load, 1422)
-    settle_us = SETTLE_SECONDS * 1e6
     spans = {"stopped, before start": (rows[0, 0] + settle_us, events["start"]),
              "playing at 123.4 bpm": (events["start"] + settle_us, events["tempo=101.7"]),
              "playing at 101.7 bpm": (events["tempo=101.7"] + settle_us, events["stop"]),
              "stopped, after stop": (events["stop"] + settle_us, rows[-1, 0])}
     for span, (begin, end) in spans.items():
-        assert ((when > begin) & (when < end)).sum() >= 25, f"too few blocks {span}: {sorted(spans.items())}"
+        if ((when > begin) & (when < end)).sum() < 25:
+            why.append(f"too few blocks {span}: {sorted(spans.items())}")
+    if (joined & np.isfinite(unsure_us[inside])).sum() < 50:
+        why.append(f"the witness saw the cycles of {(joined & np.isfinite(unsure_us[inside])).sum()} blocks only")
+    return Seen(sender, blocks, events, inside, when, rows[index[inside]], joined, sure, unsure_us[inside],
+                "; ".join(why))
+
+
+@pytest.mark.parametrize("audio", ["portaudio", "jack"])
+def test_link_tempo_beat_and_start_stop_follow_the_session(jack_server: DummyServer, tmp_path: Path,
+                                                          audio: str) -> None:
+    """The peer sets 123.4 bpm, starts, moves to 101.7 bpm and stops. Every stored block's
+    beat (``ppq``) is in phase with Link's at the quantum (4) within ``BOUND_SECONDS`` of beats
+    wherever the witness is sure of when its frames were; its tempo is the session's and it is
+    playing exactly while the session plays, except within 0.1 s of a change. Through PortAudio
+    (the stream placed on JACK's frames by the player's noise) and through our own JACK client
+    (by the JACK frame origins it records)."""
+    why = link_multicast_works(tmp_path)
+    assert why is None, why
+    # the witness is sure of a block's moment where JACK keeps time; a machine whose JACK cannot
+    # leaves it sure of none (CI at 953b86c: JACK's dummy frames at 38 % of the clock's rate, sure
+    # of 0 blocks of 529 in both runs), so the session is played again then, and at last each block
+    # is judged within the bound plus how unsure the witness is of its moment
+    for attempt in range(CAPTURE_ATTEMPTS):
+        seen = capture_beside_peer(jack_server, tmp_path / f"try{attempt}", audio)
+        if seen.enough and seen.sure.sum() >= 50:
+            break
+        print(f"attempt {attempt + 1}: {seen.enough_why or f'the witness was sure of {seen.sure.sum()} blocks'}")
+    assert seen.enough, seen.enough_why
+    sender, events, when, row, sure, joined = seen.sender, seen.events, seen.when, seen.row, seen.sure, seen.joined
+    blocks, inside, settle_us = seen.blocks, seen.inside, SETTLE_SECONDS * 1e6
+    assert sender["playhead_source"] == "ableton link (quantum 4)" and sender["link_peers_max"] >= 1
+    assert (sender["link_starts"], sender["link_stops"]) == (1, 1)
     beat = row[:, 1] + (when - row[:, 0]) * row[:, 2] / 60e6
     ppq = np.array(blocks["ppq"])[inside]
     bpm = np.array(blocks["bpm"])[inside]
     playing = np.array(blocks["playing"])[inside]
 
-    joined = when >= rows[0, 0] + settle_us  # the sessions merged when the peer saw us
-    sure = joined & (unsure_us[inside] <= WITNESS_SURE_US)
-    # enough blocks to judge, counted, not a share: how many cycles the witness is sure of is the
-    # load's (CI at 22df94b beside two hogs: 124 of 1259, where a quiet run is sure of most)
-    assert sure.sum() >= 50, f"the witness was sure of {sure.sum()} blocks of {joined.sum()}"
     phase = (ppq - beat + 2.0) % 4.0 - 2.0
     limit = BOUND_SECONDS * row[:, 2] / 60
     assert np.all(np.abs(phase[sure]) <= limit[sure]), \
         f"phase error up to {np.abs(phase[sure]).max():.4f} beats (limit {limit[sure].max():.4f})"
+    # every block whose cycle the witness saw: the moment is between the earliest the witness
+    # allows and its own callback, so the bound widens by that much of Link's beats
+    judged = joined & np.isfinite(seen.unsure_us)
+    widened = limit + np.where(judged, seen.unsure_us, 0.0) * row[:, 2] / 60e6
+    worst = np.argmax(np.where(judged, np.abs(phase) - widened, -np.inf))
+    print(f"sure of {sure.sum()} blocks of {joined.sum()}; {judged.sum()} judged, the worst "
+          f"{phase[worst]:.4f} beats off (bound {widened[worst]:.4f})")
+    assert np.all(np.abs(phase[judged]) <= widened[judged]), (phase[worst], widened[worst], seen.unsure_us[worst])
 
+    # a block's moment is no earlier than ``when`` and, the witness unsure, up to ``latest``
+    latest = when + seen.unsure_us
     first, second = events["tempo=123.4"], events["tempo=101.7"]
     # Link carries tempo as microseconds a beat: 123.4 bpm arrives as 123.39991
-    assert np.all(np.abs(bpm[(when > first + settle_us) & (when < second)] - 123.4) < 0.001)
+    assert np.all(np.abs(bpm[(when > first + settle_us) & (latest < second)] - 123.4) < 0.001)
     assert np.all(np.abs(bpm[when > second + settle_us] - 101.7) < 0.001)
     start, stop = events["start"], events["stop"]
-    assert playing[(when > start + settle_us) & (when < stop)].all()
-    assert not playing[joined & ((when < start) | (when > stop + settle_us))].any()
+    assert playing[(when > start + settle_us) & (latest < stop)].all()
+    assert not playing[joined & ((latest < start) | (when > stop + settle_us))].any()
     assert np.all(np.diff(ppq[joined]) > 0)  # Link's beat never goes back within a session
 
 

@@ -67,17 +67,23 @@ def check_stream(data_dir: Path, session: str, stream: str, player: Player, bloc
     origins = [tuple(pair) for pair in sender["jack_frame_origins"]]
     assert origins[0] == (0, sender["jack_frame_origin"]) and len(origins) <= sender["frame_jumps"] + 1
     assert sender["midi_dropped"] == sender["midi_rejected"] == 0
-    # cycles no callback of ours ran in (xruns) are gaps on JACK's clock, never spliced out
-    holes = [(g["start_sample"], g["end_sample"]) for g in info["gaps"]]
-    assert all(g["reason"] == "dropped by the sender's audio thread" for g in info["gaps"])
-    assert sum(g["last_seq"] - g["first_seq"] + 1 for g in info["gaps"]) == sender["blocks_dropped"]
+    # cycles no callback of ours ran in (xruns) are gaps on JACK's clock, never spliced out; so are
+    # periods dropped whole (the hand-off refused them, or a starved reader fell a ring behind)
+    gaps, audio, length = info["gaps"], got["audio"], blocks * PERIOD + sender["missed_frames"]
+    assert all(g["reason"] == "dropped by the sender's audio thread" for g in gaps)
+    assert sum(g["last_seq"] - g["first_seq"] + 1 for g in gaps) == sender["blocks_dropped"]
+    # dropped at the very end, a gap has no block after it to say where it ends (docs/dataset.md):
+    # the stream's audio ends where it starts
+    tail = gaps[-1] if gaps and gaps[-1]["end_sample"] is None else None
+    assert all(g["end_sample"] is not None for g in gaps if g is not tail)
+    assert audio.shape == (2, tail["start_sample"] if tail else length)
+    if tail:
+        assert tail["last_seq"] == blocks - 1 and length - audio.shape[1] >= (blocks - tail["first_seq"]) * PERIOD
+    holes = [(g["start_sample"], g["end_sample"] if g is not tail else length) for g in gaps]
     hole_frames = sum(end - start for start, end in holes)
+    assert hole_frames >= sender["missed_frames"] and (hole_frames - sender["missed_frames"]) % PERIOD == 0
     if refused:
-        assert hole_frames > sender["missed_frames"] and (hole_frames - sender["missed_frames"]) % PERIOD == 0
-    else:
-        assert hole_frames == sender["missed_frames"]
-    audio = got["audio"]
-    assert audio.shape == (2, blocks * PERIOD + sender["missed_frames"])
+        assert hole_frames > sender["missed_frames"]
     # the first block with every input connected (the connections are made one by one)
     first = next(i for i in range(0, audio.shape[1], PERIOD) if audio[:, i:i + PERIOD].any(axis=1).all())
     assert first < RATE
@@ -85,7 +91,8 @@ def check_stream(data_dir: Path, session: str, stream: str, player: Player, bloc
     # test's clock (the Python player ran on time, JACK did not report its frame twice)
     starts = [s for s in range(first, audio.shape[1], PERIOD) if player.clear(frame_of(origins, s))
               and not any(start < s + PERIOD and s < end for start, end in holes)]
-    assert len(starts) >= 0.5 * len(range(first, audio.shape[1], PERIOD))
+    # enough to judge: the rest are cycles the Python player itself ran late in (a starved machine)
+    assert len(starts) >= 0.3 * len(range(first, audio.shape[1], PERIOD))
     for s in starts:
         expected = np.stack([noise(frame_of(origins, s), PERIOD, c) for c in range(2)])
         assert audio[:, s:s + PERIOD].tobytes() == expected.tobytes(), (s, sender["xruns"])
@@ -98,7 +105,7 @@ def check_stream(data_dir: Path, session: str, stream: str, player: Player, bloc
     recorded = {frame_of(origins, s) for s in range(0, audio.shape[1], PERIOD)}
     missing = [(f, f - f % 1, any(c <= f < c + PERIOD for c in recorded)) for f, _ in set(sent) - set(got_events)]
     assert [e for e in got_events if player.clear(e[0])] == sent, missing
-    assert len(sent) >= (0.3 if refused else 0.5) * len([e for e in player.sent if e[0] <= end])
+    assert len(sent) >= 0.3 * len([e for e in player.sent if e[0] <= end])
     assert set(got_events) <= set(player.sent)  # nothing invented, nothing moved
     assert set(table["timing_error_samples"]) <= {None}
     blocks_table = got["blocks"].to_pydict()
@@ -159,13 +166,15 @@ def test_live_capture_lands_in_the_dataset_exactly(jack_server: DummyServer, tmp
         player.client.transport_stop()
     assert result["code"] == 0, result
     summary = json.loads(result["out"])
-    assert summary["dropped"] == 0 and summary["failures"] == []
+    # periods a starved machine's reader fell a whole ring behind on are dropped: recorded gaps
+    # (check_stream), as in the stalled-store test below, never a hole or a failure
+    assert summary["failures"] == []
     assert summary["sink"] == "store" and "sent" not in summary  # no link: nothing was sent anywhere
     (written,) = summary["streams"]
     assert written["blocks_written"] == summary["blocks"] and written["durable_through"] == summary["blocks"] - 1
     assert player.sent == events
     info = check_stream(tmp_path, "gig", "stage", player, summary["blocks"])
-    assert info["sender"]["xruns"] == summary["xruns"]
+    assert info["sender"]["xruns"] == summary["xruns"] and info["sender"]["blocks_dropped"] == summary["dropped"]
 
 
 def test_live_with_a_server_goes_through_the_link(jack_server: DummyServer, tmp_path: Path) -> None:
