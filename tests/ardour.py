@@ -475,11 +475,19 @@ def export(song: Path, folder: Path) -> tuple[np.ndarray, int]:
     """What ``ardour7-export -b float`` (no normalising, no dither) writes for the session ``song``,
     and its rate; run on a copy in ``folder``, as the exporter writes into the session."""
     copy = folder / "export"
-    shutil.copytree(song, copy)
     wav = folder / "export.wav"
-    for attempt in range(3):  # ardour7-export 7.3 now and then aborts (free(): invalid next size)
-        done = subprocess.run(["ardour7-export", "-b", "float", "-o", str(wav), str(copy), song.name],
-                              capture_output=True, text=True, timeout=120)
+    # ardour7-export 7.3 now and then aborts (free(): invalid next size) or hangs (CI at b5525b1:
+    # no output in 120 s beside two hogs, where it takes seconds): tried again on a fresh copy
+    for attempt in range(3):
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(song, copy)
+        try:
+            done = subprocess.run(["ardour7-export", "-b", "float", "-o", str(wav), str(copy), song.name],
+                                  capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired as hung:
+            if attempt == 2:
+                raise ArdourError(f"ardour7-export hung 3 times: {hung}") from hung
+            continue
         if done.returncode == 0:
             break
         if done.returncode > 0 or attempt == 2:

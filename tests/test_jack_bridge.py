@@ -319,14 +319,17 @@ def test_run_bridge_reports_and_finishes(jack_server: DummyServer) -> None:
 
 class StalledProcessor(CaptureProcessor):
     """A capturing side that falls behind once (a stalled disk, a paused debugger): its first
-    ``process`` call sleeps longer than the ring holds."""
+    ``process`` call waits until ``released`` is set, which the test sets once the ring has
+    overflowed (a fixed 3 s stall overflowed no ring in CI at b5525b1, its JACK running slower
+    than the clock: the ring holds ~2 s of JACK's frames, not of the clock's)."""
 
-    stall = 3.0
+    released = threading.Event()
+    stalled = False
 
     def process(self, audio, midi=(), playhead=STOPPED, params=()):  # noqa: ANN001, ANN201
-        if self.stall:
-            time.sleep(self.stall)
-            self.stall = 0.0
+        if not self.stalled:
+            self.stalled = True
+            self.released.wait(60)  # a hang guard only
         return super().process(audio, midi, playhead, params)
 
 
@@ -335,6 +338,7 @@ def test_a_full_ring_drops_whole_periods_and_the_stream_keeps_its_clock(jack_ser
     fit the ring are dropped and counted, and the stream skips their seqs and samples (a gap
     the receiver records), so every later block still sits on its own frames."""
     player = Player(jack_server, 1, name="ring-player")
+    StalledProcessor.released.clear()
     opened = []
 
     def open_stream(info):  # noqa: ANN001, ANN202
@@ -345,9 +349,11 @@ def test_a_full_ring_drops_whole_periods_and_the_stream_keeps_its_clock(jack_ser
                                    connect=[("ring-player:out_1", "in_1")]) as bridge:
         blocks, drainer = collect(bridge)
         player.client.activate()
-        deadline = time.monotonic() + 60  # a hang guard: the stall is 3 s, the ring ~2 s
+        deadline = time.monotonic() + 60  # a hang guard only
         while bridge.count(Control.DROPPED_PERIODS) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(0.1)  # a few more periods dropped, then the capturing side goes on
+        StalledProcessor.released.set()
         while bridge.count(Control.TAIL) < bridge.count(Control.DROPPED_PERIODS) + 1000 and time.monotonic() < deadline:
             time.sleep(0.05)  # capturing again, past the hole
     drainer.join(5)
