@@ -117,9 +117,13 @@ def record_song(ardour: Ardour, jack_server: DummyServer) -> bool:
         return False
     # the tests play 2.5 s of song, at 90 quarter notes a minute the slowest: the take's third note
     # must come early enough in it for them to hear notes
-    third_seconds = ardour.region_notes(NOTES)[2][0] / TICKS * 60 / 120  # the default map: 120 a minute
-    print(f"the take's third note at {third_seconds:.3f} s")
-    return third_seconds < 1.2
+    return at_120(ardour.region_notes(NOTES)[2][0]) < 1.2 * RATE
+
+
+def at_120(ticks: int) -> int:
+    """The sample of ``ticks`` (from the session's zero) under a new session's map: 120 quarter
+    notes a minute, the map the take is recorded and first played under."""
+    return ticks * RATE * 60 // (120 * TICKS)
 
 
 def plays_the_take(ardour: Ardour, server: DummyServer) -> bool:
@@ -131,8 +135,8 @@ def plays_the_take(ardour: Ardour, server: DummyServer) -> bool:
     notes = ardour.region_notes(NOTES)
     if len(notes) < 3:
         return False
-    third = notes[2][0] * RATE * 60 // (120 * TICKS)  # the session's default map: 120 quarter notes a minute
-    print(f"the take's notes start at sample {notes[0][0] * RATE * 60 // (120 * TICKS)}")
+    third = at_120(notes[2][0])
+    print(f"the take's notes start at sample {at_120(notes[0][0])}, the third at {third}")
     for attempt in range(PLAY_ATTEMPTS):
         ardour.locate(0)
         witness = Witness(server)
