@@ -173,7 +173,7 @@ def test_ctrl_c_midway_leaves_nothing_running_and_a_rerun_completes(song: Path, 
     summary = json.loads(out)
     assert batch.returncode == 0 and summary["interrupted"] and summary["done"] < 2, (summary, err)
     assert "Traceback" not in err, err
-    gone = time.monotonic() + 10  # jackd and Ardour die with their worker (PR_SET_PDEATHSIG), soon after it
+    gone = time.monotonic() + 60  # a hang guard: jackd and Ardour get SIGTERM with their worker (PR_SET_PDEATHSIG) and shut down, slowly on a loaded machine
     while left_behind(tmpdir) and time.monotonic() < gone:
         time.sleep(0.1)
     assert left_behind(tmpdir) == []
