@@ -133,7 +133,12 @@ def hash_token(token: str) -> bytes:
 
 
 def make_token(scopes: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
-    """A new random token and its line for a tokens file."""
+    """A new random token and its line for a tokens file.
+
+    Never one starting with ``-``: pasted after ``--token`` it would be read as an option.
+    """
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(32)
     line = f"sha256:{hash_token(token).hex()}"
     return token, " ".join([line, *scopes])
