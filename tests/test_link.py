@@ -108,13 +108,17 @@ class Seen:
     when: np.ndarray  # those blocks' moments (us, CLOCK_MONOTONIC_RAW)
     row: np.ndarray  # the peer's log row before each: time us, beat, tempo, playing
     joined: np.ndarray  # the sessions had merged
-    sure: np.ndarray  # ... and the witness is sure of the moment, within WITNESS_SURE_US
     unsure_us: np.ndarray  # how unsure the witness is of each moment (inf: it missed that cycle)
     enough_why: str  # empty when there are enough blocks to judge
 
     @property
     def enough(self) -> bool:
         return not self.enough_why
+
+    @property
+    def sure(self) -> np.ndarray:
+        """Joined, and the witness sure of the moment within ``WITNESS_SURE_US``."""
+        return self.joined & (self.unsure_us <= WITNESS_SURE_US)
 
 
 def capture_beside_peer(jack_server: DummyServer, folder: Path, audio: str) -> Seen:
@@ -159,7 +163,6 @@ def capture_beside_peer(jack_server: DummyServer, folder: Path, audio: str) -> S
     when = at_us[inside]
     settle_us = SETTLE_SECONDS * 1e6
     joined = when >= rows[0, 0] + settle_us  # the sessions merged when the peer saw us
-    sure = joined & (unsure_us[inside] <= WITNESS_SURE_US)
     why = []
     # every part of the script has blocks to judge, whatever the load: CI at ac00b44 asked for 1000
     # blocks in the peer's 3.8 s and had 758, JACK's dummy frames running at half the clock's rate
@@ -171,9 +174,10 @@ def capture_beside_peer(jack_server: DummyServer, folder: Path, audio: str) -> S
     for span, (begin, end) in spans.items():
         if ((when > begin) & (when < end)).sum() < 25:
             why.append(f"too few blocks {span}: {sorted(spans.items())}")
-    if (joined & np.isfinite(unsure_us[inside])).sum() < 50:
-        why.append(f"the witness saw the cycles of {(joined & np.isfinite(unsure_us[inside])).sum()} blocks only")
-    return Seen(sender, blocks, events, inside, when, rows[index[inside]], joined, sure, unsure_us[inside],
+    witnessed = (joined & np.isfinite(unsure_us[inside])).sum()
+    if witnessed < 50:
+        why.append(f"the witness saw the cycles of {witnessed} blocks only")
+    return Seen(sender, blocks, events, inside, when, rows[index[inside]], joined, unsure_us[inside],
                 "; ".join(why))
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 MIN_SLOT_FRAMES = 2048  # a slot holds periods up to this (or the starting period, if larger)
 SWITCH_INTERVAL = 0.0005  # seconds: the callback waits at most this for the GIL (see settle)
@@ -33,7 +34,7 @@ def settle() -> None:
     gc.disable()
 
 
-def tell_parent(message: dict) -> None:
+def tell_parent(message: dict[str, Any]) -> None:
     """One JSON line to the parent on stdout. A parent already gone (Ctrl-C on a batch takes the
     worker first) has closed the pipe: nobody is left to tell, and a traceback on the shared
     stderr would be noise in the user's terminal (seen beside two CPU hogs), so it is dropped,
