@@ -14,6 +14,7 @@ package), it is never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -494,3 +495,22 @@ def export(song: Path, folder: Path) -> tuple[np.ndarray, int]:
             raise ArdourError(f"ardour7-export exited {done.returncode}: {done.stderr[-500:]}")
     audio, rate = sf.read(wav, dtype="float32", always_2d=True)
     return audio, rate
+
+
+def wait_rolling(render: subprocess.Popen, data: Path) -> None:
+    """Until ``render`` (a ``sendlearn render`` of a session whose track is ``synth``, into ``data``)
+    has written its first blocks: its freewheeling roll is on. A fixed wait once let 200 s of song
+    render whole before a test's signal (CI at 953b86c: in 3.1 s on a quiet machine, where a loaded
+    one takes several times that)."""
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not _has_blocks(data):
+        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
+        time.sleep(0.02)
+
+
+def _has_blocks(data: Path) -> bool:
+    for audio in data.glob("sessions/*/synth/.work/audio.f32"):
+        with contextlib.suppress(FileNotFoundError):  # finalised meanwhile
+            if audio.stat().st_size:
+                return True
+    return False

@@ -28,7 +28,7 @@ from pathlib import Path
 import mido
 import pyarrow.parquet as pq
 import pytest
-from ardour import build_song
+from ardour import build_song, wait_rolling
 
 from sendlearn.cli.main import main
 
@@ -141,15 +141,6 @@ def test_ardour_sessions_render_on_a_dask_cluster(song: Path, alone: Path, tmp_p
         assert stream_data(tmp_path / "data" / "sessions" / "song" / stream) == stream_data(alone / stream), stream
 
 
-def rolling(data: Path) -> bool:
-    """Whether a render into ``data`` has written blocks (a work file may be finalised meanwhile)."""
-    for audio in data.glob("sessions/*/synth/.work/audio.f32"):
-        with contextlib.suppress(FileNotFoundError):
-            if audio.stat().st_size:
-                return True
-    return False
-
-
 def test_ctrl_c_midway_leaves_nothing_running_and_a_rerun_completes(song: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(song, corpus / "song")
@@ -161,12 +152,7 @@ def test_ctrl_c_midway_leaves_nothing_running_and_a_rerun_completes(song: Path, 
                "--data-dir", str(data), "--json"]
     env = {**os.environ, "TMPDIR": str(tmpdir)}
     batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120  # a hang guard only
-    # a render is in its freewheeling roll once it has written blocks: a fixed wait after its jackd
-    # came up let a quiet machine render a whole session first (CI at 953b86c, the single render's test)
-    while not rolling(data):
-        assert batch.poll() is None and time.monotonic() < deadline, batch.communicate()
-        time.sleep(0.02)
+    wait_rolling(batch, data)  # a fixed wait after its jackd came up let a quiet machine render it all first
     assert batch.poll() is None, "the batch ended before the signal: make END longer"
     batch.send_signal(signal.SIGINT)
     out, err = batch.communicate(timeout=120)

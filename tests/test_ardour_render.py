@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from ardour import build_song, export
+from ardour import build_song, export, wait_rolling
 
 from sendlearn.cli.main import main
 
@@ -290,19 +290,6 @@ def ours(pid: int) -> list[str]:
             if mark in (proc / "cmdline").read_bytes() or mark in (proc / "environ").read_bytes():
                 found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
     return found
-
-
-def wait_rolling(render: subprocess.Popen, data: Path) -> None:
-    """Until ``render`` (of ``song`` into ``data``) has written its first blocks: the freewheeling roll
-    is on. A fixed wait once let 200 s of song render whole before the signal (CI at 953b86c: in
-    3.1 s on a quiet machine, where a loaded one takes several times that)."""
-    import time
-
-    audio = data / "sessions" / "song" / "synth" / ".work" / "audio.f32"
-    deadline = time.monotonic() + 120  # a hang guard only
-    while not (audio.is_file() and audio.stat().st_size > 0):
-        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
-        time.sleep(0.02)
 
 
 def test_sigterm_midway_leaves_nothing_complete_and_nothing_running_and_a_rerun_completes(
